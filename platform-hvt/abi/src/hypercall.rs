@@ -1,0 +1,117 @@
+//! Hypercalls: the guest writes the guest-physical address of an argument
+//! struct (8-byte write) to the call's MMIO slot; the vCPU exits to the monitor
+//! (`KVM_EXIT_MMIO`), which validates the struct's address and every pointer
+//! in it against guest RAM, performs the call, writes results back into the
+//! struct, and resumes the guest. MMIO, unlike port I/O, works from ring 3.
+
+use crate::layout::HYPERCALL_MMIO_BASE;
+
+/// Call numbers. The MMIO address of call `n` is `HYPERCALL_MMIO_BASE + 8 * n`.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// [`ConsoleWrite`]: write bytes to the monitor's stdout or stderr.
+    ConsoleWrite = 1,
+    /// [`ConsoleRead`]: read bytes from the monitor's stdin (blocks).
+    ConsoleRead = 2,
+    /// [`WallTime`]: nanoseconds since the Unix epoch.
+    WallTime = 3,
+    /// [`Poll`]: block until a device is ready or the timeout passes.
+    Poll = 4,
+    /// [`Halt`]: stop the guest with an exit code.
+    Halt = 5,
+}
+
+impl Call {
+    pub const ALL: [Call; 5] = [
+        Call::ConsoleWrite,
+        Call::ConsoleRead,
+        Call::WallTime,
+        Call::Poll,
+        Call::Halt,
+    ];
+
+    /// The call whose MMIO slot is at `addr`, if any.
+    pub fn from_mmio_address(addr: u64) -> Option<Call> {
+        Self::ALL.into_iter().find(|c| mmio_address(*c) == addr)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::ConsoleWrite => "console_write",
+            Call::ConsoleRead => "console_read",
+            Call::WallTime => "walltime",
+            Call::Poll => "poll",
+            Call::Halt => "halt",
+        }
+    }
+}
+
+/// Guest-physical MMIO address of a call's slot.
+pub const fn mmio_address(call: Call) -> u64 {
+    HYPERCALL_MMIO_BASE + 8 * call as u64
+}
+
+/// `ConsoleWrite::stream` values.
+pub const STREAM_STDOUT: u32 = 1;
+pub const STREAM_STDERR: u32 = 2;
+
+/// Write `len` bytes at guest-physical `data` to the monitor's stdout or stderr.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConsoleWrite {
+    pub data: u64,
+    pub len: u64,
+    pub stream: u32,
+    pub _pad: u32,
+    /// Out: bytes written.
+    pub written: u64,
+}
+
+/// Read up to `len` bytes from the monitor's stdin into guest-physical `data`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConsoleRead {
+    pub data: u64,
+    pub len: u64,
+    /// Out: bytes read (0 = end of file).
+    pub read: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WallTime {
+    /// Out: ns since the Unix epoch.
+    pub nsecs: u64,
+}
+
+/// Block until one of the attached devices is ready or `timeout_nsecs` passed.
+/// With no devices attached (this ABI version) it simply sleeps on the host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Poll {
+    pub timeout_nsecs: u64,
+    /// Out: bitmap of ready device handles (0 = timeout).
+    pub ready_set: u64,
+}
+
+/// Stop the guest. The monitor exits with `exit_code` (0-255 are the app's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Halt {
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn mmio_roundtrip() {
+        for c in Call::ALL {
+            assert_eq!(Call::from_mmio_address(mmio_address(c)), Some(c));
+        }
+        assert_eq!(Call::from_mmio_address(HYPERCALL_MMIO_BASE), None);
+        assert_eq!(core::mem::size_of::<ConsoleWrite>(), 32);
+    }
+}

@@ -1,0 +1,256 @@
+//! The image manifest: an ELF note (name [`NOTE_NAME`], type [`NOTE_TYPE`])
+//! written by the builder and read by the monitor and `cargo unikernel inspect`.
+//!
+//! Encoding (all integers little-endian):
+//!
+//! ```text
+//! magic    8 bytes  "UKMANIF1"
+//! version  u32      MANIFEST_VERSION
+//! platform u32      Platform as u32
+//! memory   u64      default guest memory in bytes (0 = monitor default)
+//! app_entry, app_base, app_phdr, app_end   u64 each (guest addresses)
+//! app_phnum, app_phent                     u32 each
+//! name              string
+//! args, env, components   list of strings
+//! build_id          bytes
+//! string/bytes: u32 length + bytes; list: u32 count + strings
+//! ```
+//!
+//! Decoding never panics: any short or malformed note is a [`ManifestError`].
+#[cfg(feature = "std")]
+use std::{string::String, vec::Vec};
+
+pub const NOTE_NAME: &str = "UNIKERNEL";
+pub const NOTE_TYPE: u32 = 0x4d46; // "MF"
+pub const MAGIC: &[u8; 8] = b"UKMANIF1";
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// The platform an image was built for.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    Hvt = 1,
+    Kvm = 2,
+    Xen = 3,
+}
+
+impl Platform {
+    pub fn from_u32(v: u32) -> Option<Platform> {
+        match v {
+            1 => Some(Platform::Hvt),
+            2 => Some(Platform::Kvm),
+            3 => Some(Platform::Xen),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Hvt => "hvt",
+            Platform::Kvm => "kvm",
+            Platform::Xen => "xen",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestError {
+    Truncated,
+    BadMagic,
+    UnsupportedVersion(u32),
+    UnknownPlatform(u32),
+    BadUtf8,
+}
+
+impl core::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ManifestError::Truncated => write!(f, "manifest note is truncated"),
+            ManifestError::BadMagic => write!(f, "manifest note has a bad magic"),
+            ManifestError::UnsupportedVersion(v) => write!(
+                f,
+                "manifest version {v} is not supported (this tool reads version {MANIFEST_VERSION})"
+            ),
+            ManifestError::UnknownPlatform(p) => write!(f, "manifest names unknown platform {p}"),
+            ManifestError::BadUtf8 => write!(f, "manifest holds a string that is not UTF-8"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ManifestError {}
+
+/// The decoded manifest.
+#[cfg(feature = "std")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub platform: Platform,
+    pub memory: u64,
+    pub app_entry: u64,
+    pub app_base: u64,
+    pub app_phdr: u64,
+    pub app_end: u64,
+    pub app_phnum: u32,
+    pub app_phent: u32,
+    pub name: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub components: Vec<String>,
+    pub build_id: Vec<u8>,
+}
+
+#[cfg(feature = "std")]
+impl Manifest {
+    /// Encode into the note's descriptor bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        fn list(out: &mut Vec<u8>, l: &[String]) {
+            out.extend_from_slice(&(l.len() as u32).to_le_bytes());
+            for s in l {
+                bytes(out, s.as_bytes());
+            }
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.platform as u32).to_le_bytes());
+        for v in [
+            self.memory,
+            self.app_entry,
+            self.app_base,
+            self.app_phdr,
+            self.app_end,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.app_phnum.to_le_bytes());
+        out.extend_from_slice(&self.app_phent.to_le_bytes());
+        bytes(&mut out, self.name.as_bytes());
+        list(&mut out, &self.args);
+        list(&mut out, &self.env);
+        list(&mut out, &self.components);
+        bytes(&mut out, &self.build_id);
+        out
+    }
+
+    /// Decode a note descriptor. Trailing bytes (note padding) are ignored.
+    pub fn decode(data: &[u8]) -> Result<Manifest, ManifestError> {
+        let mut r = Reader { data, pos: 0 };
+        if r.take(8)? != MAGIC {
+            return Err(ManifestError::BadMagic);
+        }
+        let version = r.u32()?;
+        if version != MANIFEST_VERSION {
+            return Err(ManifestError::UnsupportedVersion(version));
+        }
+        let p = r.u32()?;
+        let platform = Platform::from_u32(p).ok_or(ManifestError::UnknownPlatform(p))?;
+        Ok(Manifest {
+            platform,
+            memory: r.u64()?,
+            app_entry: r.u64()?,
+            app_base: r.u64()?,
+            app_phdr: r.u64()?,
+            app_end: r.u64()?,
+            app_phnum: r.u32()?,
+            app_phent: r.u32()?,
+            name: r.string()?,
+            args: r.list()?,
+            env: r.list()?,
+            components: r.list()?,
+            build_id: r.bytes()?.to_vec(),
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+#[cfg(feature = "std")]
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ManifestError> {
+        let end = self.pos.checked_add(n).ok_or(ManifestError::Truncated)?;
+        let s = self.data.get(self.pos..end).ok_or(ManifestError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32, ManifestError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or([0; 4])))
+    }
+    fn u64(&mut self) -> Result<u64, ManifestError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or([0; 8])))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], ManifestError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Result<String, ManifestError> {
+        let b = self.bytes()?;
+        core::str::from_utf8(b)
+            .map(String::from)
+            .map_err(|_| ManifestError::BadUtf8)
+    }
+    fn list(&mut self) -> Result<Vec<String>, ManifestError> {
+        let n = self.u32()? as usize;
+        // Each entry takes at least 4 bytes: refuse absurd counts before allocating.
+        if n > self.data.len() / 4 {
+            return Err(ManifestError::Truncated);
+        }
+        (0..n).map(|_| self.string()).collect()
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            platform: Platform::Hvt,
+            memory: 64 << 20,
+            app_entry: 0x20_1234,
+            app_base: 0x20_0000,
+            app_phdr: 0x20_0040,
+            app_end: 0x28_0000,
+            app_phnum: 10,
+            app_phent: 56,
+            name: "hello".into(),
+            args: vec!["a".into(), "b c".into()],
+            env: vec!["K=V".into()],
+            components: vec![],
+            build_id: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn roundtrip() {
+        let m = sample();
+        assert_eq!(Manifest::decode(&m.encode()), Ok(m));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let e = sample().encode();
+        for n in 0..e.len() {
+            assert!(Manifest::decode(&e[..n]).is_err(), "prefix {n} decoded");
+        }
+    }
+
+    #[test]
+    fn bad_magic_version_platform() {
+        let mut e = sample().encode();
+        e[0] = b'X';
+        assert_eq!(Manifest::decode(&e), Err(ManifestError::BadMagic));
+        let mut e = sample().encode();
+        e[8] = 9;
+        assert_eq!(Manifest::decode(&e), Err(ManifestError::UnsupportedVersion(9)));
+        let mut e = sample().encode();
+        e[12] = 7;
+        assert_eq!(Manifest::decode(&e), Err(ManifestError::UnknownPlatform(7)));
+    }
+}
