@@ -1,1 +1,51 @@
-fn main() {}
+//! The `unikernel-hvt` command: parses the command line and boots the image.
+use std::path::PathBuf;
+
+use clap::Parser;
+use unikernel_hvt::{parse_size, run, RunConfig};
+
+/// Boot a unikernel image (built by `cargo unikernel build`) on KVM.
+///
+/// Exit status: the app's exit code (0-255); 125 if the guest could not be
+/// started (bad options or image, too little memory, no /dev/kvm); 254 if
+/// the guest made an invalid hypercall; 255 if the guest crashed (the
+/// registers are printed on stderr).
+#[derive(Debug, Parser)]
+#[command(name = "unikernel-hvt", version)]
+struct Cli {
+    /// Guest memory, e.g. 64M or 1G (default: the image's manifest, else 64M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    mem: Option<u64>,
+    /// Set an environment variable for the app (repeatable); replaces the
+    /// image's default for the same KEY.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Print every system call the app makes on stderr (strace style).
+    #[arg(long)]
+    trace_syscalls: bool,
+    /// The unikernel image to boot.
+    #[arg(value_name = "IMAGE")]
+    image: PathBuf,
+    /// Arguments for the app (after `--`); replace the image's default arguments.
+    #[arg(last = true, value_name = "ARGS")]
+    args: Option<Vec<String>>,
+}
+
+fn main() {
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() {
+            unikernel_hvt::EXIT_SETUP_FAILED
+        } else {
+            0
+        })
+    });
+    let config = RunConfig {
+        image: cli.image,
+        mem: cli.mem,
+        env: cli.env,
+        args: cli.args,
+        trace_syscalls: cli.trace_syscalls,
+    };
+    std::process::exit(run(&config));
+}

@@ -1,0 +1,295 @@
+//! Serving the guest's hypercalls.
+//!
+//! A call is one 8-byte MMIO write to the call's slot
+//! ([`hvt_abi::hypercall::mmio_address`]); the written value is the
+//! guest-physical address of the call's argument struct. The vCPU exits with
+//! `KVM_EXIT_MMIO`; [`handle`] reads the struct (bounds-checked), checks every
+//! buffer it names against guest RAM, performs the call on the host and writes
+//! the out fields back. Anything else that reaches the MMIO window (a read, a
+//! write of another size, an address that is no call) is an invalid call: the
+//! guest is stopped and the monitor says why.
+use std::io::{Read, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hvt_abi::hypercall::{
+    Call, ConsoleRead, ConsoleWrite, Halt, Poll, WallTime, STREAM_STDERR, STREAM_STDOUT,
+};
+use thiserror::Error;
+
+use crate::memory::{GuestMemory, OutOfBounds, Pod};
+
+/// Longest a single poll call sleeps; the guest simply polls again.
+pub const MAX_POLL_SLEEP: Duration = Duration::from_secs(3600);
+
+/// What the run loop does after a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Resume the guest.
+    Continue,
+    /// The guest halted; exit with this code.
+    Halt(i32),
+}
+
+/// An invalid hypercall (the guest's fault, never the monitor's).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum HypercallError {
+    #[error("{kind} of {len} bytes at MMIO address {addr:#x}, which is no hypercall slot")]
+    UnknownAddress {
+        kind: &'static str,
+        addr: u64,
+        len: usize,
+    },
+    #[error("{call}: MMIO read of {len} bytes (calls are 8-byte writes)")]
+    Read { call: &'static str, len: usize },
+    #[error("{call}: MMIO write of {len} bytes (calls are 8-byte writes)")]
+    WrongSize { call: &'static str, len: usize },
+    #[error("{call}: argument struct at {gpa:#x} is not in guest RAM")]
+    BadArgs { call: &'static str, gpa: u64 },
+    #[error("{call}: buffer: {source}")]
+    BadBuffer {
+        call: &'static str,
+        #[source]
+        source: OutOfBounds,
+    },
+    #[error("console_write: unknown stream {0} (1 = stdout, 2 = stderr)")]
+    BadStream(u32),
+}
+
+/// Handles an MMIO write of `data` to `addr`.
+pub fn handle_write(
+    mem: &mut GuestMemory,
+    addr: u64,
+    data: &[u8],
+) -> Result<Outcome, HypercallError> {
+    let call = Call::from_mmio_address(addr).ok_or(HypercallError::UnknownAddress {
+        kind: "write",
+        addr,
+        len: data.len(),
+    })?;
+    let arg: [u8; 8] = data.try_into().map_err(|_| HypercallError::WrongSize {
+        call: call.name(),
+        len: data.len(),
+    })?;
+    serve(mem, call, u64::from_le_bytes(arg))
+}
+
+/// Describes an MMIO read at `addr` (always invalid).
+pub fn read_error(addr: u64, len: usize) -> HypercallError {
+    match Call::from_mmio_address(addr) {
+        Some(call) => HypercallError::Read {
+            call: call.name(),
+            len,
+        },
+        None => HypercallError::UnknownAddress {
+            kind: "read",
+            addr,
+            len,
+        },
+    }
+}
+
+fn args<T: Pod>(mem: &GuestMemory, call: Call, gpa: u64) -> Result<T, HypercallError> {
+    mem.read_obj(gpa).map_err(|_| HypercallError::BadArgs {
+        call: call.name(),
+        gpa,
+    })
+}
+
+fn reply<T: Pod>(mem: &mut GuestMemory, call: Call, gpa: u64, v: &T) -> Result<(), HypercallError> {
+    mem.write_obj(gpa, v).map_err(|_| HypercallError::BadArgs {
+        call: call.name(),
+        gpa,
+    })
+}
+
+fn buffer_error(call: Call) -> impl FnOnce(OutOfBounds) -> HypercallError {
+    move |source| HypercallError::BadBuffer {
+        call: call.name(),
+        source,
+    }
+}
+
+/// Performs `call` with its argument struct at guest-physical `gpa`.
+pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, HypercallError> {
+    match call {
+        Call::ConsoleWrite => {
+            let mut a: ConsoleWrite = args(mem, call, gpa)?;
+            let bytes = mem.slice(a.data, a.len).map_err(buffer_error(call))?;
+            a.written = match a.stream {
+                STREAM_STDOUT => write_all(&mut std::io::stdout().lock(), bytes),
+                STREAM_STDERR => write_all(&mut std::io::stderr().lock(), bytes),
+                s => return Err(HypercallError::BadStream(s)),
+            };
+            reply(mem, call, gpa, &a)?;
+        }
+        Call::ConsoleRead => {
+            let mut a: ConsoleRead = args(mem, call, gpa)?;
+            let buf = mem.slice_mut(a.data, a.len).map_err(buffer_error(call))?;
+            a.read = read_some(&mut std::io::stdin().lock(), buf);
+            reply(mem, call, gpa, &a)?;
+        }
+        Call::WallTime => {
+            let mut a: WallTime = args(mem, call, gpa)?;
+            a.nsecs = wall_clock_ns();
+            reply(mem, call, gpa, &a)?;
+        }
+        Call::Poll => {
+            let mut a: Poll = args(mem, call, gpa)?;
+            // No devices in this ABI version: waiting is just sleeping.
+            std::thread::sleep(Duration::from_nanos(a.timeout_nsecs).min(MAX_POLL_SLEEP));
+            a.ready_set = 0;
+            reply(mem, call, gpa, &a)?;
+        }
+        Call::Halt => {
+            let a: Halt = args(mem, call, gpa)?;
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            return Ok(Outcome::Halt((a.exit_code & 0xff) as i32));
+        }
+    }
+    Ok(Outcome::Continue)
+}
+
+/// Writes all of `bytes` and flushes; returns how many were written (fewer
+/// only if the host stream failed, e.g. a closed pipe).
+fn write_all(out: &mut impl Write, bytes: &[u8]) -> u64 {
+    let mut done = 0;
+    while done < bytes.len() {
+        match out.write(&bytes[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = out.flush();
+    done as u64
+}
+
+/// One blocking read; 0 at end of file (or if stdin fails).
+fn read_some(input: &mut impl Read, buf: &mut [u8]) -> u64 {
+    if buf.is_empty() {
+        return 0;
+    }
+    loop {
+        match input.read(buf) {
+            Ok(n) => return n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return 0,
+        }
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 if the host clock is before 1970).
+pub fn wall_clock_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hvt_abi::hypercall::mmio_address;
+
+    fn write_call(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, HypercallError> {
+        handle_write(mem, mmio_address(call), &gpa.to_le_bytes())
+    }
+
+    #[test]
+    fn halt_masks_the_exit_code() {
+        let mut mem = GuestMemory::new(0x2000).unwrap();
+        mem.write_obj(
+            0x100,
+            &Halt {
+                exit_code: 0x1_07,
+                _pad: 0,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            write_call(&mut mem, Call::Halt, 0x100),
+            Ok(Outcome::Halt(7))
+        );
+    }
+
+    #[test]
+    fn bad_pointers_are_invalid_calls() {
+        let mut mem = GuestMemory::new(0x2000).unwrap();
+        assert!(matches!(
+            write_call(&mut mem, Call::Halt, 0x1ffc),
+            Err(HypercallError::BadArgs { .. })
+        ));
+        let a = ConsoleWrite {
+            data: 0x1f00,
+            len: 0x200,
+            stream: 1,
+            ..Default::default()
+        };
+        mem.write_obj(0x100, &a).unwrap();
+        assert!(matches!(
+            write_call(&mut mem, Call::ConsoleWrite, 0x100),
+            Err(HypercallError::BadBuffer { .. })
+        ));
+        let a = ConsoleWrite {
+            data: u64::MAX,
+            len: 2,
+            stream: 1,
+            ..Default::default()
+        };
+        mem.write_obj(0x100, &a).unwrap();
+        assert!(write_call(&mut mem, Call::ConsoleWrite, 0x100).is_err());
+        let a = ConsoleWrite {
+            data: 0,
+            len: 1,
+            stream: 3,
+            ..Default::default()
+        };
+        mem.write_obj(0x100, &a).unwrap();
+        assert_eq!(
+            write_call(&mut mem, Call::ConsoleWrite, 0x100),
+            Err(HypercallError::BadStream(3))
+        );
+    }
+
+    #[test]
+    fn malformed_mmio_accesses_are_invalid_calls() {
+        let mut mem = GuestMemory::new(0x2000).unwrap();
+        assert!(matches!(
+            handle_write(&mut mem, mmio_address(Call::Halt), &[0; 4]),
+            Err(HypercallError::WrongSize { len: 4, .. })
+        ));
+        assert!(matches!(
+            handle_write(&mut mem, mmio_address(Call::Halt) + 1, &[0; 8]),
+            Err(HypercallError::UnknownAddress { .. })
+        ));
+        assert!(matches!(
+            read_error(mmio_address(Call::Poll), 8),
+            HypercallError::Read { .. }
+        ));
+    }
+
+    #[test]
+    fn walltime_and_poll_write_their_results() {
+        let mut mem = GuestMemory::new(0x2000).unwrap();
+        assert_eq!(
+            write_call(&mut mem, Call::WallTime, 0x10),
+            Ok(Outcome::Continue)
+        );
+        let t: WallTime = mem.read_obj(0x10).unwrap();
+        assert!(t.nsecs > 1_600_000_000_000_000_000);
+        mem.write_obj(
+            0x20,
+            &Poll {
+                timeout_nsecs: 1000,
+                ready_set: 99,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            write_call(&mut mem, Call::Poll, 0x20),
+            Ok(Outcome::Continue)
+        );
+        assert_eq!(mem.read_obj::<Poll>(0x20).unwrap().ready_set, 0);
+    }
+}
