@@ -107,7 +107,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// A size as a user would write it (`64M`, `1536K`, `12345`).
 pub fn format_size(n: u64) -> String {
     for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
-        if n != 0 && n % (1 << shift) == 0 {
+        if n != 0 && n & ((1 << shift) - 1) == 0 {
             return format!("{}{unit}", n >> shift);
         }
     }
@@ -144,7 +144,7 @@ fn memory_size(config: &RunConfig, manifest_memory: u64) -> Result<u64, Error> {
         None => (DEFAULT_MEMORY, "the default memory"),
     };
     let shown = format_size(mem);
-    if mem % PAGE_SIZE != 0 {
+    if mem & (PAGE_SIZE - 1) != 0 {
         return Err(Error::Config(format!(
             "{origin} {shown} is not a multiple of 4K"
         )));

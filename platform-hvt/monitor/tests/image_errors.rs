@@ -1,0 +1,170 @@
+//! Images the monitor must refuse before the guest runs: one clear line on
+//! stderr, exit code 125, never a panic. (These need no /dev/kvm: the image
+//! is checked before KVM is opened.)
+mod common;
+
+use common::*;
+use hvt_abi::manifest::Platform;
+
+fn refused(name: &str, bytes: &[u8], extra: &[&str], expect: &str) {
+    let path = write_image(name, bytes);
+    let mut args: Vec<&str> = extra.to_vec();
+    args.push(path.to_str().unwrap());
+    let out = monitor(&args);
+    let err = stderr(&out);
+    assert!(err.contains(expect), "expected {expect:?} in stderr: {err}");
+    assert!(err.starts_with("unikernel-hvt: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(125));
+}
+
+fn good() -> Vec<u8> {
+    elf(&[kernel(&[0xf4], b"")], Some(&manifest(Platform::Hvt)))
+}
+
+#[test]
+fn not_elf() {
+    refused("notelf", b"#!/bin/sh\necho hi\n", &[], "not an ELF file");
+    refused("empty", b"", &[], "not an ELF file");
+}
+
+#[test]
+fn truncated_images() {
+    let g = good();
+    refused("trunc-header", &g[..40], &[], "truncated");
+    refused("trunc-phdrs", &g[..100], &[], "truncated");
+    // Cut inside the kernel segment's bytes.
+    refused(
+        "trunc-segment",
+        &g[..g.len() - 100],
+        &[],
+        "beyond the end of the file",
+    );
+}
+
+#[test]
+fn missing_manifest() {
+    let img = elf(&[kernel(&[0xf4], b"")], None);
+    refused(
+        "nomanifest",
+        &img,
+        &[],
+        "not a unikernel image (no UNIKERNEL manifest note)",
+    );
+}
+
+#[test]
+fn wrong_platform() {
+    let img = elf(&[kernel(&[0xf4], b"")], Some(&manifest(Platform::Kvm)));
+    refused("kvmimage", &img, &[], "image was built for platform kvm");
+}
+
+#[test]
+fn wrong_machine() {
+    let mut g = good();
+    g[18] = 183; // EM_AARCH64
+    refused(
+        "aarch64",
+        &g,
+        &[],
+        "not a 64-bit little-endian x86_64 executable",
+    );
+}
+
+#[test]
+fn segments_out_of_range_or_overlapping() {
+    let m = manifest(Platform::Hvt);
+    let low = Seg {
+        gpa: 0x1000,
+        bytes: vec![1],
+        memsz: 0x1000,
+        flags: 4,
+    };
+    refused(
+        "low",
+        &elf(&[kernel(&[0xf4], b""), low], Some(&m)),
+        &[],
+        "lies outside guest memory",
+    );
+    let over = Seg {
+        gpa: common::KERNEL_SIZE + hvt_abi::layout::KERNEL_BASE - 0x10,
+        bytes: vec![],
+        memsz: 0x20,
+        flags: 4,
+    };
+    refused(
+        "overlap",
+        &elf(&[kernel(&[0xf4], b""), over], Some(&m)),
+        &[],
+        "overlap",
+    );
+    let big = Seg {
+        gpa: 0x20_0000,
+        bytes: vec![0; 0x20],
+        memsz: 0x10,
+        flags: 4,
+    };
+    refused(
+        "filesz",
+        &elf(&[kernel(&[0xf4], b""), big], Some(&m)),
+        &[],
+        "larger than its memory size",
+    );
+}
+
+#[test]
+fn memory_too_small_for_the_image() {
+    let m = manifest(Platform::Hvt);
+    let app = Seg {
+        gpa: 0x18_0000,
+        bytes: vec![0; 16],
+        memsz: 0x4000,
+        flags: 4 | 2,
+    };
+    let img = elf(&[kernel(&[0xf4], b""), app], Some(&m));
+    refused(
+        "small",
+        &img,
+        &["--mem", "1M"],
+        "--mem 1M is too small: the image needs at least 1552 KiB",
+    );
+}
+
+#[test]
+fn bad_options() {
+    let path = write_image("opts", &good());
+    let p = path.to_str().unwrap();
+    for (args, expect) in [
+        (vec!["--mem", "12X", p], "unknown suffix"),
+        (vec!["--mem", "5000", p], "not a multiple of 4K"),
+        (vec!["--mem", "4G", p], "too large"),
+        (vec!["--env", "NOEQUALS", p], "expected KEY=VALUE"),
+    ] {
+        let out = monitor(&args);
+        assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+    }
+    let out = monitor(&["/nonexistent/image"]);
+    assert!(stderr(&out).contains("cannot read image /nonexistent/image"));
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn help_documents_the_cli() {
+    let out = monitor(&["--help"]);
+    let s = stdout(&out);
+    for word in [
+        "--mem",
+        "--env",
+        "--trace-syscalls",
+        "IMAGE",
+        "ARGS",
+        "125",
+        "254",
+        "255",
+    ] {
+        assert!(s.contains(word), "--help lacks {word}: {s}");
+    }
+    assert_eq!(out.status.code(), Some(0));
+}
