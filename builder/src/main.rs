@@ -1,1 +1,206 @@
-fn main() {}
+//! The `cargo-unikernel` command: `cargo unikernel new|build|run|inspect`.
+//!
+//! Works as a cargo subcommand (cargo passes "unikernel" as the first
+//! argument, which is skipped) and as a plain `cargo-unikernel` binary.
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use cargo_unikernel::config::{parse_env_pair, MemorySize};
+use cargo_unikernel::image::{Image, ImageError};
+use cargo_unikernel::pipeline::{self, BuildOptions};
+use cargo_unikernel::progress::Progress;
+use cargo_unikernel::template;
+
+mod run;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo-unikernel",
+    bin_name = "cargo unikernel",
+    version,
+    about = "Build a Rust program into a unikernel image, and run or inspect it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new app crate from a template.
+    New {
+        /// Directory to create; its last component is the crate name.
+        name: PathBuf,
+        /// Template to start from.
+        #[arg(long, default_value = "hello")]
+        template: String,
+    },
+    /// Build the app and link it with the kernel into one image.
+    Build(BuildArgs),
+    /// Build (unless given an image), then boot the image on the bundled hvt monitor.
+    Run(RunArgs),
+    /// Show what is inside an image: manifest, segments, sizes.
+    Inspect {
+        /// The image file.
+        image: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct BuildArgs {
+    /// The app crate's directory (or its Cargo.toml); default: the current crate.
+    path: Option<PathBuf>,
+    /// Path to the app's Cargo.toml.
+    #[arg(long, value_name = "PATH", conflicts_with = "path")]
+    manifest_path: Option<PathBuf>,
+    /// Build the app in release mode (the default).
+    #[arg(long, conflicts_with = "debug")]
+    release: bool,
+    /// Build the app in debug mode (the kernel is always release).
+    #[arg(long)]
+    debug: bool,
+    /// Target platform (only hvt in this version); overrides the metadata.
+    #[arg(long, value_name = "NAME")]
+    platform: Option<String>,
+    /// Where to write the image [default: <target dir>/unikernel/<platform>/<name>].
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    output: Option<PathBuf>,
+    /// Which binary of the package to build, if it has several.
+    #[arg(long, value_name = "NAME")]
+    bin: Option<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Guest memory ("64M", "1G", ...); overrides the image's default.
+    #[arg(long, value_name = "SIZE")]
+    mem: Option<MemorySize>,
+    /// Print every system call the app makes (strace style) on stderr.
+    #[arg(long)]
+    trace_syscalls: bool,
+    /// Set an environment variable of the app (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
+    env: Vec<String>,
+    /// Arguments for the app (replace the image's default arguments).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "unikernel") {
+        argv.remove(1);
+    }
+    let cli = Cli::parse_from(argv);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::New { name, template } => {
+            let crate_name = template::new_crate(&name, &template)?;
+            println!(
+                "created {crate_name} from the {template} template in {}\nnext: cd {} && cargo unikernel run",
+                name.display(),
+                name.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build(args) => {
+            let image = pipeline::build(&build_options(&args)?, Progress::detect())?;
+            println!("{}", pipeline::summary(&image));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            let image = match existing_image(args.build.path.as_deref())? {
+                Some(path) => path,
+                None => {
+                    let image = pipeline::build(&build_options(&args.build)?, Progress::detect())?;
+                    eprintln!("{}", pipeline::summary(&image));
+                    image.path
+                }
+            };
+            let code = run::boot(
+                &image,
+                args.mem.map(|m| m.0),
+                args.env,
+                args.args,
+                args.trace_syscalls,
+            )?;
+            Ok(ExitCode::from(code))
+        }
+        Command::Inspect { image } => {
+            let data = std::fs::read(&image)
+                .map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+            let img = Image::parse(&data).map_err(|e| image_error(&image, e))?;
+            print!("{}", img.report());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `--manifest-path` or PATH (a directory or a Cargo.toml) -> build options.
+fn build_options(args: &BuildArgs) -> Result<BuildOptions, String> {
+    let manifest_path = match (&args.manifest_path, &args.path) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(p)) if p.is_dir() => Some(p.join("Cargo.toml")),
+        (None, Some(p)) if p.file_name().is_some_and(|n| n == "Cargo.toml") => Some(p.clone()),
+        (None, Some(p)) if p.exists() => {
+            return Err(format!(
+            "{} is neither a crate directory nor a Cargo.toml (nor, for `run`, a unikernel image)",
+            p.display()
+        ))
+        }
+        (None, Some(p)) => {
+            return Err(format!(
+                "{} does not exist; pass an app crate's directory",
+                p.display()
+            ))
+        }
+        (None, None) => None,
+    };
+    Ok(BuildOptions {
+        manifest_path,
+        debug: args.debug,
+        platform: args.platform.clone(),
+        output: args.output.clone(),
+        bin: args.bin.clone(),
+    })
+}
+
+/// For `run PATH`: `Some(PATH)` if it is a built image.
+fn existing_image(path: Option<&Path>) -> Result<Option<PathBuf>, String> {
+    let Some(path) = path.filter(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    if path.file_name().is_some_and(|n| n == "Cargo.toml") {
+        return Ok(None);
+    }
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match Image::parse(&data) {
+        Ok(_) => Ok(Some(path.to_path_buf())),
+        Err(e) => Err(image_error(path, e)),
+    }
+}
+
+fn image_error(path: &Path, e: ImageError) -> String {
+    match e {
+        ImageError::NotAnImage => format!(
+            "{} is not a unikernel image (no UNIKERNEL manifest note); build one with `cargo unikernel build`",
+            path.display()
+        ),
+        ImageError::BadManifest(m) => format!("{}: {m}; rebuild it with this cargo-unikernel", path.display()),
+        ImageError::Truncated => format!("{} is truncated; rebuild it", path.display()),
+    }
+}

@@ -1,0 +1,299 @@
+//! Reading a built image back: recognizing one (an ELF with a UNIKERNEL
+//! manifest note), and the report of `cargo unikernel inspect`.
+use std::fmt::Write as _;
+
+use hvt_abi::manifest::{Manifest, NOTE_NAME, NOTE_TYPE};
+use object::elf;
+
+use crate::elf_input::raw;
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::LittleEndian as LE;
+
+use crate::config::format_size;
+
+/// One program header of an image.
+#[derive(Clone, Debug)]
+pub struct ImageSegment {
+    pub p_type: u32,
+    pub vaddr: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+    pub flags: u32,
+}
+
+/// Who a loaded segment belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Kernel,
+    App,
+    /// Not loaded (PT_INTERP, PT_NOTE).
+    None,
+}
+
+/// A parsed image.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub entry: u64,
+    pub segments: Vec<ImageSegment>,
+    pub manifest: Manifest,
+    pub file_size: u64,
+}
+
+/// Why a file is not a readable image.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImageError {
+    /// Not an ELF64 little-endian file at all, or no manifest note: not an image.
+    NotAnImage,
+    /// It has a manifest note, but a bad one.
+    BadManifest(String),
+    /// A loaded segment extends past the end of the file.
+    Truncated,
+}
+
+impl Image {
+    /// Parse `data`. Never panics on malformed input.
+    pub fn parse(data: &[u8]) -> Result<Image, ImageError> {
+        let header = elf::FileHeader64::<LE>::parse(data).map_err(|_| ImageError::NotAnImage)?;
+        if !header.is_little_endian() || header.e_machine(LE).0 != raw::EM_X86_64 {
+            return Err(ImageError::NotAnImage);
+        }
+        let phdrs = header
+            .program_headers(LE, data)
+            .map_err(|_| ImageError::NotAnImage)?;
+        let mut manifest = None;
+        let mut segments = Vec::new();
+        for ph in phdrs {
+            segments.push(ImageSegment {
+                p_type: ph.p_type(LE).0,
+                vaddr: ph.p_vaddr(LE),
+                offset: ph.p_offset(LE),
+                filesz: ph.p_filesz(LE),
+                memsz: ph.p_memsz(LE),
+                flags: ph.p_flags(LE).0,
+            });
+            if ph.p_type(LE).0 == raw::PT_LOAD
+                && ph
+                    .p_offset(LE)
+                    .checked_add(ph.p_filesz(LE))
+                    .is_none_or(|end| end > data.len() as u64)
+            {
+                return Err(ImageError::Truncated);
+            }
+            let Ok(Some(mut notes)) = ph.notes(LE, data) else {
+                continue;
+            };
+            while let Ok(Some(note)) = notes.next() {
+                if note.name() == NOTE_NAME.as_bytes() && note.n_type(LE).0 == NOTE_TYPE {
+                    let m = Manifest::decode(note.desc())
+                        .map_err(|e| ImageError::BadManifest(e.to_string()))?;
+                    manifest = Some(m);
+                }
+            }
+        }
+        Ok(Image {
+            entry: header.e_entry(LE),
+            segments,
+            manifest: manifest.ok_or(ImageError::NotAnImage)?,
+            file_size: data.len() as u64,
+        })
+    }
+
+    /// Whose segment this is: app segments lie at or above `app_base`
+    /// (static-pie) or the app's first segment (fixed address).
+    pub fn owner(&self, s: &ImageSegment) -> Owner {
+        if s.p_type != raw::PT_LOAD {
+            return Owner::None;
+        }
+        let app_start = self.app_start();
+        if s.vaddr >= app_start {
+            Owner::App
+        } else {
+            Owner::Kernel
+        }
+    }
+
+    /// Lowest address of the app: the first PT_LOAD containing the app's
+    /// program headers, which is the app's first segment.
+    fn app_start(&self) -> u64 {
+        let m = &self.manifest;
+        if m.app_base != 0 {
+            return m.app_base;
+        }
+        self.segments
+            .iter()
+            .filter(|s| s.p_type == raw::PT_LOAD && s.vaddr <= m.app_phdr)
+            .map(|s| s.vaddr)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// (kernel, app) bytes of loaded data.
+    pub fn sizes(&self) -> (u64, u64) {
+        let mut sizes = (0, 0);
+        for s in &self.segments {
+            match self.owner(s) {
+                Owner::Kernel => sizes.0 += s.filesz,
+                Owner::App => sizes.1 += s.filesz,
+                Owner::None => {}
+            }
+        }
+        sizes
+    }
+
+    /// The text `cargo unikernel inspect` prints.
+    pub fn report(&self) -> String {
+        let m = &self.manifest;
+        let mut out = String::new();
+        let list = |l: &[String]| {
+            if l.is_empty() {
+                "(none)".to_string()
+            } else {
+                l.iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        };
+        let memory = if m.memory == 0 {
+            "monitor default".to_string()
+        } else {
+            format!("{} ({} bytes)", format_size(m.memory), m.memory)
+        };
+        let hex: String = m.build_id.iter().map(|b| format!("{b:02x}")).collect();
+        let _ = writeln!(out, "manifest:");
+        let _ = writeln!(out, "  name        {}", m.name);
+        let _ = writeln!(out, "  platform    {}", m.platform.name());
+        let _ = writeln!(out, "  memory      {memory}");
+        let _ = writeln!(out, "  args        {}", list(&m.args));
+        let _ = writeln!(out, "  env         {}", list(&m.env));
+        let _ = writeln!(out, "  components  {}", list(&m.components));
+        let _ = writeln!(out, "  kernel entry {:#x}", self.entry);
+        let _ = writeln!(out, "  app entry   {:#x}", m.app_entry);
+        let _ = writeln!(out, "  app base    {:#x}", m.app_base);
+        let _ = writeln!(out, "  app end     {:#x}", m.app_end);
+        let _ = writeln!(
+            out,
+            "  app phdr    {:#x} ({} entries of {} bytes)",
+            m.app_phdr, m.app_phnum, m.app_phent
+        );
+        let _ = writeln!(out, "  build id    {hex}");
+        let _ = writeln!(out, "segments:");
+        let _ = writeln!(
+            out,
+            "  {:<8} {:>18} {:>10} {:>10}  {:<3}  owner",
+            "type", "address", "file size", "mem size", "flg"
+        );
+        for s in &self.segments {
+            let owner = match self.owner(s) {
+                Owner::Kernel => "kernel",
+                Owner::App => "app",
+                Owner::None => "-",
+            };
+            let _ = writeln!(
+                out,
+                "  {:<8} {:>#18x} {:>10} {:>10}  {}  {owner}",
+                segment_type_name(s.p_type),
+                s.vaddr,
+                s.filesz,
+                s.memsz,
+                flags_rwx(s.flags)
+            );
+        }
+        let (kernel, app) = self.sizes();
+        let _ = writeln!(out, "sizes:");
+        let _ = writeln!(out, "  kernel      {}", human_bytes(kernel));
+        let _ = writeln!(out, "  app         {}", human_bytes(app));
+        let _ = writeln!(out, "  image file  {}", human_bytes(self.file_size));
+        out
+    }
+}
+
+/// `PF_R|PF_X` -> `"R-X"`.
+pub fn flags_rwx(flags: u32) -> String {
+    [(raw::PF_R, 'R'), (raw::PF_W, 'W'), (raw::PF_X, 'X')]
+        .iter()
+        .map(|&(bit, c)| if flags & bit != 0 { c } else { '-' })
+        .collect()
+}
+
+fn segment_type_name(t: u32) -> String {
+    match t {
+        raw::PT_LOAD => "LOAD".into(),
+        raw::PT_INTERP => "INTERP".into(),
+        raw::PT_NOTE => "NOTE".into(),
+        raw::PT_PHDR => "PHDR".into(),
+        raw::PT_TLS => "TLS".into(),
+        raw::PT_DYNAMIC => "DYNAMIC".into(),
+        raw::PT_GNU_STACK => "STACK".into(),
+        _ => format!("{t:#x}"),
+    }
+}
+
+/// `565248` -> `"565248 bytes (552.0 KiB)"`.
+pub fn human_bytes(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} bytes")
+    } else if n < 1 << 20 {
+        format!("{n} bytes ({:.1} KiB)", n as f64 / 1024.0)
+    } else {
+        format!("{n} bytes ({:.1} MiB)", n as f64 / (1 << 20) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::{link, ImageSpec};
+    use crate::testutil::{musl_hello, synthetic_kernel};
+    use hvt_abi::manifest::Platform;
+
+    fn image() -> Vec<u8> {
+        let spec = ImageSpec {
+            platform: Platform::Hvt,
+            memory: 0,
+            name: "hello".into(),
+            args: vec![],
+            env: vec![],
+            components: vec![],
+        };
+        link(&synthetic_kernel(), &musl_hello(), &spec)
+            .unwrap()
+            .bytes
+    }
+
+    #[test]
+    fn report_names_owners_and_sizes() {
+        let data = image();
+        let img = Image::parse(&data).unwrap();
+        let r = img.report();
+        assert!(r.contains("platform    hvt"), "{r}");
+        assert!(r.contains("memory      monitor default"), "{r}");
+        assert!(r.contains("INTERP"), "{r}");
+        let kernel_lines = r.lines().filter(|l| l.ends_with("kernel")).count();
+        assert_eq!(kernel_lines, 2, "{r}");
+        let (k, a) = img.sizes();
+        assert_eq!(k, 0x1234 + 0x100);
+        assert!(a > 100_000);
+        assert!(r.contains(&format!("image file  {}", human_bytes(data.len() as u64))));
+    }
+
+    #[test]
+    fn non_images() {
+        assert_eq!(Image::parse(b"hello").unwrap_err(), ImageError::NotAnImage);
+        assert_eq!(
+            Image::parse(&musl_hello()).unwrap_err(),
+            ImageError::NotAnImage
+        );
+        let data = image();
+        for n in [10, 100, 1000, data.len() - 10] {
+            assert!(Image::parse(&data[..n]).is_err(), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn flags() {
+        assert_eq!(flags_rwx(raw::PF_R | raw::PF_X), "R-X");
+        assert_eq!(flags_rwx(raw::PF_R | raw::PF_W), "RW-");
+    }
+}

@@ -1,0 +1,249 @@
+//! The kernel: a small glue crate, generated from `templates/kernel-glue/`,
+//! that links the runtime with one platform and the chosen components into a
+//! bare-metal ELF (`x86_64-unknown-none`, always release).
+//!
+//! The glue crate lives under the app's target directory, one per platform
+//! and component set (`unikernel/kernel/hvt-<hash>/`), with its own target
+//! directory, so cargo caches each kernel and rebuilds only what changed.
+//! Files are rewritten only when their content changes, for the same reason.
+use std::path::{Path, PathBuf};
+
+use hvt_abi::manifest::Platform;
+use sha2::{Digest, Sha256};
+use xshell::{cmd, Shell};
+
+use crate::cargo::{cargo_program, run_build};
+use crate::progress::Step;
+
+/// Name of the kernel binary target in the glue crate.
+pub const KERNEL_BIN: &str = "unikernel-kernel";
+/// The kernel's target triple.
+pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+
+/// Root of this toolchain's source tree (the cargo workspace holding the
+/// builder, the runtime and the templates).
+pub fn toolchain_root() -> PathBuf {
+    let builder = Path::new(env!("CARGO_MANIFEST_DIR"));
+    builder.parent().unwrap_or(builder).to_path_buf()
+}
+
+/// Where the glue crate for `platform` + `components` goes.
+pub fn glue_dir(target_dir: &Path, platform: Platform, components: &[String]) -> PathBuf {
+    let mut sorted: Vec<&str> = components.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    let mut h = Sha256::new();
+    h.update(platform.name());
+    for c in sorted {
+        h.update([0]);
+        h.update(c);
+    }
+    let hash: String = h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    target_dir
+        .join("unikernel")
+        .join("kernel")
+        .join(format!("{}-{hash}", platform.name()))
+}
+
+/// The `@FEATURES@` replacement: a TOML array body (`"a", "b"`).
+pub fn features_toml(components: &[String]) -> String {
+    let mut sorted = components.to_vec();
+    sorted.sort();
+    sorted
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Copy the template tree `template` into `dest` (recursively, dot-files
+/// included, `target/` and `Cargo.lock` of the template skipped), replacing
+/// each `(from, to)` in every text file. Returns how many files were written
+/// (0 when everything was up to date).
+pub fn generate_glue(
+    template: &Path,
+    dest: &Path,
+    substitutions: &[(&str, String)],
+) -> Result<usize, String> {
+    if !template.is_dir() {
+        return Err(format!(
+            "the kernel template {} is missing; this cargo-unikernel expects its source tree at {}",
+            template.display(),
+            toolchain_root().display()
+        ));
+    }
+    copy_tree(template, dest, substitutions, true)
+}
+
+fn copy_tree(from: &Path, to: &Path, subst: &[(&str, String)], top: bool) -> Result<usize, String> {
+    let io_err = |p: &Path, e: std::io::Error| {
+        format!("cannot copy the kernel template ({}): {e}", p.display())
+    };
+    std::fs::create_dir_all(to).map_err(|e| io_err(to, e))?;
+    let mut entries: Vec<_> = std::fs::read_dir(from)
+        .map_err(|e| io_err(from, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| io_err(from, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut written = 0;
+    for entry in entries {
+        let name = entry.file_name();
+        if top && (name == "target" || name == "Cargo.lock") {
+            continue;
+        }
+        let src = entry.path();
+        let dst = to.join(&name);
+        let file_type = entry.file_type().map_err(|e| io_err(&src, e))?;
+        if file_type.is_dir() {
+            written += copy_tree(&src, &dst, subst, false)?;
+            continue;
+        }
+        let bytes = std::fs::read(&src).map_err(|e| io_err(&src, e))?;
+        let bytes = match String::from_utf8(bytes) {
+            Ok(mut text) => {
+                for (from, to) in subst {
+                    text = text.replace(from, to);
+                }
+                text.into_bytes()
+            }
+            Err(e) => e.into_bytes(),
+        };
+        if std::fs::read(&dst).ok().as_deref() != Some(&bytes[..]) {
+            std::fs::write(&dst, &bytes).map_err(|e| io_err(&dst, e))?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// Generate the glue crate for `platform` under `target_dir` and build it.
+/// Returns the kernel ELF's path.
+pub fn build_kernel(
+    target_dir: &Path,
+    platform: Platform,
+    components: &[String],
+    step: &Step,
+) -> Result<PathBuf, String> {
+    let root = toolchain_root();
+    let glue = glue_dir(target_dir, platform, components);
+    let substitutions = [
+        ("@TOOLCHAIN_ROOT@", root.display().to_string()),
+        ("@PLATFORM@", platform.name().to_string()),
+        ("@FEATURES@", features_toml(components)),
+    ];
+    generate_glue(
+        &root.join("templates").join("kernel-glue"),
+        &glue,
+        &substitutions,
+    )?;
+
+    let sh = Shell::new().map_err(|e| format!("cannot start a shell for cargo: {e}"))?;
+    sh.change_dir(&glue);
+    let cargo = cargo_program();
+    let command = cmd!(
+        sh,
+        "{cargo} build --release --target {KERNEL_TARGET} --message-format=json-render-diagnostics"
+    )
+    // The user's flags and target choices are for the app, not the kernel
+    // (and would invalidate the kernel's cache at every switch).
+    .env_remove("RUSTFLAGS")
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .env_remove("CARGO_BUILD_RUSTFLAGS")
+    .env_remove("CARGO_TARGET_DIR")
+    .env_remove("CARGO_BUILD_TARGET_DIR")
+    .env_remove("CARGO_BUILD_TARGET");
+    let artifacts = run_build(command, step, &format!("the {} kernel", platform.name()))?;
+    artifacts
+        .iter()
+        .filter(|a| a.target.name == KERNEL_BIN)
+        .find_map(|a| a.executable.clone())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            format!(
+                "the kernel build in {} produced no `{KERNEL_BIN}` binary; is templates/kernel-glue complete?",
+                glue.display()
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glue_dir_depends_on_sorted_components() {
+        let t = Path::new("/t");
+        let a = glue_dir(t, Platform::Hvt, &["b".into(), "a".into()]);
+        let b = glue_dir(t, Platform::Hvt, &["a".into(), "b".into()]);
+        let c = glue_dir(t, Platform::Hvt, &[]);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let name = c.file_name().unwrap().to_str().unwrap();
+        assert!(
+            c.starts_with("/t/unikernel/kernel") && name.starts_with("hvt-") && name.len() == 16,
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn features() {
+        assert_eq!(features_toml(&[]), "");
+        assert_eq!(
+            features_toml(&["net".into(), "blk".into()]),
+            r#""blk", "net""#
+        );
+    }
+
+    #[test]
+    fn template_copy_substitutes_and_writes_only_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tpl = tmp.path().join("tpl");
+        std::fs::create_dir_all(tpl.join(".cargo")).unwrap();
+        std::fs::create_dir_all(tpl.join("src")).unwrap();
+        std::fs::create_dir_all(tpl.join("target/junk")).unwrap();
+        std::fs::write(
+            tpl.join("Cargo.toml"),
+            "root = \"@TOOLCHAIN_ROOT@\"\nf = [@FEATURES@]\n",
+        )
+        .unwrap();
+        std::fs::write(tpl.join(".cargo/config.toml"), "p = \"@PLATFORM@\"\n").unwrap();
+        std::fs::write(tpl.join("src/main.rs"), "fn main() {}\n").unwrap();
+        std::fs::write(tpl.join("blob"), [0xff, 0xfe, b'@']).unwrap();
+        let dest = tmp.path().join("out");
+        let subst = [
+            ("@TOOLCHAIN_ROOT@", "/r".to_string()),
+            ("@PLATFORM@", "hvt".to_string()),
+            ("@FEATURES@", "\"net\"".to_string()),
+        ];
+        assert_eq!(generate_glue(&tpl, &dest, &subst).unwrap(), 4);
+        assert_eq!(
+            std::fs::read_to_string(dest.join("Cargo.toml")).unwrap(),
+            "root = \"/r\"\nf = [\"net\"]\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join(".cargo/config.toml")).unwrap(),
+            "p = \"hvt\"\n"
+        );
+        assert_eq!(
+            std::fs::read(dest.join("blob")).unwrap(),
+            [0xff, 0xfe, b'@']
+        );
+        assert!(!dest.join("target").exists());
+        let mtime = std::fs::metadata(dest.join("src/main.rs"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(generate_glue(&tpl, &dest, &subst).unwrap(), 0);
+        assert_eq!(
+            std::fs::metadata(dest.join("src/main.rs"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            mtime
+        );
+        let e = generate_glue(&tmp.path().join("nope"), &dest, &subst).unwrap_err();
+        assert!(e.contains("is missing"), "{e}");
+    }
+}

@@ -1,0 +1,26 @@
+//! `cargo-unikernel`: builds a Rust program (or any static x86_64 Linux
+//! executable) into one bootable unikernel image, and runs or inspects it.
+//!
+//! The journey of `cargo unikernel build`, one module per step:
+//!
+//! 1. [`config`]: the app's `[package.metadata.unikernel]` table;
+//! 2. [`pipeline`]: cargo metadata, then `cargo build` of the app for
+//!    `x86_64-unknown-linux-musl` (through [`cargo`], under [`progress`]);
+//! 3. [`elf_input`]: refuse an app the unikernel cannot run, with one line;
+//! 4. [`kernel`]: generate the glue crate and build the kernel;
+//! 5. [`link`]: kernel + app + manifest note -> the image;
+//! 6. [`image`]: read an image back (`run IMAGE`, `inspect`).
+//!
+//! [`template`] is `cargo unikernel new`.
+pub mod cargo;
+pub mod config;
+pub mod elf_input;
+pub mod image;
+pub mod kernel;
+pub mod link;
+pub mod pipeline;
+pub mod progress;
+pub mod template;
+
+#[cfg(test)]
+mod testutil;

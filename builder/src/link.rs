@@ -1,0 +1,408 @@
+//! The image linker: one kernel ELF + one app ELF -> one bootable image.
+//!
+//! The image is an ELF64 x86_64 `ET_EXEC` without sections. Its program
+//! headers, in order:
+//!
+//! 1. `PT_INTERP` "/nonexistent/unikernel/": the host kernel refuses to
+//!    execute the image (Solo5 does the same with "/nonexistent/solo5/");
+//! 2. the kernel's `PT_LOAD`s, unchanged (at `KERNEL_BASE` upward, entry = the
+//!    image's `e_entry`);
+//! 3. the app's `PT_LOAD`s moved by a base `B`: for a static-pie app `B` is
+//!    the first page after the kernel plus one unmapped guard page, for a
+//!    fixed-address app `B = 0` and its segments must already lie above the
+//!    kernel. The app's own ELF and program headers stay inside its first
+//!    segment, untouched: musl's start-up finds them through AT_PHDR and
+//!    relocates itself, so the linker processes no relocations;
+//! 4. `PT_NOTE` with the manifest (`hvt_abi::manifest`): where the app is,
+//!    its default memory, args and env, and a build id.
+//!
+//! Every loaded segment's data sits at a file offset congruent to its
+//! address modulo 4096, so a monitor could even map the file directly.
+use std::borrow::Cow;
+
+use crate::elf_input::raw;
+use hvt_abi::layout::{MAX_MEMORY, PAGE_SIZE};
+use hvt_abi::manifest::{Manifest, Platform, NOTE_NAME, NOTE_TYPE};
+use sha2::{Digest, Sha256};
+
+use crate::elf_input::{check_app, check_kernel, page_align_up, ElfInput};
+
+/// The string in the image's PT_INTERP.
+pub const INTERP: &[u8] = b"/nonexistent/unikernel/\0";
+
+/// Length of the build id in the manifest.
+pub const BUILD_ID_LEN: usize = 20;
+
+/// What goes into an image besides the two ELF files.
+#[derive(Clone, Debug)]
+pub struct ImageSpec {
+    pub platform: Platform,
+    /// Default guest memory in bytes, 0 = the monitor's default.
+    pub memory: u64,
+    /// The app's name (argv[0]).
+    pub name: String,
+    pub args: Vec<String>,
+    /// `K=V` strings.
+    pub env: Vec<String>,
+    pub components: Vec<String>,
+}
+
+/// A linked image.
+#[derive(Clone, Debug)]
+pub struct LinkedImage {
+    pub bytes: Vec<u8>,
+    pub manifest: Manifest,
+    /// Bytes of loaded kernel and app data in the image.
+    pub kernel_bytes: u64,
+    pub app_bytes: u64,
+}
+
+/// Link `kernel` and `app` (whole ELF files) into an image.
+pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, String> {
+    let kernel_elf = check_kernel(kernel, "the kernel")?;
+    let app_elf = check_app(app, &format!("the app {}", spec.name))?;
+    let kernel_end = page_align_up(kernel_elf.end());
+    let base = if app_elf.position_independent {
+        kernel_end + PAGE_SIZE - (app_elf.start() & !(PAGE_SIZE - 1))
+    } else {
+        if app_elf.start() < kernel_end {
+            return Err(format!(
+                "the app {} is linked at {:#x}, inside the kernel (which ends at {kernel_end:#x}); build it as static-pie (the musl default) or link it above {kernel_end:#x}",
+                spec.name,
+                app_elf.start()
+            ));
+        }
+        0
+    };
+    let app_end = page_align_up(base + app_elf.end());
+    if app_end > MAX_MEMORY {
+        return Err(format!(
+            "the app {} ends at {app_end:#x}, above the largest guest memory ({MAX_MEMORY:#x})",
+            spec.name
+        ));
+    }
+    if spec.memory != 0 && app_end > spec.memory {
+        return Err(format!(
+            "the image needs {app_end:#x} bytes of memory for the kernel and app alone but memory is {:#x}: raise `memory` in [package.metadata.unikernel]",
+            spec.memory
+        ));
+    }
+    let phdr = app_elf
+        .phdr_vaddr
+        .ok_or_else(|| format!("the app {} has no loaded program headers", spec.name))?;
+
+    let mut manifest = Manifest {
+        platform: spec.platform,
+        memory: spec.memory,
+        app_entry: base + app_elf.entry,
+        app_base: base,
+        app_phdr: base + phdr,
+        app_end,
+        app_phnum: app_elf.phnum,
+        app_phent: app_elf.phent,
+        name: spec.name.clone(),
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        components: spec.components.clone(),
+        build_id: Vec::new(),
+    };
+    manifest.build_id = build_id(kernel, app, &manifest);
+
+    let mut segments = vec![OutSegment::not_loaded(
+        raw::PT_INTERP,
+        Cow::Borrowed(INTERP),
+        1,
+    )];
+    segments.extend(load_segments(kernel, &kernel_elf, 0));
+    segments.extend(load_segments(app, &app_elf, base));
+    segments.push(OutSegment::not_loaded(
+        raw::PT_NOTE,
+        Cow::Owned(note(NOTE_NAME, NOTE_TYPE, &manifest.encode())),
+        4,
+    ));
+    Ok(LinkedImage {
+        bytes: write_elf(kernel_elf.entry, &segments),
+        manifest,
+        kernel_bytes: kernel_elf.file_bytes(),
+        app_bytes: app_elf.file_bytes(),
+    })
+}
+
+/// 20 bytes of SHA-256 over the kernel, the app and the manifest fields.
+fn build_id(kernel: &[u8], app: &[u8], manifest: &Manifest) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for part in [kernel, app, &manifest.encode()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize()[..BUILD_ID_LEN].to_vec()
+}
+
+/// One program header of the output, with its data.
+struct OutSegment<'a> {
+    p_type: u32,
+    flags: u32,
+    vaddr: u64,
+    memsz: u64,
+    align: u64,
+    data: Cow<'a, [u8]>,
+}
+
+impl<'a> OutSegment<'a> {
+    fn not_loaded(p_type: u32, data: Cow<'a, [u8]>, align: u64) -> OutSegment<'a> {
+        OutSegment {
+            p_type,
+            flags: raw::PF_R,
+            vaddr: 0,
+            memsz: data.len() as u64,
+            align,
+            data,
+        }
+    }
+}
+
+fn load_segments<'a>(file: &'a [u8], input: &ElfInput, base: u64) -> Vec<OutSegment<'a>> {
+    input
+        .loads
+        .iter()
+        .map(|s| OutSegment {
+            p_type: raw::PT_LOAD,
+            flags: s.flags,
+            vaddr: base + s.vaddr,
+            memsz: s.memsz,
+            align: PAGE_SIZE,
+            // In bounds: checked by `check_app`/`check_kernel`.
+            data: Cow::Borrowed(&file[s.offset as usize..(s.offset + s.filesz) as usize]),
+        })
+        .collect()
+}
+
+/// A standard ELF note: namesz, descsz, type, name (NUL-terminated, padded to
+/// 4), desc (padded to 4).
+fn note(name: &str, n_type: u32, desc: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(name.len() as u32 + 1).to_le_bytes());
+    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    out.extend_from_slice(&n_type.to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out.extend_from_slice(desc);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out
+}
+
+/// Lay out the ELF header, the program headers and every segment's data.
+fn write_elf(entry: u64, segments: &[OutSegment]) -> Vec<u8> {
+    const EHDR: usize = 64;
+    const PHDR: usize = 56;
+    let mut out = vec![0u8; EHDR + PHDR * segments.len()];
+    let mut offsets = Vec::with_capacity(segments.len());
+    for s in segments {
+        let mut off = out.len() as u64;
+        if s.p_type == raw::PT_LOAD {
+            // Next offset congruent to the address modulo the page size.
+            let want = s.vaddr % PAGE_SIZE;
+            off = (off - want).next_multiple_of(PAGE_SIZE) + want;
+            if off < out.len() as u64 {
+                off += PAGE_SIZE;
+            }
+        } else {
+            off = off.next_multiple_of(s.align);
+        }
+        out.resize(off as usize, 0);
+        out.extend_from_slice(&s.data);
+        offsets.push(off);
+    }
+
+    let put16 =
+        |out: &mut Vec<u8>, at: usize, v: u16| out[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 =
+        |out: &mut Vec<u8>, at: usize, v: u32| out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 =
+        |out: &mut Vec<u8>, at: usize, v: u64| out[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    out[..4].copy_from_slice(&raw::ELFMAG);
+    out[raw::EI_CLASS] = raw::ELFCLASS64;
+    out[raw::EI_DATA] = raw::ELFDATA2LSB;
+    out[raw::EI_VERSION] = raw::EV_CURRENT;
+    out[raw::EI_OSABI] = raw::ELFOSABI_NONE;
+    put16(&mut out, 16, raw::ET_EXEC);
+    put16(&mut out, 18, raw::EM_X86_64);
+    put32(&mut out, 20, u32::from(raw::EV_CURRENT));
+    put64(&mut out, 24, entry);
+    put64(&mut out, 32, EHDR as u64); // e_phoff
+    put64(&mut out, 40, 0); // e_shoff: no sections
+    put32(&mut out, 48, 0); // e_flags
+    put16(&mut out, 52, EHDR as u16);
+    put16(&mut out, 54, PHDR as u16);
+    put16(&mut out, 56, segments.len() as u16);
+    for (i, (s, off)) in segments.iter().zip(offsets).enumerate() {
+        let p = EHDR + PHDR * i;
+        put32(&mut out, p, s.p_type);
+        put32(&mut out, p + 4, s.flags);
+        put64(&mut out, p + 8, off);
+        put64(&mut out, p + 16, s.vaddr); // p_vaddr
+        put64(&mut out, p + 24, s.vaddr); // p_paddr
+        put64(&mut out, p + 32, s.data.len() as u64);
+        put64(&mut out, p + 40, s.memsz);
+        put64(&mut out, p + 48, s.align);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Image;
+    use crate::testutil::{musl_hello, synthetic_elf, synthetic_kernel, SynthSegment};
+    use object::elf;
+    use object::read::elf::{FileHeader, ProgramHeader};
+    use object::LittleEndian as LE;
+
+    fn spec() -> ImageSpec {
+        ImageSpec {
+            platform: Platform::Hvt,
+            memory: 64 << 20,
+            name: "hello".into(),
+            args: vec!["a".into()],
+            env: vec!["K=V".into()],
+            components: vec![],
+        }
+    }
+
+    #[test]
+    fn links_kernel_and_static_pie_app() {
+        let kernel = synthetic_kernel();
+        let app = musl_hello();
+        let img = link(&kernel, &app, &spec()).unwrap();
+        let data = &img.bytes;
+
+        let header = elf::FileHeader64::<LE>::parse(&data[..]).unwrap();
+        assert_eq!(header.e_type(LE).0, raw::ET_EXEC);
+        assert_eq!(header.e_machine(LE).0, raw::EM_X86_64);
+        assert_eq!(header.e_entry(LE), 0x10_00b0);
+        let phdrs = header.program_headers(LE, &data[..]).unwrap();
+
+        // PT_INTERP first.
+        assert_eq!(phdrs[0].p_type(LE).0, raw::PT_INTERP);
+        assert_eq!(phdrs[0].data(LE, &data[..]).unwrap(), INTERP);
+
+        // Kernel segments unchanged, with their bytes.
+        let k_in = check_kernel(&kernel, "k").unwrap();
+        let loads: Vec<_> = phdrs
+            .iter()
+            .filter(|p| p.p_type(LE).0 == raw::PT_LOAD)
+            .collect();
+        for (out, s) in loads.iter().zip(&k_in.loads) {
+            assert_eq!(out.p_vaddr(LE), s.vaddr);
+            assert_eq!(out.p_paddr(LE), s.vaddr);
+            assert_eq!(out.p_memsz(LE), s.memsz);
+            assert_eq!(out.p_flags(LE).0, s.flags);
+            let bytes = &kernel[s.offset as usize..][..s.filesz as usize];
+            assert_eq!(out.data(LE, &data[..]).unwrap(), bytes);
+        }
+
+        // App segments moved past the kernel (ends at 0x107800 -> 0x108000) + a guard page.
+        let base = 0x10_9000;
+        let a_in = check_app(&app, "a").unwrap();
+        assert_eq!(loads.len(), k_in.loads.len() + a_in.loads.len());
+        for (out, s) in loads[k_in.loads.len()..].iter().zip(&a_in.loads) {
+            assert_eq!(out.p_vaddr(LE), base + s.vaddr);
+            assert_eq!(out.p_paddr(LE), base + s.vaddr);
+            assert_eq!(out.p_filesz(LE), s.filesz);
+            assert_eq!(out.p_memsz(LE), s.memsz);
+            assert_eq!(out.p_flags(LE).0, s.flags);
+            assert_eq!(out.p_offset(LE) % 4096, out.p_vaddr(LE) % 4096);
+            let bytes = &app[s.offset as usize..][..s.filesz as usize];
+            assert_eq!(out.data(LE, &data[..]).unwrap(), bytes);
+        }
+
+        // The note holds the manifest, and it round-trips.
+        let last = phdrs.last().unwrap();
+        assert_eq!(last.p_type(LE).0, raw::PT_NOTE);
+        let image = Image::parse(data).unwrap();
+        let m = image.manifest.clone();
+        assert_eq!(m, img.manifest);
+        assert_eq!(m.app_base, base);
+        assert_eq!(m.app_entry, base + a_in.entry);
+        assert_eq!(m.app_phdr, base + 64);
+        assert_eq!(m.app_end, page_align_up(base + a_in.end()));
+        assert_eq!(m.memory, 64 << 20);
+        assert_eq!(
+            (m.name.as_str(), m.args.clone(), m.env.clone()),
+            ("hello", spec().args, spec().env)
+        );
+        assert_eq!(m.build_id.len(), BUILD_ID_LEN);
+
+        // The app's own program headers are at app_phdr, untouched.
+        let phdr_off = (m.app_phdr - base) as usize;
+        let seg0 = loads[k_in.loads.len()];
+        let placed = &data[seg0.p_offset(LE) as usize + phdr_off..][..56 * m.app_phnum as usize];
+        assert_eq!(placed, &app[64..64 + 56 * m.app_phnum as usize]);
+    }
+
+    #[test]
+    fn build_id_depends_on_inputs() {
+        let kernel = synthetic_kernel();
+        let app = musl_hello();
+        let a = link(&kernel, &app, &spec()).unwrap().manifest.build_id;
+        let mut s = spec();
+        s.args.push("b".into());
+        let b = link(&kernel, &app, &s).unwrap().manifest.build_id;
+        assert_ne!(a, b);
+        assert_eq!(a, link(&kernel, &app, &spec()).unwrap().manifest.build_id);
+    }
+
+    #[test]
+    fn fixed_address_app() {
+        let kernel = synthetic_kernel();
+        let app = synthetic_elf(
+            raw::ET_EXEC,
+            0x40_0100,
+            &[
+                SynthSegment::new(0x40_0000, raw::PF_R | raw::PF_X, 0x200),
+                SynthSegment::new(0x40_1000, raw::PF_R | raw::PF_W, 0x10).bss(0x100),
+            ],
+        );
+        let img = link(&kernel, &app, &spec()).unwrap();
+        assert_eq!(img.manifest.app_base, 0);
+        assert_eq!(img.manifest.app_entry, 0x40_0100);
+        assert_eq!(img.manifest.app_phdr, 0x40_0040);
+        assert_eq!(img.manifest.app_end, 0x40_2000);
+
+        let low = synthetic_elf(
+            raw::ET_EXEC,
+            0x10_1000,
+            &[SynthSegment::new(0x10_1000, raw::PF_R | raw::PF_X, 0x200)],
+        );
+        let e = link(&kernel, &low, &spec()).unwrap_err();
+        assert!(e.contains("inside the kernel"), "{e}");
+    }
+
+    #[test]
+    fn memory_too_small_for_image() {
+        let mut s = spec();
+        s.memory = 1 << 20;
+        let e = link(&synthetic_kernel(), &musl_hello(), &s).unwrap_err();
+        assert!(e.contains("raise `memory`"), "{e}");
+    }
+
+    #[test]
+    fn dynamic_app_is_refused() {
+        let e = link(
+            &synthetic_kernel(),
+            &std::fs::read("/bin/true").unwrap(),
+            &spec(),
+        )
+        .unwrap_err();
+        assert!(e.contains("dynamically linked"), "{e}");
+    }
+
+    #[test]
+    fn note_layout() {
+        let n = note("UNIKERNEL", 7, &[1, 2, 3]);
+        assert_eq!(&n[..12], &[10, 0, 0, 0, 3, 0, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(&n[12..24], b"UNIKERNEL\0\0\0");
+        assert_eq!(&n[24..], &[1, 2, 3, 0]);
+    }
+}

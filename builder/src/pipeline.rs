@@ -1,0 +1,281 @@
+//! `cargo unikernel build`, step by step: read the crate's metadata, build the
+//! app for musl, check the app ELF, build the kernel, link the image, write it
+//! with its two debug files next to it.
+use std::path::{Path, PathBuf};
+
+use cargo_metadata::{Metadata, MetadataCommand, Package};
+use hvt_abi::manifest::Manifest;
+use xshell::{cmd, Shell};
+
+use crate::cargo::{cargo_program, run_build};
+use crate::config::{check_components, parse_platform, UnikernelMetadata};
+use crate::elf_input::check_app;
+use crate::image::human_bytes;
+use crate::kernel::build_kernel;
+use crate::link::{link, ImageSpec};
+use crate::progress::Progress;
+
+/// Target triple of apps.
+pub const APP_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// What `build` was asked for.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// `Cargo.toml` of the app crate; `None` = cargo's search from the current directory.
+    pub manifest_path: Option<PathBuf>,
+    /// Build the app in the dev profile instead of release.
+    pub debug: bool,
+    /// Overrides the metadata's `platform`.
+    pub platform: Option<String>,
+    /// Image path; default `<target dir>/unikernel/<platform>/<name>`.
+    pub output: Option<PathBuf>,
+    /// Which binary, if the package has several.
+    pub bin: Option<String>,
+}
+
+/// A written image.
+#[derive(Clone, Debug)]
+pub struct BuiltImage {
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    pub kernel_bytes: u64,
+    pub app_bytes: u64,
+    pub file_size: u64,
+}
+
+/// Build the image.
+pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, String> {
+    let metadata = read_metadata(opts.manifest_path.as_deref())?;
+    let package = root_package(&metadata)?;
+    let bin = pick_bin(package, opts.bin.as_deref())?;
+    let manifest_path = package.manifest_path.as_std_path();
+    let meta = UnikernelMetadata::from_package_metadata(&package.metadata, manifest_path)?;
+    let platform_name = opts
+        .platform
+        .as_deref()
+        .or(meta.platform.as_deref())
+        .unwrap_or("hvt");
+    let platform = parse_platform(platform_name)?;
+    check_components(&meta.components)?;
+    let target_dir = metadata.target_directory.as_std_path();
+
+    // 1. The app, for musl (static-pie by default on this target).
+    let profile = if opts.debug { "debug" } else { "release" };
+    let step = progress.bar(
+        &format!("Building app {bin} ({profile})"),
+        metadata
+            .resolve
+            .as_ref()
+            .map_or(1, |r| r.nodes.len() as u64),
+    );
+    let sh = Shell::new().map_err(|e| format!("cannot start a shell for cargo: {e}"))?;
+    let cargo = cargo_program();
+    let release = (!opts.debug).then_some("--release");
+    let command = cmd!(
+        sh,
+        "{cargo} build {release...} --target {APP_TARGET} --message-format=json-render-diagnostics --bin {bin} --manifest-path {manifest_path}"
+    );
+    let artifacts = run_build(command, &step, &format!("the app {bin}"))?;
+    let app_path = artifacts
+        .iter()
+        .filter(|a| a.package_id == package.id && a.target.name == bin && a.target.is_bin())
+        .find_map(|a| a.executable.clone())
+        .ok_or_else(|| {
+            format!(
+                "cargo built no executable for the binary {bin} of {}",
+                package.name
+            )
+        })?
+        .into_std_path_buf();
+    step.finish(&app_path.display().to_string());
+
+    // 2. Can the unikernel run it?
+    let app = read(&app_path, "the app")?;
+    check_app(&app, &app_path.display().to_string())?;
+
+    // 3. The kernel for this platform and component set (cached).
+    let step = progress.spinner(&format!("Building kernel ({})", platform.name()));
+    let kernel_path = build_kernel(target_dir, platform, &meta.components, &step)?;
+    step.finish(&kernel_path.display().to_string());
+    let kernel = read(&kernel_path, "the kernel")?;
+
+    // 4. The image.
+    let step = progress.spinner("Linking image");
+    let spec = ImageSpec {
+        platform,
+        memory: meta.memory.map_or(0, |m| m.0),
+        name: bin.to_string(),
+        args: meta.args.clone(),
+        env: meta.env_pairs(),
+        components: meta.components.clone(),
+    };
+    let image = link(&kernel, &app, &spec)?;
+    let output = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| target_dir.join("unikernel").join(platform.name()).join(bin));
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    write(&output, &image.bytes)?;
+    write(&debug_path(&output, "app"), &app)?;
+    write(&debug_path(&output, "kernel"), &kernel)?;
+    step.finish(&output.display().to_string());
+    Ok(BuiltImage {
+        path: output,
+        manifest: image.manifest,
+        kernel_bytes: image.kernel_bytes,
+        app_bytes: image.app_bytes,
+        file_size: image.bytes.len() as u64,
+    })
+}
+
+/// The summary printed after a build.
+pub fn summary(image: &BuiltImage) -> String {
+    format!(
+        "{}\n  kernel {}, app {}, image {}",
+        image.path.display(),
+        human_bytes(image.kernel_bytes),
+        human_bytes(image.app_bytes),
+        human_bytes(image.file_size)
+    )
+}
+
+/// `<output>.app.debug` / `<output>.kernel.debug`.
+pub fn debug_path(output: &Path, which: &str) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(format!(".{which}.debug"));
+    PathBuf::from(s)
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<(), String> {
+    std::fs::write(path, data).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// `cargo metadata` for the app (dependencies resolved for the musl target,
+/// so the bar's length is the number of packages that will be compiled).
+pub fn read_metadata(manifest_path: Option<&Path>) -> Result<Metadata, String> {
+    let mut command = MetadataCommand::new();
+    command.cargo_path(cargo_program());
+    if let Some(p) = manifest_path {
+        if !p.is_file() {
+            return Err(format!(
+                "{} does not exist; pass the Cargo.toml of an app crate (or its directory)",
+                p.display()
+            ));
+        }
+        command.manifest_path(p);
+    }
+    command.other_options(vec![
+        "--filter-platform".to_string(),
+        APP_TARGET.to_string(),
+    ]);
+    command.exec().map_err(|e| match e {
+        cargo_metadata::Error::CargoMetadata { stderr } => {
+            let msg = stderr
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg).to_string();
+            format!("cargo metadata failed: {msg}")
+        }
+        other => format!("cargo metadata failed: {other}"),
+    })
+}
+
+/// The package the manifest path names (not a virtual workspace).
+pub fn root_package(metadata: &Metadata) -> Result<&Package, String> {
+    metadata.root_package().ok_or_else(|| {
+        format!(
+            "{} is a virtual workspace; pass the Cargo.toml of one of its app crates (--manifest-path member/Cargo.toml)",
+            metadata.workspace_root.join("Cargo.toml")
+        )
+    })
+}
+
+/// The binary target to build.
+pub fn pick_bin<'a>(package: &'a Package, wanted: Option<&str>) -> Result<&'a str, String> {
+    let bins: Vec<&str> = package
+        .targets
+        .iter()
+        .filter(|t| t.is_bin())
+        .map(|t| t.name.as_str())
+        .collect();
+    match (wanted, bins.as_slice()) {
+        (_, []) => Err(format!(
+            "package {} has no binary target; a unikernel runs a program (add src/main.rs)",
+            package.name
+        )),
+        (Some(w), _) => bins.iter().copied().find(|b| *b == w).ok_or_else(|| {
+            format!(
+                "package {} has no binary named {w} (it has: {})",
+                package.name,
+                bins.join(", ")
+            )
+        }),
+        (None, [one]) => Ok(one),
+        (None, many) => Err(format!(
+            "package {} has several binaries ({}); pick one with --bin NAME",
+            package.name,
+            many.join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_paths() {
+        assert_eq!(
+            debug_path(Path::new("/o/hello"), "app"),
+            Path::new("/o/hello.app.debug")
+        );
+        assert_eq!(
+            debug_path(Path::new("img"), "kernel"),
+            Path::new("img.kernel.debug")
+        );
+    }
+
+    #[test]
+    fn metadata_of_the_hello_template() {
+        let m = read_metadata(Some(
+            &crate::kernel::toolchain_root().join("templates/hello/Cargo.toml"),
+        ))
+        .unwrap();
+        let p = root_package(&m).unwrap();
+        assert_eq!(pick_bin(p, None), Ok("hello"));
+        assert!(pick_bin(p, Some("nope"))
+            .unwrap_err()
+            .contains("no binary named nope (it has: hello)"));
+        let meta =
+            UnikernelMetadata::from_package_metadata(&p.metadata, p.manifest_path.as_std_path())
+                .unwrap();
+        assert_eq!(meta.memory.map(|m| m.0), Some(64 << 20));
+        assert!(!meta.env.is_empty());
+    }
+
+    #[test]
+    fn library_crate_has_no_bin() {
+        let m = read_metadata(Some(
+            &crate::kernel::toolchain_root().join("platform-hvt/abi/Cargo.toml"),
+        ))
+        .unwrap();
+        let e = pick_bin(root_package(&m).unwrap(), None).unwrap_err();
+        assert!(e.contains("has no binary target"), "{e}");
+    }
+
+    #[test]
+    fn missing_manifest() {
+        let e = read_metadata(Some(Path::new("/nonexistent/Cargo.toml"))).unwrap_err();
+        assert!(e.contains("/nonexistent/Cargo.toml does not exist"), "{e}");
+    }
+}
