@@ -1,1 +1,92 @@
+//! The unikernel runtime: a small kernel that runs one unmodified static
+//! Linux x86_64 executable (Rust std via musl, or anything static).
+//!
+//! A boot, from the platform's entry to the app's `main`:
+//!
+//! 1. the platform (e.g. `platform-hvt`) is entered with the machine already
+//!    prepared by its monitor, fills a [`BootInfo`] and calls [`start`];
+//! 2. [`start`] records the platform, hands the free RAM to the frame
+//!    allocator (`mm::frame`), which also feeds the kernel heap (`mm::heap`),
+//!    creates the app's address space (`mm::vm`) with its stack area, sets up
+//!    the per-CPU block for the `syscall` stub (`arch::x86_64::entry`) and the
+//!    fault stack (`arch::x86_64::trap`);
+//! 3. it jumps to the app's entry at ring 3 with the initial stack the
+//!    platform built (argc, argv, envp, auxv): musl's start-up code runs,
+//!    relocates itself, and calls `main`;
+//! 4. from then on the runtime runs only when the app makes a system call
+//!    (`syscall` -> [`syscall`]) or faults (`fault`), until `exit_group`.
 #![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod arch;
+pub mod console;
+pub mod errno;
+pub mod fault;
+pub mod fmtbuf;
+pub mod fs;
+pub mod mm;
+pub mod platform;
+pub mod random;
+pub mod syscall;
+pub mod time;
+
+pub use platform::{AppImage, BootInfo, MemRange, Platform, Stream};
+
+use spin::Once;
+
+static PLATFORM: Once<&'static dyn Platform> = Once::new();
+static BOOT: Once<BootInfo> = Once::new();
+
+/// The platform the runtime was started on.
+pub fn platform() -> &'static dyn Platform {
+    match PLATFORM.get() {
+        Some(p) => *p,
+        None => panic!("runtime used before start"),
+    }
+}
+
+pub(crate) fn app_name() -> &'static str {
+    BOOT.get().map_or("app", |b| b.app.name)
+}
+
+pub(crate) fn app_range() -> (u64, u64) {
+    BOOT.get().map_or((0, 0), |b| (b.app.base, b.app.end))
+}
+
+pub(crate) fn mem_size() -> u64 {
+    BOOT.get().map_or(0, |b| b.mem_size)
+}
+
+/// End the app with `code` (flushes nothing: the console writes through).
+pub fn exit(code: u32) -> ! {
+    if syscall::tracing() {
+        syscall::report_unknown();
+    }
+    platform().halt(code)
+}
+
+#[cfg(target_os = "none")]
+#[global_allocator]
+static HEAP: mm::heap::KernelHeap = mm::heap::KernelHeap::new();
+
+/// Start the runtime and the app. Never returns.
+#[cfg(target_os = "none")]
+pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
+    PLATFORM.call_once(|| platform);
+    let boot = *BOOT.call_once(|| boot);
+    {
+        let mut frames = mm::frame::FRAMES.lock();
+        for r in &boot.free[..boot.free_count] {
+            frames.add_range(*r);
+        }
+    }
+    arch::x86_64::entry::init(boot.kernel_stack_top);
+    arch::x86_64::trap::init(boot.fault_stack_top);
+    syscall::set_trace(boot.trace_syscalls);
+    // SAFETY: the platform's page table is live and maps RAM identity.
+    let mut aspace = unsafe { mm::vm::AddressSpace::new(boot.page_table_root, boot.mem_size) };
+    aspace.add_stack(boot.app.stack_reserve_bottom, boot.app.stack_top);
+    *mm::vm::ASPACE.lock() = Some(aspace);
+    arch::x86_64::entry::enter_user(boot.app.entry, boot.app.stack_pointer)
+}

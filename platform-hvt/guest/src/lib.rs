@@ -1,1 +1,168 @@
+//! The guest side of the hvt platform.
+//!
+//! The monitor (`unikernel-hvt`) prepares the whole machine on the host and
+//! enters [`hvt_entry`] at ring 3 with `%rdi` pointing at the
+//! [`hvt_abi::BootInfo`]. This crate turns that into the runtime's
+//! [`unikernel_runtime::BootInfo`], and implements the platform contract
+//! with hypercalls: one 8-byte MMIO write of the argument struct's address
+//! to the call's slot (see `hvt_abi::hypercall`).
 #![no_std]
+
+mod clock;
+mod hypercall;
+
+use clock::TscClock;
+use hvt_abi::hypercall as hc;
+use hvt_abi::{layout, BootInfo as HvtBootInfo};
+use unikernel_runtime::{AppImage, BootInfo, MemRange, Platform, Stream};
+
+pub use hvt_abi::KERNEL_HEADER_MAGIC;
+
+struct Hvt {
+    clock: TscClock,
+}
+
+static mut HVT: Hvt = Hvt { clock: TscClock::zero() };
+
+impl Platform for Hvt {
+    fn name(&self) -> &'static str {
+        "hvt"
+    }
+
+    fn console_write(&self, stream: Stream, data: &[u8]) {
+        let mut a = hc::ConsoleWrite {
+            data: data.as_ptr() as u64,
+            len: data.len() as u64,
+            stream: match stream {
+                Stream::Stdout => hc::STREAM_STDOUT,
+                Stream::Stderr => hc::STREAM_STDERR,
+            },
+            ..Default::default()
+        };
+        hypercall::call(hc::Call::ConsoleWrite, &mut a);
+    }
+
+    fn console_read(&self, buf: &mut [u8]) -> usize {
+        let mut a = hc::ConsoleRead {
+            data: buf.as_mut_ptr() as u64,
+            len: buf.len() as u64,
+            read: 0,
+        };
+        hypercall::call(hc::Call::ConsoleRead, &mut a);
+        (a.read as usize).min(buf.len())
+    }
+
+    fn monotonic_ns(&self) -> u64 {
+        self.clock.monotonic_ns()
+    }
+
+    fn wall_clock_ns(&self) -> u64 {
+        self.clock.wall_ns()
+    }
+
+    fn block_until(&self, deadline_ns: u64) {
+        let now = self.monotonic_ns();
+        if deadline_ns <= now {
+            return;
+        }
+        let mut a = hc::Poll {
+            timeout_nsecs: deadline_ns - now,
+            ready_set: 0,
+        };
+        hypercall::call(hc::Call::Poll, &mut a);
+    }
+
+    fn halt(&self, exit_code: u32) -> ! {
+        let mut a = hc::Halt { exit_code, _pad: 0 };
+        loop {
+            hypercall::call(hc::Call::Halt, &mut a);
+        }
+    }
+
+    fn flush_tlb_page(&self, va: u64) {
+        unikernel_runtime::arch::x86_64::cpu::privileged::invlpg(va);
+    }
+
+    fn flush_tlb_all(&self) {
+        unikernel_runtime::arch::x86_64::cpu::privileged::flush_all();
+    }
+}
+
+/// Called by the entry stub with the monitor's boot info.
+#[no_mangle]
+extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
+    // SAFETY: the monitor placed a BootInfo there (identity-mapped) and
+    // nothing else writes it; copy it out once.
+    let bi = unsafe { info.read() };
+    if bi.magic != hvt_abi::BOOT_INFO_MAGIC || bi.abi_version != hvt_abi::ABI_VERSION {
+        // No console contract can be trusted: halt with the kernel-panic code.
+        let mut a = hc::Halt { exit_code: 253, _pad: 0 };
+        hypercall::call(hc::Call::Halt, &mut a);
+    }
+    // SAFETY: single CPU, written once before anything reads it.
+    let hvt: &'static Hvt = unsafe {
+        let p = core::ptr::addr_of_mut!(HVT);
+        (*p).clock = TscClock::new(bi.tsc_khz, bi.wall_clock_ns, bi.wall_clock_tsc);
+        &*p
+    };
+    let mut free = [MemRange::default(); unikernel_runtime::platform::MAX_FREE_RANGES];
+    let n = (bi.free_count as usize).min(hvt_abi::MAX_FREE_RANGES).min(free.len());
+    for (dst, src) in free.iter_mut().zip(&bi.free[..n]) {
+        *dst = MemRange { start: src.start, end: src.end };
+    }
+    // SAFETY: the monitor wrote the app name (UTF-8, checked by the builder)
+    // into the boot area, which stays untouched.
+    let name = unsafe { core::slice::from_raw_parts(bi.app_name as *const u8, bi.app_name_len as usize) };
+    let name = core::str::from_utf8(name).unwrap_or("app");
+    let boot = BootInfo {
+        mem_size: bi.mem_size,
+        free,
+        free_count: n,
+        page_table_root: bi.page_table_root,
+        kernel_stack_top: bi.kernel_stack_top,
+        kernel_stack_bottom: bi.kernel_stack_bottom,
+        fault_stack_top: bi.fault_stack_top,
+        trace_syscalls: bi.flags & hvt_abi::BOOT_FLAG_TRACE_SYSCALLS != 0,
+        app: AppImage {
+            entry: bi.app_entry,
+            stack_pointer: bi.app_stack_pointer,
+            base: bi.app_base,
+            end: bi.app_end,
+            stack_top: layout::USER_STACK_TOP,
+            stack_mapped_bottom: bi.app_stack_mapped_bottom,
+            stack_reserve_bottom: layout::USER_STACK_TOP - layout::USER_STACK_RESERVE,
+            name,
+        },
+    };
+    unikernel_runtime::start(boot, hvt)
+}
+
+// The kernel header (first bytes of the image, at KERNEL_BASE) and the entry.
+// They share one object file so that the linker's ENTRY keeps the header too.
+core::arch::global_asm!(
+    r#"
+    .section .kernel_header, "a"
+    .balign 8
+    .global hvt_kernel_header
+hvt_kernel_header:
+    .quad {magic}
+    .long {abi}
+    .long {stub_size}
+    .quad hvt_entry
+    .quad unikernel_syscall_entry
+    .quad unikernel_trap_stubs
+
+    .section .text.hvt_entry, "ax"
+    .global hvt_entry
+hvt_entry:
+    /* ring 3, %rsp = kernel stack top, %rdi = BootInfo */
+    andq $-16, %rsp
+    xorl %ebp, %ebp
+    call hvt_main
+    ud2
+"#,
+    magic = const hvt_abi::KERNEL_HEADER_MAGIC,
+    abi = const hvt_abi::ABI_VERSION,
+    stub_size = const unikernel_runtime::arch::x86_64::trap::TRAP_STUB_SIZE,
+    options(att_syntax)
+);

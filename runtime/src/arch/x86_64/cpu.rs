@@ -1,0 +1,98 @@
+//! Single instructions, wrapped in small safe functions. All of them work at
+//! ring 3 on the CPUs we target, except those routed through [`privileged`].
+
+/// Current privilege level (0 or 3), read from `%cs`.
+#[inline]
+pub fn cpl() -> u16 {
+    let cs: u16;
+    // SAFETY: reading %cs has no side effects.
+    unsafe { core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
+    cs & 3
+}
+
+/// Time-stamp counter.
+#[inline]
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc is allowed at ring 3 (CR4.TSD clear) and has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// A hardware random 64-bit value (RDSEED, then RDRAND), or None if the CPU
+/// has neither or keeps failing.
+pub fn hardware_random() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // CPUID.7.0:EBX[18] = RDSEED, CPUID.1:ECX[30] = RDRAND.
+        let leaf7 = core::arch::x86_64::__cpuid_count(7, 0);
+        let leaf1 = core::arch::x86_64::__cpuid(1);
+        for _ in 0..64 {
+            let mut v: u64;
+            let mut ok: u8;
+            if leaf7.ebx & (1 << 18) != 0 {
+                // SAFETY: RDSEED is present (checked above); it only writes its operands.
+                unsafe {
+                    core::arch::asm!("rdseed {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack))
+                };
+                if ok == 1 {
+                    return Some(v);
+                }
+            }
+            if leaf1.ecx & (1 << 30) != 0 {
+                // SAFETY: RDRAND is present (checked above); it only writes its operands.
+                unsafe {
+                    core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack))
+                };
+                if ok == 1 {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Set the FS base (the app's TLS pointer). `wrfsbase` needs CR4.FSGSBASE,
+/// which the platforms set up.
+#[cfg(target_os = "none")]
+pub fn set_fs_base(v: u64) {
+    // SAFETY: changes only the FS base; the runtime itself never uses FS.
+    unsafe { core::arch::asm!("wrfsbase {0}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+#[cfg(target_os = "none")]
+pub fn fs_base() -> u64 {
+    let v: u64;
+    // SAFETY: reads the FS base.
+    unsafe { core::arch::asm!("rdfsbase {0}", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Set the GS base: the runtime's per-CPU block, used by the syscall stub.
+#[cfg(target_os = "none")]
+pub fn set_gs_base(v: u64) {
+    // SAFETY: the app never uses GS on x86_64 Linux; only the syscall stub reads it.
+    unsafe { core::arch::asm!("wrgsbase {0}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Privileged operations, done directly at ring 0 or through the ring-0 gate
+/// (a `ud2` at a known address that the #UD stub recognises) at ring 3.
+#[cfg(target_os = "none")]
+pub mod privileged {
+    pub const OP_INVLPG: u64 = 1;
+    pub const OP_FLUSH_ALL: u64 = 2;
+    pub const OP_RESUME: u64 = 3;
+
+    extern "C" {
+        fn unikernel_priv_op(op: u64, arg: u64);
+    }
+
+    pub fn invlpg(va: u64) {
+        // SAFETY: the gate performs only the named operation.
+        unsafe { unikernel_priv_op(OP_INVLPG, va) }
+    }
+
+    pub fn flush_all() {
+        // SAFETY: reloading CR3 with its own value only flushes the TLB.
+        unsafe { unikernel_priv_op(OP_FLUSH_ALL, 0) }
+    }
+}

@@ -1,0 +1,211 @@
+//! Traps: the 256 ring-0 stubs the IDT points at, the privileged-operation
+//! gate, and the hand-over of faults to ring 3.
+//!
+//! On kvm-pvm every ring-0 instruction is emulated (~1 us each), so ring 0
+//! does the least it can:
+//!
+//! 1. each stub pushes a zero error code if the CPU did not, then its vector;
+//! 2. `trap_common` checks for the privileged-operation gate (a `ud2` at
+//!    `unikernel_priv_gate`): if so it performs the operation (`invlpg`, CR3
+//!    reload, or a ring-0 resume) and returns past the `ud2`;
+//! 3. otherwise it saves all registers and CR2 as a [`TrapFrame`] on the
+//!    ring-0 stack and `iretq`s to `unikernel_fault_entry` at ring 3, on the
+//!    fault stack, with `%rdi` pointing at the frame. The runtime's fault
+//!    handler (`crate::fault`) runs there at native speed and either reports
+//!    and halts or returns a frame to resume.
+//!
+//! Resuming a ring-3 context is done at ring 3 without any trap: the saved
+//! RFLAGS and RIP are put just below the interrupted stack's red zone,
+//! registers are reloaded, then `popfq; ret $128`. A ring-0 context (a fault
+//! inside a system call on hardware KVM) is resumed through the gate with `iretq`.
+
+use super::TrapFrame;
+
+/// Size of one stub; the IDT gate for vector n targets `unikernel_trap_stubs + n * TRAP_STUB_SIZE`.
+pub const TRAP_STUB_SIZE: u32 = 16;
+
+/// Top of the ring-3 fault stack, read by `trap_common` (set once at boot).
+#[no_mangle]
+static mut UNIKERNEL_FAULT_STACK_TOP: u64 = 0;
+
+/// Set the stack fault handling runs on.
+pub fn init(fault_stack_top: u64) {
+    // SAFETY: written once at boot, before any fault can be taken; read only by trap_common.
+    unsafe { core::ptr::addr_of_mut!(UNIKERNEL_FAULT_STACK_TOP).write(fault_stack_top & !0xf) };
+}
+
+extern "C" {
+    fn unikernel_resume_ring3(frame: *const TrapFrame) -> !;
+    fn unikernel_priv_op(op: u64, arg: u64);
+}
+
+/// Resume the context described by `frame` (never returns).
+pub fn resume(frame: &TrapFrame) -> ! {
+    if frame.from_user() {
+        // SAFETY: the frame describes a ring-3 context that faulted and whose
+        // cause the fault handler removed; the resume code restores it exactly.
+        unsafe { unikernel_resume_ring3(frame) }
+    } else {
+        // SAFETY: as above, for a ring-0 context; the gate `iretq`s to it.
+        unsafe { unikernel_priv_op(super::cpu::privileged::OP_RESUME, frame as *const _ as u64) };
+        unreachable!("ring-0 resume returned")
+    }
+}
+
+// Vectors for which the CPU pushes an error code.
+core::arch::global_asm!(
+    r#"
+    .section .text.unikernel_trap, "ax"
+    .balign 16
+    .global unikernel_trap_stubs
+unikernel_trap_stubs:
+    .set vec, 0
+    .rept 256
+    .balign 16
+    .if vec == 8 || vec == 10 || vec == 11 || vec == 12 || vec == 13 || vec == 14 || vec == 17 || vec == 21 || vec == 29 || vec == 30
+    .else
+    pushq $0
+    .endif
+    pushq $vec
+    jmp unikernel_trap_common
+    .set vec, vec + 1
+    .endr
+
+    .balign 16
+unikernel_trap_common:
+    /* stack: vector, error, rip, cs, rflags, rsp, ss */
+    cmpq $6, (%rsp)
+    jne 1f
+    pushq %rax
+    leaq unikernel_priv_gate(%rip), %rax
+    cmpq %rax, 24(%rsp)
+    popq %rax
+    jne 1f
+    /* the privileged-operation gate: op in %rax, argument in %rsi */
+    call unikernel_priv_op_ring0
+    addq $2, 16(%rsp)          /* step over the ud2 */
+    addq $16, %rsp             /* vector, error code */
+    iretq
+1:
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %cr2, %rax
+    pushq %rax
+    movq %rsp, %rdi
+    movq UNIKERNEL_FAULT_STACK_TOP(%rip), %rax
+    pushq $0x2b                /* ss: user data */
+    pushq %rax                 /* rsp: fault stack */
+    pushq $0x2                 /* rflags: interrupts off */
+    pushq $0x33                /* cs: user code */
+    leaq unikernel_fault_entry(%rip), %rax
+    pushq %rax
+    iretq
+
+    /* Ring 0: perform privileged operation %rax with argument %rsi.
+       Clobbers only %rax (and the stack for OP_RESUME, which does not return). */
+unikernel_priv_op_ring0:
+    cmpq $1, %rax
+    jne 2f
+    invlpg (%rsi)
+    ret
+2:  cmpq $2, %rax
+    jne 3f
+    movq %cr3, %rax
+    movq %rax, %cr3
+    ret
+3:  cmpq $3, %rax
+    jne 4f
+    /* resume the TrapFrame at %rsi with iretq */
+    movq %rsi, %rsp
+    addq $8, %rsp              /* cr2 */
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    addq $16, %rsp             /* vector, error code */
+    iretq
+4:  ret
+
+    /* unikernel_priv_op(op = %rdi, arg = %rsi): at ring 0 directly, at ring 3 via the gate. */
+    .global unikernel_priv_op
+unikernel_priv_op:
+    movq %rdi, %rax
+    movw %cs, %dx
+    testw $3, %dx
+    jz unikernel_priv_op_ring0
+    .global unikernel_priv_gate
+unikernel_priv_gate:
+    ud2
+    ret
+
+    .section .text.unikernel_fault, "ax"
+    /* Ring 3, fault stack, %rdi = TrapFrame on the ring-0 stack. */
+unikernel_fault_entry:
+    call unikernel_handle_fault
+    ud2
+
+    /* unikernel_resume_ring3(frame = %rdi) */
+    .global unikernel_resume_ring3
+unikernel_resume_ring3:
+    movq %rdi, %rax
+    movq 168(%rax), %rbx       /* frame.rsp */
+    subq $144, %rbx            /* below the red zone: rflags, rip */
+    movq 160(%rax), %rcx       /* frame.rflags */
+    movq %rcx, (%rbx)
+    movq 144(%rax), %rcx       /* frame.rip */
+    movq %rcx, 8(%rbx)
+    movq %rbx, %rsp
+    movq 8(%rax), %r15
+    movq 16(%rax), %r14
+    movq 24(%rax), %r13
+    movq 32(%rax), %r12
+    movq 40(%rax), %r11
+    movq 48(%rax), %r10
+    movq 56(%rax), %r9
+    movq 64(%rax), %r8
+    movq 72(%rax), %rbp
+    movq 80(%rax), %rdi
+    movq 88(%rax), %rsi
+    movq 96(%rax), %rdx
+    movq 104(%rax), %rcx
+    movq 112(%rax), %rbx
+    movq 120(%rax), %rax
+    popfq
+    ret $128
+"#,
+    options(att_syntax)
+);
+
+// The offsets used by unikernel_resume_ring3.
+const _: () = {
+    assert!(core::mem::offset_of!(TrapFrame, r15) == 8);
+    assert!(core::mem::offset_of!(TrapFrame, rax) == 120);
+    assert!(core::mem::offset_of!(TrapFrame, rip) == 144);
+    assert!(core::mem::offset_of!(TrapFrame, rflags) == 160);
+    assert!(core::mem::offset_of!(TrapFrame, rsp) == 168);
+    assert!(core::mem::size_of::<TrapFrame>() == 184);
+};

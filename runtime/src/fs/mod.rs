@@ -1,0 +1,89 @@
+//! Files: the `File` interface every open file implements, the
+//! file-descriptor table, and the in-memory root tree.
+//!
+//! A later storage component mounts real filesystems behind the same
+//! interface; sockets and pipes implement it too.
+
+pub mod dev;
+pub mod fdtable;
+pub mod tree;
+
+use crate::errno::*;
+
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFLNK: u32 = 0o120000;
+
+/// `struct stat` as the x86_64 Linux ABI lays it out (144 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad0: u32,
+    pub rdev: u64,
+    pub size: i64,
+    pub blksize: i64,
+    pub blocks: i64,
+    pub atime: i64,
+    pub atime_nsec: i64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+    pub _unused: [i64; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<Stat>() == 144);
+
+pub const SEEK_SET: u32 = 0;
+pub const SEEK_CUR: u32 = 1;
+pub const SEEK_END: u32 = 2;
+
+/// What an open file can do. Every method has the Linux answer for files
+/// that do not support it.
+pub trait File: Send + Sync {
+    fn read(&self, _buf: &mut [u8]) -> Result<usize, Errno> {
+        Err(EINVAL)
+    }
+    fn write(&self, _buf: &[u8]) -> Result<usize, Errno> {
+        Err(EINVAL)
+    }
+    /// Read at an offset without moving the file position.
+    fn pread(&self, _buf: &mut [u8], _offset: u64) -> Result<usize, Errno> {
+        Err(ESPIPE)
+    }
+    fn seek(&self, _offset: i64, _whence: u32) -> Result<u64, Errno> {
+        Err(ESPIPE)
+    }
+    fn stat(&self) -> Stat;
+    /// Fill `buf` with `linux_dirent64` records; 0 at the end.
+    fn getdents64(&self, _buf: &mut [u8]) -> Result<usize, Errno> {
+        Err(ENOTDIR)
+    }
+    fn ioctl(&self, _request: u64, _arg: u64) -> Result<i64, Errno> {
+        Err(ENOTTY)
+    }
+    /// Readiness for `poll` (POLLIN/POLLOUT bits) without blocking.
+    fn poll_ready(&self) -> u16 {
+        POLLIN | POLLOUT
+    }
+    /// Whether `mmap` may copy this file's contents.
+    fn mappable(&self) -> bool {
+        false
+    }
+    /// The tree node of an open directory (for `*at` calls).
+    fn dir_node(&self) -> Option<tree::Node> {
+        None
+    }
+}
+
+pub const POLLIN: u16 = 0x1;
+pub const POLLOUT: u16 = 0x4;
+pub const POLLNVAL: u16 = 0x20;

@@ -1,0 +1,84 @@
+//! The platform contract: what each platform (hvt, kvm, xen) gives the runtime.
+//!
+//! Kept small on purpose (DESIGN.md): console, clocks, a way to block until a
+//! deadline, the memory map and app image (in [`BootInfo`]), shutdown, and the
+//! few privileged operations the runtime cannot do itself when it runs at
+//! ring 3 (TLB flushes). A new platform is a new folder implementing this.
+
+/// Which console stream a write goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A range of physical memory `[start, end)`, page aligned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+pub const MAX_FREE_RANGES: usize = 8;
+
+/// Where the app was placed and how its first thread starts.
+#[derive(Clone, Copy, Debug)]
+pub struct AppImage {
+    /// Entry point (absolute).
+    pub entry: u64,
+    /// Initial stack pointer, pointing at argc (the platform built argv/envp/auxv).
+    pub stack_pointer: u64,
+    /// `[base, end)` holds the app's segments (identity-mapped RAM).
+    pub base: u64,
+    pub end: u64,
+    /// Main-thread stack region `[stack_reserve_bottom, stack_top)`; only
+    /// `[stack_mapped_bottom, stack_top)` has frames at start, the rest grows on demand.
+    pub stack_top: u64,
+    pub stack_mapped_bottom: u64,
+    pub stack_reserve_bottom: u64,
+    /// The app's name (argv[0] without the leading '/').
+    pub name: &'static str,
+}
+
+/// What the platform found at boot.
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo {
+    /// RAM size; `[0, mem_size)` is identity-mapped (virtual == physical).
+    pub mem_size: u64,
+    /// Frames the runtime may use.
+    pub free: [MemRange; MAX_FREE_RANGES],
+    pub free_count: usize,
+    /// Physical address of the root page table (PML4).
+    pub page_table_root: u64,
+    /// Stack the runtime runs system calls on (top, bottom).
+    pub kernel_stack_top: u64,
+    pub kernel_stack_bottom: u64,
+    /// Stack fault handling runs on (at ring 3).
+    pub fault_stack_top: u64,
+    pub trace_syscalls: bool,
+    pub app: AppImage,
+}
+
+/// Implemented once per platform; a `&'static dyn Platform` is handed to
+/// [`crate::start`].
+pub trait Platform: Sync {
+    /// Short name ("hvt", "kvm", "xen").
+    fn name(&self) -> &'static str;
+    /// Write bytes to the console. `data` lies in identity-mapped kernel memory.
+    fn console_write(&self, stream: Stream, data: &[u8]);
+    /// Read console input into `buf` (identity-mapped), blocking; 0 = end of input.
+    fn console_read(&self, buf: &mut [u8]) -> usize;
+    /// Nanoseconds since boot; never goes backwards.
+    fn monotonic_ns(&self) -> u64;
+    /// Nanoseconds since the Unix epoch.
+    fn wall_clock_ns(&self) -> u64;
+    /// Block until `monotonic_ns() >= deadline` or a device event arrives
+    /// (may return early; callers re-check).
+    fn block_until(&self, deadline_ns: u64);
+    /// Stop the machine with an exit code.
+    fn halt(&self, exit_code: u32) -> !;
+    /// Drop the TLB entry for one virtual page (privileged).
+    fn flush_tlb_page(&self, va: u64);
+    /// Drop all non-global TLB entries (privileged).
+    fn flush_tlb_all(&self);
+}

@@ -1,0 +1,199 @@
+//! The system-call layer: Linux x86_64 numbers, dispatched to the handlers
+//! in this folder. Unknown calls return `-ENOSYS` and are counted;
+//! `--trace-syscalls` prints every call strace-style on stderr.
+
+mod fs;
+mod mem;
+mod names;
+mod process;
+mod signal;
+mod time;
+
+use crate::errno::*;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+pub use names::name;
+
+/// What the entry stub saved: the call number and arguments, and the return
+/// context (`rcx` = user RIP, `r11` = user RFLAGS).
+#[repr(C)]
+#[derive(Debug)]
+pub struct SyscallFrame {
+    pub rax: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub r10: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub rcx: u64,
+    pub r11: u64,
+}
+
+pub type SysResult = Result<i64, Errno>;
+
+static TRACE: AtomicBool = AtomicBool::new(false);
+const COUNTED: usize = 512;
+static UNKNOWN: [AtomicU32; COUNTED] = [const { AtomicU32::new(0) }; COUNTED];
+
+pub fn set_trace(on: bool) {
+    TRACE.store(on, Ordering::Relaxed);
+}
+
+pub fn tracing() -> bool {
+    TRACE.load(Ordering::Relaxed)
+}
+
+/// Called by the entry stub.
+#[no_mangle]
+pub extern "C" fn unikernel_syscall_dispatch(f: &mut SyscallFrame) -> i64 {
+    let nr = f.rax;
+    let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
+    if tracing() && names::is_exit(nr) {
+        trace(nr, &a, None);
+    }
+    let r = dispatch(nr, a);
+    let ret = match r {
+        Ok(v) => v,
+        Err(e) => -e,
+    };
+    if tracing() {
+        trace(nr, &a, Some(ret));
+    }
+    ret
+}
+
+fn trace(nr: u64, a: &[u64; 6], ret: Option<i64>) {
+    let n = names::arg_count(nr);
+    let mut args = [0u64; 6];
+    args[..n].copy_from_slice(&a[..n]);
+    let nm = name(nr);
+    let mut line = crate::fmtbuf::FmtBuf::<160>::new();
+    use core::fmt::Write;
+    if nm.is_empty() {
+        let _ = write!(line, "syscall_{nr}(");
+    } else {
+        let _ = write!(line, "{nm}(");
+    }
+    for (i, v) in args[..n].iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        if (*v as i64) < 0 && (*v as i64) > -4096 {
+            let _ = write!(line, "{sep}{}", *v as i64);
+        } else if *v < 4096 {
+            let _ = write!(line, "{sep}{v}");
+        } else {
+            let _ = write!(line, "{sep}{v:#x}");
+        }
+    }
+    match ret {
+        None => crate::kprintln!("[trace] {})", line.as_str()),
+        Some(r) if (-4095..0).contains(&r) => {
+            let note = if r == -ENOSYS && names::arg_count(nr) == 6 && nm.is_empty() {
+                " (unknown)"
+            } else if r == -ENOSYS {
+                " (not implemented)"
+            } else {
+                ""
+            };
+            crate::kprintln!("[trace] {}) = -1 {}{}", line.as_str(), errno::name(-r), note)
+        }
+        Some(r) if r > 0xffff => crate::kprintln!("[trace] {}) = {:#x}", line.as_str(), r),
+        Some(r) => crate::kprintln!("[trace] {}) = {}", line.as_str(), r),
+    }
+}
+
+use crate::errno;
+
+fn enosys(nr: u64) -> SysResult {
+    if let Some(c) = UNKNOWN.get(nr as usize) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    Err(ENOSYS)
+}
+
+/// Print the unimplemented calls the app made (with `--trace-syscalls`).
+pub fn report_unknown() {
+    let mut any = false;
+    for (nr, c) in UNKNOWN.iter().enumerate() {
+        let c = c.load(Ordering::Relaxed);
+        if c > 0 {
+            if !any {
+                crate::kprintln!("[trace] system calls answered ENOSYS:");
+                any = true;
+            }
+            let nm = name(nr as u64);
+            crate::kprintln!("[trace]   {} ({}): {} time(s)", if nm.is_empty() { "?" } else { nm }, nr, c);
+        }
+    }
+}
+
+fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
+    match nr {
+        0 => fs::read(a[0], a[1], a[2]),
+        1 => fs::write(a[0], a[1], a[2]),
+        2 => fs::openat(fs::AT_FDCWD, a[0], a[1], a[2]),
+        3 => fs::close(a[0]),
+        4 => fs::stat_path(fs::AT_FDCWD, a[0], a[1], 0),
+        5 => fs::fstat(a[0], a[1]),
+        6 => fs::stat_path(fs::AT_FDCWD, a[0], a[1], fs::AT_SYMLINK_NOFOLLOW),
+        7 => fs::poll(a[0], a[1], a[2]),
+        8 => fs::lseek(a[0], a[1], a[2]),
+        9 => mem::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
+        10 => mem::mprotect(a[0], a[1], a[2]),
+        11 => mem::munmap(a[0], a[1]),
+        12 => mem::brk(a[0]),
+        13 => signal::rt_sigaction(a[0], a[1], a[2], a[3]),
+        14 => signal::rt_sigprocmask(a[0], a[1], a[2], a[3]),
+        16 => fs::ioctl(a[0], a[1], a[2]),
+        17 => fs::pread64(a[0], a[1], a[2], a[3]),
+        19 => fs::readv(a[0], a[1], a[2]),
+        20 => fs::writev(a[0], a[1], a[2]),
+        21 => fs::faccessat(fs::AT_FDCWD, a[0], a[1]),
+        24 => Ok(0), // sched_yield: one thread
+        28 => mem::madvise(a[0], a[1], a[2]),
+        32 => fs::dup(a[0]),
+        33 => fs::dup3(a[0], a[1], 0, true),
+        35 => time::nanosleep(a[0], a[1]),
+        39 | 186 => Ok(process::PID), // getpid, gettid
+        60 | 231 => process::exit(a[0]),
+        62 => signal::kill(a[0], a[1]),
+        63 => process::uname(a[0]),
+        72 => fs::fcntl(a[0], a[1], a[2]),
+        74 | 75 => fs::fsync(a[0]),
+        79 => fs::getcwd(a[0], a[1]),
+        80 => fs::chdir(a[0]),
+        89 => fs::readlinkat(fs::AT_FDCWD, a[0], a[1], a[2]),
+        95 => process::umask(a[0]),
+        96 => time::gettimeofday(a[0], a[1]),
+        97 => process::prlimit64(0, a[0], 0, a[1]),
+        98 => process::getrusage(a[0], a[1]),
+        99 => process::sysinfo(a[0]),
+        102 | 104 | 107 | 108 => Ok(0), // getuid, getgid, geteuid, getegid: root
+        110 => Ok(0),                    // getppid: no parent
+        111 | 112 => Ok(process::PID),  // getpgrp, setsid
+        131 => signal::sigaltstack(a[0], a[1]),
+        157 => process::prctl(a[0], a[1]),
+        158 => process::arch_prctl(a[0], a[1]),
+        160 => Ok(0), // setrlimit: accepted
+        200 => signal::tkill(a[0], a[1]),
+        201 => time::time(a[0]),
+        202 => process::futex(a[0], a[1], a[2], a[3], a[4], a[5]),
+        204 => process::sched_getaffinity(a[0], a[1], a[2]),
+        217 => fs::getdents64(a[0], a[1], a[2]),
+        218 => process::set_tid_address(a[0]),
+        228 => time::clock_gettime(a[0], a[1]),
+        229 => time::clock_getres(a[0], a[1]),
+        230 => time::clock_nanosleep(a[0], a[1], a[2], a[3]),
+        234 => signal::tgkill(a[0], a[1], a[2]),
+        257 => fs::openat(a[0] as i64, a[1], a[2], a[3]),
+        262 => fs::stat_path(a[0] as i64, a[1], a[2], a[3]),
+        267 => fs::readlinkat(a[0] as i64, a[1], a[2], a[3]),
+        269 | 439 => fs::faccessat(a[0] as i64, a[1], a[2]),
+        271 => fs::ppoll(a[0], a[1], a[2], a[3]),
+        273 => Ok(0), // set_robust_list: recorded by nobody (one thread)
+        292 => fs::dup3(a[0], a[1], a[2], false),
+        302 => process::prlimit64(a[0], a[1], a[2], a[3]),
+        318 => process::getrandom(a[0], a[1], a[2]),
+        _ => enosys(nr),
+    }
+}
