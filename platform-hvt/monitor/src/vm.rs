@@ -289,8 +289,12 @@ impl Vm {
         loop {
             let problem = match self.vcpu.run() {
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
-                    let (addr, data) = (addr, data.to_vec());
-                    match hypercall::handle_write(&mut self.mem, addr, &data) {
+                    // Copy the bytes out of the kvm_run page (KVM's MMIO data
+                    // is at most 8 bytes) so the vCPU borrow ends here.
+                    let mut buf = [0u8; 8];
+                    let len = data.len().min(buf.len());
+                    buf[..len].copy_from_slice(&data[..len]);
+                    match hypercall::handle_write(&mut self.mem, addr, &buf[..len]) {
                         Ok(Outcome::Continue) => continue,
                         Ok(Outcome::Halt(code)) => return code,
                         Err(e) => Err(e),

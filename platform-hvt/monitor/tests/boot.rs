@@ -167,3 +167,66 @@ fn wrong_kernel_magic_or_abi_is_refused() {
     assert!(stderr(&out).contains("ABI version 99"));
     assert_eq!(out.status.code(), Some(125));
 }
+
+#[test]
+fn boot_info_describes_the_boot() {
+    if !kvm_available("boot_info_describes_the_boot") {
+        return;
+    }
+    // The guest writes its BootInfo (at %rdi, identity-mapped) to stdout.
+    let size = std::mem::size_of::<BootInfo>();
+    let mut a = Asm::default();
+    a.sub_rsp(32);
+    a.code.extend_from_slice(&[0x48, 0x89, 0xf8]); // mov %rdi, %rax
+    a.console_write_rax(size as u32, 1).halt(0);
+    let img = image("bootinfo", &a.code, b"");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let out = monitor(&["--mem", "32M", "--trace-syscalls", &img]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout.len(), size);
+    // SAFETY: BootInfo is repr(C) plain data; the buffer holds exactly its size.
+    let bi: BootInfo = unsafe { std::ptr::read_unaligned(out.stdout.as_ptr().cast()) };
+    assert_eq!(bi.magic, hvt_abi::BOOT_INFO_MAGIC);
+    assert_eq!(bi.abi_version, hvt_abi::ABI_VERSION);
+    assert_eq!(bi.mem_size, 32 << 20);
+    assert_eq!(bi.flags, hvt_abi::BOOT_FLAG_TRACE_SYSCALLS);
+    assert!(bi.tsc_khz > 100_000, "tsc_khz {}", bi.tsc_khz);
+    assert!(bi.wall_clock_ns >= before && bi.wall_clock_ns < before + 10_000_000_000);
+    assert!(bi.wall_clock_tsc > 0);
+    assert!(bi.page_table_root >= 0x1000 && bi.page_table_root < 0x10_0000);
+    assert_eq!(bi.kernel_stack_top - bi.kernel_stack_bottom, 64 << 10);
+    assert_eq!(bi.kernel_stack_top % 16, 0);
+    assert!(bi.fault_stack_top > 0);
+    let m = manifest(Platform::Hvt);
+    assert_eq!(
+        (
+            bi.app_entry,
+            bi.app_base,
+            bi.app_end,
+            bi.app_phdr,
+            bi.app_phent,
+            bi.app_phnum
+        ),
+        (m.app_entry, m.app_base, m.app_end, m.app_phdr, 56, 3)
+    );
+    assert_eq!(bi.app_stack_pointer % 16, 0);
+    assert!(bi.app_stack_pointer < hvt_abi::layout::USER_STACK_TOP);
+    assert!(bi.app_stack_mapped_bottom <= bi.app_stack_pointer - (16 << 10));
+    assert_eq!(bi.app_stack_mapped_bottom % 4096, 0);
+    assert_eq!(bi.app_name_len, 5);
+    // Free memory: page aligned, sorted, inside RAM, clear of the kernel.
+    let free = &bi.free[..bi.free_count as usize];
+    assert!(!free.is_empty());
+    for r in free {
+        assert!(r.start % 4096 == 0 && r.end % 4096 == 0 && r.start < r.end);
+        assert!(r.end <= 32 << 20);
+        assert!(r.end <= KERNEL_BASE_ || r.start >= KERNEL_BASE_ + KERNEL_SIZE);
+    }
+    assert!(free.windows(2).all(|w| w[0].end <= w[1].start));
+    assert_eq!(free.last().unwrap().end, 32 << 20);
+}
+
+const KERNEL_BASE_: u64 = hvt_abi::layout::KERNEL_BASE;
