@@ -26,7 +26,8 @@ struct Cli {
     /// The unikernel image to boot.
     #[arg(value_name = "IMAGE")]
     image: PathBuf,
-    /// Arguments for the app (after `--`); replace the image's default arguments.
+    /// Arguments for the app (after `--`); replace the image's default
+    /// arguments (a bare `--` runs the app with no arguments).
     #[arg(last = true, value_name = "ARGS")]
     args: Option<Vec<String>>,
 }
@@ -44,7 +45,11 @@ fn main() {
         image: cli.image,
         mem: cli.mem,
         env: cli.env,
-        args: cli.args,
+        // A bare `--` means "no arguments", not "the image's defaults"
+        // (clap reports both as `None`).
+        args: cli
+            .args
+            .or_else(|| std::env::args_os().any(|a| a == "--").then(Vec::new)),
         trace_syscalls: cli.trace_syscalls,
     };
     std::process::exit(run(&config));
