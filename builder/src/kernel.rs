@@ -20,9 +20,16 @@ pub const KERNEL_BIN: &str = "unikernel-kernel";
 /// The kernel's target triple.
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
 
+/// Overrides [`toolchain_root`] (a moved source tree, or a test toolchain).
+pub const TOOLCHAIN_ROOT_ENV: &str = "UNIKERNEL_TOOLCHAIN_ROOT";
+
 /// Root of this toolchain's source tree (the cargo workspace holding the
-/// builder, the runtime and the templates).
+/// builder, the runtime and the templates): `$UNIKERNEL_TOOLCHAIN_ROOT`, else
+/// where this builder was compiled from.
 pub fn toolchain_root() -> PathBuf {
+    if let Some(root) = std::env::var_os(TOOLCHAIN_ROOT_ENV).filter(|r| !r.is_empty()) {
+        return PathBuf::from(root);
+    }
     let builder = Path::new(env!("CARGO_MANIFEST_DIR"));
     builder.parent().unwrap_or(builder).to_path_buf()
 }
@@ -69,7 +76,7 @@ pub fn generate_glue(
 ) -> Result<usize, String> {
     if !template.is_dir() {
         return Err(format!(
-            "the kernel template {} is missing; this cargo-unikernel expects its source tree at {}",
+            "the kernel template {} is missing; this cargo-unikernel expects its source tree at {} (set {TOOLCHAIN_ROOT_ENV} if it moved)",
             template.display(),
             toolchain_root().display()
         ));

@@ -87,17 +87,16 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
             )
         })?
         .into_std_path_buf();
-    step.finish(&app_path.display().to_string());
-
     // 2. Can the unikernel run it?
     let app = read(&app_path, "the app")?;
     check_app(&app, &app_path.display().to_string())?;
+    step.finish(&format!("{bin}, {}", human_bytes(app.len() as u64)));
 
     // 3. The kernel for this platform and component set (cached).
     let step = progress.spinner(&format!("Building kernel ({})", platform.name()));
     let kernel_path = build_kernel(target_dir, platform, &meta.components, &step)?;
-    step.finish(&kernel_path.display().to_string());
     let kernel = read(&kernel_path, "the kernel")?;
+    step.finish(&human_bytes(kernel.len() as u64));
 
     // 4. The image.
     let step = progress.spinner("Linking image");

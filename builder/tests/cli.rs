@@ -1,0 +1,191 @@
+//! End-to-end tests of the `cargo-unikernel` binary: `new`, `build` (with a
+//! stand-in kernel template, see `fake-toolchain/`), `inspect`, and the
+//! one-line errors.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cargo-unikernel"));
+    let fake_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-toolchain");
+    c.env("UNIKERNEL_TOOLCHAIN_ROOT", fake_root);
+    // The app gets its own target dir inside the test's temporary directory.
+    c.env_remove("CARGO_TARGET_DIR");
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    let out = c.output().expect("run cargo-unikernel");
+    eprintln!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn new_build_inspect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("demo-app");
+
+    // Works as `cargo unikernel new` (argv[1] = "unikernel") too.
+    let out = run(bin().arg("unikernel").arg("new").arg(&app));
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("created demo-app"));
+
+    let image: PathBuf = tmp.path().join("out/demo.img");
+    let out = run(bin().arg("build").arg(&app).arg("-o").arg(&image));
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("demo.img"), "summary names the image");
+    assert!(image.is_file());
+    let app_debug = tmp.path().join("out/demo.img.app.debug");
+    let musl_exe = app.join("target/x86_64-unknown-linux-musl/release/demo-app");
+    assert_eq!(
+        std::fs::read(&app_debug).unwrap(),
+        std::fs::read(&musl_exe).unwrap()
+    );
+    assert!(tmp.path().join("out/demo.img.kernel.debug").is_file());
+
+    // The glue crate was generated with the placeholders replaced.
+    let glue_root = app.join("target/unikernel/kernel");
+    let glue = std::fs::read_dir(&glue_root)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(glue
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("hvt-"));
+    let readme = std::fs::read_to_string(glue.join("README.md")).unwrap();
+    assert!(
+        readme.contains("Placeholders checked by the test: hvt []"),
+        "{readme}"
+    );
+    assert!(
+        glue.join(".cargo/config.toml").is_file(),
+        "dot-directories are copied"
+    );
+
+    let out = run(bin().arg("inspect").arg(&image));
+    assert!(out.status.success());
+    let report = stdout(&out);
+    assert!(report.contains("name        demo-app"), "{report}");
+    assert!(report.contains("memory      64M"), "{report}");
+    assert!(
+        report.contains("GREETING=hello from the unikernel"),
+        "{report}"
+    );
+    assert!(report.contains("app base    0x103000"), "{report}");
+    assert!(report.contains("INTERP"), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("R-X") && l.ends_with("kernel")),
+        "{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("RW-") && l.ends_with("app")),
+        "{report}"
+    );
+
+    // A second build reuses everything and gives the same image.
+    let first = std::fs::read(&image).unwrap();
+    let out = run(bin()
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(app.join("Cargo.toml"))
+        .arg("-o")
+        .arg(&image));
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(&image).unwrap(), first);
+
+    // Default output path: <target>/unikernel/hvt/<name>.
+    let out = run(bin().arg("build").current_dir(&app));
+    assert!(out.status.success());
+    assert!(app.join("target/unikernel/hvt/demo-app").is_file());
+}
+
+#[test]
+fn bad_metadata_and_platforms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("meta");
+    assert!(run(bin().arg("new").arg(&app)).status.success());
+    let toml = app.join("Cargo.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+
+    std::fs::write(
+        &toml,
+        text.replace("memory = \"64M\"", "memory = \"64M\"\nmemroy = 1"),
+    )
+    .unwrap();
+    let out = run(bin().arg("build").arg(&app));
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("unknown field `memroy`") && e.contains(&toml.display().to_string()),
+        "{e}"
+    );
+
+    std::fs::write(&toml, text.replace("memory = \"64M\"", "memory = \"64Q\"")).unwrap();
+    let e = stderr(&run(bin().arg("build").arg(&app)));
+    assert!(e.contains("bad memory size \"64Q\""), "{e}");
+
+    std::fs::write(
+        &toml,
+        text.replace("memory = \"64M\"", "components = [\"net\"]"),
+    )
+    .unwrap();
+    let e = stderr(&run(bin().arg("build").arg(&app)));
+    assert!(
+        e.contains("unknown component net (available: none yet)"),
+        "{e}"
+    );
+
+    std::fs::write(&toml, &text).unwrap();
+    for (platform, msg) in [
+        (
+            "kvm",
+            "platform kvm is not available yet: only hvt is supported in this version",
+        ),
+        ("xen", "platform xen is not available yet"),
+        ("nope", "unknown platform \"nope\" (available: hvt)"),
+    ] {
+        let out = run(bin().args(["build", "--platform", platform]).arg(&app));
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(msg), "{platform}");
+    }
+}
+
+#[test]
+fn one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = stderr(&run(bin().args(["new", "9lives"]).current_dir(tmp.path())));
+    assert!(e.starts_with("error: invalid crate name \"9lives\""), "{e}");
+    std::fs::create_dir(tmp.path().join("taken")).unwrap();
+    let e = stderr(&run(bin().args(["new", "taken"]).current_dir(tmp.path())));
+    assert!(e.contains("already exists"), "{e}");
+    let e = stderr(&run(bin().args(["inspect", "/bin/true"])));
+    assert!(e.contains("/bin/true is not a unikernel image"), "{e}");
+    let e = stderr(&run(bin().args(["run", "/bin/true"])));
+    assert!(e.contains("/bin/true is not a unikernel image"), "{e}");
+    let e = stderr(&run(bin().arg("build").arg(tmp.path().join("missing"))));
+    assert!(e.contains("does not exist"), "{e}");
+    let e = stderr(&run(bin().args(["build", "--manifest-path"]).arg(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../platform-hvt/abi/Cargo.toml"),
+    )));
+    assert!(e.contains("package hvt-abi has no binary target"), "{e}");
+}
