@@ -227,6 +227,10 @@ impl Vm {
         self.vcpu
             .set_sregs(&sregs)
             .map_err(ioctl("KVM_SET_SREGS"))?;
+        debug(&format!(
+            "boot CR4 {cr4:#x}; CPUID.1:ECX {:#x}, CPUID.7.0:EBX {:#x}",
+            leaf1[2], leaf7[1]
+        ));
 
         let entries = [
             (MSR_STAR, STAR),
