@@ -51,7 +51,8 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct BuildArgs {
-    /// The app crate's directory (or its Cargo.toml); default: the current crate.
+    /// The app crate's directory or Cargo.toml (for `run`, also a built image);
+    /// default: the current crate.
     path: Option<PathBuf>,
     /// Path to the app's Cargo.toml.
     #[arg(long, value_name = "PATH", conflicts_with = "path")]
