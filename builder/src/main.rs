@@ -125,7 +125,21 @@ fn dispatch(command: Command) -> Result<ExitCode, String> {
         }
         Command::Run(args) => {
             let image = match existing_image(args.build.path.as_deref())? {
-                Some(path) => path,
+                Some(path) => {
+                    let b = &args.build;
+                    if b.debug
+                        || b.release
+                        || b.platform.is_some()
+                        || b.output.is_some()
+                        || b.bin.is_some()
+                    {
+                        return Err(format!(
+                            "{} is already an image: --debug/--release/--platform/-o/--bin only apply when building a crate",
+                            path.display()
+                        ));
+                    }
+                    path
+                }
                 None => {
                     let image = pipeline::build(&build_options(&args.build)?, Progress::detect())?;
                     eprintln!("{}", pipeline::summary(&image));
