@@ -97,8 +97,10 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == "unikernel") {
         argv.remove(1);
     }
+    // `run -- ` with nothing after it means "no arguments", not "the defaults".
+    let dash_dash = argv.iter().any(|a| a == "--");
     let cli = Cli::parse_from(argv);
-    match dispatch(cli.command) {
+    match dispatch(cli.command, dash_dash) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -107,7 +109,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(command: Command) -> Result<ExitCode, String> {
+fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
     match command {
         Command::New { name, template } => {
             let crate_name = template::new_crate(&name, &template)?;
@@ -146,11 +148,12 @@ fn dispatch(command: Command) -> Result<ExitCode, String> {
                     image.path
                 }
             };
+            let app_args = (dash_dash || !args.args.is_empty()).then_some(args.args);
             let code = run::boot(
                 &image,
                 args.mem.map(|m| m.0),
                 args.env,
-                args.args,
+                app_args,
                 args.trace_syscalls,
             )?;
             Ok(ExitCode::from(code))

@@ -4,21 +4,21 @@ use std::path::Path;
 
 use unikernel_hvt::RunConfig;
 
-/// Boot `image`. `args` empty keeps the image's default arguments. Returns
+/// Boot `image`. `args` `None` keeps the image's default arguments. Returns
 /// the monitor's exit code (the app's, or the monitor's own 125/254/255,
 /// whose message it has already printed).
 pub fn boot(
     image: &Path,
     mem: Option<u64>,
     env: Vec<String>,
-    args: Vec<String>,
+    args: Option<Vec<String>>,
     trace_syscalls: bool,
 ) -> Result<u8, String> {
     let config = RunConfig {
         image: image.to_path_buf(),
         mem,
         env,
-        args: (!args.is_empty()).then_some(args),
+        args,
         trace_syscalls,
     };
     let code = unikernel_hvt::run(&config);
