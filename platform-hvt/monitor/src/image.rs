@@ -35,7 +35,7 @@ pub enum ImageError {
     #[error("image is truncated or its ELF headers are corrupt ({0})")]
     Corrupt(&'static str),
     #[error(
-        "image is not a 64-bit little-endian x86_64 executable (ELF class/machine/type mismatch)"
+        "not a unikernel image: not a 64-bit x86_64 ET_EXEC ELF (a host program? build images with `cargo unikernel build`)"
     )]
     WrongKind,
     #[error("not a unikernel image (no UNIKERNEL manifest note)")]

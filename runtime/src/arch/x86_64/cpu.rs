@@ -53,13 +53,11 @@ pub fn hardware_random() -> Option<u64> {
 
 /// Set the FS base (the app's TLS pointer). `wrfsbase` needs CR4.FSGSBASE,
 /// which the platforms set up.
-#[cfg(target_os = "none")]
 pub fn set_fs_base(v: u64) {
     // SAFETY: changes only the FS base; the runtime itself never uses FS.
     unsafe { core::arch::asm!("wrfsbase {0}", in(reg) v, options(nostack, preserves_flags)) };
 }
 
-#[cfg(target_os = "none")]
 pub fn fs_base() -> u64 {
     let v: u64;
     // SAFETY: reads the FS base.
@@ -68,7 +66,6 @@ pub fn fs_base() -> u64 {
 }
 
 /// Set the GS base: the runtime's per-CPU block, used by the syscall stub.
-#[cfg(target_os = "none")]
 pub fn set_gs_base(v: u64) {
     // SAFETY: the app never uses GS on x86_64 Linux; only the syscall stub reads it.
     unsafe { core::arch::asm!("wrgsbase {0}", in(reg) v, options(nostack, preserves_flags)) };
@@ -76,7 +73,6 @@ pub fn set_gs_base(v: u64) {
 
 /// Privileged operations, done directly at ring 0 or through the ring-0 gate
 /// (a `ud2` at a known address that the #UD stub recognises) at ring 3.
-#[cfg(target_os = "none")]
 pub mod privileged {
     pub const OP_INVLPG: u64 = 1;
     pub const OP_FLUSH_ALL: u64 = 2;

@@ -7,9 +7,7 @@
 //! levels; the few privileged instructions go through [`cpu::privileged`].
 pub mod cpu;
 pub mod paging;
-#[cfg(target_os = "none")]
 pub mod entry;
-#[cfg(target_os = "none")]
 pub mod trap;
 
 /// The register frame the trap stubs build (push order reversed: lowest address first).

@@ -1,0 +1,143 @@
+//! A test app with one subcommand per behaviour the end-to-end tests check.
+//! Each prints lines the tests assert on, and exits with a known code.
+use std::io::{Read, Write};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let cmd = args.get(1).map(String::as_str).unwrap_or("args");
+    match cmd {
+        "args" => {
+            println!("argv: {:?}", &args[..]);
+            for k in ["PROBE_DEFAULT", "PROBE_VAR"] {
+                println!("env {k}={}", std::env::var(k).unwrap_or_else(|_| "<unset>".into()));
+            }
+        }
+        "exit" => {
+            let code: i32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+            println!("exiting with {code}");
+            std::process::exit(code);
+        }
+        "panic" => {
+            let n = 42;
+            panic!("probe panicked on purpose: {n}");
+        }
+        "segv" => {
+            println!("about to read address 0");
+            std::io::stdout().flush().unwrap();
+            // SAFETY: deliberately invalid: the test checks the fault report.
+            let v = unsafe { std::ptr::read_volatile(std::ptr::null::<u64>()) };
+            println!("read {v} (should not happen)");
+        }
+        "abort" => {
+            println!("aborting");
+            std::process::abort();
+        }
+        "enosys" => {
+            // SAFETY: an unknown system call number takes no pointers.
+            let r = unsafe { libc::syscall(1000, 1, 2, 3) };
+            let e = std::io::Error::last_os_error();
+            println!("syscall 1000 returned {r}, errno {}", e.raw_os_error().unwrap_or(0));
+            println!("still alive");
+        }
+        "fs" => fs(),
+        "mem" => mem(),
+        "guard" => guard(),
+        "time" => time(),
+        "stdin" => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).unwrap();
+            println!("stdin had {} bytes: {}", s.len(), s.trim().to_uppercase());
+        }
+        "efault" => {
+            // SAFETY: a bad pointer handed to the kernel must give EFAULT, not a crash.
+            let r = unsafe { libc::write(1, 16 as *const libc::c_void, 10) };
+            let e = std::io::Error::last_os_error();
+            println!("write from a bad pointer returned {r}, errno {}", e.raw_os_error().unwrap_or(0));
+        }
+        other => {
+            eprintln!("probe: unknown command {other}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn fs() {
+    use std::fs::File;
+    let mut null = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+    println!("write /dev/null: {}", null.write(b"discard me").unwrap());
+    let mut z = [1u8; 16];
+    File::open("/dev/zero").unwrap().read_exact(&mut z).unwrap();
+    println!("/dev/zero all zero: {}", z.iter().all(|&b| b == 0));
+    let mut r = [0u8; 32];
+    File::open("/dev/urandom").unwrap().read_exact(&mut r).unwrap();
+    println!("/dev/urandom nonzero: {}", r.iter().any(|&b| b != 0));
+    let e = File::open("/nonexistent/file").unwrap_err();
+    println!("open /nonexistent/file: {:?}", e.kind());
+    println!("/ is dir: {}", std::fs::metadata("/").unwrap().is_dir());
+    let mut names: Vec<String> = std::fs::read_dir("/dev")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    println!("/dev: {}", names.join(" "));
+    println!("current_exe: {}", std::env::current_exe().unwrap().display());
+    println!("cwd: {}", std::env::current_dir().unwrap().display());
+}
+
+fn mem() {
+    let n = 16 << 20;
+    let v: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = v.iter().map(|&b| b as u64).sum();
+    println!("16 MiB vector sum: {sum}");
+    drop(v);
+    // Many allocations of varied sizes, freed out of order (musl frees eagerly).
+    let mut keep = Vec::new();
+    for i in 0..2000usize {
+        keep.push(vec![i as u8; (i * 37) % 5000 + 1]);
+        if i % 3 == 0 {
+            keep.swap_remove(i / 7);
+        }
+    }
+    let total: usize = keep.iter().map(|b| b.len()).sum();
+    println!("kept {} blocks, {total} bytes", keep.len());
+    let m: std::collections::HashMap<u32, u32> = (0..1000).map(|i| (i, i * i)).collect();
+    println!("hashmap 999 -> {}", m[&999]);
+}
+
+fn guard() {
+    // SAFETY: plain anonymous mappings; the second page is made PROT_NONE and
+    // touched on purpose to check that guard pages really fault.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        ) as *mut u8;
+        assert!(p as isize != -1);
+        *p = 7;
+        *p.add(4096) = 9;
+        assert_eq!(libc::mprotect(p.add(4096) as *mut _, 4096, libc::PROT_NONE), 0);
+        assert_eq!(libc::mprotect(p.add(4096) as *mut _, 4096, libc::PROT_READ), 0);
+        println!("after mprotect round trip: {} {}", *p, *p.add(4096));
+        assert_eq!(libc::mprotect(p.add(4096) as *mut _, 4096, libc::PROT_NONE), 0);
+        println!("touching guard page at {:p}", p.add(4096));
+        std::io::stdout().flush().unwrap();
+        std::ptr::write_volatile(p.add(4096), 1);
+        println!("wrote the guard page (should not happen)");
+    }
+}
+
+fn time() {
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    println!("slept 20 ms: at least 20 ms: {}, under 500 ms: {}", ms >= 20.0, ms < 500.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    println!("wall clock after 2024: {}", now > 1_704_067_200);
+}
