@@ -68,7 +68,7 @@ fn wrong_machine() {
         "aarch64",
         &g,
         &[],
-        "not a 64-bit little-endian x86_64 executable",
+        "not a 64-bit x86_64 ET_EXEC ELF",
     );
 }
 
