@@ -129,6 +129,40 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// Make sure the Rust standard library for `target` is installed (for the
+/// toolchain that builds in `dir`); install it with rustup when it is not,
+/// so a fresh machine needs no set-up step before the first build.
+pub fn ensure_target(target: &str, dir: &std::path::Path) -> Result<(), String> {
+    let out = Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", target])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cannot run rustc to check the {target} target: {e}"))?;
+    let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let installed = out.status.success()
+        && std::fs::read_dir(&libdir).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
+        });
+    if installed {
+        return Ok(());
+    }
+    eprintln!("Installing the Rust target {target} (rustup target add {target})...");
+    let status = Command::new("rustup")
+        .args(["target", "add", target])
+        .current_dir(dir)
+        .status()
+        .map_err(|e| {
+            format!("the Rust target {target} is not installed and rustup cannot be run ({e}); install it with `rustup target add {target}`")
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the Rust target {target} is not installed and `rustup target add {target}` failed"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,9 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
     let platform = parse_platform(platform_name)?;
     check_components(&meta.components)?;
     let target_dir = metadata.target_directory.as_std_path();
+    let crate_dir = manifest_path.parent().unwrap_or(Path::new("."));
+    crate::cargo::ensure_target(APP_TARGET, crate_dir)?;
+    crate::cargo::ensure_target("x86_64-unknown-none", crate_dir)?;
 
     // 1. The app, for musl (static-pie by default on this target).
     let profile = if opts.debug { "debug" } else { "release" };

@@ -56,7 +56,10 @@ impl Write for KernelWriter {
 }
 
 pub fn print_fmt(args: fmt::Arguments) {
-    let mut w = KernelWriter { buf: [0; 256], len: 0 };
+    let mut w = KernelWriter {
+        buf: [0; 256],
+        len: 0,
+    };
     let _ = w.write_fmt(args);
     w.flush();
 }

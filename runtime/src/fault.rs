@@ -54,8 +54,29 @@ fn signal_for(vector: u64) -> u32 {
 static IN_FAULT: AtomicBool = AtomicBool::new(false);
 /// The frame a resumed context is restored from (one CPU: one at a time).
 static mut RESUME_FRAME: TrapFrame = TrapFrame {
-    cr2: 0, r15: 0, r14: 0, r13: 0, r12: 0, r11: 0, r10: 0, r9: 0, r8: 0, rbp: 0, rdi: 0, rsi: 0,
-    rdx: 0, rcx: 0, rbx: 0, rax: 0, vector: 0, error_code: 0, rip: 0, cs: 0, rflags: 0, rsp: 0, ss: 0,
+    cr2: 0,
+    r15: 0,
+    r14: 0,
+    r13: 0,
+    r12: 0,
+    r11: 0,
+    r10: 0,
+    r9: 0,
+    r8: 0,
+    rbp: 0,
+    rdi: 0,
+    rsi: 0,
+    rdx: 0,
+    rcx: 0,
+    rbx: 0,
+    rax: 0,
+    vector: 0,
+    error_code: 0,
+    rip: 0,
+    cs: 0,
+    rflags: 0,
+    rsp: 0,
+    ss: 0,
 };
 
 fn in_kernel(rip: u64) -> bool {
@@ -104,7 +125,11 @@ fn report(f: &TrapFrame) -> ! {
     let kernel = !f.from_user() || in_kernel(f.rip);
     let sig = signal_for(f.vector);
     if kernel {
-        crate::kprintln!("unikernel: kernel fault: {} at rip={:#x}", vector_name(f.vector), f.rip);
+        crate::kprintln!(
+            "unikernel: kernel fault: {} at rip={:#x}",
+            vector_name(f.vector),
+            f.rip
+        );
     } else {
         crate::kprintln!(
             "unikernel: app killed by {} ({}) at rip={:#x}",
@@ -121,31 +146,56 @@ fn report(f: &TrapFrame) -> ! {
         } else {
             "read"
         };
-        let why = if f.error_code & 1 != 0 { "protection violation" } else { "page not mapped" };
+        let why = if f.error_code & 1 != 0 {
+            "protection violation"
+        } else {
+            "page not mapped"
+        };
         crate::kprintln!("  faulting address: {:#x} ({what}, {why})", f.cr2);
     } else {
         crate::kprintln!("  error code: {:#x}", f.error_code);
     }
     crate::kprintln!(
         "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
-        f.rax, f.rbx, f.rcx, f.rdx
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx
     );
     crate::kprintln!(
         "  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}",
-        f.rsi, f.rdi, f.rbp, f.rsp
+        f.rsi,
+        f.rdi,
+        f.rbp,
+        f.rsp
     );
     crate::kprintln!(
         "  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}",
-        f.r8, f.r9, f.r10, f.r11
+        f.r8,
+        f.r9,
+        f.r10,
+        f.r11
     );
     crate::kprintln!(
         "  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}",
-        f.r12, f.r13, f.r14, f.r15
+        f.r12,
+        f.r13,
+        f.r14,
+        f.r15
     );
-    crate::kprintln!("  rip={:#018x} rflags={:#010x} cs={:#x} ss={:#x}", f.rip, f.rflags, f.cs, f.ss);
+    crate::kprintln!(
+        "  rip={:#018x} rflags={:#010x} cs={:#x} ss={:#x}",
+        f.rip,
+        f.rflags,
+        f.cs,
+        f.ss
+    );
     let app = crate::app_range();
     if (app.0..app.1).contains(&f.rip) {
-        crate::kprintln!("  rip is app offset {:#x} (symbolize with the image's .app.debug file)", f.rip - app.0);
+        crate::kprintln!(
+            "  rip is app offset {:#x} (symbolize with the image's .app.debug file)",
+            f.rip - app.0
+        );
     }
     if kernel {
         crate::platform().halt(EXIT_KERNEL_PANIC);
@@ -155,7 +205,10 @@ fn report(f: &TrapFrame) -> ! {
 
 /// The app sent itself a signal whose action is to terminate.
 pub fn killed_by_signal(sig: u32) -> ! {
-    crate::kprintln!("unikernel: app killed by {} (sent by the app itself)", signal_name(sig));
+    crate::kprintln!(
+        "unikernel: app killed by {} (sent by the app itself)",
+        signal_name(sig)
+    );
     crate::platform().halt(128 + sig)
 }
 

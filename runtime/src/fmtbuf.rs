@@ -6,7 +6,10 @@ pub struct FmtBuf<const N: usize> {
 
 impl<const N: usize> FmtBuf<N> {
     pub const fn new() -> Self {
-        FmtBuf { buf: [0; N], len: 0 }
+        FmtBuf {
+            buf: [0; N],
+            len: 0,
+        }
     }
     pub fn as_str(&self) -> &str {
         // Only whole UTF-8 sequences are ever copied in (see write_str).

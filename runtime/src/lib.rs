@@ -71,7 +71,6 @@ pub fn exit(code: u32) -> ! {
 static HEAP: mm::heap::KernelHeap = mm::heap::KernelHeap::new();
 
 /// Start the runtime and the app. Never returns.
-#[cfg(target_os = "none")]
 pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
     PLATFORM.call_once(|| platform);
     let boot = *BOOT.call_once(|| boot);

@@ -34,7 +34,9 @@ impl Timespec {
         if self.sec < 0 || !(0..1_000_000_000).contains(&self.nsec) {
             return Err(EINVAL);
         }
-        Ok((self.sec as u64).saturating_mul(1_000_000_000).saturating_add(self.nsec as u64))
+        Ok((self.sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(self.nsec as u64))
     }
 }
 
@@ -43,7 +45,9 @@ pub fn now(clock: u64) -> Result<u64, Errno> {
     let p = crate::platform();
     match clock {
         CLOCK_REALTIME | CLOCK_REALTIME_COARSE => Ok(p.wall_clock_ns()),
-        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => Ok(p.monotonic_ns()),
+        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => {
+            Ok(p.monotonic_ns())
+        }
         // One process, one CPU, always running: CPU time is time since boot.
         CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Ok(p.monotonic_ns()),
         _ => Err(EINVAL),
@@ -65,7 +69,14 @@ mod tests {
     fn timespec_checks() {
         assert_eq!(Timespec { sec: 1, nsec: 5 }.to_ns(), Ok(1_000_000_005));
         assert_eq!(Timespec { sec: -1, nsec: 0 }.to_ns(), Err(EINVAL));
-        assert_eq!(Timespec { sec: 0, nsec: 1_000_000_000 }.to_ns(), Err(EINVAL));
+        assert_eq!(
+            Timespec {
+                sec: 0,
+                nsec: 1_000_000_000
+            }
+            .to_ns(),
+            Err(EINVAL)
+        );
         assert_eq!(Timespec::from_ns(2_500_000_000).sec, 2);
     }
 }

@@ -13,26 +13,40 @@ use std::time::{Duration, Instant};
 
 /// Root of the toolchain workspace.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 /// A binary of the release build (`cargo build --release`).
 pub fn tool(name: &str) -> PathBuf {
     let p = target_dir().join("release").join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --release` first (as .ci/run does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release` first (as .ci/run does)",
+        p.display()
+    );
     p
 }
 
 /// True if KVM can be used; otherwise prints a loud SKIPPED line naming the reason.
 pub fn kvm_available(test: &str) -> bool {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => true,
         Err(e) => {
-            let line = format!("SKIPPED {test}: /dev/kvm is not usable ({e}); boot tests need KVM\n");
+            let line =
+                format!("SKIPPED {test}: /dev/kvm is not usable ({e}); boot tests need KVM\n");
             let _ = std::io::stderr().write_all(line.as_bytes());
             let _ = std::io::stdout().write_all(line.as_bytes());
             false
@@ -122,9 +136,17 @@ pub fn image_of(dir: &Path, name: &str) -> PathBuf {
     }
     let out = std::env::temp_dir().join(format!("unikernel-test-{}-{name}", std::process::id()));
     let mut cmd = Command::new(tool("cargo-unikernel"));
-    cmd.arg("build").arg("--manifest-path").arg(dir.join("Cargo.toml")).arg("-o").arg(&out);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .arg("-o")
+        .arg(&out);
     let o = run_with_deadline(cmd, b"", Duration::from_secs(900));
-    assert_eq!(o.code, 0, "building {name} failed:\n{}\n{}", o.stdout, o.stderr);
+    assert_eq!(
+        o.code, 0,
+        "building {name} failed:\n{}\n{}",
+        o.stdout, o.stderr
+    );
     m.insert(name.to_string(), out.clone());
     out
 }
@@ -134,7 +156,12 @@ pub fn boot(image: &Path, monitor_opts: &[&str], app_args: &[&str]) -> Outcome {
     boot_with_input(image, monitor_opts, app_args, b"")
 }
 
-pub fn boot_with_input(image: &Path, monitor_opts: &[&str], app_args: &[&str], input: &[u8]) -> Outcome {
+pub fn boot_with_input(
+    image: &Path,
+    monitor_opts: &[&str],
+    app_args: &[&str],
+    input: &[u8],
+) -> Outcome {
     let mut cmd = Command::new(tool("unikernel-hvt"));
     cmd.args(monitor_opts).arg(image);
     if !app_args.is_empty() {

@@ -36,7 +36,11 @@ fn manifest_args_and_env_are_defaults() {
     let o = boot(&image("probe"), &[], &[]);
     assert_eq!(
         o.stdout_lines(),
-        ["argv: [\"/probe\", \"args\"]", "env PROBE_DEFAULT=from-metadata", "env PROBE_VAR=<unset>"],
+        [
+            "argv: [\"/probe\", \"args\"]",
+            "env PROBE_DEFAULT=from-metadata",
+            "env PROBE_VAR=<unset>"
+        ],
         "stderr: {}",
         o.stderr
     );
@@ -48,7 +52,12 @@ fn command_line_args_and_env_arrive() {
     need_kvm!("command_line_args_and_env_arrive");
     let o = boot(
         &image("probe"),
-        &["--env", "PROBE_VAR=hello world", "--env", "PROBE_DEFAULT=overridden"],
+        &[
+            "--env",
+            "PROBE_VAR=hello world",
+            "--env",
+            "PROBE_DEFAULT=overridden",
+        ],
         &["args", "alpha", "beta gamma"],
     );
     assert_eq!(
@@ -83,7 +92,11 @@ fn panic_prints_message_and_location_and_exits_101() {
         "no location in stderr: {}",
         o.stderr
     );
-    assert!(o.stderr.contains("probe panicked on purpose: 42"), "stderr: {}", o.stderr);
+    assert!(
+        o.stderr.contains("probe panicked on purpose: 42"),
+        "stderr: {}",
+        o.stderr
+    );
 }
 
 #[test]
@@ -92,9 +105,14 @@ fn null_deref_is_reported_with_address() {
     let o = probe(&["segv"]);
     assert_eq!(o.stdout, "about to read address 0\n");
     assert_eq!(o.code, 139, "SIGSEGV is 128+11; stderr: {}", o.stderr);
-    assert!(o.stderr.contains("app killed by SIGSEGV"), "stderr: {}", o.stderr);
     assert!(
-        o.stderr.contains("faulting address: 0x0 (read, page not mapped)"),
+        o.stderr.contains("app killed by SIGSEGV"),
+        "stderr: {}",
+        o.stderr
+    );
+    assert!(
+        o.stderr
+            .contains("faulting address: 0x0 (read, page not mapped)"),
         "stderr: {}",
         o.stderr
     );
@@ -105,14 +123,21 @@ fn guard_page_faults() {
     need_kvm!("guard_page_faults");
     let o = probe(&["guard"]);
     let lines = o.stdout_lines();
-    assert_eq!(lines[0], "after mprotect round trip: 7 9", "stderr: {}", o.stderr);
+    assert_eq!(
+        lines[0], "after mprotect round trip: 7 9",
+        "stderr: {}",
+        o.stderr
+    );
     assert!(lines[1].starts_with("touching guard page at 0x"));
     assert_eq!(lines.len(), 2, "the guard page write must not succeed");
     assert_eq!(o.code, 139, "stderr: {}", o.stderr);
     let addr = lines[1].trim_start_matches("touching guard page at ");
     assert!(
-        o.stderr.contains(&format!("faulting address: {addr} (write, protection violation)"))
-            || o.stderr.contains(&format!("faulting address: {addr} (write, page not mapped)")),
+        o.stderr.contains(&format!(
+            "faulting address: {addr} (write, protection violation)"
+        )) || o.stderr.contains(&format!(
+            "faulting address: {addr} (write, page not mapped)"
+        )),
         "stderr: {}",
         o.stderr
     );
@@ -131,7 +156,10 @@ fn abort_ends_with_sigabrt() {
 fn unknown_syscall_returns_enosys() {
     need_kvm!("unknown_syscall_returns_enosys");
     let o = probe(&["enosys"]);
-    assert_eq!(o.stdout_lines(), ["syscall 1000 returned -1, errno 38", "still alive"]);
+    assert_eq!(
+        o.stdout_lines(),
+        ["syscall 1000 returned -1, errno 38", "still alive"]
+    );
     assert_eq!(o.code, 0);
 }
 
@@ -139,7 +167,10 @@ fn unknown_syscall_returns_enosys() {
 fn bad_pointer_gives_efault() {
     need_kvm!("bad_pointer_gives_efault");
     let o = probe(&["efault"]);
-    assert_eq!(o.stdout_lines(), ["write from a bad pointer returned -1, errno 14"]);
+    assert_eq!(
+        o.stdout_lines(),
+        ["write from a bad pointer returned -1, errno 14"]
+    );
     assert_eq!(o.code, 0);
 }
 
@@ -171,7 +202,11 @@ fn memory_heavy_work() {
     let o = probe(&["mem"]);
     assert_eq!(
         o.stdout_lines(),
-        ["16 MiB vector sum: 2097144125", "kept 1333 blocks, 3318554 bytes", "hashmap 999 -> 998001"],
+        [
+            "16 MiB vector sum: 2097144125",
+            "kept 1333 blocks, 3318554 bytes",
+            "hashmap 999 -> 998001"
+        ],
         "stderr: {}",
         o.stderr
     );
@@ -184,7 +219,10 @@ fn sleeping_and_clocks() {
     let o = probe(&["time"]);
     assert_eq!(
         o.stdout_lines(),
-        ["slept 20 ms: at least 20 ms: true, under 500 ms: true", "wall clock after 2024: true"],
+        [
+            "slept 20 ms: at least 20 ms: true, under 500 ms: true",
+            "wall clock after 2024: true"
+        ],
         "stderr: {}",
         o.stderr
     );
@@ -194,7 +232,11 @@ fn sleeping_and_clocks() {
 fn stdin_reaches_the_app() {
     need_kvm!("stdin_reaches_the_app");
     let o = boot_with_input(&image("probe"), &[], &["stdin"], b"piped input\n");
-    assert_eq!(o.stdout, "stdin had 12 bytes: PIPED INPUT\n", "stderr: {}", o.stderr);
+    assert_eq!(
+        o.stdout, "stdin had 12 bytes: PIPED INPUT\n",
+        "stderr: {}",
+        o.stderr
+    );
 }
 
 #[test]
@@ -202,10 +244,22 @@ fn trace_syscalls_prints_calls() {
     need_kvm!("trace_syscalls_prints_calls");
     let o = boot(&image("probe"), &["--trace-syscalls"], &["enosys"]);
     assert_eq!(o.code, 0);
-    assert!(o.stderr.contains("[trace] write(1, "), "stderr: {}", o.stderr);
-    assert!(o.stderr.contains("[trace] syscall_1000(1, 2, 3"), "stderr: {}", o.stderr);
+    assert!(
+        o.stderr.contains("[trace] write(1, "),
+        "stderr: {}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("[trace] syscall_1000(1, 2, 3"),
+        "stderr: {}",
+        o.stderr
+    );
     assert!(o.stderr.contains("= -1 ENOSYS"), "stderr: {}", o.stderr);
-    assert!(o.stderr.contains("[trace] exit_group(0)"), "stderr: {}", o.stderr);
+    assert!(
+        o.stderr.contains("[trace] exit_group(0)"),
+        "stderr: {}",
+        o.stderr
+    );
     assert!(o.stderr.contains("syscall_1000") || o.stderr.contains("? (1000): 1 time(s)"));
 }
 
@@ -215,8 +269,16 @@ fn too_little_memory_is_a_clear_error() {
     let o = boot(&image("probe"), &["--mem", "1M"], &[]);
     assert_ne!(o.code, 0);
     assert!(o.stdout.is_empty());
-    assert!(o.stderr.contains("--mem") || o.stderr.contains("memory"), "stderr: {}", o.stderr);
-    assert!(!o.stderr.contains("panicked"), "the monitor panicked: {}", o.stderr);
+    assert!(
+        o.stderr.contains("--mem") || o.stderr.contains("memory"),
+        "stderr: {}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("panicked"),
+        "the monitor panicked: {}",
+        o.stderr
+    );
 }
 
 fn corrupt_case(name: &str, bytes: &[u8]) -> Outcome {
@@ -225,8 +287,17 @@ fn corrupt_case(name: &str, bytes: &[u8]) -> Outcome {
     let o = boot(&p, &[], &[]);
     let _ = std::fs::remove_file(&p);
     assert_eq!(o.code, 125, "{name}: stderr: {}", o.stderr);
-    assert!(!o.stderr.contains("panicked"), "{name}: the monitor panicked: {}", o.stderr);
-    assert_eq!(o.stderr.lines().count(), 1, "{name}: want one line: {}", o.stderr);
+    assert!(
+        !o.stderr.contains("panicked"),
+        "{name}: the monitor panicked: {}",
+        o.stderr
+    );
+    assert_eq!(
+        o.stderr.lines().count(),
+        1,
+        "{name}: want one line: {}",
+        o.stderr
+    );
     o
 }
 

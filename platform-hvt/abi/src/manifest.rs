@@ -175,15 +175,22 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ManifestError> {
         let end = self.pos.checked_add(n).ok_or(ManifestError::Truncated)?;
-        let s = self.data.get(self.pos..end).ok_or(ManifestError::Truncated)?;
+        let s = self
+            .data
+            .get(self.pos..end)
+            .ok_or(ManifestError::Truncated)?;
         self.pos = end;
         Ok(s)
     }
     fn u32(&mut self) -> Result<u32, ManifestError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or([0; 4])))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().unwrap_or([0; 4]),
+        ))
     }
     fn u64(&mut self) -> Result<u64, ManifestError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or([0; 8])))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or([0; 8]),
+        ))
     }
     fn bytes(&mut self) -> Result<&'a [u8], ManifestError> {
         let n = self.u32()? as usize;
@@ -248,7 +255,10 @@ mod tests {
         assert_eq!(Manifest::decode(&e), Err(ManifestError::BadMagic));
         let mut e = sample().encode();
         e[8] = 9;
-        assert_eq!(Manifest::decode(&e), Err(ManifestError::UnsupportedVersion(9)));
+        assert_eq!(
+            Manifest::decode(&e),
+            Err(ManifestError::UnsupportedVersion(9))
+        );
         let mut e = sample().encode();
         e[12] = 7;
         assert_eq!(Manifest::decode(&e), Err(ManifestError::UnknownPlatform(7)));

@@ -11,11 +11,21 @@ pub struct TscClock {
 
 impl TscClock {
     pub const fn zero() -> TscClock {
-        TscClock { khz: 1_000_000, boot_tsc: 0, wall_ns: 0, wall_tsc: 0 }
+        TscClock {
+            khz: 1_000_000,
+            boot_tsc: 0,
+            wall_ns: 0,
+            wall_tsc: 0,
+        }
     }
 
     pub fn new(khz: u64, wall_ns: u64, wall_tsc: u64) -> TscClock {
-        TscClock { khz: khz.max(1), boot_tsc: rdtsc(), wall_ns, wall_tsc }
+        TscClock {
+            khz: khz.max(1),
+            boot_tsc: rdtsc(),
+            wall_ns,
+            wall_tsc,
+        }
     }
 
     fn ticks_to_ns(&self, ticks: u64) -> u64 {
@@ -31,7 +41,8 @@ impl TscClock {
         if t >= self.wall_tsc {
             self.wall_ns + self.ticks_to_ns(t - self.wall_tsc)
         } else {
-            self.wall_ns.saturating_sub(self.ticks_to_ns(self.wall_tsc - t))
+            self.wall_ns
+                .saturating_sub(self.ticks_to_ns(self.wall_tsc - t))
         }
     }
 }

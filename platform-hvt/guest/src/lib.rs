@@ -22,7 +22,9 @@ struct Hvt {
     clock: TscClock,
 }
 
-static mut HVT: Hvt = Hvt { clock: TscClock::zero() };
+static mut HVT: Hvt = Hvt {
+    clock: TscClock::zero(),
+};
 
 impl Platform for Hvt {
     fn name(&self) -> &'static str {
@@ -96,7 +98,10 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
     let bi = unsafe { info.read() };
     if bi.magic != hvt_abi::BOOT_INFO_MAGIC || bi.abi_version != hvt_abi::ABI_VERSION {
         // No console contract can be trusted: halt with the kernel-panic code.
-        let mut a = hc::Halt { exit_code: 253, _pad: 0 };
+        let mut a = hc::Halt {
+            exit_code: 253,
+            _pad: 0,
+        };
         hypercall::call(hc::Call::Halt, &mut a);
     }
     // SAFETY: single CPU, written once before anything reads it.
@@ -106,13 +111,19 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
         &*p
     };
     let mut free = [MemRange::default(); unikernel_runtime::platform::MAX_FREE_RANGES];
-    let n = (bi.free_count as usize).min(hvt_abi::MAX_FREE_RANGES).min(free.len());
+    let n = (bi.free_count as usize)
+        .min(hvt_abi::MAX_FREE_RANGES)
+        .min(free.len());
     for (dst, src) in free.iter_mut().zip(&bi.free[..n]) {
-        *dst = MemRange { start: src.start, end: src.end };
+        *dst = MemRange {
+            start: src.start,
+            end: src.end,
+        };
     }
     // SAFETY: the monitor wrote the app name (UTF-8, checked by the builder)
     // into the boot area, which stays untouched.
-    let name = unsafe { core::slice::from_raw_parts(bi.app_name as *const u8, bi.app_name_len as usize) };
+    let name =
+        unsafe { core::slice::from_raw_parts(bi.app_name as *const u8, bi.app_name_len as usize) };
     let name = core::str::from_utf8(name).unwrap_or("app");
     let boot = BootInfo {
         mem_size: bi.mem_size,

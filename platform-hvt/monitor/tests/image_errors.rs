@@ -64,12 +64,7 @@ fn wrong_platform() {
 fn wrong_machine() {
     let mut g = good();
     g[18] = 183; // EM_AARCH64
-    refused(
-        "aarch64",
-        &g,
-        &[],
-        "not a 64-bit x86_64 ET_EXEC ELF",
-    );
+    refused("aarch64", &g, &[], "not a 64-bit x86_64 ET_EXEC ELF");
 }
 
 #[test]

@@ -93,7 +93,7 @@ impl File for Console {
     }
     fn stat(&self) -> Stat {
         // A pipe-like character device: not a terminal (ioctl gives ENOTTY).
-        chr((136 << 8) | 0, 200 + self.stream.map_or(0, |s| s as u64 + 1))
+        chr(136 << 8, 200 + self.stream.map_or(0, |s| s as u64 + 1))
     }
     fn ioctl(&self, _request: u64, _arg: u64) -> Result<i64, Errno> {
         Err(ENOTTY)

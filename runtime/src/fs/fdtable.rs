@@ -30,17 +30,27 @@ impl FdTable {
     /// fds 0, 1, 2 on the console.
     pub fn with_stdio() -> FdTable {
         let mut t = FdTable::new();
-        for (i, s) in [None, Some(Stream::Stdout), Some(Stream::Stderr)].into_iter().enumerate() {
+        for (i, s) in [None, Some(Stream::Stdout), Some(Stream::Stderr)]
+            .into_iter()
+            .enumerate()
+        {
             let file: Arc<dyn File> = Arc::new(Console { stream: s });
             let flags = if i == 0 { 0 } else { 1 };
-            t.install(FdEntry { file, cloexec: false, flags }).ok();
+            t.install(FdEntry {
+                file,
+                cloexec: false,
+                flags,
+            })
+            .ok();
         }
         t
     }
 
     /// Put `e` in the lowest free slot >= `min`.
     pub fn install_from(&mut self, min: usize, e: FdEntry) -> Result<usize, Errno> {
-        let fd = (min..MAX_FDS).find(|&i| self.fds.get(i).is_none_or(|s| s.is_none())).ok_or(EMFILE)?;
+        let fd = (min..MAX_FDS)
+            .find(|&i| self.fds.get(i).is_none_or(|s| s.is_none()))
+            .ok_or(EMFILE)?;
         if fd >= self.fds.len() {
             self.fds.resize(fd + 1, None);
         }

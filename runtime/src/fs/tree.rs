@@ -62,7 +62,11 @@ impl Node {
     /// Entries of a directory, in listing order.
     pub fn children(self) -> Vec<(&'static str, Node)> {
         match self {
-            Node::Root => alloc::vec![("dev", Node::Dev), ("proc", Node::Proc), (app_name(), Node::Exe)],
+            Node::Root => alloc::vec![
+                ("dev", Node::Dev),
+                ("proc", Node::Proc),
+                (app_name(), Node::Exe)
+            ],
             Node::Dev => alloc::vec![
                 ("null", Node::DevNull),
                 ("zero", Node::DevZero),
@@ -129,7 +133,10 @@ pub fn lookup(cwd: Node, path: &[u8], follow: bool) -> Result<Node, Errno> {
         return Err(ENAMETOOLONG);
     }
     let mut node = if path[0] == b'/' { Node::Root } else { cwd };
-    let comps: Vec<&[u8]> = path.split(|&c| c == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
+    let comps: Vec<&[u8]> = path
+        .split(|&c| c == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
     for (i, comp) in comps.iter().enumerate() {
         if node == Node::ExeLink {
             node = Node::Exe;
@@ -215,8 +222,16 @@ impl File for NodeFile {
         if !self.node.is_dir() {
             return Err(ENOTDIR);
         }
-        let mut entries: Vec<(&str, u64, u8)> = alloc::vec![(".", self.node.ino(), 4), ("..", self.node.parent().ino(), 4)];
-        entries.extend(self.node.children().into_iter().map(|(n, c)| (n, c.ino(), c.dtype())));
+        let mut entries: Vec<(&str, u64, u8)> = alloc::vec![
+            (".", self.node.ino(), 4),
+            ("..", self.node.parent().ino(), 4)
+        ];
+        entries.extend(
+            self.node
+                .children()
+                .into_iter()
+                .map(|(n, c)| (n, c.ino(), c.dtype())),
+        );
         let mut cursor = self.cursor.lock();
         let mut used = 0;
         while let Some(&(name, ino, dtype)) = entries.get(*cursor) {
@@ -259,12 +274,18 @@ mod tests {
     fn paths() {
         assert_eq!(lookup(Node::Root, b"/dev/null", true), Ok(Node::DevNull));
         assert_eq!(lookup(Node::Root, b"//dev/./zero", true), Ok(Node::DevZero));
-        assert_eq!(lookup(Node::Root, b"/dev/../dev/urandom", true), Ok(Node::DevUrandom));
+        assert_eq!(
+            lookup(Node::Root, b"/dev/../dev/urandom", true),
+            Ok(Node::DevUrandom)
+        );
         assert_eq!(lookup(Node::Dev, b"null", true), Ok(Node::DevNull));
         assert_eq!(lookup(Node::Root, b"/etc/passwd", true), Err(ENOENT));
         assert_eq!(lookup(Node::Root, b"/dev/null/x", true), Err(ENOTDIR));
         assert_eq!(lookup(Node::Root, b"/dev/null/", true), Err(ENOTDIR));
-        assert_eq!(lookup(Node::Root, b"/proc/self/exe", false), Ok(Node::ExeLink));
+        assert_eq!(
+            lookup(Node::Root, b"/proc/self/exe", false),
+            Ok(Node::ExeLink)
+        );
         assert_eq!(lookup(Node::Root, b"/proc/self/exe", true), Ok(Node::Exe));
         assert_eq!(lookup(Node::Root, b"", true), Err(ENOENT));
         assert_eq!(lookup(Node::Root, b"/..", true), Ok(Node::Root));

@@ -17,7 +17,9 @@
 //! never cached the entry (Intel SDM 4.10.2.3: no translation is cached
 //! unless the accessed flags are set).
 
-use crate::arch::x86_64::paging::{self, PageTable, A, ADDR_MASK, NX, P, PAGE_SIZE, SW_PROTNONE, W};
+use crate::arch::x86_64::paging::{
+    self, PageTable, A, ADDR_MASK, NX, P, PAGE_SIZE, SW_PROTNONE, W,
+};
 use crate::errno::*;
 use crate::mm::frame;
 use alloc::collections::BTreeMap;
@@ -175,7 +177,10 @@ impl AddressSpace {
 
     /// Give a page a frame (zeroed) with the flags for `prot`.
     fn populate(&mut self, va: u64, prot: u32) -> Result<(), Errno> {
-        let e = self.pt.leaf(va, Some(&mut alloc_table_frame)).ok_or(ENOMEM)?;
+        let e = self
+            .pt
+            .leaf(va, Some(&mut alloc_table_frame))
+            .ok_or(ENOMEM)?;
         // SAFETY: `e` points at a live leaf entry.
         let old = unsafe { e.read_volatile() };
         if old & (P | SW_PROTNONE) != 0 {
@@ -183,7 +188,11 @@ impl AddressSpace {
         }
         let f = frame::alloc_frame().ok_or(ENOMEM)?;
         let flags = paging::flags_for_prot(prot);
-        let entry = if flags == 0 { f | SW_PROTNONE } else { f | flags };
+        let entry = if flags == 0 {
+            f | SW_PROTNONE
+        } else {
+            f | flags
+        };
         // SAFETY: as above; the entry was not present, so no flush is needed.
         unsafe { e.write_volatile(entry) };
         Ok(())
@@ -209,7 +218,14 @@ impl AddressSpace {
         }
     }
 
-    pub fn mmap(&mut self, addr: u64, len: u64, prot: u32, fixed: bool, noreplace: bool) -> Result<u64, Errno> {
+    pub fn mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u32,
+        fixed: bool,
+        noreplace: bool,
+    ) -> Result<u64, Errno> {
         let len = page_up(len).ok_or(ENOMEM)?;
         if len == 0 {
             return Err(EINVAL);
@@ -235,7 +251,11 @@ impl AddressSpace {
         } else {
             let hint = addr & !(PAGE_SIZE - 1);
             match hint.checked_add(len) {
-                Some(end) if hint != 0 && self.user_range_ok(hint, end) && !self.overlaps(hint, end) => hint,
+                Some(end)
+                    if hint != 0 && self.user_range_ok(hint, end) && !self.overlaps(hint, end) =>
+                {
+                    hint
+                }
                 _ => self.find_free(len).ok_or(ENOMEM)?,
             }
         };
@@ -283,7 +303,12 @@ impl AddressSpace {
 
     fn areas_in(&self, start: u64, end: u64) -> alloc::vec::Vec<(u64, u64)> {
         let mut out = alloc::vec::Vec::new();
-        let first = self.vmas.range(..start).next_back().map(|(&s, _)| s).unwrap_or(start);
+        let first = self
+            .vmas
+            .range(..start)
+            .next_back()
+            .map(|(&s, _)| s)
+            .unwrap_or(start);
         for (&s, v) in self.vmas.range(first..end) {
             let (a, b) = (s.max(start), v.end.min(end));
             if a < b {
@@ -319,7 +344,10 @@ impl AddressSpace {
                     let entry = if new == 0 { f | SW_PROTNONE } else { f | new };
                     // SAFETY: as above.
                     unsafe { e.write_volatile(entry) };
-                    let lost = old & P != 0 && (new & P == 0 || (old & W != 0 && new & W == 0) || (old & NX == 0 && new & NX != 0));
+                    let lost = old & P != 0
+                        && (new & P == 0
+                            || (old & W != 0 && new & W == 0)
+                            || (old & NX == 0 && new & NX != 0));
                     if lost && old & A != 0 {
                         fl.add(va);
                     }
@@ -332,7 +360,14 @@ impl AddressSpace {
         let mut pieces = alloc::vec::Vec::new();
         for (a, b) in areas {
             if let Some((_, v)) = self.vma_at(a) {
-                pieces.push((a, Vma { end: b, prot, kind: v.kind }));
+                pieces.push((
+                    a,
+                    Vma {
+                        end: b,
+                        prot,
+                        kind: v.kind,
+                    },
+                ));
             }
         }
         self.carve(addr, end);
@@ -355,10 +390,13 @@ impl AddressSpace {
 
     /// Linux `brk`: returns the (possibly unchanged) break.
     pub fn brk(&mut self, new: u64) -> u64 {
-        if new < BRK_BASE || new > BRK_BASE + BRK_MAX {
+        if !(BRK_BASE..=BRK_BASE + BRK_MAX).contains(&new) {
             return self.brk;
         }
-        let (old_top, new_top) = (page_up(self.brk).unwrap_or(self.brk), page_up(new).unwrap_or(new));
+        let (old_top, new_top) = (
+            page_up(self.brk).unwrap_or(self.brk),
+            page_up(new).unwrap_or(new),
+        );
         if new_top > old_top {
             if self.overlaps(old_top, new_top) {
                 return self.brk;
@@ -397,8 +435,16 @@ impl AddressSpace {
     /// entry: give the page a frame if its area allows the access. Returns
     /// true if the access can now succeed.
     pub fn resolve_fault(&mut self, va: u64, write: bool, exec: bool) -> bool {
-        let Some((_, v)) = self.vma_at(va) else { return false };
-        let needed = if exec { PROT_EXEC } else if write { PROT_WRITE } else { PROT_READ | PROT_WRITE | PROT_EXEC };
+        let Some((_, v)) = self.vma_at(va) else {
+            return false;
+        };
+        let needed = if exec {
+            PROT_EXEC
+        } else if write {
+            PROT_WRITE
+        } else {
+            PROT_READ | PROT_WRITE | PROT_EXEC
+        };
         if v.prot & needed == 0 {
             return false;
         }
@@ -434,7 +480,7 @@ impl AddressSpace {
                 Some((_, f)) => f & paging::U != 0 && (!write || f & W != 0),
                 None => false,
             };
-            if !ok && !(page >= self.mem_size && self.resolve_fault(page, write, false)) {
+            if !(ok || page >= self.mem_size && self.resolve_fault(page, write, false)) {
                 return Err(EFAULT);
             }
             page += PAGE_SIZE;

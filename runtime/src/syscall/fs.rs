@@ -125,7 +125,9 @@ fn iovecs(iov: u64, cnt: u64) -> Result<alloc::vec::Vec<Iovec>, Errno> {
     if cnt > 1024 {
         return Err(EINVAL);
     }
-    (0..cnt).map(|i| user::read::<Iovec>(iov + i * 16)).collect()
+    (0..cnt)
+        .map(|i| user::read::<Iovec>(iov + i * 16))
+        .collect()
 }
 
 pub fn readv(fd: u64, iov: u64, cnt: u64) -> SysResult {
@@ -283,7 +285,11 @@ pub fn fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
             }
             t.install_from(arg as usize, e).map(|v| v as i64)
         }
-        F_GETFD => Ok(if t.get(fd)?.cloexec { FD_CLOEXEC as i64 } else { 0 }),
+        F_GETFD => Ok(if t.get(fd)?.cloexec {
+            FD_CLOEXEC as i64
+        } else {
+            0
+        }),
         F_SETFD => {
             t.get_mut(fd)?.cloexec = arg & FD_CLOEXEC != 0;
             Ok(0)

@@ -4,7 +4,7 @@ use super::SysResult;
 use crate::errno::*;
 use crate::fs::fdtable;
 use crate::mm::user;
-use crate::mm::vm::{PROT_EXEC, PROT_READ, PROT_WRITE, ASPACE};
+use crate::mm::vm::{ASPACE, PROT_EXEC, PROT_READ, PROT_WRITE};
 
 const MAP_SHARED: u64 = 0x01;
 const MAP_PRIVATE: u64 = 0x02;
@@ -12,7 +12,9 @@ const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_FIXED_NOREPLACE: u64 = 0x100000;
 
-fn with_aspace<R>(f: impl FnOnce(&mut crate::mm::vm::AddressSpace) -> Result<R, Errno>) -> Result<R, Errno> {
+fn with_aspace<R>(
+    f: impl FnOnce(&mut crate::mm::vm::AddressSpace) -> Result<R, Errno>,
+) -> Result<R, Errno> {
     let mut g = ASPACE.lock();
     f(g.as_mut().ok_or(ENOMEM)?)
 }

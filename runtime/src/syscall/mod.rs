@@ -95,7 +95,12 @@ fn trace(nr: u64, a: &[u64; 6], ret: Option<i64>) {
             } else {
                 ""
             };
-            crate::kprintln!("[trace] {}) = -1 {}{}", line.as_str(), errno::name(-r), note)
+            crate::kprintln!(
+                "[trace] {}) = -1 {}{}",
+                line.as_str(),
+                errno::name(-r),
+                note
+            )
         }
         Some(r) if r > 0xffff => crate::kprintln!("[trace] {}) = {:#x}", line.as_str(), r),
         Some(r) => crate::kprintln!("[trace] {}) = {}", line.as_str(), r),
@@ -122,7 +127,12 @@ pub fn report_unknown() {
                 any = true;
             }
             let nm = name(nr as u64);
-            crate::kprintln!("[trace]   {} ({}): {} time(s)", if nm.is_empty() { "?" } else { nm }, nr, c);
+            crate::kprintln!(
+                "[trace]   {} ({}): {} time(s)",
+                if nm.is_empty() { "?" } else { nm },
+                nr,
+                c
+            );
         }
     }
 }
@@ -169,7 +179,7 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         98 => process::getrusage(a[0], a[1]),
         99 => process::sysinfo(a[0]),
         102 | 104 | 107 | 108 => Ok(0), // getuid, getgid, geteuid, getegid: root
-        110 => Ok(0),                    // getppid: no parent
+        110 => Ok(0),                   // getppid: no parent
         111 | 112 => Ok(process::PID),  // getpgrp, setsid
         131 => signal::sigaltstack(a[0], a[1]),
         157 => process::prctl(a[0], a[1]),

@@ -15,7 +15,14 @@ pub fn exit(code: u64) -> SysResult {
 
 pub fn uname(buf: u64) -> SysResult {
     let mut u = [[0u8; 65]; 6];
-    let fields: [&[u8]; 6] = [b"Linux", b"unikernel", b"6.1.0-unikernel", b"#1 SMP", b"x86_64", b"(none)"];
+    let fields: [&[u8]; 6] = [
+        b"Linux",
+        b"unikernel",
+        b"6.1.0-unikernel",
+        b"#1 SMP",
+        b"x86_64",
+        b"(none)",
+    ];
     for (dst, src) in u.iter_mut().zip(fields) {
         dst[..src.len()].copy_from_slice(src);
     }

@@ -41,16 +41,30 @@ const SS_DISABLE: i32 = 2;
 const MINSIGSTKSZ: u64 = 2048;
 
 static SIGNALS: Mutex<Signals> = Mutex::new(Signals {
-    actions: [SigAction { handler: 0, flags: 0, restorer: 0, mask: 0 }; NSIG as usize],
+    actions: [SigAction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    }; NSIG as usize],
     mask: 0,
-    altstack: StackT { sp: 0, flags: SS_DISABLE, _pad: 0, size: 0 },
+    altstack: StackT {
+        sp: 0,
+        flags: SS_DISABLE,
+        _pad: 0,
+        size: 0,
+    },
 });
 
 pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> SysResult {
     if size != 8 || sig == 0 || sig > NSIG {
         return Err(EINVAL);
     }
-    let new = if act != 0 { Some(user::read::<SigAction>(act)?) } else { None };
+    let new = if act != 0 {
+        Some(user::read::<SigAction>(act)?)
+    } else {
+        None
+    };
     if new.is_some() && (sig == SIGKILL || sig == SIGSTOP) {
         return Err(EINVAL);
     }

@@ -22,7 +22,13 @@ pub fn clock_getres(clk: u64, tp: u64) -> SysResult {
 pub fn gettimeofday(tv: u64, _tz: u64) -> SysResult {
     if tv != 0 {
         let ns = clock::now(CLOCK_REALTIME)?;
-        user::write(tv, [(ns / 1_000_000_000) as i64, ((ns % 1_000_000_000) / 1000) as i64])?;
+        user::write(
+            tv,
+            [
+                (ns / 1_000_000_000) as i64,
+                ((ns % 1_000_000_000) / 1000) as i64,
+            ],
+        )?;
     }
     Ok(0)
 }

@@ -6,7 +6,9 @@
 pub fn cpl() -> u16 {
     let cs: u16;
     // SAFETY: reading %cs has no side effects.
-    unsafe { core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags))
+    };
     cs & 3
 }
 
@@ -61,7 +63,9 @@ pub fn set_fs_base(v: u64) {
 pub fn fs_base() -> u64 {
     let v: u64;
     // SAFETY: reads the FS base.
-    unsafe { core::arch::asm!("rdfsbase {0}", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("rdfsbase {0}", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 

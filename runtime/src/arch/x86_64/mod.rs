@@ -6,8 +6,8 @@
 //! arrive at ring 0 (hardware KVM, QEMU TCG). Everything here works at both
 //! levels; the few privileged instructions go through [`cpu::privileged`].
 pub mod cpu;
-pub mod paging;
 pub mod entry;
+pub mod paging;
 pub mod trap;
 
 /// The register frame the trap stubs build (push order reversed: lowest address first).

@@ -44,7 +44,11 @@ impl PageTable {
     /// Find the 4 KiB leaf entry for `va`. With `alloc`, missing tables are
     /// created with frames from it (zeroed). Returns None if a table is missing
     /// (and no `alloc` or it failed) or `va` is inside a large page.
-    pub fn leaf(&mut self, va: u64, alloc: Option<&mut dyn FnMut() -> Option<u64>>) -> Option<EntryPtr> {
+    pub fn leaf(
+        &mut self,
+        va: u64,
+        alloc: Option<&mut dyn FnMut() -> Option<u64>>,
+    ) -> Option<EntryPtr> {
         let mut alloc = alloc;
         let mut table = self.root;
         for level in (1..4).rev() {
