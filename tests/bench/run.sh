@@ -10,6 +10,8 @@
 # Usage: tests/bench/run.sh [RUNS]      (or BENCH_RUNS=N; default 50, at least 20)
 #        BENCH_SKIP_BUILD=1   use the existing binaries and image
 #        BENCH_SKIP_MEM=1     skip the --mem bisection
+#        BENCH_WHERE=1        also run where.py: per-phase breakdown of hvt and
+#                             kvm-floor from `perf trace` (needs perf, root)
 # Results: docs/benchmarks.md.
 set -euo pipefail
 
@@ -48,6 +50,11 @@ for f in "$monitor" "$builder" "$image" "$native" "$floor"; do
 done
 [ -r /dev/kvm ] && [ -w /dev/kvm ] || { echo "run.sh: /dev/kvm is not usable" >&2; exit 1; }
 
-exec python3 tests/bench/bench.py --runs "$runs" \
+python3 tests/bench/bench.py --runs "$runs" \
     --monitor "$monitor" --builder "$builder" --image "$image" \
     --floor "$floor" --native "$native" ${BENCH_SKIP_MEM:+--skip-mem}
+if [ -n "${BENCH_WHERE:-}" ]; then
+    echo
+    echo "== where the time goes (perf trace)"
+    python3 tests/bench/where.py "$monitor" "$image" "$floor" 20
+fi
