@@ -1,0 +1,257 @@
+//! Threads, futexes, signals, pipes and epoll: boot the test apps `threads`,
+//! `spin-fair`, `tokio-timers`, `signals` and `pipes` and check their exact
+//! output and exit codes.
+//!
+//! Every expectation here also holds for the same app run natively on
+//! Linux: with `UNIKERNEL_TESTS_NATIVE=1` these tests build the apps for
+//! x86_64-unknown-linux-musl and run them on the host instead of booting
+//! them (no KVM needed), which checks the expectations themselves.
+//! Only facts that differ by design are checked under the unikernel alone
+//! (one CPU, the monitor's report of a fatal signal).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+use unikernel_tests::*;
+
+macro_rules! need_kvm {
+    ($name:expr) => {
+        if !native() && !kvm_available($name) {
+            return;
+        }
+    };
+}
+
+/// Run the apps natively instead of booting them.
+fn native() -> bool {
+    std::env::var_os("UNIKERNEL_TESTS_NATIVE").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
+/// The app's static musl binary, built once per test binary.
+fn native_binary(name: &str) -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _g = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let apps = root().join("tests/apps");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "build",
+        "--release",
+        "--quiet",
+        "--target",
+        "x86_64-unknown-linux-musl",
+    ])
+    .arg("--manifest-path")
+    .arg(apps.join("Cargo.toml"))
+    .args(["-p", name])
+    .env_remove("CARGO_TARGET_DIR");
+    let o = run_with_deadline(cmd, b"", Duration::from_secs(900));
+    assert_eq!(o.code, 0, "building {name} natively failed:\n{}", o.stderr);
+    apps.join("target/x86_64-unknown-linux-musl/release")
+        .join(name)
+}
+
+/// Boot the app `name` with `args` (or run it natively, see the top).
+fn run(name: &str, args: &[&str]) -> Outcome {
+    if native() {
+        // Through sh, so that death by a signal reads as 128+N as it does
+        // from the monitor.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#""$0" "$@"; exit $?"#)
+            .arg(native_binary(name))
+            .args(args)
+            .env_remove("RUST_BACKTRACE");
+        run_with_deadline(cmd, b"", Duration::from_secs(60))
+    } else {
+        boot(&image(name), &[], args)
+    }
+}
+
+fn assert_lines(o: &Outcome, want: &[&str]) {
+    assert_eq!(
+        o.stdout_lines(),
+        want,
+        "exit code {}; stderr:\n{}",
+        o.code,
+        o.stderr
+    );
+}
+
+fn assert_stderr_has(o: &Outcome, needle: &str) {
+    assert!(
+        o.stderr.contains(needle),
+        "stderr lacks {needle:?}:\n{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn std_threads_and_sync_primitives() {
+    need_kvm!("std_threads_and_sync_primitives");
+    let o = run("threads", &[]);
+    let mut lines = o.stdout_lines();
+    // available_parallelism: the unikernel has one CPU; the host any number.
+    let parallelism = lines.iter().position(|l| l.starts_with("parallelism: "));
+    if native() {
+        if let Some(i) = parallelism {
+            lines[i] = "parallelism: 1";
+        }
+    }
+    assert_eq!(
+        lines,
+        [
+            "main thread name: Some(\"main\")",
+            "named threads: worker-0 worker-1 worker-2 worker-3 worker-4 worker-5 worker-6 worker-7",
+            "unnamed thread name: None",
+            "handle name: Some(\"handle-name\")",
+            "mutex: 80000",
+            "condvar turns: [0, 1, 2, 3, 4, 5, 6, 7]",
+            "condvar wait_timeout timed out: true",
+            "rwlock: 8 entries, sum 28, own writes seen: true, two readers: true",
+            "barrier: every thread saw all slots: true, leaders 1",
+            "mpsc: 1000 messages from 4 producers, sum 124500, in order per producer: true",
+            "sync_channel(0): [1, 4, 9, 16, 25, 36, 49, 64, 81, 100], sends ok: true",
+            "recv_timeout: Err(Timeout)",
+            "scope: total 640800, data now sums to 640800, len seen from a scoped thread 800",
+            "thread_local: counters [1, 2, 3, 4, 5, 6, 7, 8], main's still 1000, destructors ran 8",
+            "join results: [0, 1, 4, 9, 16, 25, 36, 49], sum 140",
+            "park/unpark: woke with 7",
+            "panic propagated through join: boom from panicker: 7",
+            "after the panic a new thread returned 5",
+            "parallelism: 1",
+            "threads: all ok",
+        ],
+        "exit code {}; stderr:\n{}",
+        o.code,
+        o.stderr
+    );
+    // The panicking thread's report names it ("thread 'panicker' (TID)
+    // panicked at ..." in current std) and carries the message.
+    assert_stderr_has(&o, "thread 'panicker'");
+    assert_stderr_has(&o, "panicked at threads/src/main.rs:");
+    assert_stderr_has(&o, "boom from panicker: 7");
+    assert!(!o.stderr.contains("CHECK FAILED"), "stderr:\n{}", o.stderr);
+    assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
+}
+
+#[test]
+fn spinning_thread_is_preempted() {
+    need_kvm!("spinning_thread_is_preempted");
+    let o = run("spin-fair", &[]);
+    assert_lines(
+        &o,
+        &["main woke up while a thread spins", "spinner ran: true"],
+    );
+    assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
+}
+
+#[test]
+fn tokio_timers_and_channels() {
+    need_kvm!("tokio_timers_and_channels");
+    let o = run("tokio-timers", &[]);
+    let mut want = Vec::new();
+    for rt in ["current_thread", "multi_thread"] {
+        for line in [
+            "start",
+            "sleep 20 ms: waited at least 20 ms: true",
+            "interval tick 1",
+            "interval tick 2",
+            "interval tick 3",
+            "3 ticks took at least 20 ms: true",
+            "timeout 10 ms on a 30 s sleep: expired: true, after at least 10 ms: true",
+            "timeout 30 s on a 5 ms task: Ok(42)",
+            "spawn_blocking returned 5050",
+            "mpsc: 15 messages, sum 30, in order per producer: true",
+            "oneshot: pong",
+            "spawned task returned 7",
+            "oneshot with dropped sender: true",
+            "done",
+        ] {
+            want.push(format!("[{rt}] {line}"));
+        }
+    }
+    want.push("tokio: done".into());
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert_lines(&o, &want);
+    assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
+}
+
+#[test]
+fn stack_overflow_in_a_thread_aborts() {
+    need_kvm!("stack_overflow_in_a_thread_aborts");
+    let o = run("signals", &["overflow"]);
+    assert_lines(&o, &["overflowing the stack of thread 'deep'"]);
+    // "thread 'deep' (TID) has overflowed its stack" in current std; older
+    // ones print no TID.
+    assert_stderr_has(&o, "thread 'deep'");
+    assert_stderr_has(&o, "has overflowed its stack");
+    assert_stderr_has(&o, "fatal runtime error: stack overflow");
+    assert_eq!(o.code, 134, "SIGABRT is 128+6; stderr:\n{}", o.stderr);
+    if !native() {
+        assert_stderr_has(&o, "SIGABRT");
+    }
+}
+
+#[test]
+fn sigsegv_handler_gets_the_fault_address() {
+    need_kvm!("sigsegv_handler_gets_the_fault_address");
+    let o = run("signals", &["segv-handler"]);
+    assert_lines(&o, &["reading address 0x1000", "caught SIGSEGV at 0x1000"]);
+    assert_eq!(o.code, 42, "the handler _exits 42; stderr:\n{}", o.stderr);
+}
+
+#[test]
+fn raise_kill_and_pending_signals_run_handlers() {
+    need_kvm!("raise_kill_and_pending_signals_run_handlers");
+    let o = run("signals", &["raise"]);
+    assert_lines(
+        &o,
+        &[
+            "raise: handler ran: true",
+            "kill: handler ran: true",
+            "blocked: handler ran: false, pending: true",
+            "unblocked: handler ran: true",
+            "ignored SIGUSR2: still alive",
+            "handler calls: 3, signal number 10",
+        ],
+    );
+    assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
+}
+
+#[test]
+fn abort_exits_134() {
+    need_kvm!("abort_exits_134");
+    let o = run("signals", &["abort"]);
+    assert_lines(&o, &["aborting"]);
+    assert_eq!(o.code, 134, "SIGABRT is 128+6; stderr:\n{}", o.stderr);
+    if !native() {
+        assert_stderr_has(&o, "SIGABRT");
+    }
+}
+
+#[test]
+fn pipes_sockets_poll_epoll_eventfd() {
+    need_kvm!("pipes_sockets_poll_epoll_eventfd");
+    let o = run("pipes", &[]);
+    assert_lines(
+        &o,
+        &[
+            "pipe+poll: 50000 records, sum 1249975000, in order: true, fnv d90c18f5bc879fed",
+            "pipe+poll: POLLHUP after the writer closed: true",
+            "socketpair+epoll(ET): 50000 records, sum 1249975000, in order: true, fnv d90c18f5bc879fed",
+            "epoll ET: idle 0, after a write 1, again 0, after another write 1",
+            "epoll LT: after a write 1, again 1",
+            "epoll: drained 14 bytes then EAGAIN: true; peer closed: EPOLLRDHUP: true, read gives EOF: true",
+            "epoll: after EPOLL_CTL_DEL 0 events",
+            "eventfd: 3+4 read as 7; semaphore reads 1 1 EAGAIN; round trip 41 -> 42",
+            "dup: FD_CLOEXEC pipe2 true, dup false, dup2 fd 100 false, F_DUPFD_CLOEXEC fd 200 true",
+            "dup: read back \"via dup|via dup2|via F_DUPFD_CLOEXEC\"",
+            "fcntl: read end O_RDONLY true, write end O_WRONLY true, O_NONBLOCK before false, after true, empty read EAGAIN true",
+            "close write ends one by one, read gives: EAGAIN EAGAIN EAGAIN EOF",
+            "fcntl on a closed fd gives EBADF: true",
+            "pipes: all ok",
+        ],
+    );
+    assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
+}
