@@ -20,15 +20,18 @@ pub enum Call {
     Poll = 4,
     /// [`Halt`]: stop the guest with an exit code.
     Halt = 5,
+    /// [`Timer`]: start a periodic interrupt (the runtime's preemption tick).
+    Timer = 6,
 }
 
 impl Call {
-    pub const ALL: [Call; 5] = [
+    pub const ALL: [Call; 6] = [
         Call::ConsoleWrite,
         Call::ConsoleRead,
         Call::WallTime,
         Call::Poll,
         Call::Halt,
+        Call::Timer,
     ];
 
     /// The call whose MMIO slot is at `addr`, if any.
@@ -43,6 +46,7 @@ impl Call {
             Call::WallTime => "walltime",
             Call::Poll => "poll",
             Call::Halt => "halt",
+            Call::Timer => "timer",
         }
     }
 }
@@ -100,6 +104,19 @@ pub struct Poll {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Halt {
     pub exit_code: u32,
+    pub _pad: u32,
+}
+
+/// Start (or change) a periodic interrupt: every `period_nsecs` the monitor
+/// injects `vector` into the vCPU (as soon as the guest has IF set). The
+/// monitor drives it from a host thread, so no in-kernel irqchip (and no EOI)
+/// is involved. `period_nsecs` = 0 stops it. Periods below 1 ms are raised to 1 ms.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timer {
+    pub period_nsecs: u64,
+    /// 32..=255.
+    pub vector: u32,
     pub _pad: u32,
 }
 

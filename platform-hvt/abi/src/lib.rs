@@ -25,9 +25,10 @@ pub const ABI_VERSION: u32 = 1;
 pub mod layout {
     pub const PAGE_SIZE: u64 = 4096;
 
-    /// Guest-physical page 0 is never mapped (null pointer guard).
-    /// The monitor's boot structures live in `[BOOT_AREA_START, KERNEL_BASE)`.
-    pub const BOOT_AREA_START: u64 = 0x1000;
+    /// The low 64 KiB are never mapped (null-pointer guard, like Linux's
+    /// `vm.mmap_min_addr`). The monitor's boot structures live in
+    /// `[BOOT_AREA_START, KERNEL_BASE)`.
+    pub const BOOT_AREA_START: u64 = 0x1_0000;
 
     /// Link (and load) address of the kernel; its first bytes are the [`crate::KernelHeader`].
     pub const KERNEL_BASE: u64 = 0x10_0000;

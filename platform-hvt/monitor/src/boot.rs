@@ -51,6 +51,8 @@ pub enum BootError {
 pub const KERNEL_STACK_SIZE: u64 = 64 << 10;
 pub const RING0_STACK_SIZE: u64 = 16 << 10;
 pub const IST1_STACK_SIZE: u64 = 8 << 10;
+/// Stack for external interrupts (IST2), e.g. the runtime's preemption timer.
+pub const IST2_STACK_SIZE: u64 = 8 << 10;
 pub const FAULT_STACK_SIZE: u64 = 16 << 10;
 /// Room mapped below the initial app stack's contents.
 pub const APP_STACK_HEADROOM: u64 = 16 << 10;
@@ -202,9 +204,10 @@ pub fn prepare(
     let (kernel_stack_bottom, kernel_stack_top) = alloc.alloc_stack(KERNEL_STACK_SIZE)?;
     let (_, ring0_top) = alloc.alloc_stack(RING0_STACK_SIZE)?;
     let (_, ist1_top) = alloc.alloc_stack(IST1_STACK_SIZE)?;
+    let (_, ist2_top) = alloc.alloc_stack(IST2_STACK_SIZE)?;
     let (_, fault_stack_top) = alloc.alloc_stack(FAULT_STACK_SIZE)?;
     tables::write_gdt(mem, gdt, tss)?;
-    tables::write_tss(mem, tss, ring0_top, ist1_top)?;
+    tables::write_tss(mem, tss, ring0_top, ist1_top, ist2_top)?;
 
     // The app's initial stack, on frames mapped at the top of its region.
     let app = stack::build(

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hvt_abi::hypercall::{
-    Call, ConsoleRead, ConsoleWrite, Halt, Poll, WallTime, STREAM_STDERR, STREAM_STDOUT,
+    Call, ConsoleRead, ConsoleWrite, Halt, Poll, Timer, WallTime, STREAM_STDERR, STREAM_STDOUT,
 };
 use thiserror::Error;
 
@@ -28,6 +28,8 @@ pub enum Outcome {
     Continue,
     /// The guest halted; exit with this code.
     Halt(i32),
+    /// The guest asked for a periodic interrupt (period 0 = stop).
+    Timer { period_ns: u64, vector: u8 },
 }
 
 /// An invalid hypercall (the guest's fault, never the monitor's).
@@ -53,6 +55,8 @@ pub enum HypercallError {
     },
     #[error("console_write: unknown stream {0} (1 = stdout, 2 = stderr)")]
     BadStream(u32),
+    #[error("timer: interrupt vector {0} is not an external interrupt (32..=255)")]
+    BadVector(u32),
 }
 
 /// Handles an MMIO write of `data` to `addr`.
@@ -139,6 +143,17 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
             std::thread::sleep(Duration::from_nanos(a.timeout_nsecs).min(MAX_POLL_SLEEP));
             a.ready_set = 0;
             reply(mem, call, gpa, &a)?;
+        }
+        Call::Timer => {
+            let a: Timer = args(mem, call, gpa)?;
+            let vector = u8::try_from(a.vector)
+                .ok()
+                .filter(|v| *v >= 32)
+                .ok_or(HypercallError::BadVector(a.vector))?;
+            return Ok(Outcome::Timer {
+                period_ns: a.period_nsecs,
+                vector,
+            });
         }
         Call::Halt => {
             let a: Halt = args(mem, call, gpa)?;

@@ -33,6 +33,7 @@ pub mod memory;
 pub mod paging;
 pub mod stack;
 pub mod tables;
+pub mod timer;
 pub mod vm;
 
 pub use exit::{EXIT_GUEST_CRASHED, EXIT_INVALID_HYPERCALL, EXIT_SETUP_FAILED};

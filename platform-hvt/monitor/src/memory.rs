@@ -49,6 +49,8 @@ unsafe impl Pod for hvt_abi::hypercall::ConsoleRead {}
 unsafe impl Pod for hvt_abi::hypercall::WallTime {}
 // SAFETY: as above.
 unsafe impl Pod for hvt_abi::hypercall::Poll {}
+// SAFETY: repr(C) u64 + two u32, explicit padding, any bit pattern valid.
+unsafe impl Pod for hvt_abi::hypercall::Timer {}
 // SAFETY: as above.
 unsafe impl Pod for hvt_abi::hypercall::Halt {}
 

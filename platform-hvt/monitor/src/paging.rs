@@ -2,7 +2,8 @@
 //!
 //! One 4-level hierarchy (4 KiB PML4/PDPT/PD/PT pages) that:
 //!
-//! * identity-maps all RAM `[0, mem)` except page 0 (the null guard);
+//! * identity-maps all RAM `[0, mem)` except the low 64 KiB (the null
+//!   guard, like Linux's `vm.mmap_min_addr`);
 //! * gives every image page its ELF permissions (R: `P|U|NX`, RW:
 //!   `P|U|W|NX`, RX: `P|U`; pages shared by two segments get the union,
 //!   but never W+X), and all other RAM `P|U|W|NX`;
@@ -17,7 +18,7 @@
 //! runtime can edit them later.
 use std::collections::BTreeMap;
 
-use hvt_abi::layout::{HYPERCALL_MMIO_BASE, PAGE_SIZE};
+use hvt_abi::layout::{BOOT_AREA_START as LOW_GUARD_END, HYPERCALL_MMIO_BASE, PAGE_SIZE};
 
 use crate::boot::{BootAllocator, BootError};
 use crate::image::{Perms, Segment};
@@ -171,7 +172,7 @@ impl PageTables {
             if chunk != 0 && chunk_end <= size && !has_image {
                 self.map_2m(mem, alloc, chunk, chunk, pte::DATA)?;
             } else {
-                let mut page = chunk.max(PAGE_SIZE);
+                let mut page = chunk.max(LOW_GUARD_END);
                 while page < chunk_end.min(size) {
                     let flags = image.get(&page).map_or(pte::DATA, |p| leaf_flags(*p));
                     self.map_4k(mem, alloc, page, page, flags)?;
@@ -265,8 +266,10 @@ mod tests {
 
         assert_eq!(pt.translate(&mem, 0), None);
         assert_eq!(pt.translate(&mem, 0xfff), None);
-        let (pa, f) = pt.translate(&mem, 0x1234).unwrap();
-        assert_eq!((pa, f & !pte::ADDR_MASK), (0x1234, pte::DATA));
+        assert_eq!(pt.translate(&mem, 0x1234), None, "low 64 KiB stay unmapped");
+        assert_eq!(pt.translate(&mem, 0xffff), None);
+        let (pa, f) = pt.translate(&mem, 0x1_1234).unwrap();
+        assert_eq!((pa, f & !pte::ADDR_MASK), (0x1_1234, pte::DATA));
         let (_, f) = pt.translate(&mem, KERNEL_BASE + 0x10).unwrap();
         assert_eq!(f & !pte::ADDR_MASK, pte::PRESENT | pte::USER);
         let (_, f) = pt.translate(&mem, KERNEL_BASE + 0x2010).unwrap();

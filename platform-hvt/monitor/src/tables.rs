@@ -49,10 +49,18 @@ pub fn write_gdt(mem: &mut GuestMemory, gdt: u64, tss: u64) -> Result<(), OutOfB
     mem.write_obj(at + 8, &high)
 }
 
-/// Writes the 64-bit TSS at `tss`: RSP0 = `rsp0`, IST1 = `ist1`, no I/O bitmap.
-pub fn write_tss(mem: &mut GuestMemory, tss: u64, rsp0: u64, ist1: u64) -> Result<(), OutOfBounds> {
+/// Writes the 64-bit TSS at `tss`: RSP0 = `rsp0`, IST1 = `ist1`, IST2 =
+/// `ist2`, no I/O bitmap.
+pub fn write_tss(
+    mem: &mut GuestMemory,
+    tss: u64,
+    rsp0: u64,
+    ist1: u64,
+    ist2: u64,
+) -> Result<(), OutOfBounds> {
     mem.write_obj(tss + 4, &rsp0)?;
     mem.write_obj(tss + 36, &ist1)?;
+    mem.write_obj(tss + 44, &ist2)?;
     // I/O map base = TSS size: no I/O permission bitmap.
     mem.write_obj(tss + 102, &(TSS_SIZE as u16))
 }
@@ -64,8 +72,14 @@ pub fn idt_gate(header: &KernelHeader, vector: u64) -> [u64; 2] {
         .wrapping_add(vector.wrapping_mul(u64::from(header.trap_stub_size)));
     // #BP and #OF may be raised by `int3`/`into` from ring 3, like Linux.
     let dpl: u64 = if matches!(vector, 3 | 4) { 3 } else { 0 };
-    // NMI, #DF and #MC switch to the IST1 stack.
-    let ist: u64 = if matches!(vector, 2 | 8 | 18) { 1 } else { 0 };
+    // NMI, #DF and #MC switch to the IST1 stack; external interrupts (32 and
+    // up) to IST2, so that one arriving at ring 0 before the syscall stub has
+    // switched stacks never lands on the app's stack (its red zone).
+    let ist: u64 = match vector {
+        2 | 8 | 18 => 1,
+        32.. => 2,
+        _ => 0,
+    };
     let low = (target & 0xffff)
         | (u64::from(KERNEL_CS) << 16)
         | (ist << 32)

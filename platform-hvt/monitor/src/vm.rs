@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use hvt_abi::layout::{SYSCALL_SFMASK, TSS_SELECTOR, USER_CS, USER_DS};
 use hvt_abi::KernelHeader;
 use kvm_bindings::{
-    kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region,
+    kvm_fpu, kvm_msr_entry, kvm_regs, kvm_run, kvm_segment, kvm_sregs, kvm_userspace_memory_region,
     kvm_xcrs, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -22,6 +22,8 @@ use crate::exit::{EXIT_GUEST_CRASHED, EXIT_INVALID_HYPERCALL};
 use crate::hypercall::{self, Outcome};
 use crate::memory::GuestMemory;
 use crate::tables::{GDT_SIZE, IDT_SIZE, TSS_SIZE, TSS_TYPE_BUSY};
+use crate::timer;
+use std::os::fd::AsRawFd;
 
 /// A failed KVM step during setup.
 #[derive(Debug, Error)]
@@ -267,7 +269,9 @@ impl Vm {
             rip: header.entry,
             rsp: boot.kernel_stack_top,
             rdi: boot.boot_info,
-            rflags: 0x2,
+            // IF set: the runtime keeps interrupts on at ring 3 (it cannot
+            // change IF there) and defers those that hit its own code.
+            rflags: 0x202,
             ..Default::default()
         };
         self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
@@ -280,6 +284,22 @@ impl Vm {
     /// host's `rdtsc` (no TSC offset or scaling is set by this monitor; true on
     /// kvm-pvm and on hardware KVM for a freshly created vCPU up to the few
     /// cycles of offset KVM applies at vCPU creation).
+    /// Injects external interrupt `vector` (KVM_INTERRUPT; no in-kernel irqchip).
+    fn inject(&self, vector: u8) -> std::io::Result<()> {
+        const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86; // _IOW(KVMIO, 0x86, struct kvm_interrupt)
+        let irq = kvm_bindings::kvm_interrupt {
+            irq: u32::from(vector),
+        };
+        // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt` from the
+        // pointer, which lives across the call; the fd is our vCPU.
+        let r = unsafe { libc::ioctl(self.vcpu.as_raw_fd(), KVM_INTERRUPT, &irq) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn run(&mut self, boot: &BootState) -> i32 {
         // SAFETY: rdtsc has no memory effects.
         let tsc = unsafe { _rdtsc() };
@@ -291,6 +311,12 @@ impl Vm {
             return EXIT_GUEST_CRASHED;
         }
         loop {
+            if let Some(vector) = timer::before_run(self.vcpu.get_kvm_run()) {
+                if let Err(e) = self.inject(vector) {
+                    eprintln!("unikernel-hvt: cannot inject the timer interrupt: {e}");
+                    return EXIT_GUEST_CRASHED;
+                }
+            }
             let problem = match self.vcpu.run() {
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
                     // Copy the bytes out of the kvm_run page (KVM's MMIO data
@@ -301,6 +327,11 @@ impl Vm {
                     match hypercall::handle_write(&mut self.mem, addr, &buf[..len]) {
                         Ok(Outcome::Continue) => continue,
                         Ok(Outcome::Halt(code)) => return code,
+                        Ok(Outcome::Timer { period_ns, vector }) => {
+                            let run: *mut kvm_run = self.vcpu.get_kvm_run();
+                            timer::configure(run, period_ns, vector);
+                            continue;
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -329,6 +360,7 @@ impl Vm {
                 Ok(VcpuExit::IoOut(port, _)) | Ok(VcpuExit::IoIn(port, _)) => Ok(format!(
                     "the guest used port I/O (port {port:#x}); hvt guests use MMIO hypercalls"
                 )),
+                Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => continue,
                 Ok(other) => Ok(format!("unexpected KVM exit {other:?}")),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
                 Err(e) => Ok(format!("KVM_RUN failed: {e}")),
