@@ -19,6 +19,7 @@ pub const EINVAL: Errno = 22;
 pub const EMFILE: Errno = 24;
 pub const ENOTTY: Errno = 25;
 pub const ESPIPE: Errno = 29;
+pub const EPIPE: Errno = 32;
 pub const EROFS: Errno = 30;
 pub const ERANGE: Errno = 34;
 pub const ENAMETOOLONG: Errno = 36;
@@ -46,6 +47,7 @@ pub fn name(e: Errno) -> &'static str {
         EMFILE => "EMFILE",
         ENOTTY => "ENOTTY",
         ESPIPE => "ESPIPE",
+        EPIPE => "EPIPE",
         EROFS => "EROFS",
         ERANGE => "ERANGE",
         ENAMETOOLONG => "ENAMETOOLONG",

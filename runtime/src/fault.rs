@@ -1,5 +1,6 @@
-//! Faults and fatal signals: what the app (or the runtime) did wrong, told
-//! in one report, and the exit code a shell would show for it.
+//! What happens when code faults: the trap handler that the ring-0 stubs
+//! hand over to (at ring 3, on the thread's kernel stack), and the reports
+//! that end the app.
 //!
 //! Exit codes: a fatal signal N ends the app with 128 + N (SIGSEGV 139,
 //! SIGBUS 135, SIGILL 132, SIGFPE 136, SIGTRAP 133, SIGABRT 134), as a
@@ -7,137 +8,106 @@
 //! itself ends with [`EXIT_KERNEL_PANIC`].
 
 use crate::arch::x86_64::{vector_name, TrapFrame};
+use crate::signal::{self, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The runtime itself failed (panic, or a fault in its own code).
 pub const EXIT_KERNEL_PANIC: u32 = 253;
-
-pub const SIGILL: u32 = 4;
-pub const SIGTRAP: u32 = 5;
-pub const SIGABRT: u32 = 6;
-pub const SIGBUS: u32 = 7;
-pub const SIGFPE: u32 = 8;
-pub const SIGSEGV: u32 = 11;
 
 pub fn signal_name(sig: u32) -> &'static str {
     match sig {
         1 => "SIGHUP",
         2 => "SIGINT",
         3 => "SIGQUIT",
-        SIGILL => "SIGILL",
-        SIGTRAP => "SIGTRAP",
-        SIGABRT => "SIGABRT",
-        SIGBUS => "SIGBUS",
-        SIGFPE => "SIGFPE",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
         9 => "SIGKILL",
         10 => "SIGUSR1",
-        SIGSEGV => "SIGSEGV",
+        11 => "SIGSEGV",
         12 => "SIGUSR2",
         13 => "SIGPIPE",
         14 => "SIGALRM",
         15 => "SIGTERM",
-        _ => "signal",
+        16 => "SIGSTKFLT",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        26 => "SIGVTALRM",
+        27 => "SIGPROF",
+        29 => "SIGIO",
+        30 => "SIGPWR",
+        31 => "SIGSYS",
+        _ => "a real-time signal",
     }
 }
 
-/// The signal Linux sends for an exception vector.
-fn signal_for(vector: u64) -> u32 {
-    match vector {
-        0 | 16 | 19 => SIGFPE,
-        1 | 3 => SIGTRAP,
-        6 => SIGILL,
-        17 => SIGBUS,
-        _ => SIGSEGV,
+/// The signal (and si_code) Linux sends for an exception vector.
+fn signal_for(f: &TrapFrame) -> (u32, i32) {
+    match f.vector {
+        0 => (SIGFPE, 1),       // FPE_INTDIV
+        16 | 19 => (SIGFPE, 0), // x87 / SIMD: the precise code needs the status word
+        1 | 3 => (SIGTRAP, 1),  // TRAP_BRKPT
+        6 => (SIGILL, 2),       // ILL_ILLOPN
+        17 => (SIGBUS, 1),      // BUS_ADRALN
+        14 if f.error_code & 1 != 0 => (SIGSEGV, SEGV_ACCERR),
+        14 => (SIGSEGV, SEGV_MAPERR),
+        _ => (SIGSEGV, 128), // SI_KERNEL (#GP and friends)
     }
 }
 
-static IN_FAULT: AtomicBool = AtomicBool::new(false);
-/// The frame a resumed context is restored from (one CPU: one at a time).
-static mut RESUME_FRAME: TrapFrame = TrapFrame {
-    cr2: 0,
-    r15: 0,
-    r14: 0,
-    r13: 0,
-    r12: 0,
-    r11: 0,
-    r10: 0,
-    r9: 0,
-    r8: 0,
-    rbp: 0,
-    rdi: 0,
-    rsi: 0,
-    rdx: 0,
-    rcx: 0,
-    rbx: 0,
-    rax: 0,
-    vector: 0,
-    error_code: 0,
-    rip: 0,
-    cs: 0,
-    rflags: 0,
-    rsp: 0,
-    ss: 0,
-};
+static IN_KERNEL_FAULT: AtomicBool = AtomicBool::new(false);
 
-fn in_kernel(rip: u64) -> bool {
-    let app = crate::app_range();
-    !(app.0..app.1).contains(&rip) && rip < crate::mem_size()
+fn in_runtime(rip: u64) -> bool {
+    let (start, end) = crate::kernel_range();
+    (start..end).contains(&rip)
 }
 
-/// Called at ring 3 on the fault stack by the trap stubs.
+/// Called at ring 3 by the trap stubs with the saved registers.
 #[no_mangle]
-extern "C" fn unikernel_handle_fault(frame: *const TrapFrame) -> ! {
-    // SAFETY: the stub passes the frame it just built on the ring-0 stack
-    // (identity-mapped, user-accessible); copy it before anything can reuse that stack.
-    let f = unsafe { frame.read() };
-    if IN_FAULT.swap(true, Ordering::SeqCst) {
-        crate::kprintln!(
-            "unikernel: fault while handling a fault: {} at rip={:#x} addr={:#x}",
-            vector_name(f.vector),
-            f.rip,
-            f.cr2
-        );
-        crate::platform().halt(EXIT_KERNEL_PANIC);
+extern "C" fn unikernel_handle_trap(frame: *mut TrapFrame) -> ! {
+    // SAFETY: the stub built the frame just above our stack (the thread's
+    // kernel stack, or the fault stack for a fault in the runtime); nothing
+    // else uses it while we run.
+    let f = unsafe { &mut *frame };
+    if !f.from_user() || in_runtime(f.rip) {
+        kernel_fault(f);
     }
-    if f.vector == 14 {
-        let write = f.error_code & 2 != 0;
-        let exec = f.error_code & 16 != 0;
-        let resolved = crate::mm::vm::ASPACE
-            .try_lock()
-            .and_then(|mut g| g.as_mut().map(|a| a.resolve_fault(f.cr2, write, exec)))
-            .unwrap_or(false);
-        if resolved {
-            IN_FAULT.store(false, Ordering::SeqCst);
-            // SAFETY: one CPU, and IN_FAULT kept anyone else out until now;
-            // the frame is read by the resume code before any other fault.
-            let r = unsafe {
-                let p = core::ptr::addr_of_mut!(RESUME_FRAME);
-                p.write(f);
-                &*p
-            };
-            crate::arch::x86_64::trap::resume(r);
+    match f.vector {
+        v if v == crate::sched::TICK_VECTOR as u64 => crate::sched::on_tick(),
+        32.. => {} // no other interrupt source yet
+        14 => {
+            let write = f.error_code & 2 != 0;
+            let exec = f.error_code & 16 != 0;
+            let resolved = crate::mm::vm::ASPACE
+                .lock()
+                .as_mut()
+                .is_some_and(|a| a.resolve_fault(f.cr2, write, exec));
+            if !resolved {
+                let (sig, code) = signal_for(f);
+                signal::fault(f, sig, code);
+            }
+        }
+        _ => {
+            let (sig, code) = signal_for(f);
+            signal::fault(f, sig, code);
         }
     }
-    report(&f);
+    crate::sched::safe_point();
+    signal::deliver_at_trap_exit(f);
+    crate::arch::x86_64::trap::resume(f)
 }
 
-fn report(f: &TrapFrame) -> ! {
-    let kernel = !f.from_user() || in_kernel(f.rip);
-    let sig = signal_for(f.vector);
-    if kernel {
-        crate::kprintln!(
-            "unikernel: kernel fault: {} at rip={:#x}",
-            vector_name(f.vector),
-            f.rip
-        );
-    } else {
-        crate::kprintln!(
-            "unikernel: app killed by {} ({}) at rip={:#x}",
-            signal_name(sig),
-            vector_name(f.vector),
-            f.rip
-        );
-    }
+fn print_registers(f: &TrapFrame) {
+    crate::kprintln!("  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
+    crate::kprintln!("  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}", f.rsi, f.rdi, f.rbp, f.rsp);
+    crate::kprintln!("  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}", f.r8, f.r9, f.r10, f.r11);
+    crate::kprintln!("  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}", f.r12, f.r13, f.r14, f.r15);
+    crate::kprintln!("  rip={:#018x} rflags={:#010x} cs={:#x} ss={:#x}", f.rip, f.rflags, f.cs, f.ss);
+}
+
+fn print_fault_detail(f: &TrapFrame) {
     if f.vector == 14 {
         let what = if f.error_code & 16 != 0 {
             "execute"
@@ -146,70 +116,48 @@ fn report(f: &TrapFrame) -> ! {
         } else {
             "read"
         };
-        let why = if f.error_code & 1 != 0 {
-            "protection violation"
-        } else {
-            "page not mapped"
-        };
+        let why = if f.error_code & 1 != 0 { "protection violation" } else { "page not mapped" };
         crate::kprintln!("  faulting address: {:#x} ({what}, {why})", f.cr2);
     } else {
         crate::kprintln!("  error code: {:#x}", f.error_code);
     }
-    crate::kprintln!(
-        "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
-        f.rax,
-        f.rbx,
-        f.rcx,
-        f.rdx
-    );
-    crate::kprintln!(
-        "  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}",
-        f.rsi,
-        f.rdi,
-        f.rbp,
-        f.rsp
-    );
-    crate::kprintln!(
-        "  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}",
-        f.r8,
-        f.r9,
-        f.r10,
-        f.r11
-    );
-    crate::kprintln!(
-        "  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}",
-        f.r12,
-        f.r13,
-        f.r14,
-        f.r15
-    );
-    crate::kprintln!(
-        "  rip={:#018x} rflags={:#010x} cs={:#x} ss={:#x}",
-        f.rip,
-        f.rflags,
-        f.cs,
-        f.ss
-    );
-    let app = crate::app_range();
-    if (app.0..app.1).contains(&f.rip) {
-        crate::kprintln!(
-            "  rip is app offset {:#x} (symbolize with the image's .app.debug file)",
-            f.rip - app.0
-        );
-    }
-    if kernel {
-        crate::platform().halt(EXIT_KERNEL_PANIC);
-    }
-    crate::platform().halt(128 + sig)
 }
 
-/// The app sent itself a signal whose action is to terminate.
-pub fn killed_by_signal(sig: u32) -> ! {
+/// A fault in the app with no handler to run: report and end with 128 + sig.
+pub fn report_app_fault(f: &TrapFrame, sig: u32) -> ! {
+    let tid = crate::sched::current_tid();
     crate::kprintln!(
-        "unikernel: app killed by {} (sent by the app itself)",
-        signal_name(sig)
+        "unikernel: app killed by {} ({}) at rip={:#x} in thread {}",
+        signal_name(sig),
+        vector_name(f.vector),
+        f.rip,
+        tid
     );
-    crate::platform().halt(128 + sig)
+    print_fault_detail(f);
+    print_registers(f);
+    let app = crate::app_range();
+    if (app.0..app.1).contains(&f.rip) {
+        crate::kprintln!("  rip is app offset {:#x} (symbolize with the image's .app.debug file)", f.rip - app.0);
+    }
+    crate::exit(128 + sig)
+}
+
+/// A fault in the runtime itself: a bug. Report and halt.
+fn kernel_fault(f: &TrapFrame) -> ! {
+    if IN_KERNEL_FAULT.swap(true, Ordering::SeqCst) {
+        crate::kprintln!("unikernel: fault while reporting a fault: {} at rip={:#x}", vector_name(f.vector), f.rip);
+        crate::platform().halt(EXIT_KERNEL_PANIC);
+    }
+    crate::kprintln!("unikernel: kernel fault: {} at rip={:#x}", vector_name(f.vector), f.rip);
+    print_fault_detail(f);
+    print_registers(f);
+    crate::platform().halt(EXIT_KERNEL_PANIC)
+}
+
+/// The app's signal `sig` takes its default action: end the app.
+pub fn killed_by_signal(sig: u32) -> ! {
+    crate::kprintln!("unikernel: app killed by {}", signal_name(sig));
+    crate::exit(128 + sig)
 }
 
 #[cfg(target_os = "none")]

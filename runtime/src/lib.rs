@@ -14,7 +14,8 @@
 //!    platform built (argc, argv, envp, auxv): musl's start-up code runs,
 //!    relocates itself, and calls `main`;
 //! 4. from then on the runtime runs only when the app makes a system call
-//!    (`syscall` -> [`syscall`]) or faults (`fault`), until `exit_group`.
+//!    (`syscall` -> [`syscall`]), faults or is interrupted (`fault`), until
+//!    `exit_group`; threads (`sched`) each have their own kernel stack.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
@@ -28,6 +29,8 @@ pub mod fs;
 pub mod mm;
 pub mod platform;
 pub mod random;
+pub mod sched;
+pub mod signal;
 pub mod syscall;
 pub mod time;
 
@@ -54,8 +57,9 @@ pub(crate) fn app_range() -> (u64, u64) {
     BOOT.get().map_or((0, 0), |b| (b.app.base, b.app.end))
 }
 
-pub(crate) fn mem_size() -> u64 {
-    BOOT.get().map_or(0, |b| b.mem_size)
+/// The runtime's own code and data (interrupts hitting it are deferred).
+pub(crate) fn kernel_range() -> (u64, u64) {
+    BOOT.get().map_or((0, 0), |b| (b.kernel_start, b.kernel_end))
 }
 
 /// End the app with `code` (flushes nothing: the console writes through).
@@ -81,8 +85,10 @@ pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
         }
     }
     arch::x86_64::entry::init(boot.kernel_stack_top);
-    arch::x86_64::trap::init(boot.fault_stack_top);
+    arch::x86_64::trap::init(boot.fault_stack_top, boot.kernel_start, boot.kernel_end);
+    arch::x86_64::xstate::init();
     syscall::set_trace(boot.trace_syscalls);
+    sched::init(boot.kernel_stack_top);
     // SAFETY: the platform's page table is live and maps RAM identity.
     let mut aspace = unsafe { mm::vm::AddressSpace::new(boot.page_table_root, boot.mem_size) };
     aspace.add_stack(boot.app.stack_reserve_bottom, boot.app.stack_top);

@@ -53,8 +53,11 @@ pub struct BootInfo {
     /// Stack the runtime runs system calls on (top, bottom).
     pub kernel_stack_top: u64,
     pub kernel_stack_bottom: u64,
-    /// Stack fault handling runs on (at ring 3).
+    /// Stack the runtime reports its own faults on (at ring 3).
     pub fault_stack_top: u64,
+    /// The kernel image `[kernel_start, kernel_end)`: code there is the runtime's.
+    pub kernel_start: u64,
+    pub kernel_end: u64,
     pub trace_syscalls: bool,
     pub app: AppImage,
 }
@@ -81,4 +84,7 @@ pub trait Platform: Sync {
     fn flush_tlb_page(&self, va: u64);
     /// Drop all non-global TLB entries (privileged).
     fn flush_tlb_all(&self);
+    /// Start a periodic interrupt with `vector` every `period_ns` (the
+    /// preemption tick); called once, when the app creates its second thread.
+    fn start_tick(&self, period_ns: u64, vector: u8);
 }

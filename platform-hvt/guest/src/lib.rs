@@ -88,6 +88,15 @@ impl Platform for Hvt {
     fn flush_tlb_all(&self) {
         unikernel_runtime::arch::x86_64::cpu::privileged::flush_all();
     }
+
+    fn start_tick(&self, period_ns: u64, vector: u8) {
+        let mut a = hc::Timer {
+            period_nsecs: period_ns,
+            vector: vector as u32,
+            _pad: 0,
+        };
+        hypercall::call(hc::Call::Timer, &mut a);
+    }
 }
 
 /// Called by the entry stub with the monitor's boot info.
@@ -133,6 +142,8 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
         kernel_stack_top: bi.kernel_stack_top,
         kernel_stack_bottom: bi.kernel_stack_bottom,
         fault_stack_top: bi.fault_stack_top,
+        kernel_start: layout::KERNEL_BASE,
+        kernel_end: bi.app_base,
         trace_syscalls: bi.flags & hvt_abi::BOOT_FLAG_TRACE_SYSCALLS != 0,
         app: AppImage {
             entry: bi.app_entry,

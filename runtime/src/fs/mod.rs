@@ -5,7 +5,10 @@
 //! interface; sockets and pipes implement it too.
 
 pub mod dev;
+pub mod epoll;
+pub mod eventfd;
 pub mod fdtable;
+pub mod pipe;
 pub mod tree;
 
 use crate::errno::*;
@@ -70,9 +73,28 @@ pub trait File: Send + Sync {
     fn ioctl(&self, _request: u64, _arg: u64) -> Result<i64, Errno> {
         Err(ENOTTY)
     }
-    /// Readiness for `poll` (POLLIN/POLLOUT bits) without blocking.
+    /// Readiness for `poll`/`epoll` (POLL* bits) without blocking.
     fn poll_ready(&self) -> u16 {
         POLLIN | POLLOUT
+    }
+    /// Changes each time this file's readiness may have changed (edge-triggered epoll).
+    fn event_seq(&self) -> u64 {
+        0
+    }
+    /// Reads and writes may return `EAGAIN` and then need [`crate::sched::wait_io`].
+    fn can_block(&self) -> bool {
+        false
+    }
+    /// `shutdown(2)` for sockets.
+    fn shutdown(&self, _how: u32) -> Result<(), Errno> {
+        Err(ENOTSOCK)
+    }
+    fn is_socket(&self) -> bool {
+        false
+    }
+    /// The epoll instance behind an epoll file descriptor.
+    fn as_epoll(&self) -> Option<&epoll::Epoll> {
+        None
     }
     /// Whether `mmap` may copy this file's contents.
     fn mappable(&self) -> bool {
@@ -85,5 +107,12 @@ pub trait File: Send + Sync {
 }
 
 pub const POLLIN: u16 = 0x1;
+pub const POLLPRI: u16 = 0x2;
 pub const POLLOUT: u16 = 0x4;
+pub const POLLERR: u16 = 0x8;
+pub const POLLHUP: u16 = 0x10;
 pub const POLLNVAL: u16 = 0x20;
+pub const POLLRDHUP: u16 = 0x2000;
+pub const S_IFIFO: u32 = 0o010000;
+pub const S_IFSOCK: u32 = 0o140000;
+const ENOTSOCK: Errno = 88;

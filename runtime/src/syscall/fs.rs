@@ -5,7 +5,7 @@ use super::SysResult;
 use crate::errno::*;
 use crate::fs::fdtable::{self, FdEntry};
 use crate::fs::tree::{self, Node};
-use crate::fs::POLLNVAL;
+use crate::sched::Wake;
 use crate::mm::user;
 use spin::Mutex;
 
@@ -17,10 +17,10 @@ const O_ACCMODE: u64 = 3;
 const O_CREAT: u64 = 0o100;
 const O_EXCL: u64 = 0o200;
 const O_TRUNC: u64 = 0o1000;
-const O_NONBLOCK: u64 = 0o4000;
+pub const O_NONBLOCK: u64 = 0o4000;
 const O_DIRECTORY: u64 = 0o200000;
 const O_NOFOLLOW: u64 = 0o400000;
-const O_CLOEXEC: u64 = 0o2000000;
+pub const O_CLOEXEC: u64 = 0o2000000;
 const PATH_MAX: usize = 4096;
 
 static CWD: Mutex<Node> = Mutex::new(Node::Root);
@@ -90,18 +90,67 @@ fn writable(e: &FdEntry) -> Result<(), Errno> {
     }
 }
 
+/// Whether an operation on `e` may wait (blocking descriptor of a file that can block).
+pub fn may_wait(e: &FdEntry, dontwait: bool) -> bool {
+    e.file.can_block() && e.flags as u64 & O_NONBLOCK == 0 && !dontwait
+}
+
+/// Read into `b`, waiting for data on a blocking descriptor.
+pub fn read_waiting(e: &FdEntry, b: &mut [u8], dontwait: bool) -> Result<usize, Errno> {
+    loop {
+        match e.file.read(b) {
+            Err(EAGAIN) if may_wait(e, dontwait) => {
+                if crate::sched::wait_io(None) == Wake::Interrupted {
+                    return Err(EINTR);
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Write all of `b` on a blocking descriptor (waiting for room), as much
+/// as fits on a non-blocking one. A closed reader raises SIGPIPE (unless
+/// `nosignal`) and gives EPIPE.
+pub fn write_waiting(e: &FdEntry, b: &[u8], dontwait: bool, nosignal: bool) -> Result<usize, Errno> {
+    let mut done = 0;
+    loop {
+        match e.file.write(&b[done..]) {
+            Ok(n) => {
+                done += n;
+                if done == b.len() || !may_wait(e, dontwait) {
+                    return Ok(done);
+                }
+            }
+            Err(EAGAIN) if may_wait(e, dontwait) => {
+                if crate::sched::wait_io(None) == Wake::Interrupted {
+                    return if done > 0 { Ok(done) } else { Err(EINTR) };
+                }
+            }
+            Err(err) if done > 0 && err != EPIPE => return Ok(done),
+            Err(err) => {
+                if err == EPIPE && !nosignal {
+                    let tid = crate::sched::current_tid();
+                    let _ = crate::signal::send_thread(tid, crate::signal::SIGPIPE, crate::signal::SI_USER);
+                }
+                return if done > 0 { Ok(done) } else { Err(err) };
+            }
+        }
+    }
+}
+
 pub fn read(fd: u64, buf: u64, len: u64) -> SysResult {
     let e = fdtable::file(fd as i64)?;
     readable(&e)?;
     let b = user::bytes_mut(buf, len.min(isize::MAX as u64) as usize)?;
-    e.file.read(b).map(|n| n as i64)
+    read_waiting(&e, b, false).map(|n| n as i64)
 }
 
 pub fn write(fd: u64, buf: u64, len: u64) -> SysResult {
     let e = fdtable::file(fd as i64)?;
     writable(&e)?;
     let b = user::bytes(buf, len.min(isize::MAX as u64) as usize)?;
-    e.file.write(b).map(|n| n as i64)
+    write_waiting(&e, b, false, false).map(|n| n as i64)
 }
 
 pub fn pread64(fd: u64, buf: u64, len: u64, off: u64) -> SysResult {
@@ -139,7 +188,11 @@ pub fn readv(fd: u64, iov: u64, cnt: u64) -> SysResult {
             continue;
         }
         let b = user::bytes_mut(v.base, v.len as usize)?;
-        let n = e.file.read(b)?;
+        let n = match read_waiting(&e, b, total > 0) {
+            Ok(n) => n,
+            Err(_) if total > 0 => break,
+            Err(err) => return Err(err),
+        };
         total += n as i64;
         if n < b.len() {
             break;
@@ -157,7 +210,11 @@ pub fn writev(fd: u64, iov: u64, cnt: u64) -> SysResult {
             continue;
         }
         let b = user::bytes(v.base, v.len as usize)?;
-        let n = e.file.write(b)?;
+        let n = match write_waiting(&e, b, false, false) {
+            Ok(n) => n,
+            Err(_) if total > 0 => break,
+            Err(err) => return Err(err),
+        };
         total += n as i64;
         if n < b.len() {
             break;
@@ -338,71 +395,3 @@ pub fn fsync(fd: u64) -> SysResult {
     fdtable::file(fd as i64).map(|_| 0)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct PollFd {
-    fd: i32,
-    events: i16,
-    revents: i16,
-}
-
-const POLLERR: i16 = 0x8;
-const POLLHUP: i16 = 0x10;
-
-/// One pass over the poll set: how many entries are ready.
-fn poll_once(fds: u64, n: u64) -> Result<i64, Errno> {
-    let mut ready = 0;
-    for i in 0..n {
-        let at = fds + i * 8;
-        let mut p = user::read::<PollFd>(at)?;
-        p.revents = 0;
-        if p.fd >= 0 {
-            match fdtable::file(p.fd as i64) {
-                Ok(e) => {
-                    let r = e.file.poll_ready() as i16;
-                    p.revents = r & (p.events | POLLERR | POLLHUP);
-                }
-                Err(_) => p.revents = POLLNVAL as i16,
-            }
-        }
-        if p.revents != 0 {
-            ready += 1;
-        }
-        user::write(at, p)?;
-    }
-    Ok(ready)
-}
-
-fn poll_common(fds: u64, n: u64, deadline: Option<u64>) -> SysResult {
-    if n > fdtable::MAX_FDS as u64 {
-        return Err(EINVAL);
-    }
-    let ready = poll_once(fds, n)?;
-    if ready > 0 {
-        return Ok(ready);
-    }
-    // Nothing here becomes ready later (no devices yet): wait out the timeout.
-    match deadline {
-        Some(d) => crate::time::sleep_until_monotonic(d),
-        None => loop {
-            crate::platform().block_until(u64::MAX);
-        },
-    }
-    Ok(0)
-}
-
-pub fn poll(fds: u64, n: u64, timeout_ms: u64) -> SysResult {
-    let t = timeout_ms as i32;
-    let deadline = (t >= 0).then(|| crate::platform().monotonic_ns() + t as u64 * 1_000_000);
-    poll_common(fds, n, deadline)
-}
-
-pub fn ppoll(fds: u64, n: u64, tsp: u64, _sigmask: u64) -> SysResult {
-    let deadline = if tsp == 0 {
-        None
-    } else {
-        let ts = user::read::<crate::time::Timespec>(tsp)?;
-        Some(crate::platform().monotonic_ns().saturating_add(ts.to_ns()?))
-    };
-    poll_common(fds, n, deadline)
-}

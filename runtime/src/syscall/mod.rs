@@ -3,8 +3,10 @@
 //! `--trace-syscalls` prints every call strace-style on stderr.
 
 mod fs;
+mod ipc;
 mod mem;
 mod names;
+mod poll;
 mod process;
 mod signal;
 mod time;
@@ -14,10 +16,11 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 pub use names::name;
 
-/// What the entry stub saved: the call number and arguments, and the return
-/// context (`rcx` = user RIP, `r11` = user RFLAGS).
+/// What the entry stub saved: every app register. `rax` holds the call
+/// number on entry and the result on return; `rcx` is the app's RIP and
+/// `r11` its RFLAGS (as `syscall` left them); `user_rsp` its stack pointer.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SyscallFrame {
     pub rax: u64,
     pub rdi: u64,
@@ -28,6 +31,13 @@ pub struct SyscallFrame {
     pub r9: u64,
     pub rcx: u64,
     pub r11: u64,
+    pub rbx: u64,
+    pub rbp: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub user_rsp: u64,
 }
 
 pub type SysResult = Result<i64, Errno>;
@@ -44,15 +54,23 @@ pub fn tracing() -> bool {
     TRACE.load(Ordering::Relaxed)
 }
 
-/// Called by the entry stub.
+/// Called by the entry stub; the result goes into `f.rax`. Before the app
+/// continues: deferred interrupts (a tick: maybe another thread's turn)
+/// and pending signals (the frame may be redirected to a handler).
 #[no_mangle]
-pub extern "C" fn unikernel_syscall_dispatch(f: &mut SyscallFrame) -> i64 {
+pub extern "C" fn unikernel_syscall_dispatch(f: &mut SyscallFrame) {
     let nr = f.rax;
     let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
     if tracing() && names::is_exit(nr) {
         trace(nr, &a, None);
     }
-    let r = dispatch(nr, a);
+    let r = match nr {
+        // The calls that need the whole frame.
+        15 => crate::signal::rt_sigreturn(f),
+        56 => process::clone(f, a[0], a[1], a[2], a[3], a[4]),
+        131 => crate::signal::sigaltstack(a[0], a[1], f.user_rsp),
+        _ => dispatch(nr, a),
+    };
     let ret = match r {
         Ok(v) => v,
         Err(e) => -e,
@@ -60,7 +78,9 @@ pub extern "C" fn unikernel_syscall_dispatch(f: &mut SyscallFrame) -> i64 {
     if tracing() {
         trace(nr, &a, Some(ret));
     }
-    ret
+    f.rax = ret as u64;
+    crate::sched::safe_point();
+    crate::signal::deliver_at_syscall_exit(f);
 }
 
 fn trace(nr: u64, a: &[u64; 6], ret: Option<i64>) {
@@ -146,27 +166,47 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         4 => fs::stat_path(fs::AT_FDCWD, a[0], a[1], 0),
         5 => fs::fstat(a[0], a[1]),
         6 => fs::stat_path(fs::AT_FDCWD, a[0], a[1], fs::AT_SYMLINK_NOFOLLOW),
-        7 => fs::poll(a[0], a[1], a[2]),
+        7 => poll::poll(a[0], a[1], a[2]),
         8 => fs::lseek(a[0], a[1], a[2]),
         9 => mem::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
         10 => mem::mprotect(a[0], a[1], a[2]),
         11 => mem::munmap(a[0], a[1]),
         12 => mem::brk(a[0]),
-        13 => signal::rt_sigaction(a[0], a[1], a[2], a[3]),
-        14 => signal::rt_sigprocmask(a[0], a[1], a[2], a[3]),
+        13 => crate::signal::rt_sigaction(a[0], a[1], a[2], a[3]),
+        14 => crate::signal::rt_sigprocmask(a[0], a[1], a[2], a[3]),
         16 => fs::ioctl(a[0], a[1], a[2]),
         17 => fs::pread64(a[0], a[1], a[2], a[3]),
         19 => fs::readv(a[0], a[1], a[2]),
         20 => fs::writev(a[0], a[1], a[2]),
         21 => fs::faccessat(fs::AT_FDCWD, a[0], a[1]),
-        24 => Ok(0), // sched_yield: one thread
+        22 => ipc::pipe2(a[0], 0),
+        23 => poll::select(a[0], a[1], a[2], a[3], a[4]),
+        24 => {
+            crate::sched::yield_now();
+            Ok(0)
+        }
         28 => mem::madvise(a[0], a[1], a[2]),
         32 => fs::dup(a[0]),
         33 => fs::dup3(a[0], a[1], 0, true),
         35 => time::nanosleep(a[0], a[1]),
-        39 | 186 => Ok(process::PID), // getpid, gettid
-        60 | 231 => process::exit(a[0]),
+        34 => process::pause(),
+        39 => Ok(process::PID),
+        41 => ipc::socket(a[0], a[1], a[2]),
+        44 => ipc::sendto(a[0], a[1], a[2], a[3], a[4], a[5]),
+        45 => ipc::recvfrom(a[0], a[1], a[2], a[3], a[4], a[5]),
+        46 => ipc::sendmsg(a[0], a[1], a[2]),
+        47 => ipc::recvmsg(a[0], a[1], a[2]),
+        48 => ipc::shutdown(a[0], a[1]),
+        51 | 52 => ipc::getsockname(a[0], a[1], a[2]),
+        53 => ipc::socketpair(a[0], a[1], a[2], a[3]),
+        54 => ipc::setsockopt(a[0], a[1], a[2]),
+        55 => ipc::getsockopt(a[0], a[1], a[2], a[3], a[4]),
+        57 | 58 => Err(ENOSYS), // fork, vfork: one process
+        186 => Ok(crate::sched::current_tid() as i64),
+        60 => crate::sched::exit_thread(a[0] as u32 & 0xff),
+        231 => process::exit(a[0]),
         62 => signal::kill(a[0], a[1]),
+        200 => signal::tkill(a[0], a[1]),
         63 => process::uname(a[0]),
         72 => fs::fcntl(a[0], a[1], a[2]),
         74 | 75 => fs::fsync(a[0]),
@@ -181,13 +221,11 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         102 | 104 | 107 | 108 => Ok(0), // getuid, getgid, geteuid, getegid: root
         110 => Ok(0),                   // getppid: no parent
         111 | 112 => Ok(process::PID),  // getpgrp, setsid
-        131 => signal::sigaltstack(a[0], a[1]),
         157 => process::prctl(a[0], a[1]),
         158 => process::arch_prctl(a[0], a[1]),
         160 => Ok(0), // setrlimit: accepted
-        200 => signal::tkill(a[0], a[1]),
         201 => time::time(a[0]),
-        202 => process::futex(a[0], a[1], a[2], a[3], a[4], a[5]),
+        202 => crate::sched::futex::futex(a[0], a[1], a[2], a[3], a[4], a[5]),
         204 => process::sched_getaffinity(a[0], a[1], a[2]),
         217 => fs::getdents64(a[0], a[1], a[2]),
         218 => process::set_tid_address(a[0]),
@@ -199,9 +237,19 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         262 => fs::stat_path(a[0] as i64, a[1], a[2], a[3]),
         267 => fs::readlinkat(a[0] as i64, a[1], a[2], a[3]),
         269 | 439 => fs::faccessat(a[0] as i64, a[1], a[2]),
-        271 => fs::ppoll(a[0], a[1], a[2], a[3]),
+        232 => poll::epoll_wait(a[0], a[1], a[2], a[3]),
+        233 => poll::epoll_ctl(a[0], a[1], a[2], a[3]),
+        270 => poll::pselect6(a[0], a[1], a[2], a[3], a[4]),
+        271 => poll::ppoll(a[0], a[1], a[2], a[3]),
+        281 => poll::epoll_wait(a[0], a[1], a[2], a[3]),
+        284 => ipc::eventfd2(a[0], 0),
+        288 => ipc::accept4(),
+        290 => ipc::eventfd2(a[0], a[1]),
+        291 => poll::epoll_create1(a[0]),
+        213 => poll::epoll_create1(0),
         273 => Ok(0), // set_robust_list: recorded by nobody (one thread)
         292 => fs::dup3(a[0], a[1], a[2], false),
+        293 => ipc::pipe2(a[0], a[1]),
         302 => process::prlimit64(a[0], a[1], a[2], a[3]),
         318 => process::getrandom(a[0], a[1], a[2]),
         _ => enosys(nr),

@@ -3,7 +3,6 @@
 use super::SysResult;
 use crate::errno::*;
 use crate::mm::user;
-use crate::time::Timespec;
 use spin::Mutex;
 
 /// The one process (and its one thread) has id 1.
@@ -114,7 +113,6 @@ pub fn sysinfo(buf: u64) -> SysResult {
     Ok(0)
 }
 
-static THREAD_NAME: Mutex<[u8; 16]> = Mutex::new(*b"main\0\0\0\0\0\0\0\0\0\0\0\0");
 const PR_SET_NAME: u64 = 15;
 const PR_GET_NAME: u64 = 16;
 
@@ -125,11 +123,11 @@ pub fn prctl(op: u64, arg: u64) -> SysResult {
             let mut n = [0u8; 16];
             let l = s.len().min(15);
             n[..l].copy_from_slice(&s[..l]);
-            *THREAD_NAME.lock() = n;
+            crate::sched::with(|s| s.current().name = n);
             Ok(0)
         }
         PR_GET_NAME => {
-            user::write(arg, *THREAD_NAME.lock())?;
+            user::write(arg, crate::sched::with(|s| s.current().name))?;
             Ok(0)
         }
         _ => Err(EINVAL),
@@ -165,11 +163,22 @@ pub fn arch_prctl(code: u64, addr: u64) -> SysResult {
     }
 }
 
-static CLEAR_CHILD_TID: Mutex<u64> = Mutex::new(0);
-
 pub fn set_tid_address(ptr: u64) -> SysResult {
-    *CLEAR_CHILD_TID.lock() = ptr;
-    Ok(PID)
+    Ok(crate::sched::with(|s| {
+        let t = s.current();
+        t.clear_child_tid = ptr;
+        t.tid as i64
+    }))
+}
+
+pub fn clone(f: &super::SyscallFrame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -> SysResult {
+    crate::sched::clone_thread(f, flags, stack, ptid, ctid, tls).map(|t| t as i64)
+}
+
+/// `pause`: wait for a signal.
+pub fn pause() -> SysResult {
+    crate::sched::block(crate::sched::WaitOn::Sleep, None);
+    Err(EINTR)
 }
 
 pub fn sched_getaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
@@ -200,58 +209,3 @@ pub fn getrandom(buf: u64, len: u64, flags: u64) -> SysResult {
     Ok(len as i64)
 }
 
-const FUTEX_WAIT: u64 = 0;
-const FUTEX_WAKE: u64 = 1;
-const FUTEX_REQUEUE: u64 = 3;
-const FUTEX_CMP_REQUEUE: u64 = 4;
-const FUTEX_WAKE_OP: u64 = 5;
-const FUTEX_WAIT_BITSET: u64 = 9;
-const FUTEX_WAKE_BITSET: u64 = 10;
-const FUTEX_CLOCK_REALTIME: u64 = 256;
-
-/// One thread: nobody else can change the word or wake us, so a wait only
-/// ends by its timeout (EAGAIN first if the word already differs).
-pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, _uaddr2: u64, val3: u64) -> SysResult {
-    if uaddr & 3 != 0 {
-        return Err(EINVAL);
-    }
-    let cmd = op & 127;
-    match cmd {
-        FUTEX_WAIT | FUTEX_WAIT_BITSET => {
-            if cmd == FUTEX_WAIT_BITSET && val3 as u32 == 0 {
-                return Err(EINVAL);
-            }
-            let word = user::read::<u32>(uaddr)?;
-            if word != val as u32 {
-                return Err(EAGAIN);
-            }
-            if timeout == 0 {
-                loop {
-                    crate::platform().block_until(u64::MAX);
-                }
-            }
-            let t = user::read::<Timespec>(timeout)?.to_ns()?;
-            let mono = crate::platform().monotonic_ns();
-            let deadline = if cmd == FUTEX_WAIT {
-                mono.saturating_add(t)
-            } else {
-                // Absolute, on CLOCK_MONOTONIC or (with the flag) CLOCK_REALTIME.
-                let clk = if op & FUTEX_CLOCK_REALTIME != 0 { 0 } else { 1 };
-                mono.saturating_add(t.saturating_sub(crate::time::now(clk)?))
-            };
-            crate::time::sleep_until_monotonic(deadline);
-            Err(crate::errno::ETIMEDOUT)
-        }
-        FUTEX_WAKE | FUTEX_WAKE_BITSET | FUTEX_WAKE_OP | FUTEX_REQUEUE => {
-            user::read::<u32>(uaddr)?;
-            Ok(0)
-        }
-        FUTEX_CMP_REQUEUE => {
-            if user::read::<u32>(uaddr)? != val3 as u32 {
-                return Err(EAGAIN);
-            }
-            Ok(0)
-        }
-        _ => Err(ENOSYS),
-    }
-}

@@ -8,6 +8,7 @@
 pub mod cpu;
 pub mod entry;
 pub mod paging;
+pub mod xstate;
 pub mod trap;
 
 /// The register frame the trap stubs build (push order reversed: lowest address first).

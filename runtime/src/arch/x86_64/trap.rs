@@ -1,37 +1,67 @@
 //! Traps: the 256 ring-0 stubs the IDT points at, the privileged-operation
-//! gate, and the hand-over of faults to ring 3.
+//! gate, and the hand-over of faults and interrupts to ring 3.
 //!
 //! On kvm-pvm every ring-0 instruction is emulated (~1 us each), so ring 0
-//! does the least it can:
+//! does the least it can. `trap_common` decides between four cases:
 //!
-//! 1. each stub pushes a zero error code if the CPU did not, then its vector;
-//! 2. `trap_common` checks for the privileged-operation gate (a `ud2` at
-//!    `unikernel_priv_gate`): if so it performs the operation (`invlpg`, CR3
-//!    reload, or a ring-0 resume) and returns past the `ud2`;
-//! 3. otherwise it saves all registers and CR2 as a [`TrapFrame`] on the
-//!    ring-0 stack and `iretq`s to `unikernel_fault_entry` at ring 3, on the
-//!    fault stack, with `%rdi` pointing at the frame. The runtime's fault
-//!    handler (`crate::fault`) runs there at native speed and either reports
-//!    and halts or returns a frame to resume.
+//! 1. **the privileged-operation gate** (a `ud2` at `unikernel_priv_gate`):
+//!    perform the operation (`invlpg`, CR3 reload, ring-0 resume) and step
+//!    over the `ud2`;
+//! 2. **an interrupt that hit the runtime's own code** (the syscall path,
+//!    the scheduler, a fault handler): the runtime is not reentrant, so the
+//!    vector is only recorded in `UNIKERNEL_PENDING_IRQS` and the runtime
+//!    handles it at its next safe point (system-call exit, end of a trap);
+//! 3. **a fault in the runtime's own code** (a bug): save the registers and
+//!    report from the dedicated fault stack;
+//! 4. **a fault or interrupt in the app**: copy the hardware frame to the
+//!    current thread's kernel stack (found through GS; it is empty while the
+//!    thread runs app code), save all registers there as a [`TrapFrame`],
+//!    and `iretq` to `unikernel_fault_entry` at ring 3 with interrupts on.
+//!    The handler (`crate::trap`) runs natively, may switch threads, deliver
+//!    a signal, or grow the stack, and finally resumes a context.
 //!
 //! Resuming a ring-3 context is done at ring 3 without any trap: the saved
 //! RFLAGS and RIP are put just below the interrupted stack's red zone,
-//! registers are reloaded, then `popfq; ret $128`. A ring-0 context (a fault
-//! inside a system call on hardware KVM) is resumed through the gate with `iretq`.
+//! registers are reloaded, then `popfq; ret $128` (IF stays as it is: on).
+//! A ring-0 context is resumed through the gate with `iretq`.
 
 use super::TrapFrame;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Size of one stub; the IDT gate for vector n targets `unikernel_trap_stubs + n * TRAP_STUB_SIZE`.
 pub const TRAP_STUB_SIZE: u32 = 16;
 
-/// Top of the ring-3 fault stack, read by `trap_common` (set once at boot).
+/// Top of the ring-3 stack used to report faults of the runtime itself.
 #[no_mangle]
 static mut UNIKERNEL_FAULT_STACK_TOP: u64 = 0;
+/// The runtime's code and data `[start, end)`: interrupts hitting it are deferred.
+#[no_mangle]
+static mut UNIKERNEL_KERNEL_START: u64 = 0;
+#[no_mangle]
+static mut UNIKERNEL_KERNEL_END: u64 = 0;
+/// Interrupt vectors that arrived while the runtime ran (bit n = vector n).
+#[no_mangle]
+static UNIKERNEL_PENDING_IRQS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
-/// Set the stack fault handling runs on.
-pub fn init(fault_stack_top: u64) {
-    // SAFETY: written once at boot, before any fault can be taken; read only by trap_common.
-    unsafe { core::ptr::addr_of_mut!(UNIKERNEL_FAULT_STACK_TOP).write(fault_stack_top & !0xf) };
+/// Set the fault stack and the runtime's address range.
+pub fn init(fault_stack_top: u64, kernel_start: u64, kernel_end: u64) {
+    // SAFETY: written once at boot, before any trap can be taken; read only by trap_common.
+    unsafe {
+        core::ptr::addr_of_mut!(UNIKERNEL_FAULT_STACK_TOP).write(fault_stack_top & !0xf);
+        core::ptr::addr_of_mut!(UNIKERNEL_KERNEL_START).write(kernel_start);
+        core::ptr::addr_of_mut!(UNIKERNEL_KERNEL_END).write(kernel_end);
+    }
+}
+
+/// Take (and clear) the set of deferred interrupt vectors.
+pub fn take_pending_irqs() -> [u64; 4] {
+    // An xchg cannot be split by an interrupt: no set bit is lost.
+    core::array::from_fn(|i| UNIKERNEL_PENDING_IRQS[i].swap(0, Ordering::AcqRel))
+}
+
+/// Whether any interrupt is waiting for the runtime.
+pub fn irqs_pending() -> bool {
+    UNIKERNEL_PENDING_IRQS.iter().any(|w| w.load(Ordering::Acquire) != 0)
 }
 
 extern "C" {
@@ -41,18 +71,17 @@ extern "C" {
 
 /// Resume the context described by `frame` (never returns).
 pub fn resume(frame: &TrapFrame) -> ! {
-    if frame.from_user() {
-        // SAFETY: the frame describes a ring-3 context that faulted and whose
-        // cause the fault handler removed; the resume code restores it exactly.
+    if frame.from_user() && super::cpu::cpl() == 3 {
+        // SAFETY: the frame describes a ring-3 context; the resume code restores it exactly.
         unsafe { unikernel_resume_ring3(frame) }
     } else {
-        // SAFETY: as above, for a ring-0 context; the gate `iretq`s to it.
+        // SAFETY: as above; at ring 0 (or for a ring-0 context) only
+        // `iretq` can restore it, done directly or through the gate.
         unsafe { unikernel_priv_op(super::cpu::privileged::OP_RESUME, frame as *const _ as u64) };
         unreachable!("ring-0 resume returned")
     }
 }
 
-// Vectors for which the CPU pushes an error code.
 core::arch::global_asm!(
     r#"
     .section .text.unikernel_trap, "ax"
@@ -71,22 +100,7 @@ unikernel_trap_stubs:
     .set vec, vec + 1
     .endr
 
-    .balign 16
-unikernel_trap_common:
-    /* stack: vector, error, rip, cs, rflags, rsp, ss */
-    cmpq $6, (%rsp)
-    jne 1f
-    pushq %rax
-    leaq unikernel_priv_gate(%rip), %rax
-    cmpq %rax, 24(%rsp)
-    popq %rax
-    jne 1f
-    /* the privileged-operation gate: op in %rax, argument in %rsi */
-    call unikernel_priv_op_ring0
-    addq $2, 16(%rsp)          /* step over the ud2 */
-    addq $16, %rsp             /* vector, error code */
-    iretq
-1:
+    .macro SAVE_GPRS
     pushq %rax
     pushq %rbx
     pushq %rcx
@@ -104,11 +118,64 @@ unikernel_trap_common:
     pushq %r15
     movq %cr2, %rax
     pushq %rax
+    .endm
+
+    .balign 16
+unikernel_trap_common:
+    /* stack: vector, error, rip, cs, rflags, rsp, ss */
+    cmpq $6, (%rsp)
+    jne 1f
+    pushq %rax
+    leaq unikernel_priv_gate(%rip), %rax
+    cmpq %rax, 24(%rsp)
+    popq %rax
+    jne 1f
+    /* 1. the privileged-operation gate: op in %rax, argument in %rsi */
+    call unikernel_priv_op_ring0
+    addq $2, 16(%rsp)          /* step over the ud2 */
+    addq $16, %rsp             /* vector, error code */
+    iretq
+1:
+    pushq %rax
+    movq 24(%rsp), %rax        /* interrupted rip */
+    cmpq UNIKERNEL_KERNEL_START(%rip), %rax
+    jb 4f
+    cmpq UNIKERNEL_KERNEL_END(%rip), %rax
+    jae 4f
+    cmpq $32, 8(%rsp)
+    jb 3f
+    /* 2. an interrupt in the runtime: record it, go straight back */
+    movq 8(%rsp), %rax
+    btsq %rax, UNIKERNEL_PENDING_IRQS(%rip)
+    popq %rax
+    addq $16, %rsp
+    iretq
+3:  /* 3. a fault in the runtime: report from the fault stack */
+    popq %rax
+    SAVE_GPRS
     movq %rsp, %rdi
     movq UNIKERNEL_FAULT_STACK_TOP(%rip), %rax
-    pushq $0x2b                /* ss: user data */
-    pushq %rax                 /* rsp: fault stack */
-    pushq $0x2                 /* rflags: interrupts off */
+    jmp 5f
+4:  /* 4. from the app: move to the thread's kernel stack */
+    popq %rax
+    movq %rax, %gs:16
+    movq %rsp, %rax
+    movq %gs:0, %rsp
+    pushq 48(%rax)             /* ss */
+    pushq 40(%rax)             /* rsp */
+    pushq 32(%rax)             /* rflags */
+    pushq 24(%rax)             /* cs */
+    pushq 16(%rax)             /* rip */
+    pushq 8(%rax)              /* error code */
+    pushq 0(%rax)              /* vector */
+    movq %gs:16, %rax
+    SAVE_GPRS
+    movq %rsp, %rdi
+    movq %rsp, %rax
+    andq $-16, %rax
+5:  pushq $0x2b                /* ss: user data */
+    pushq %rax                 /* rsp */
+    pushq $0x202               /* rflags: interrupts on */
     pushq $0x33                /* cs: user code */
     leaq unikernel_fault_entry(%rip), %rax
     pushq %rax
@@ -163,9 +230,9 @@ unikernel_priv_gate:
     ret
 
     .section .text.unikernel_fault, "ax"
-    /* Ring 3, fault stack, %rdi = TrapFrame on the ring-0 stack. */
+    /* Ring 3, %rdi = TrapFrame, %rsp 16-byte aligned below it. */
 unikernel_fault_entry:
-    call unikernel_handle_fault
+    call unikernel_handle_trap
     ud2
 
     /* unikernel_resume_ring3(frame = %rdi) */
