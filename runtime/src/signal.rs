@@ -173,6 +173,16 @@ pub fn rt_sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> Result<i64, E
     Ok(0)
 }
 
+/// `rt_sigpending`: the current thread's pending signals.
+pub fn rt_sigpending(set: u64, size: u64) -> Result<i64, Errno> {
+    if size > 8 {
+        return Err(EINVAL);
+    }
+    let p = sched::with(|s| s.current().sig.pending);
+    user::write(set, p)?;
+    Ok(0)
+}
+
 pub fn sigaltstack(ss: u64, old: u64, user_rsp: u64) -> Result<i64, Errno> {
     let cur = sched::with(|s| s.current().sig.altstack);
     let on = cur.flags & SS_DISABLE == 0 && user_rsp.wrapping_sub(cur.sp) < cur.size;

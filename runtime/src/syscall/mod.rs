@@ -224,6 +224,7 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         157 => process::prctl(a[0], a[1]),
         158 => process::arch_prctl(a[0], a[1]),
         160 => Ok(0), // setrlimit: accepted
+        127 => crate::signal::rt_sigpending(a[0], a[1]),
         201 => time::time(a[0]),
         202 => crate::sched::futex::futex(a[0], a[1], a[2], a[3], a[4], a[5]),
         204 => process::sched_getaffinity(a[0], a[1], a[2]),
