@@ -70,6 +70,21 @@ pub fn configure(run: *mut kvm_run, period_ns: u64, vector: u8) {
     });
 }
 
+/// Stop the tick for good before the vCPU (and its kvm_run mapping) goes
+/// away: block the kick signal on this (the vCPU) thread first, so no
+/// handler can run after, then forget the mapping.
+pub fn stop() {
+    PERIOD_NS.store(0, Ordering::Relaxed);
+    // SAFETY: plain signal-mask manipulation of the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, KICK_SIGNAL);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    KVM_RUN.store(std::ptr::null_mut(), Ordering::Release);
+}
+
 /// Called before each `KVM_RUN`: inject a pending tick if the guest can
 /// take it now, else ask for an interrupt window. Returns the vector to inject.
 pub fn before_run(run: &mut kvm_run) -> Option<u8> {

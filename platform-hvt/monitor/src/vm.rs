@@ -301,6 +301,12 @@ impl Vm {
     }
 
     pub fn run(&mut self, boot: &BootState) -> i32 {
+        let code = self.run_until_exit(boot);
+        timer::stop();
+        code
+    }
+
+    fn run_until_exit(&mut self, boot: &BootState) -> i32 {
         // SAFETY: rdtsc has no memory effects.
         let tsc = unsafe { _rdtsc() };
         let now = hypercall::wall_clock_ns();
