@@ -100,11 +100,41 @@ extern "C" fn unikernel_handle_trap(frame: *mut TrapFrame) -> ! {
 }
 
 fn print_registers(f: &TrapFrame) {
-    crate::kprintln!("  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
-    crate::kprintln!("  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}", f.rsi, f.rdi, f.rbp, f.rsp);
-    crate::kprintln!("  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}", f.r8, f.r9, f.r10, f.r11);
-    crate::kprintln!("  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}", f.r12, f.r13, f.r14, f.r15);
-    crate::kprintln!("  rip={:#018x} rflags={:#010x} cs={:#x} ss={:#x}", f.rip, f.rflags, f.cs, f.ss);
+    crate::kprintln!(
+        "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx
+    );
+    crate::kprintln!(
+        "  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}",
+        f.rsi,
+        f.rdi,
+        f.rbp,
+        f.rsp
+    );
+    crate::kprintln!(
+        "  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}",
+        f.r8,
+        f.r9,
+        f.r10,
+        f.r11
+    );
+    crate::kprintln!(
+        "  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}",
+        f.r12,
+        f.r13,
+        f.r14,
+        f.r15
+    );
+    crate::kprintln!(
+        "  rip={:#018x} rflags={:#010x} cs={:#x} ss={:#x}",
+        f.rip,
+        f.rflags,
+        f.cs,
+        f.ss
+    );
 }
 
 fn print_fault_detail(f: &TrapFrame) {
@@ -116,7 +146,11 @@ fn print_fault_detail(f: &TrapFrame) {
         } else {
             "read"
         };
-        let why = if f.error_code & 1 != 0 { "protection violation" } else { "page not mapped" };
+        let why = if f.error_code & 1 != 0 {
+            "protection violation"
+        } else {
+            "page not mapped"
+        };
         crate::kprintln!("  faulting address: {:#x} ({what}, {why})", f.cr2);
     } else {
         crate::kprintln!("  error code: {:#x}", f.error_code);
@@ -137,7 +171,10 @@ pub fn report_app_fault(f: &TrapFrame, sig: u32) -> ! {
     print_registers(f);
     let app = crate::app_range();
     if (app.0..app.1).contains(&f.rip) {
-        crate::kprintln!("  rip is app offset {:#x} (symbolize with the image's .app.debug file)", f.rip - app.0);
+        crate::kprintln!(
+            "  rip is app offset {:#x} (symbolize with the image's .app.debug file)",
+            f.rip - app.0
+        );
     }
     crate::exit(128 + sig)
 }
@@ -145,10 +182,18 @@ pub fn report_app_fault(f: &TrapFrame, sig: u32) -> ! {
 /// A fault in the runtime itself: a bug. Report and halt.
 fn kernel_fault(f: &TrapFrame) -> ! {
     if IN_KERNEL_FAULT.swap(true, Ordering::SeqCst) {
-        crate::kprintln!("unikernel: fault while reporting a fault: {} at rip={:#x}", vector_name(f.vector), f.rip);
+        crate::kprintln!(
+            "unikernel: fault while reporting a fault: {} at rip={:#x}",
+            vector_name(f.vector),
+            f.rip
+        );
         crate::platform().halt(EXIT_KERNEL_PANIC);
     }
-    crate::kprintln!("unikernel: kernel fault: {} at rip={:#x}", vector_name(f.vector), f.rip);
+    crate::kprintln!(
+        "unikernel: kernel fault: {} at rip={:#x}",
+        vector_name(f.vector),
+        f.rip
+    );
     print_fault_detail(f);
     print_registers(f);
     crate::platform().halt(EXIT_KERNEL_PANIC)

@@ -59,7 +59,8 @@ pub(crate) fn app_range() -> (u64, u64) {
 
 /// The runtime's own code and data (interrupts hitting it are deferred).
 pub(crate) fn kernel_range() -> (u64, u64) {
-    BOOT.get().map_or((0, 0), |b| (b.kernel_start, b.kernel_end))
+    BOOT.get()
+        .map_or((0, 0), |b| (b.kernel_start, b.kernel_end))
 }
 
 /// End the app with `code` (flushes nothing: the console writes through).

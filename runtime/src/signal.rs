@@ -63,7 +63,12 @@ pub struct StackT {
     pub size: u64,
 }
 
-const NO_ALTSTACK: StackT = StackT { sp: 0, flags: SS_DISABLE, _pad: 0, size: 0 };
+const NO_ALTSTACK: StackT = StackT {
+    sp: 0,
+    flags: SS_DISABLE,
+    _pad: 0,
+    size: 0,
+};
 
 /// Per-thread signal state.
 #[derive(Clone, Copy, Debug)]
@@ -77,11 +82,19 @@ pub struct SigState {
 
 impl SigState {
     pub fn new() -> SigState {
-        SigState { mask: 0, pending: 0, codes: [0; NSIG as usize], altstack: NO_ALTSTACK }
+        SigState {
+            mask: 0,
+            pending: 0,
+            codes: [0; NSIG as usize],
+            altstack: NO_ALTSTACK,
+        }
     }
     /// A new thread: the creator's mask, nothing pending, no alternate stack.
     pub fn inherit(mask: u64) -> SigState {
-        SigState { mask, ..SigState::new() }
+        SigState {
+            mask,
+            ..SigState::new()
+        }
     }
     /// Pending signals that are not blocked.
     pub fn deliverable(&self) -> u64 {
@@ -95,8 +108,14 @@ impl Default for SigState {
     }
 }
 
-static ACTIONS: Mutex<[SigAction; NSIG as usize]> =
-    Mutex::new([SigAction { handler: 0, flags: 0, restorer: 0, mask: 0 }; NSIG as usize]);
+static ACTIONS: Mutex<[SigAction; NSIG as usize]> = Mutex::new(
+    [SigAction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    }; NSIG as usize],
+);
 
 fn bit(sig: u32) -> u64 {
     1u64 << (sig - 1)
@@ -126,7 +145,11 @@ pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> Result<i64, Err
     if size != 8 || sig == 0 || sig > NSIG {
         return Err(EINVAL);
     }
-    let new = if act != 0 { Some(user::read::<SigAction>(act)?) } else { None };
+    let new = if act != 0 {
+        Some(user::read::<SigAction>(act)?)
+    } else {
+        None
+    };
     if new.is_some() && (sig == SIGKILL as u64 || sig == SIGSTOP as u64) {
         return Err(EINVAL);
     }
@@ -154,7 +177,11 @@ pub fn rt_sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> Result<i64, E
     if size != 8 {
         return Err(EINVAL);
     }
-    let new = if set != 0 { Some(user::read::<u64>(set)?) } else { None };
+    let new = if set != 0 {
+        Some(user::read::<u64>(set)?)
+    } else {
+        None
+    };
     if new.is_some() && how > 2 {
         return Err(EINVAL);
     }
@@ -282,32 +309,88 @@ pub struct UserRegs {
 impl UserRegs {
     pub fn from_syscall(f: &SyscallFrame) -> UserRegs {
         UserRegs {
-            r8: f.r8, r9: f.r9, r10: f.r10, r11: f.r11, r12: f.r12, r13: f.r13, r14: f.r14, r15: f.r15,
-            rdi: f.rdi, rsi: f.rsi, rbp: f.rbp, rbx: f.rbx, rdx: f.rdx, rax: f.rax, rcx: f.rcx,
-            rsp: f.user_rsp, rip: f.rcx, rflags: f.r11,
+            r8: f.r8,
+            r9: f.r9,
+            r10: f.r10,
+            r11: f.r11,
+            r12: f.r12,
+            r13: f.r13,
+            r14: f.r14,
+            r15: f.r15,
+            rdi: f.rdi,
+            rsi: f.rsi,
+            rbp: f.rbp,
+            rbx: f.rbx,
+            rdx: f.rdx,
+            rax: f.rax,
+            rcx: f.rcx,
+            rsp: f.user_rsp,
+            rip: f.rcx,
+            rflags: f.r11,
         }
     }
     /// Back into a syscall frame: the return path takes RIP from rcx and RFLAGS from r11.
     pub fn to_syscall(&self, f: &mut SyscallFrame) {
         *f = SyscallFrame {
-            rax: self.rax, rdi: self.rdi, rsi: self.rsi, rdx: self.rdx, r10: self.r10, r8: self.r8,
-            r9: self.r9, rcx: self.rip, r11: self.rflags, rbx: self.rbx, rbp: self.rbp, r12: self.r12,
-            r13: self.r13, r14: self.r14, r15: self.r15, user_rsp: self.rsp,
+            rax: self.rax,
+            rdi: self.rdi,
+            rsi: self.rsi,
+            rdx: self.rdx,
+            r10: self.r10,
+            r8: self.r8,
+            r9: self.r9,
+            rcx: self.rip,
+            r11: self.rflags,
+            rbx: self.rbx,
+            rbp: self.rbp,
+            r12: self.r12,
+            r13: self.r13,
+            r14: self.r14,
+            r15: self.r15,
+            user_rsp: self.rsp,
         };
     }
     pub fn from_trap(f: &TrapFrame) -> UserRegs {
         UserRegs {
-            r8: f.r8, r9: f.r9, r10: f.r10, r11: f.r11, r12: f.r12, r13: f.r13, r14: f.r14, r15: f.r15,
-            rdi: f.rdi, rsi: f.rsi, rbp: f.rbp, rbx: f.rbx, rdx: f.rdx, rax: f.rax, rcx: f.rcx,
-            rsp: f.rsp, rip: f.rip, rflags: f.rflags,
+            r8: f.r8,
+            r9: f.r9,
+            r10: f.r10,
+            r11: f.r11,
+            r12: f.r12,
+            r13: f.r13,
+            r14: f.r14,
+            r15: f.r15,
+            rdi: f.rdi,
+            rsi: f.rsi,
+            rbp: f.rbp,
+            rbx: f.rbx,
+            rdx: f.rdx,
+            rax: f.rax,
+            rcx: f.rcx,
+            rsp: f.rsp,
+            rip: f.rip,
+            rflags: f.rflags,
         }
     }
     pub fn to_trap(&self, f: &mut TrapFrame) {
-        f.r8 = self.r8; f.r9 = self.r9; f.r10 = self.r10; f.r11 = self.r11;
-        f.r12 = self.r12; f.r13 = self.r13; f.r14 = self.r14; f.r15 = self.r15;
-        f.rdi = self.rdi; f.rsi = self.rsi; f.rbp = self.rbp; f.rbx = self.rbx;
-        f.rdx = self.rdx; f.rax = self.rax; f.rcx = self.rcx;
-        f.rsp = self.rsp; f.rip = self.rip; f.rflags = self.rflags;
+        f.r8 = self.r8;
+        f.r9 = self.r9;
+        f.r10 = self.r10;
+        f.r11 = self.r11;
+        f.r12 = self.r12;
+        f.r13 = self.r13;
+        f.r14 = self.r14;
+        f.r15 = self.r15;
+        f.rdi = self.rdi;
+        f.rsi = self.rsi;
+        f.rbp = self.rbp;
+        f.rbx = self.rbx;
+        f.rdx = self.rdx;
+        f.rax = self.rax;
+        f.rcx = self.rcx;
+        f.rsp = self.rsp;
+        f.rip = self.rip;
+        f.rflags = self.rflags;
         f.cs = 0x33;
         f.ss = 0x2b;
     }
@@ -381,7 +464,10 @@ fn setup_frame(regs: &mut UserRegs, sig: u32, act: &SigAction, info: Info) -> Re
         flags: 0x6 | if xsize > 512 { 1 } else { 0 },
         link: 0,
         stack: if alt_on {
-            StackT { flags: if on_alt { SS_ONSTACK } else { 0 }, ..alt }
+            StackT {
+                flags: if on_alt { SS_ONSTACK } else { 0 },
+                ..alt
+            }
         } else {
             NO_ALTSTACK
         },
@@ -415,8 +501,16 @@ fn setup_frame(regs: &mut UserRegs, sig: u32, act: &SigAction, info: Info) -> Re
     let uc_addr = frame + 8;
     let si_addr = uc_addr + core::mem::size_of::<UContext>() as u64;
     regs.rdi = sig as u64;
-    regs.rsi = if act.flags & SA_SIGINFO != 0 { si_addr } else { 0 };
-    regs.rdx = if act.flags & SA_SIGINFO != 0 { uc_addr } else { 0 };
+    regs.rsi = if act.flags & SA_SIGINFO != 0 {
+        si_addr
+    } else {
+        0
+    };
+    regs.rdx = if act.flags & SA_SIGINFO != 0 {
+        uc_addr
+    } else {
+        0
+    };
     regs.rax = 0;
     regs.rsp = frame;
     regs.rip = act.handler;
@@ -439,14 +533,22 @@ fn deliver(regs: &mut UserRegs) -> bool {
             t.sig.pending &= !bit(sig);
             Some((sig, t.sig.codes[sig as usize - 1] as i32))
         });
-        let Some((sig, code)) = next else { return false };
+        let Some((sig, code)) = next else {
+            return false;
+        };
         match disposition(sig) {
             Disposition::Ignore => continue,
             Disposition::Terminate => crate::fault::killed_by_signal(sig),
             Disposition::Handler(act) => {
-                let info = Info { code, addr: 1, ..Info::default() }; // si_pid = 1
+                let info = Info {
+                    code,
+                    addr: 1,
+                    ..Info::default()
+                }; // si_pid = 1
                 if setup_frame(regs, sig, &act, info).is_err() {
-                    crate::kprintln!("unikernel: cannot build the signal frame for signal {sig} (bad stack)");
+                    crate::kprintln!(
+                        "unikernel: cannot build the signal frame for signal {sig} (bad stack)"
+                    );
                     crate::fault::killed_by_signal(SIGSEGV);
                 }
                 return true;
@@ -483,7 +585,12 @@ pub fn fault(f: &mut TrapFrame, sig: u32, code: i32) {
     if let (false, Disposition::Handler(act)) = (blocked, disposition(sig)) {
         let mut regs = UserRegs::from_trap(f);
         let addr = if f.vector == 14 { f.cr2 } else { f.rip };
-        let info = Info { code, addr, trapno: f.vector, err: f.error_code };
+        let info = Info {
+            code,
+            addr,
+            trapno: f.vector,
+            err: f.error_code,
+        };
         if setup_frame(&mut regs, sig, &act, info).is_ok() {
             regs.to_trap(f);
             return;

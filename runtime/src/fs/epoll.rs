@@ -40,10 +40,19 @@ pub struct Epoll {
 
 impl Epoll {
     pub fn new() -> Epoll {
-        Epoll { entries: Mutex::new(BTreeMap::new()) }
+        Epoll {
+            entries: Mutex::new(BTreeMap::new()),
+        }
     }
 
-    pub fn ctl(&self, op: u64, fd: i32, file: &Arc<dyn File>, events: u32, data: u64) -> Result<(), Errno> {
+    pub fn ctl(
+        &self,
+        op: u64,
+        fd: i32,
+        file: &Arc<dyn File>,
+        events: u32,
+        data: u64,
+    ) -> Result<(), Errno> {
         let mut e = self.entries.lock();
         // Entries of files closed since are gone (Linux drops them with the file).
         e.retain(|_, en| en.file.strong_count() > 0);
@@ -52,7 +61,16 @@ impl Epoll {
                 if e.contains_key(&fd) {
                     return Err(EEXIST);
                 }
-                e.insert(fd, Entry { file: Arc::downgrade(file), events, data, last_seq: None, armed: true });
+                e.insert(
+                    fd,
+                    Entry {
+                        file: Arc::downgrade(file),
+                        events,
+                        data,
+                        last_seq: None,
+                        armed: true,
+                    },
+                );
             }
             EPOLL_CTL_MOD => {
                 let en = e.get_mut(&fd).ok_or(ENOENT)?;
@@ -121,7 +139,14 @@ impl Default for Epoll {
 
 impl File for Epoll {
     fn stat(&self) -> Stat {
-        Stat { dev: 13, ino: 2, nlink: 1, mode: 0o600, blksize: 4096, ..Stat::default() }
+        Stat {
+            dev: 13,
+            ino: 2,
+            nlink: 1,
+            mode: 0o600,
+            blksize: 4096,
+            ..Stat::default()
+        }
     }
     fn poll_ready(&self) -> u16 {
         if self.any_ready() {
@@ -134,4 +159,3 @@ impl File for Epoll {
         Some(self)
     }
 }
-

@@ -14,7 +14,10 @@ pub struct EventFd {
 
 impl EventFd {
     pub fn new(initval: u64, semaphore: bool) -> EventFd {
-        EventFd { state: Mutex::new((initval, 1)), semaphore }
+        EventFd {
+            state: Mutex::new((initval, 1)),
+            semaphore,
+        }
     }
 }
 
@@ -38,7 +41,9 @@ impl File for EventFd {
         Ok(8)
     }
     fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
-        let Some(b) = buf.get(..8) else { return Err(EINVAL) };
+        let Some(b) = buf.get(..8) else {
+            return Err(EINVAL);
+        };
         let v = u64::from_ne_bytes(b.try_into().map_err(|_| EINVAL)?);
         if v == u64::MAX {
             return Err(EINVAL);
@@ -55,7 +60,14 @@ impl File for EventFd {
         Ok(8)
     }
     fn stat(&self) -> Stat {
-        Stat { dev: 13, ino: 1, nlink: 1, mode: 0o600, blksize: 4096, ..Stat::default() }
+        Stat {
+            dev: 13,
+            ino: 1,
+            nlink: 1,
+            mode: 0o600,
+            blksize: 4096,
+            ..Stat::default()
+        }
     }
     fn poll_ready(&self) -> u16 {
         let c = self.state.lock().0;

@@ -35,7 +35,12 @@ pub struct Pipe {
 impl Pipe {
     pub fn new() -> Arc<Pipe> {
         Arc::new(Pipe {
-            buf: Mutex::new(Buffer { data: VecDeque::new(), readers: 0, writers: 0, seq: 1 }),
+            buf: Mutex::new(Buffer {
+                data: VecDeque::new(),
+                readers: 0,
+                writers: 0,
+                seq: 1,
+            }),
             ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -64,7 +69,11 @@ impl Pipe {
         let n = {
             let mut b = self.buf.lock();
             if b.data.is_empty() {
-                return if b.writers == 0 || out.is_empty() { Ok(0) } else { Err(EAGAIN) };
+                return if b.writers == 0 || out.is_empty() {
+                    Ok(0)
+                } else {
+                    Err(EAGAIN)
+                };
             }
             let n = out.len().min(b.data.len());
             for (o, v) in out.iter_mut().zip(b.data.drain(..n)) {
@@ -114,7 +123,16 @@ pub fn pipe() -> (PipeEnd, PipeEnd) {
     let p = Pipe::new();
     p.open(true, false);
     p.open(false, true);
-    (PipeEnd { pipe: p.clone(), write: false }, PipeEnd { pipe: p, write: true })
+    (
+        PipeEnd {
+            pipe: p.clone(),
+            write: false,
+        },
+        PipeEnd {
+            pipe: p,
+            write: true,
+        },
+    )
 }
 
 impl Drop for PipeEnd {
@@ -137,7 +155,14 @@ impl File for PipeEnd {
         self.pipe.write(buf)
     }
     fn stat(&self) -> Stat {
-        Stat { dev: 12, ino: self.pipe.ino, nlink: 1, mode: S_IFIFO | 0o600, blksize: 4096, ..Stat::default() }
+        Stat {
+            dev: 12,
+            ino: self.pipe.ino,
+            nlink: 1,
+            mode: S_IFIFO | 0o600,
+            blksize: 4096,
+            ..Stat::default()
+        }
     }
     fn poll_ready(&self) -> u16 {
         let (len, readers, writers, _) = self.pipe.state();
@@ -180,8 +205,18 @@ pub fn socketpair() -> (UnixStream, UnixStream) {
     for p in [&a_to_b, &b_to_a] {
         p.open(true, true);
     }
-    let a = UnixStream { rx: b_to_a.clone(), tx: a_to_b.clone(), shut_rd: AtomicBool::new(false), shut_wr: AtomicBool::new(false) };
-    let b = UnixStream { rx: a_to_b, tx: b_to_a, shut_rd: AtomicBool::new(false), shut_wr: AtomicBool::new(false) };
+    let a = UnixStream {
+        rx: b_to_a.clone(),
+        tx: a_to_b.clone(),
+        shut_rd: AtomicBool::new(false),
+        shut_wr: AtomicBool::new(false),
+    };
+    let b = UnixStream {
+        rx: a_to_b,
+        tx: b_to_a,
+        shut_rd: AtomicBool::new(false),
+        shut_wr: AtomicBool::new(false),
+    };
     (a, b)
 }
 
@@ -223,7 +258,14 @@ impl File for UnixStream {
         self.tx.write(buf)
     }
     fn stat(&self) -> Stat {
-        Stat { dev: 8, ino: self.rx.ino, nlink: 1, mode: S_IFSOCK | 0o777, blksize: 4096, ..Stat::default() }
+        Stat {
+            dev: 8,
+            ino: self.rx.ino,
+            nlink: 1,
+            mode: S_IFSOCK | 0o777,
+            blksize: 4096,
+            ..Stat::default()
+        }
     }
     fn poll_ready(&self) -> u16 {
         let (rlen, _, rwriters, _) = self.rx.state();

@@ -5,7 +5,7 @@
 //! atomic here because nothing preempts the runtime (ticks that hit it are
 //! deferred).
 
-use super::{block, with, Wake, WaitOn};
+use super::{block, with, WaitOn, Wake};
 use crate::errno::*;
 use crate::mm::user;
 use crate::time::Timespec;
@@ -24,7 +24,10 @@ const BITSET_MATCH_ANY: u32 = u32::MAX;
 /// Wake up to `n` waiters on `addr` whose bitset intersects `bitset`.
 pub fn wake(addr: u64, bitset: u32, n: usize) -> usize {
     with(|s| {
-        s.wake_where(n, |w| matches!(w, WaitOn::Futex { addr: a, bitset: b } if *a == addr && b & bitset != 0))
+        s.wake_where(
+            n,
+            |w| matches!(w, WaitOn::Futex { addr: a, bitset: b } if *a == addr && b & bitset != 0),
+        )
     })
 }
 
@@ -77,7 +80,14 @@ fn wake_op(addr: u64, n: usize, addr2: u64, n2: usize, encoded: u32) -> Result<i
 }
 
 /// The `futex` system call.
-pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64) -> Result<i64, Errno> {
+pub fn futex(
+    uaddr: u64,
+    op: u64,
+    val: u64,
+    timeout: u64,
+    uaddr2: u64,
+    val3: u64,
+) -> Result<i64, Errno> {
     if uaddr & 3 != 0 {
         return Err(EINVAL);
     }
@@ -85,7 +95,11 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
     let count = |v: u64| (v as u32).min(i32::MAX as u32) as usize;
     match cmd {
         FUTEX_WAIT | FUTEX_WAIT_BITSET => {
-            let bitset = if cmd == FUTEX_WAIT { BITSET_MATCH_ANY } else { val3 as u32 };
+            let bitset = if cmd == FUTEX_WAIT {
+                BITSET_MATCH_ANY
+            } else {
+                val3 as u32
+            };
             if bitset == 0 {
                 return Err(EINVAL);
             }
@@ -106,7 +120,11 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
             wait(uaddr, val as u32, bitset, deadline)
         }
         FUTEX_WAKE | FUTEX_WAKE_BITSET => {
-            let bitset = if cmd == FUTEX_WAKE { BITSET_MATCH_ANY } else { val3 as u32 };
+            let bitset = if cmd == FUTEX_WAKE {
+                BITSET_MATCH_ANY
+            } else {
+                val3 as u32
+            };
             if bitset == 0 {
                 return Err(EINVAL);
             }

@@ -144,11 +144,18 @@ impl Scheduler {
     }
 
     pub fn thread(&mut self, tid: Tid) -> Option<&mut Thread> {
-        self.threads.get_mut(&tid).map(|b| &mut **b).filter(|t| t.state != State::Exited)
+        self.threads
+            .get_mut(&tid)
+            .map(|b| &mut **b)
+            .filter(|t| t.state != State::Exited)
     }
 
     pub fn live_tids(&self) -> Vec<Tid> {
-        self.threads.values().filter(|t| t.state != State::Exited).map(|t| t.tid).collect()
+        self.threads
+            .values()
+            .filter(|t| t.state != State::Exited)
+            .map(|t| t.tid)
+            .collect()
     }
 
     fn make_runnable(&mut self, tid: Tid, why: Wake) {
@@ -180,7 +187,12 @@ impl Scheduler {
     }
 
     /// Change what matching waiters wait on (futex requeue), oldest first, at most `n`.
-    pub fn retarget_where(&mut self, n: usize, mut pred: impl FnMut(&WaitOn) -> bool, to: WaitOn) -> usize {
+    pub fn retarget_where(
+        &mut self,
+        n: usize,
+        mut pred: impl FnMut(&WaitOn) -> bool,
+        to: WaitOn,
+    ) -> usize {
         let mut hits: Vec<(u64, Tid)> = self
             .threads
             .values()
@@ -224,7 +236,8 @@ impl Scheduler {
 
     fn reap(&mut self) {
         let cur = self.current;
-        self.threads.retain(|&tid, t| t.state != State::Exited || tid == cur);
+        self.threads
+            .retain(|&tid, t| t.state != State::Exited || tid == cur);
     }
 }
 
@@ -344,7 +357,9 @@ fn idle(deadline: Option<u64>) {
     match deadline {
         Some(d) => p.block_until(d),
         None => {
-            crate::kprintln!("unikernel: deadlock: every thread is blocked and nothing can wake them");
+            crate::kprintln!(
+                "unikernel: deadlock: every thread is blocked and nothing can wake them"
+            );
             crate::exit(crate::fault::EXIT_KERNEL_PANIC);
         }
     }
@@ -415,7 +430,11 @@ pub fn clone_thread(
     let saved_rsp = unsafe { entry::prepare_new_thread(top, &frame) };
     let mut xs = XState::new().ok_or(ENOMEM)?;
     xs.save(); // the child starts with the parent's extended state
-    let fs_base = if flags & CLONE_SETTLS != 0 { tls } else { cpu::fs_base() };
+    let fs_base = if flags & CLONE_SETTLS != 0 {
+        tls
+    } else {
+        cpu::fs_base()
+    };
     let (tid, start_tick) = with(|s| {
         let tid = s.next_tid;
         s.next_tid += 1;
@@ -435,7 +454,11 @@ pub fn clone_thread(
                 saved_rsp,
                 fs_base,
                 xstate: Some(xs),
-                clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 },
+                clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
+                    ctid
+                } else {
+                    0
+                },
                 sig: SigState::inherit(mask),
                 name,
             }),
@@ -461,7 +484,11 @@ pub fn clone_thread(
 /// waits on it), and never run again. The last thread's exit ends the process.
 pub fn exit_thread(code: u32) -> ! {
     let (ctid, last) = with(|s| {
-        let live = s.threads.values().filter(|t| t.state != State::Exited).count();
+        let live = s
+            .threads
+            .values()
+            .filter(|t| t.state != State::Exited)
+            .count();
         (s.current().clear_child_tid, live <= 1)
     });
     if last {

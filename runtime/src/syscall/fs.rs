@@ -5,8 +5,8 @@ use super::SysResult;
 use crate::errno::*;
 use crate::fs::fdtable::{self, FdEntry};
 use crate::fs::tree::{self, Node};
-use crate::sched::Wake;
 use crate::mm::user;
+use crate::sched::Wake;
 use spin::Mutex;
 
 pub const AT_FDCWD: i64 = -100;
@@ -112,7 +112,12 @@ pub fn read_waiting(e: &FdEntry, b: &mut [u8], dontwait: bool) -> Result<usize, 
 /// Write all of `b` on a blocking descriptor (waiting for room), as much
 /// as fits on a non-blocking one. A closed reader raises SIGPIPE (unless
 /// `nosignal`) and gives EPIPE.
-pub fn write_waiting(e: &FdEntry, b: &[u8], dontwait: bool, nosignal: bool) -> Result<usize, Errno> {
+pub fn write_waiting(
+    e: &FdEntry,
+    b: &[u8],
+    dontwait: bool,
+    nosignal: bool,
+) -> Result<usize, Errno> {
     let mut done = 0;
     loop {
         match e.file.write(&b[done..]) {
@@ -131,7 +136,11 @@ pub fn write_waiting(e: &FdEntry, b: &[u8], dontwait: bool, nosignal: bool) -> R
             Err(err) => {
                 if err == EPIPE && !nosignal {
                     let tid = crate::sched::current_tid();
-                    let _ = crate::signal::send_thread(tid, crate::signal::SIGPIPE, crate::signal::SI_USER);
+                    let _ = crate::signal::send_thread(
+                        tid,
+                        crate::signal::SIGPIPE,
+                        crate::signal::SI_USER,
+                    );
                 }
                 return if done > 0 { Ok(done) } else { Err(err) };
             }
@@ -394,4 +403,3 @@ pub fn fsync(fd: u64) -> SysResult {
     // Nothing here is buffered: the console writes through, devices keep nothing.
     fdtable::file(fd as i64).map(|_| 0)
 }
-

@@ -21,12 +21,27 @@ const SOCK_CLOEXEC: u64 = 0o2000000;
 const MSG_DONTWAIT: u64 = 0x40;
 const MSG_NOSIGNAL: u64 = 0x4000;
 
-fn install_pair(a: Arc<dyn File>, b: Arc<dyn File>, flags: u64, fa: u32, fb: u32, out: u64) -> SysResult {
+fn install_pair(
+    a: Arc<dyn File>,
+    b: Arc<dyn File>,
+    flags: u64,
+    fa: u32,
+    fb: u32,
+    out: u64,
+) -> SysResult {
     let cloexec = flags & O_CLOEXEC != 0;
     let nb = (flags & O_NONBLOCK) as u32;
     let fds = fdtable::with(|t| {
-        let x = t.install(FdEntry { file: a, cloexec, flags: fa | nb })?;
-        match t.install(FdEntry { file: b, cloexec, flags: fb | nb }) {
+        let x = t.install(FdEntry {
+            file: a,
+            cloexec,
+            flags: fa | nb,
+        })?;
+        match t.install(FdEntry {
+            file: b,
+            cloexec,
+            flags: fb | nb,
+        }) {
             Ok(y) => Ok([x as i32, y as i32]),
             Err(e) => {
                 let _ = t.close(x as i64);
@@ -57,8 +72,15 @@ pub fn eventfd2(initval: u64, flags: u64) -> SysResult {
     if flags & !(O_CLOEXEC | O_NONBLOCK | EFD_SEMAPHORE) != 0 {
         return Err(EINVAL);
     }
-    let file: Arc<dyn File> = Arc::new(EventFd::new(initval as u32 as u64, flags & EFD_SEMAPHORE != 0));
-    let e = FdEntry { file, cloexec: flags & O_CLOEXEC != 0, flags: 2 | (flags & O_NONBLOCK) as u32 };
+    let file: Arc<dyn File> = Arc::new(EventFd::new(
+        initval as u32 as u64,
+        flags & EFD_SEMAPHORE != 0,
+    ));
+    let e = FdEntry {
+        file,
+        cloexec: flags & O_CLOEXEC != 0,
+        flags: 2 | (flags & O_NONBLOCK) as u32,
+    };
     Ok(fdtable::with(|t| t.install(e))? as i64)
 }
 

@@ -129,9 +129,17 @@ fn trace(nr: u64, a: &[u64; 6], ret: Option<i64>) {
 
 use crate::errno;
 
+/// Numbers beyond the table: (number, count) in a few slots.
+static UNKNOWN_HIGH: spin::Mutex<[(u64, u32); 8]> = spin::Mutex::new([(0, 0); 8]);
+
 fn enosys(nr: u64) -> SysResult {
     if let Some(c) = UNKNOWN.get(nr as usize) {
         c.fetch_add(1, Ordering::Relaxed);
+    } else {
+        let mut h = UNKNOWN_HIGH.lock();
+        if let Some(slot) = h.iter_mut().find(|(n, c)| *n == nr || *c == 0) {
+            *slot = (nr, slot.1 + 1);
+        }
     }
     Err(ENOSYS)
 }
@@ -139,14 +147,18 @@ fn enosys(nr: u64) -> SysResult {
 /// Print the unimplemented calls the app made (with `--trace-syscalls`).
 pub fn report_unknown() {
     let mut any = false;
-    for (nr, c) in UNKNOWN.iter().enumerate() {
-        let c = c.load(Ordering::Relaxed);
+    let high = *UNKNOWN_HIGH.lock();
+    let low = UNKNOWN
+        .iter()
+        .enumerate()
+        .map(|(nr, c)| (nr as u64, c.load(Ordering::Relaxed)));
+    for (nr, c) in low.chain(high.into_iter().filter(|(_, c)| *c > 0)) {
         if c > 0 {
             if !any {
                 crate::kprintln!("[trace] system calls answered ENOSYS:");
                 any = true;
             }
-            let nm = name(nr as u64);
+            let nm = name(nr);
             crate::kprintln!(
                 "[trace]   {} ({}): {} time(s)",
                 if nm.is_empty() { "?" } else { nm },

@@ -27,7 +27,11 @@ fn wait(deadline: Option<u64>) -> Result<bool, Errno> {
 }
 
 fn deadline_ms(ms: i64) -> Option<u64> {
-    (ms >= 0).then(|| crate::platform().monotonic_ns().saturating_add(ms as u64 * 1_000_000))
+    (ms >= 0).then(|| {
+        crate::platform()
+            .monotonic_ns()
+            .saturating_add(ms as u64 * 1_000_000)
+    })
 }
 
 fn deadline_ts(tsp: u64) -> Result<Option<u64>, Errno> {
@@ -35,7 +39,9 @@ fn deadline_ts(tsp: u64) -> Result<Option<u64>, Errno> {
         return Ok(None);
     }
     let ts = user::read::<Timespec>(tsp)?;
-    Ok(Some(crate::platform().monotonic_ns().saturating_add(ts.to_ns()?)))
+    Ok(Some(
+        crate::platform().monotonic_ns().saturating_add(ts.to_ns()?),
+    ))
 }
 
 #[repr(C)]
@@ -68,7 +74,9 @@ fn poll_common(ufds: u64, n: u64, deadline: Option<u64>) -> SysResult {
     if n > fdtable::MAX_FDS as u64 {
         return Err(EINVAL);
     }
-    let mut fds: Vec<PollFd> = (0..n).map(|i| user::read::<PollFd>(ufds + i * 8)).collect::<Result<_, _>>()?;
+    let mut fds: Vec<PollFd> = (0..n)
+        .map(|i| user::read::<PollFd>(ufds + i * 8))
+        .collect::<Result<_, _>>()?;
     loop {
         let ready = poll_scan(&mut fds);
         if ready > 0 || !wait(deadline)? {
@@ -105,7 +113,11 @@ fn select_common(nfds: u64, r: u64, w: u64, x: u64, deadline: Option<u64>) -> Sy
     let (rin, win, xin) = (read_set(r, nfds)?, read_set(w, nfds)?, read_set(x, nfds)?);
     let words = rin.len();
     loop {
-        let (mut rout, mut wout, mut xout) = (alloc::vec![0u64; words], alloc::vec![0u64; words], alloc::vec![0u64; words]);
+        let (mut rout, mut wout, mut xout) = (
+            alloc::vec![0u64; words],
+            alloc::vec![0u64; words],
+            alloc::vec![0u64; words],
+        );
         let mut count = 0;
         for fd in 0..nfds {
             let (wi, b) = ((fd / 64) as usize, 1u64 << (fd % 64));
@@ -113,7 +125,10 @@ fn select_common(nfds: u64, r: u64, w: u64, x: u64, deadline: Option<u64>) -> Sy
             if !wanted {
                 continue;
             }
-            let ready = fdtable::file(fd as i64).map_err(|_| EBADF)?.file.poll_ready();
+            let ready = fdtable::file(fd as i64)
+                .map_err(|_| EBADF)?
+                .file
+                .poll_ready();
             if rin[wi] & b != 0 && ready & (POLLIN | POLLHUP | POLLERR) != 0 {
                 rout[wi] |= b;
                 count += 1;
@@ -148,7 +163,9 @@ pub fn select(nfds: u64, r: u64, w: u64, x: u64, tvp: u64) -> SysResult {
         if sec < 0 || !(0..1_000_000).contains(&usec) {
             return Err(EINVAL);
         }
-        let ns = (sec as u64).saturating_mul(1_000_000_000).saturating_add(usec as u64 * 1000);
+        let ns = (sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(usec as u64 * 1000);
         Some(crate::platform().monotonic_ns().saturating_add(ns))
     };
     select_common(nfds, r, w, x, deadline)
@@ -164,7 +181,11 @@ pub fn epoll_create1(flags: u64) -> SysResult {
         return Err(EINVAL);
     }
     let file: Arc<dyn crate::fs::File> = Arc::new(Epoll::new());
-    let e = FdEntry { file, cloexec: flags & cloexec != 0, flags: 2 };
+    let e = FdEntry {
+        file,
+        cloexec: flags & cloexec != 0,
+        flags: 2,
+    };
     Ok(fdtable::with(|t| t.install(e))? as i64)
 }
 
@@ -192,7 +213,10 @@ pub fn epoll_ctl(epfd: u64, op: u64, fd: u64, event: u64) -> SysResult {
         d.copy_from_slice(&raw[4..12]);
         (ev, u64::from_le_bytes(d))
     };
-    ep.file.as_epoll().ok_or(EINVAL)?.ctl(op, fd as i32, &target.file, events, data)?;
+    ep.file
+        .as_epoll()
+        .ok_or(EINVAL)?
+        .ctl(op, fd as i32, &target.file, events, data)?;
     Ok(0)
 }
 

@@ -171,7 +171,14 @@ pub fn set_tid_address(ptr: u64) -> SysResult {
     }))
 }
 
-pub fn clone(f: &super::SyscallFrame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -> SysResult {
+pub fn clone(
+    f: &super::SyscallFrame,
+    flags: u64,
+    stack: u64,
+    ptid: u64,
+    ctid: u64,
+    tls: u64,
+) -> SysResult {
     crate::sched::clone_thread(f, flags, stack, ptid, ctid, tls).map(|t| t as i64)
 }
 
@@ -208,4 +215,3 @@ pub fn getrandom(buf: u64, len: u64, flags: u64) -> SysResult {
     crate::random::fill(b);
     Ok(len as i64)
 }
-

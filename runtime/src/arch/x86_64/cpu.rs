@@ -81,6 +81,8 @@ pub mod privileged {
     pub const OP_INVLPG: u64 = 1;
     pub const OP_FLUSH_ALL: u64 = 2;
     pub const OP_RESUME: u64 = 3;
+    pub const OP_SET_FS: u64 = 4;
+    pub const OP_SET_GS: u64 = 5;
 
     extern "C" {
         fn unikernel_priv_op(op: u64, arg: u64);
@@ -89,6 +91,12 @@ pub mod privileged {
     pub fn invlpg(va: u64) {
         // SAFETY: the gate performs only the named operation.
         unsafe { unikernel_priv_op(OP_INVLPG, va) }
+    }
+
+    /// Write the FS_BASE (`OP_SET_FS`) or GS_BASE (`OP_SET_GS`) MSR.
+    pub fn set_base(op: u64, v: u64) {
+        // SAFETY: the gate writes only the named MSR.
+        unsafe { unikernel_priv_op(op, v) }
     }
 
     pub fn flush_all() {

@@ -92,7 +92,9 @@ pub unsafe fn prepare_new_thread(top: u64, frame: &SyscallFrame) -> u64 {
         for i in 0..6 {
             words.add(i).write(0); // r15 r14 r13 r12 rbx rbp
         }
-        words.add(6).write(unikernel_thread_start as *const () as u64);
+        words
+            .add(6)
+            .write(unikernel_thread_start as *const () as u64);
         sw
     }
 }

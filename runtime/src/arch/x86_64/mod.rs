@@ -8,8 +8,8 @@
 pub mod cpu;
 pub mod entry;
 pub mod paging;
-pub mod xstate;
 pub mod trap;
+pub mod xstate;
 
 /// The register frame the trap stubs build (push order reversed: lowest address first).
 #[repr(C)]

@@ -61,7 +61,9 @@ pub fn take_pending_irqs() -> [u64; 4] {
 
 /// Whether any interrupt is waiting for the runtime.
 pub fn irqs_pending() -> bool {
-    UNIKERNEL_PENDING_IRQS.iter().any(|w| w.load(Ordering::Acquire) != 0)
+    UNIKERNEL_PENDING_IRQS
+        .iter()
+        .any(|w| w.load(Ordering::Acquire) != 0)
 }
 
 extern "C" {
@@ -182,7 +184,8 @@ unikernel_trap_common:
     iretq
 
     /* Ring 0: perform privileged operation %rax with argument %rsi.
-       Clobbers only %rax (and the stack for OP_RESUME, which does not return). */
+       Clobbers %rax, %rcx, %rdx (callers: the extern "C" unikernel_priv_op),
+       and the stack for OP_RESUME, which does not return. */
 unikernel_priv_op_ring0:
     cmpq $1, %rax
     jne 2f
@@ -215,7 +218,18 @@ unikernel_priv_op_ring0:
     popq %rax
     addq $16, %rsp             /* vector, error code */
     iretq
-4:  ret
+4:  cmpq $4, %rax
+    jne 5f
+    movl $0xc0000100, %ecx     /* FS_BASE */
+    jmp 6f
+5:  cmpq $5, %rax
+    jne 7f
+    movl $0xc0000101, %ecx     /* GS_BASE */
+6:  movl %esi, %eax
+    movq %rsi, %rdx
+    shrq $32, %rdx
+    wrmsr
+7:  ret
 
     /* unikernel_priv_op(op = %rdi, arg = %rsi): at ring 0 directly, at ring 3 via the gate. */
     .global unikernel_priv_op
