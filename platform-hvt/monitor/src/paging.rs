@@ -31,24 +31,30 @@ pub mod pte {
     pub const USER: u64 = 1 << 2;
     pub const PWT: u64 = 1 << 3;
     pub const PCD: u64 = 1 << 4;
+    pub const ACCESSED: u64 = 1 << 5;
+    pub const DIRTY: u64 = 1 << 6;
     pub const HUGE: u64 = 1 << 7;
     pub const NX: u64 = 1 << 63;
     /// Bits 12..51: the physical address of a frame or table.
     pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
+    /// Accessed and dirty are set up front: the CPU (or a shadow MMU, as on
+    /// kvm-pvm) then never has to write them back on first use, which saves
+    /// a page-table update per page at boot.
+    pub const AD: u64 = ACCESSED | DIRTY;
     /// Entries pointing to a lower-level table.
-    pub const TABLE: u64 = PRESENT | WRITE | USER;
+    pub const TABLE: u64 = PRESENT | WRITE | USER | ACCESSED;
     /// Plain data RAM.
-    pub const DATA: u64 = PRESENT | WRITE | USER | NX;
+    pub const DATA: u64 = PRESENT | WRITE | USER | NX | AD;
     /// The hypercall MMIO page.
-    pub const MMIO: u64 = PRESENT | WRITE | USER | NX | PCD | PWT;
+    pub const MMIO: u64 = PRESENT | WRITE | USER | NX | PCD | PWT | AD;
 }
 
 const HUGE_PAGE: u64 = 2 << 20;
 
 /// The leaf flags for a segment's permissions.
 pub fn leaf_flags(p: Perms) -> u64 {
-    let mut f = pte::PRESENT | pte::USER;
+    let mut f = pte::PRESENT | pte::USER | pte::AD;
     if p.write {
         f |= pte::WRITE;
     }
@@ -271,11 +277,11 @@ mod tests {
         let (pa, f) = pt.translate(&mem, 0x1_1234).unwrap();
         assert_eq!((pa, f & !pte::ADDR_MASK), (0x1_1234, pte::DATA));
         let (_, f) = pt.translate(&mem, KERNEL_BASE + 0x10).unwrap();
-        assert_eq!(f & !pte::ADDR_MASK, pte::PRESENT | pte::USER);
+        assert_eq!(f & !pte::ADDR_MASK, pte::PRESENT | pte::USER | pte::AD);
         let (_, f) = pt.translate(&mem, KERNEL_BASE + 0x2010).unwrap();
         assert_eq!(f & !pte::ADDR_MASK, pte::DATA);
         let (_, f) = pt.translate(&mem, 0x40_0010).unwrap();
-        assert_eq!(f & !pte::ADDR_MASK, pte::PRESENT | pte::USER | pte::NX);
+        assert_eq!(f & !pte::ADDR_MASK, pte::PRESENT | pte::USER | pte::NX | pte::AD);
         // 2 MiB chunk without image pages: a huge page.
         let (pa, f) = pt.translate(&mem, 0x20_1234).unwrap();
         assert_eq!(pa, 0x20_1234);
