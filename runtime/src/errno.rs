@@ -20,11 +20,18 @@ pub const EMFILE: Errno = 24;
 pub const ENOTTY: Errno = 25;
 pub const ESPIPE: Errno = 29;
 pub const EPIPE: Errno = 32;
+pub const ELOOP: Errno = 40;
+pub const ENODEV: Errno = 19;
 pub const EROFS: Errno = 30;
 pub const ERANGE: Errno = 34;
 pub const ENAMETOOLONG: Errno = 36;
 pub const ENOSYS: Errno = 38;
 pub const ENOTEMPTY: Errno = 39;
+pub const ENOTSOCK: Errno = 88;
+pub const ENOPROTOOPT: Errno = 92;
+pub const EOPNOTSUPP: Errno = 95;
+pub const EAFNOSUPPORT: Errno = 97;
+pub const EISCONN: Errno = 106;
 pub const ETIMEDOUT: Errno = 110;
 
 pub fn name(e: Errno) -> &'static str {
@@ -53,6 +60,11 @@ pub fn name(e: Errno) -> &'static str {
         ENAMETOOLONG => "ENAMETOOLONG",
         ENOSYS => "ENOSYS",
         ENOTEMPTY => "ENOTEMPTY",
+        ENOTSOCK => "ENOTSOCK",
+        ENOPROTOOPT => "ENOPROTOOPT",
+        EOPNOTSUPP => "EOPNOTSUPP",
+        EAFNOSUPPORT => "EAFNOSUPPORT",
+        EISCONN => "EISCONN",
         ETIMEDOUT => "ETIMEDOUT",
         _ => "E?",
     }

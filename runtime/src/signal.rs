@@ -205,8 +205,8 @@ pub fn rt_sigpending(set: u64, size: u64) -> Result<i64, Errno> {
     if size > 8 {
         return Err(EINVAL);
     }
-    let p = sched::with(|s| s.current().sig.pending);
-    user::write(set, p)?;
+    let p = sched::with(|s| s.current().sig.pending).to_le_bytes();
+    user::bytes_mut(set, size as usize)?.copy_from_slice(&p[..size as usize]);
     Ok(0)
 }
 

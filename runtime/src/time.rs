@@ -54,14 +54,6 @@ pub fn now(clock: u64) -> Result<u64, Errno> {
     }
 }
 
-/// Block until the monotonic clock reaches `deadline`.
-pub fn sleep_until_monotonic(deadline: u64) {
-    let p = crate::platform();
-    while p.monotonic_ns() < deadline {
-        p.block_until(deadline);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -255,3 +255,67 @@ fn pipes_sockets_poll_epoll_eventfd() {
     );
     assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
 }
+
+#[test]
+fn raw_futex_thread_sleep_and_readiness_calls() {
+    need_kvm!("raw_futex_thread_sleep_and_readiness_calls");
+    let o = run("syscalls", &[]);
+    let cpus = if native() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
+    let affinity = format!("cpus in affinity mask: {cpus}");
+    assert_lines(
+        &o,
+        &[
+            "futex wait on a changed word: -1 errno 11 (EAGAIN=11)",
+            "relative 20 ms timeout: -1 errno 110 (ETIMEDOUT=110), waited >= 20 ms: true",
+            "absolute MONOTONIC deadline: -1 errno 110, waited >= 19 ms: true",
+            "absolute REALTIME deadline: -1 errno 110, waited >= 19 ms: true",
+            "shared bitset wake: non-matching woke 0, matching woke 1, waiter got (0, 0)",
+            "cmp_requeue with a stale value: -1 errno 11",
+            "cmp_requeue returned 3, done after it 1, then woke 0 on A and 2 on B, results [(0, 0), (0, 0), (0, 0)]",
+            "signal during futex wait: -1 errno 4 (EINTR=4), handler ran: true",
+            "pid == main tid: true, other thread tid differs: true",
+            "thread about to call exit(0)",
+            "main still runs after a thread's exit",
+            "sched_yield: 0",
+            &affinity,
+            "prctl name: renamed",
+            "clock_nanosleep TIMER_ABSTIME MONOTONIC: 0, slept >= 19 ms: true",
+            "clock_nanosleep TIMER_ABSTIME REALTIME: 0, slept >= 19 ms: true",
+            "select: before write 0, after write 1, fd set: true",
+            "pselect timeout: 0, waited >= 10 ms: true",
+            "ppoll timeout: 0",
+            "read on empty non-blocking pipe: -1 errno 11 (EAGAIN=11)",
+            "F_GETFL has O_NONBLOCK: true",
+            "dup3 -> 50, FD_CLOEXEC: true",
+            "dup3 onto itself: -1 errno 22 (EINVAL=22)",
+            "after F_SETFD 0: FD_CLOEXEC false",
+            "oneshot: first 1 (data 42), second 0, after MOD 1",
+            "adding twice: -1 errno 17 (EEXIST=17)",
+            "blocking epoll_wait woken by a write: 1",
+            "syscalls: all done",
+        ],
+    );
+    assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
+}
+
+#[test]
+fn exit_group_from_a_thread_ends_the_process() {
+    need_kvm!("exit_group_from_a_thread_ends_the_process");
+    let o = run("syscalls", &["exit-group-from-thread"]);
+    assert_eq!(o.stdout, "", "stderr:\n{}", o.stderr);
+    assert_eq!(o.code, 7, "stderr:\n{}", o.stderr);
+}
+
+#[test]
+fn threads_sleep_concurrently() {
+    // Two threads each sleeping 200 ms must overlap: nanosleep blocks only
+    // its caller. (A generous bound: the point is 200 vs 400 ms.)
+    need_kvm!("threads_sleep_concurrently");
+    let o = run("syscalls", &["parallel-sleep"]);
+    assert_lines(&o, &["two 200 ms sleeps overlapped: true"]);
+    assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
+}

@@ -281,7 +281,10 @@ mod tests {
         let (_, f) = pt.translate(&mem, KERNEL_BASE + 0x2010).unwrap();
         assert_eq!(f & !pte::ADDR_MASK, pte::DATA);
         let (_, f) = pt.translate(&mem, 0x40_0010).unwrap();
-        assert_eq!(f & !pte::ADDR_MASK, pte::PRESENT | pte::USER | pte::NX | pte::AD);
+        assert_eq!(
+            f & !pte::ADDR_MASK,
+            pte::PRESENT | pte::USER | pte::NX | pte::AD
+        );
         // 2 MiB chunk without image pages: a huge page.
         let (pa, f) = pt.translate(&mem, 0x20_1234).unwrap();
         assert_eq!(pa, 0x20_1234);

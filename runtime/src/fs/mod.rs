@@ -115,4 +115,3 @@ pub const POLLNVAL: u16 = 0x20;
 pub const POLLRDHUP: u16 = 0x2000;
 pub const S_IFIFO: u32 = 0o010000;
 pub const S_IFSOCK: u32 = 0o140000;
-const ENOTSOCK: Errno = 88;

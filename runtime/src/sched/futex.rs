@@ -149,7 +149,8 @@ pub fn futex(
                     },
                 )
             });
-            Ok((woken + if cmd == FUTEX_CMP_REQUEUE { moved } else { 0 }) as i64)
+            // Linux returns the number woken plus the number requeued.
+            Ok((woken + moved) as i64)
         }
         FUTEX_WAKE_OP => wake_op(uaddr, count(val), uaddr2, count(timeout), val3 as u32),
         _ => Err(ENOSYS),

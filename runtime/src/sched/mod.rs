@@ -281,7 +281,11 @@ pub fn sleep_until(deadline: u64) -> bool {
 
 /// Give the CPU to the next runnable thread, if any.
 pub fn yield_now() {
+    let now = crate::platform().monotonic_ns();
     let others = with(|s| {
+        // Sleepers whose deadline passed compete for the CPU too (while
+        // one thread computes, only the tick gets us here to wake them).
+        s.wake_expired(now);
         if s.run_queue.is_empty() {
             return false;
         }

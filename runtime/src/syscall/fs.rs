@@ -47,7 +47,7 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, _mode: u64) -> SysResult {
         Err(e) => return Err(e),
     };
     if node == Node::ExeLink {
-        return Err(ELOOP_FALLBACK);
+        return Err(ELOOP);
     }
     let acc = flags & O_ACCMODE;
     if node.is_dir() && acc != 0 {
@@ -66,9 +66,6 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, _mode: u64) -> SysResult {
     };
     Ok(fdtable::with(|t| t.install(entry))? as i64)
 }
-
-/// `open(O_NOFOLLOW)` on a symbolic link.
-const ELOOP_FALLBACK: Errno = 40;
 
 pub fn close(fd: u64) -> SysResult {
     fdtable::with(|t| t.close(fd as i64)).map(|_| 0)

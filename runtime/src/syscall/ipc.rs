@@ -10,10 +10,6 @@ use crate::fs::{pipe, File};
 use crate::mm::user;
 use alloc::sync::Arc;
 
-const EAFNOSUPPORT: Errno = 97;
-const ENOTSOCK: Errno = 88;
-const EOPNOTSUPP: Errno = 95;
-const ENOPROTOOPT: Errno = 92;
 const AF_UNIX: u64 = 1;
 const SOCK_STREAM: u64 = 1;
 const SOCK_NONBLOCK: u64 = 0o4000;
@@ -117,12 +113,11 @@ fn sock(fd: u64) -> Result<FdEntry, Errno> {
 pub fn sendto(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, _alen: u64) -> SysResult {
     let e = sock(fd)?;
     if addr != 0 {
-        return Err(EISCONN_);
+        return Err(EISCONN);
     }
     let b = user::bytes(buf, len as usize)?;
     write_waiting(&e, b, flags & MSG_DONTWAIT != 0, flags & MSG_NOSIGNAL != 0).map(|n| n as i64)
 }
-const EISCONN_: Errno = 106;
 
 pub fn recvfrom(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, alen: u64) -> SysResult {
     let e = sock(fd)?;

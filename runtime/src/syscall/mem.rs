@@ -59,8 +59,6 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
     Ok(start as i64)
 }
 
-const ENODEV: Errno = 19;
-
 pub fn munmap(addr: u64, len: u64) -> SysResult {
     with_aspace(|a| a.munmap(addr, len)).map(|_| 0)
 }

@@ -260,7 +260,7 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         290 => ipc::eventfd2(a[0], a[1]),
         291 => poll::epoll_create1(a[0]),
         213 => poll::epoll_create1(0),
-        273 => Ok(0), // set_robust_list: recorded by nobody (one thread)
+        273 => Ok(0), // set_robust_list: accepted (robust mutexes are not recovered)
         292 => fs::dup3(a[0], a[1], a[2], false),
         293 => ipc::pipe2(a[0], a[1]),
         302 => process::prlimit64(a[0], a[1], a[2], a[3]),

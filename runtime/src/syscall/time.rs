@@ -41,16 +41,27 @@ pub fn time(tloc: u64) -> SysResult {
     Ok(s)
 }
 
-pub fn nanosleep(req: u64, _rem: u64) -> SysResult {
+/// Sleep until `deadline`; on a signal, EINTR with the time left in `rem`.
+fn sleep(deadline: u64, rem: u64) -> SysResult {
+    if crate::sched::sleep_until(deadline) {
+        return Ok(0);
+    }
+    if rem != 0 {
+        let left = deadline.saturating_sub(crate::platform().monotonic_ns());
+        user::write(rem, Timespec::from_ns(left))?;
+    }
+    Err(EINTR)
+}
+
+pub fn nanosleep(req: u64, rem: u64) -> SysResult {
     let d = user::read::<Timespec>(req)?.to_ns()?;
     let now = crate::platform().monotonic_ns();
-    clock::sleep_until_monotonic(now.saturating_add(d));
-    Ok(0)
+    sleep(now.saturating_add(d), rem)
 }
 
 const TIMER_ABSTIME: u64 = 1;
 
-pub fn clock_nanosleep(clk: u64, flags: u64, req: u64, _rem: u64) -> SysResult {
+pub fn clock_nanosleep(clk: u64, flags: u64, req: u64, rem: u64) -> SysResult {
     let t = user::read::<Timespec>(req)?.to_ns()?;
     let now = clock::now(clk)?;
     if clk > 7 || matches!(clk, 2 | 3) {
@@ -63,6 +74,6 @@ pub fn clock_nanosleep(clk: u64, flags: u64, req: u64, _rem: u64) -> SysResult {
     } else {
         mono.saturating_add(t)
     };
-    clock::sleep_until_monotonic(deadline);
-    Ok(0)
+    // The remaining time is reported only for relative sleeps.
+    sleep(deadline, if flags & TIMER_ABSTIME != 0 { 0 } else { rem })
 }

@@ -53,14 +53,43 @@ pub fn hardware_random() -> Option<u64> {
     None
 }
 
-/// Set the FS base (the app's TLS pointer). `wrfsbase` needs CR4.FSGSBASE,
-/// which the platforms set up.
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+/// 0 = not checked yet, 1 = `wrfsbase` & co. usable, 2 = use the MSRs.
+static FSGSBASE: AtomicU8 = AtomicU8::new(0);
+/// The FS base last set (read back when `rdfsbase` is not usable).
+static FS_SHADOW: AtomicU64 = AtomicU64::new(0);
+
+/// CPUID.7.0:EBX[0]: the FSGSBASE instructions (the platform enables
+/// CR4.FSGSBASE when the CPU has them).
+fn have_fsgsbase() -> bool {
+    match FSGSBASE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let yes = core::arch::x86_64::__cpuid_count(7, 0).ebx & 1 != 0;
+            FSGSBASE.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+/// Set the FS base (the app's TLS pointer): `wrfsbase`, or the FS_BASE MSR
+/// through the privileged gate on CPUs without FSGSBASE.
 pub fn set_fs_base(v: u64) {
-    // SAFETY: changes only the FS base; the runtime itself never uses FS.
-    unsafe { core::arch::asm!("wrfsbase {0}", in(reg) v, options(nostack, preserves_flags)) };
+    FS_SHADOW.store(v, Ordering::Relaxed);
+    if have_fsgsbase() {
+        // SAFETY: changes only the FS base; the runtime itself never uses FS.
+        unsafe { core::arch::asm!("wrfsbase {0}", in(reg) v, options(nostack, preserves_flags)) };
+    } else {
+        privileged::set_base(privileged::OP_SET_FS, v);
+    }
 }
 
 pub fn fs_base() -> u64 {
+    if !have_fsgsbase() {
+        return FS_SHADOW.load(Ordering::Relaxed);
+    }
     let v: u64;
     // SAFETY: reads the FS base.
     unsafe {
@@ -69,10 +98,14 @@ pub fn fs_base() -> u64 {
     v
 }
 
-/// Set the GS base: the runtime's per-CPU block, used by the syscall stub.
+/// Set the GS base: the runtime's per-CPU block, used by the stubs.
 pub fn set_gs_base(v: u64) {
-    // SAFETY: the app never uses GS on x86_64 Linux; only the syscall stub reads it.
-    unsafe { core::arch::asm!("wrgsbase {0}", in(reg) v, options(nostack, preserves_flags)) };
+    if have_fsgsbase() {
+        // SAFETY: the app never uses GS on x86_64 Linux; only the stubs read it.
+        unsafe { core::arch::asm!("wrgsbase {0}", in(reg) v, options(nostack, preserves_flags)) };
+    } else {
+        privileged::set_base(privileged::OP_SET_GS, v);
+    }
 }
 
 /// Privileged operations, done directly at ring 0 or through the ring-0 gate

@@ -9,7 +9,10 @@ fn main() {
         "args" => {
             println!("argv: {:?}", &args[..]);
             for k in ["PROBE_DEFAULT", "PROBE_VAR"] {
-                println!("env {k}={}", std::env::var(k).unwrap_or_else(|_| "<unset>".into()));
+                println!(
+                    "env {k}={}",
+                    std::env::var(k).unwrap_or_else(|_| "<unset>".into())
+                );
             }
         }
         "exit" => {
@@ -36,7 +39,10 @@ fn main() {
             // SAFETY: an unknown system call number takes no pointers.
             let r = unsafe { libc::syscall(1000, 1, 2, 3) };
             let e = std::io::Error::last_os_error();
-            println!("syscall 1000 returned {r}, errno {}", e.raw_os_error().unwrap_or(0));
+            println!(
+                "syscall 1000 returned {r}, errno {}",
+                e.raw_os_error().unwrap_or(0)
+            );
             println!("still alive");
         }
         "fs" => fs(),
@@ -52,7 +58,10 @@ fn main() {
             // SAFETY: a bad pointer handed to the kernel must give EFAULT, not a crash.
             let r = unsafe { libc::write(1, 16 as *const libc::c_void, 10) };
             let e = std::io::Error::last_os_error();
-            println!("write from a bad pointer returned {r}, errno {}", e.raw_os_error().unwrap_or(0));
+            println!(
+                "write from a bad pointer returned {r}, errno {}",
+                e.raw_os_error().unwrap_or(0)
+            );
         }
         other => {
             eprintln!("probe: unknown command {other}");
@@ -63,13 +72,19 @@ fn main() {
 
 fn fs() {
     use std::fs::File;
-    let mut null = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+    let mut null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
     println!("write /dev/null: {}", null.write(b"discard me").unwrap());
     let mut z = [1u8; 16];
     File::open("/dev/zero").unwrap().read_exact(&mut z).unwrap();
     println!("/dev/zero all zero: {}", z.iter().all(|&b| b == 0));
     let mut r = [0u8; 32];
-    File::open("/dev/urandom").unwrap().read_exact(&mut r).unwrap();
+    File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut r)
+        .unwrap();
     println!("/dev/urandom nonzero: {}", r.iter().any(|&b| b != 0));
     let e = File::open("/nonexistent/file").unwrap_err();
     println!("open /nonexistent/file: {:?}", e.kind());
@@ -80,7 +95,10 @@ fn fs() {
         .collect();
     names.sort();
     println!("/dev: {}", names.join(" "));
-    println!("current_exe: {}", std::env::current_exe().unwrap().display());
+    println!(
+        "current_exe: {}",
+        std::env::current_exe().unwrap().display()
+    );
     println!("cwd: {}", std::env::current_dir().unwrap().display());
 }
 
@@ -119,10 +137,19 @@ fn guard() {
         assert!(p as isize != -1);
         *p = 7;
         *p.add(4096) = 9;
-        assert_eq!(libc::mprotect(p.add(4096) as *mut _, 4096, libc::PROT_NONE), 0);
-        assert_eq!(libc::mprotect(p.add(4096) as *mut _, 4096, libc::PROT_READ), 0);
+        assert_eq!(
+            libc::mprotect(p.add(4096) as *mut _, 4096, libc::PROT_NONE),
+            0
+        );
+        assert_eq!(
+            libc::mprotect(p.add(4096) as *mut _, 4096, libc::PROT_READ),
+            0
+        );
         println!("after mprotect round trip: {} {}", *p, *p.add(4096));
-        assert_eq!(libc::mprotect(p.add(4096) as *mut _, 4096, libc::PROT_NONE), 0);
+        assert_eq!(
+            libc::mprotect(p.add(4096) as *mut _, 4096, libc::PROT_NONE),
+            0
+        );
         println!("touching guard page at {:p}", p.add(4096));
         std::io::stdout().flush().unwrap();
         std::ptr::write_volatile(p.add(4096), 1);
@@ -134,7 +161,11 @@ fn time() {
     let t0 = std::time::Instant::now();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    println!("slept 20 ms: at least 20 ms: {}, under 500 ms: {}", ms >= 20.0, ms < 500.0);
+    println!(
+        "slept 20 ms: at least 20 ms: {}, under 500 ms: {}",
+        ms >= 20.0,
+        ms < 500.0
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
