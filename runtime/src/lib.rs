@@ -26,6 +26,7 @@ pub mod errno;
 pub mod fault;
 pub mod fmtbuf;
 pub mod fs;
+pub mod loader;
 pub mod mm;
 pub mod platform;
 pub mod random;

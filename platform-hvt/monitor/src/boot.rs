@@ -29,8 +29,8 @@ use thiserror::Error;
 use crate::image::{Image, Segment};
 use crate::memory::{GuestMemory, OutOfBounds};
 use crate::paging::{self, pte, PageTables};
-use crate::stack::{self, StackInput};
 use crate::tables;
+use unikernel_runtime::loader::{self as stack, StackInput};
 
 /// Why the boot state could not be built.
 #[derive(Debug, Error)]

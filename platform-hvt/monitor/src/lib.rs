@@ -12,7 +12,7 @@
 //!    `KERNEL_BASE` is checked.
 //! 5. [`boot`] builds the boot state in guest memory: descriptor tables
 //!    ([`tables`]), page tables ([`paging`]), stacks, the app's initial stack
-//!    ([`stack`]) and the `BootInfo`.
+//!    (`unikernel_runtime::loader`) and the `BootInfo`.
 //! 6. [`vm`] loads the registers (64-bit mode, CPL 3, `%rdi` = BootInfo) and
 //!    runs the vCPU, serving hypercalls ([`hypercall`]) until the guest halts;
 //!    the monitor exits with the guest's code, or with one of [`exit`]'s.
@@ -31,7 +31,6 @@ pub mod hypercall;
 pub mod image;
 pub mod memory;
 pub mod paging;
-pub mod stack;
 pub mod tables;
 pub mod timer;
 pub mod vm;

@@ -15,7 +15,14 @@
 //! rsp (16-aligned)-> argc
 //! ```
 //!
-//! This module only computes the bytes; `boot` maps frames and copies them.
+//! This module only computes the bytes; the caller maps frames and copies
+//! them: the hvt monitor on the host (it prepares the boot natively), or the
+//! runtime itself on platforms without such a monitor ([`crate::start`] with
+//! an [`crate::platform::AppSpec`]). One implementation for both.
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
 
 /// Auxiliary vector tags (Linux `include/uapi/linux/auxvec.h`).
 pub mod at {
