@@ -7,7 +7,7 @@
 //! memory = "64M"                 # or an integer number of bytes
 //! args = ["--port", "8080"]      # default arguments (after argv[0])
 //! env = { GREETING = "hello" }   # default environment
-//! platform = "hvt"               # the only one in this version
+//! platform = "hvt"               # or "kvm" (QEMU, Firecracker, cloud-hypervisor)
 //! components = []                # none exist yet
 //! ```
 //!
@@ -191,10 +191,12 @@ impl UnikernelMetadata {
 pub fn parse_platform(name: &str) -> Result<Platform, String> {
     match name {
         "hvt" => Ok(Platform::Hvt),
-        "kvm" | "xen" => Err(format!(
-            "platform {name} is not available yet: only hvt is supported in this version"
-        )),
-        _ => Err(format!("unknown platform \"{name}\" (available: hvt)")),
+        "kvm" => Ok(Platform::Kvm),
+        "xen" => Err(
+            "platform xen is not available yet: use hvt (the bundled monitor) or kvm (QEMU, Firecracker, cloud-hypervisor)"
+                .to_string(),
+        ),
+        _ => Err(format!("unknown platform \"{name}\" (available: hvt, kvm)")),
     }
 }
 
@@ -330,14 +332,16 @@ mod tests {
 
     #[test]
     fn platforms_and_components() {
-        let e = parse(json!({"unikernel": {"platform": "kvm"}})).unwrap_err();
+        let m = parse(json!({"unikernel": {"platform": "kvm"}})).unwrap();
+        assert_eq!(m.platform.as_deref(), Some("kvm"));
+        let e = parse(json!({"unikernel": {"platform": "xen"}})).unwrap_err();
         assert!(
-            e.contains("platform kvm is not available yet: only hvt is supported in this version"),
+            e.contains("platform xen is not available yet: use hvt"),
             "{e}"
         );
         let e = parse(json!({"unikernel": {"platform": "vmware"}})).unwrap_err();
         assert!(
-            e.contains("unknown platform \"vmware\" (available: hvt)"),
+            e.contains("unknown platform \"vmware\" (available: hvt, kvm)"),
             "{e}"
         );
         let e = parse(json!({"unikernel": {"components": ["net"]}})).unwrap_err();
@@ -346,6 +350,7 @@ mod tests {
             "{e}"
         );
         assert_eq!(parse_platform("hvt"), Ok(Platform::Hvt));
+        assert_eq!(parse_platform("kvm"), Ok(Platform::Kvm));
         assert!(parse_platform("xen")
             .unwrap_err()
             .contains("not available yet"));

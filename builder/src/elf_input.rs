@@ -61,6 +61,14 @@ impl LoadSegment {
     }
 }
 
+/// One PT_NOTE of an input file (the kernel's PVH entry note, for kvm).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoteSegment {
+    pub offset: u64,
+    pub filesz: u64,
+    pub align: u64,
+}
+
 /// A checked input ELF.
 #[derive(Clone, Debug)]
 pub struct ElfInput {
@@ -72,6 +80,8 @@ pub struct ElfInput {
     pub phdr_vaddr: Option<u64>,
     pub phnum: u32,
     pub phent: u32,
+    /// PT_NOTE segments, in file order (bounds checked).
+    pub notes: Vec<NoteSegment>,
 }
 
 impl ElfInput {
@@ -208,10 +218,25 @@ fn parse_common(data: &[u8], what: &str) -> Result<ElfInput, String> {
         .map_err(|_| truncated(what))?;
     let phoff = header.e_phoff(LE);
     let mut loads = Vec::new();
+    let mut notes = Vec::new();
     let mut pt_phdr = None;
     for ph in phdrs {
         match ph.p_type(LE).0 {
             raw::PT_PHDR => pt_phdr = Some(ph.p_vaddr(LE)),
+            raw::PT_NOTE => {
+                let (offset, filesz) = (ph.p_offset(LE), ph.p_filesz(LE));
+                if offset
+                    .checked_add(filesz)
+                    .is_none_or(|end| end > data.len() as u64)
+                {
+                    return Err(truncated(what));
+                }
+                notes.push(NoteSegment {
+                    offset,
+                    filesz,
+                    align: ph.p_align(LE).max(1),
+                });
+            }
             raw::PT_LOAD => {
                 let s = LoadSegment {
                     vaddr: ph.p_vaddr(LE),
@@ -255,6 +280,7 @@ fn parse_common(data: &[u8], what: &str) -> Result<ElfInput, String> {
         phdr_vaddr,
         phnum,
         phent,
+        notes,
     })
 }
 

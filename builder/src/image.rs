@@ -27,6 +27,8 @@ pub struct ImageSegment {
 pub enum Owner {
     Kernel,
     App,
+    /// kvm: the loaded copy of the manifest after the kernel.
+    BootManifest,
     /// Not loaded (PT_INTERP, PT_NOTE).
     None,
 }
@@ -38,6 +40,8 @@ pub struct Image {
     pub segments: Vec<ImageSegment>,
     pub manifest: Manifest,
     pub file_size: u64,
+    /// kvm: address of the boot manifest segment (u32 length + manifest).
+    pub boot_manifest: Option<u64>,
 }
 
 /// Why a file is not a readable image.
@@ -91,11 +95,27 @@ impl Image {
                 }
             }
         }
+        let manifest = manifest.ok_or(ImageError::NotAnImage)?;
+        // The boot manifest: a read-only PT_LOAD holding exactly the length
+        // and the encoded manifest.
+        let encoded = manifest.encode();
+        let mut expected = (encoded.len() as u32).to_le_bytes().to_vec();
+        expected.extend_from_slice(&encoded);
+        let boot_manifest = segments
+            .iter()
+            .find(|s| {
+                s.p_type == raw::PT_LOAD
+                    && s.filesz == expected.len() as u64
+                    && data.get(s.offset as usize..(s.offset + s.filesz) as usize)
+                        == Some(&expected[..])
+            })
+            .map(|s| s.vaddr);
         Ok(Image {
             entry: header.e_entry(LE),
             segments,
-            manifest: manifest.ok_or(ImageError::NotAnImage)?,
+            manifest,
             file_size: data.len() as u64,
+            boot_manifest,
         })
     }
 
@@ -104,6 +124,9 @@ impl Image {
     pub fn owner(&self, s: &ImageSegment) -> Owner {
         if s.p_type != raw::PT_LOAD {
             return Owner::None;
+        }
+        if Some(s.vaddr) == self.boot_manifest {
+            return Owner::BootManifest;
         }
         let app_start = self.app_start();
         if s.vaddr >= app_start {
@@ -135,7 +158,7 @@ impl Image {
             match self.owner(s) {
                 Owner::Kernel => sizes.0 += s.filesz,
                 Owner::App => sizes.1 += s.filesz,
-                Owner::None => {}
+                Owner::BootManifest | Owner::None => {}
             }
         }
         sizes
@@ -188,6 +211,7 @@ impl Image {
             let owner = match self.owner(s) {
                 Owner::Kernel => "kernel",
                 Owner::App => "app",
+                Owner::BootManifest => "manifest",
                 Owner::None => "-",
             };
             let _ = writeln!(
@@ -245,21 +269,27 @@ pub fn human_bytes(n: u64) -> String {
 mod tests {
     use super::*;
     use crate::link::{link, ImageSpec};
-    use crate::testutil::{musl_hello, synthetic_kernel};
+    use crate::testutil::{musl_hello, synthetic_kernel, synthetic_kvm_kernel};
     use hvt_abi::manifest::Platform;
 
     fn image() -> Vec<u8> {
+        image_for(Platform::Hvt)
+    }
+
+    fn image_for(platform: Platform) -> Vec<u8> {
         let spec = ImageSpec {
-            platform: Platform::Hvt,
+            platform,
             memory: 0,
             name: "hello".into(),
             args: vec![],
             env: vec![],
             components: vec![],
         };
-        link(&synthetic_kernel(), &musl_hello(), &spec)
-            .unwrap()
-            .bytes
+        let kernel = match platform {
+            Platform::Kvm => synthetic_kvm_kernel(),
+            _ => synthetic_kernel(),
+        };
+        link(&kernel, &musl_hello(), &spec).unwrap().bytes
     }
 
     #[test]
@@ -276,6 +306,22 @@ mod tests {
         assert_eq!(k, 0x1234 + 0x100);
         assert!(a > 100_000);
         assert!(r.contains(&format!("image file  {}", human_bytes(data.len() as u64))));
+    }
+
+    #[test]
+    fn kvm_report_shows_the_boot_manifest() {
+        let data = image_for(Platform::Kvm);
+        let img = Image::parse(&data).unwrap();
+        assert_eq!(img.boot_manifest, Some(0x10_8000));
+        let r = img.report();
+        assert!(r.contains("platform    kvm"), "{r}");
+        assert_eq!(
+            r.lines().filter(|l| l.ends_with("manifest")).count(),
+            1,
+            "{r}"
+        );
+        assert_eq!(r.lines().filter(|l| l.ends_with("kernel")).count(), 2);
+        assert_eq!(Image::parse(&image()).unwrap().boot_manifest, None);
     }
 
     #[test]

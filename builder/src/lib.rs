@@ -13,6 +13,7 @@
 //!
 //! [`template`] is `cargo unikernel new`.
 pub mod cargo;
+pub mod cmdline;
 pub mod config;
 pub mod elf_input;
 pub mod image;

@@ -5,15 +5,24 @@
 //!
 //! 1. `PT_INTERP` "/nonexistent/unikernel/": the host kernel refuses to
 //!    execute the image (Solo5 does the same with "/nonexistent/solo5/");
-//! 2. the kernel's `PT_LOAD`s, unchanged (at `KERNEL_BASE` upward, entry = the
+//!    VMM loaders (QEMU, Firecracker, cloud-hypervisor) ignore it;
+//! 2. kvm only: the kernel's `PT_NOTE`s, copied byte for byte (the PVH entry
+//!    note `XEN_ELFNOTE_PHYS32_ENTRY`, which QEMU and Firecracker look up
+//!    through the program headers);
+//! 3. the kernel's `PT_LOAD`s, unchanged (at `KERNEL_BASE` upward, entry = the
 //!    image's `e_entry`);
-//! 3. the app's `PT_LOAD`s moved by a base `B`: for a static-pie app `B` is
-//!    the first page after the kernel plus one unmapped guard page, for a
-//!    fixed-address app `B = 0` and its segments must already lie above the
-//!    kernel. The app's own ELF and program headers stay inside its first
-//!    segment, untouched: musl's start-up finds them through AT_PHDR and
-//!    relocates itself, so the linker processes no relocations;
-//! 4. `PT_NOTE` with the manifest (`hvt_abi::manifest`): where the app is,
+//! 4. kvm only: the boot manifest, a read-only `PT_LOAD` at
+//!    `page_align_up(kernel end)` (the kernel's `__kernel_end`) holding a u32
+//!    LE length N and the N bytes of the encoded manifest. A VMM loads only
+//!    `PT_LOAD`s, so this is how the kvm kernel finds its manifest;
+//! 5. the app's `PT_LOAD`s moved by a base `B`: for a static-pie app `B` is
+//!    the first page after the kernel (after the boot manifest on kvm) plus
+//!    one unmapped guard page, for a fixed-address app `B = 0` and its
+//!    segments must already lie above that. The app's own ELF and program
+//!    headers stay inside its first segment, untouched: musl's start-up finds
+//!    them through AT_PHDR and relocates itself, so the linker processes no
+//!    relocations;
+//! 6. `PT_NOTE` with the manifest (`hvt_abi::manifest`): where the app is,
 //!    its default memory, args and env, and a build id.
 //!
 //! Every loaded segment's data sits at a file offset congruent to its
@@ -62,12 +71,42 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
     let kernel_elf = check_kernel(kernel, "the kernel")?;
     let app_elf = check_app(app, &format!("the app {}", spec.name))?;
     let kernel_end = page_align_up(kernel_elf.end());
-    let base = if app_elf.position_independent {
-        kernel_end + PAGE_SIZE - (app_elf.start() & !(PAGE_SIZE - 1))
+    let phdr = app_elf
+        .phdr_vaddr
+        .ok_or_else(|| format!("the app {} has no loaded program headers", spec.name))?;
+    let mut manifest = Manifest {
+        platform: spec.platform,
+        memory: spec.memory,
+        app_entry: 0,
+        app_base: 0,
+        app_phdr: 0,
+        app_end: 0,
+        app_phnum: app_elf.phnum,
+        app_phent: app_elf.phent,
+        name: spec.name.clone(),
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        components: spec.components.clone(),
+        build_id: vec![0; BUILD_ID_LEN],
+    };
+    // kvm: the boot manifest segment sits right after the kernel. Its size
+    // does not depend on the addresses still to be filled in.
+    let boot_manifest_len = match spec.platform {
+        Platform::Kvm => 4 + manifest.encode().len() as u64,
+        _ => 0,
+    };
+    let app_floor = page_align_up(kernel_end + boot_manifest_len);
+    let what_is_below = if boot_manifest_len == 0 {
+        "the kernel"
     } else {
-        if app_elf.start() < kernel_end {
+        "the kernel and its boot manifest"
+    };
+    let base = if app_elf.position_independent {
+        app_floor + PAGE_SIZE - (app_elf.start() & !(PAGE_SIZE - 1))
+    } else {
+        if app_elf.start() < app_floor {
             return Err(format!(
-                "the app {} is linked at {:#x}, inside the kernel (which ends at {kernel_end:#x}); build it as static-pie (the musl default) or link it above {kernel_end:#x}",
+                "the app {} is linked at {:#x}, inside {what_is_below} (which ends at {app_floor:#x}); build it as static-pie (the musl default) or link it above {app_floor:#x}",
                 spec.name,
                 app_elf.start()
             ));
@@ -87,37 +126,53 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
             spec.memory
         ));
     }
-    let phdr = app_elf
-        .phdr_vaddr
-        .ok_or_else(|| format!("the app {} has no loaded program headers", spec.name))?;
-
-    let mut manifest = Manifest {
-        platform: spec.platform,
-        memory: spec.memory,
-        app_entry: base + app_elf.entry,
-        app_base: base,
-        app_phdr: base + phdr,
-        app_end,
-        app_phnum: app_elf.phnum,
-        app_phent: app_elf.phent,
-        name: spec.name.clone(),
-        args: spec.args.clone(),
-        env: spec.env.clone(),
-        components: spec.components.clone(),
-        build_id: Vec::new(),
-    };
+    manifest.app_entry = base + app_elf.entry;
+    manifest.app_base = base;
+    manifest.app_phdr = base + phdr;
+    manifest.app_end = app_end;
+    manifest.build_id = Vec::new();
     manifest.build_id = build_id(kernel, app, &manifest);
+    let encoded = manifest.encode();
 
     let mut segments = vec![OutSegment::not_loaded(
         raw::PT_INTERP,
         Cow::Borrowed(INTERP),
         1,
     )];
+    if spec.platform == Platform::Kvm {
+        if kernel_elf.notes.is_empty() {
+            return Err(
+                "the kvm kernel has no PT_NOTE segment, so no VMM can find its PVH entry point; build it from templates/kernel-glue with link-kvm.ld"
+                    .to_string(),
+            );
+        }
+        for n in &kernel_elf.notes {
+            // In bounds: checked by `check_kernel`.
+            let bytes = &kernel[n.offset as usize..(n.offset + n.filesz) as usize];
+            segments.push(OutSegment::not_loaded(
+                raw::PT_NOTE,
+                Cow::Borrowed(bytes),
+                n.align,
+            ));
+        }
+    }
     segments.extend(load_segments(kernel, &kernel_elf, 0));
+    if spec.platform == Platform::Kvm {
+        let mut data = (encoded.len() as u32).to_le_bytes().to_vec();
+        data.extend_from_slice(&encoded);
+        segments.push(OutSegment {
+            p_type: raw::PT_LOAD,
+            flags: raw::PF_R,
+            vaddr: kernel_end,
+            memsz: data.len() as u64,
+            align: PAGE_SIZE,
+            data: Cow::Owned(data),
+        });
+    }
     segments.extend(load_segments(app, &app_elf, base));
     segments.push(OutSegment::not_loaded(
         raw::PT_NOTE,
-        Cow::Owned(note(NOTE_NAME, NOTE_TYPE, &manifest.encode())),
+        Cow::Owned(note(NOTE_NAME, NOTE_TYPE, &encoded)),
         4,
     ));
     Ok(LinkedImage {
@@ -254,7 +309,9 @@ fn write_elf(entry: u64, segments: &[OutSegment]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::image::Image;
-    use crate::testutil::{musl_hello, synthetic_elf, synthetic_kernel, SynthSegment};
+    use crate::testutil::{
+        musl_hello, pvh_note, synthetic_elf, synthetic_kernel, synthetic_kvm_kernel, SynthSegment,
+    };
     use object::elf;
     use object::read::elf::{FileHeader, ProgramHeader};
     use object::LittleEndian as LE;
@@ -339,6 +396,72 @@ mod tests {
         let seg0 = loads[k_in.loads.len()];
         let placed = &data[seg0.p_offset(LE) as usize + phdr_off..][..56 * m.app_phnum as usize];
         assert_eq!(placed, &app[64..64 + 56 * m.app_phnum as usize]);
+    }
+
+    #[test]
+    fn kvm_image_has_pvh_note_and_boot_manifest() {
+        let kernel = synthetic_kvm_kernel();
+        let app = musl_hello();
+        let mut s = spec();
+        s.platform = Platform::Kvm;
+        let img = link(&kernel, &app, &s).unwrap();
+        let data = &img.bytes[..];
+        let header = elf::FileHeader64::<LE>::parse(data).unwrap();
+        let phdrs = header.program_headers(LE, data).unwrap();
+        let types: Vec<u32> = phdrs.iter().map(|p| p.p_type(LE).0).collect();
+        let a_in = check_app(&app, "a").unwrap();
+        let mut want = vec![raw::PT_INTERP, raw::PT_NOTE, raw::PT_LOAD, raw::PT_LOAD];
+        want.push(raw::PT_LOAD); // the boot manifest
+        want.extend(a_in.loads.iter().map(|_| raw::PT_LOAD));
+        want.push(raw::PT_NOTE);
+        assert_eq!(types, want);
+
+        // The kernel's PVH note, byte for byte, found where its header says.
+        assert_eq!(phdrs[1].data(LE, data).unwrap(), pvh_note(0x10_0100));
+        assert_eq!(phdrs[1].p_align(LE), 4);
+        let mut notes = phdrs[1].notes(LE, data).unwrap().unwrap();
+        let n = notes.next().unwrap().unwrap();
+        assert_eq!((n.name(), n.n_type(LE).0), (&b"Xen"[..], 18));
+
+        // The boot manifest: read-only, loaded at the kernel's page-aligned
+        // end, u32 length + the manifest, the same bytes as the note.
+        let m = &phdrs[4];
+        assert_eq!(m.p_vaddr(LE), 0x10_8000);
+        assert_eq!(m.p_paddr(LE), 0x10_8000);
+        assert_eq!(m.p_flags(LE).0, raw::PF_R);
+        assert_eq!(m.p_offset(LE) % 4096, 0);
+        let bytes = m.data(LE, data).unwrap();
+        let encoded = img.manifest.encode();
+        assert_eq!(bytes[..4], (encoded.len() as u32).to_le_bytes());
+        assert_eq!(&bytes[4..], &encoded[..]);
+        assert_eq!(m.p_memsz(LE), bytes.len() as u64);
+        assert_eq!(Image::parse(data).unwrap().manifest, img.manifest);
+        assert_eq!(img.manifest.platform, Platform::Kvm);
+
+        // The app starts after the boot manifest and a guard page.
+        let base = page_align_up(0x10_8000 + bytes.len() as u64) + 4096;
+        assert_eq!(img.manifest.app_base, base);
+        assert_eq!(phdrs[5].p_vaddr(LE), base + a_in.loads[0].vaddr);
+    }
+
+    #[test]
+    fn kvm_needs_the_kernel_note_and_hvt_gets_no_boot_manifest() {
+        let mut s = spec();
+        s.platform = Platform::Kvm;
+        let e = link(&synthetic_kernel(), &musl_hello(), &s).unwrap_err();
+        assert!(e.contains("no PT_NOTE"), "{e}");
+        // hvt: a kernel note is not copied, and there is no boot manifest.
+        let img = link(&synthetic_kvm_kernel(), &musl_hello(), &spec()).unwrap();
+        let header = elf::FileHeader64::<LE>::parse(&img.bytes[..]).unwrap();
+        let phdrs = header.program_headers(LE, &img.bytes[..]).unwrap();
+        assert_eq!(
+            phdrs
+                .iter()
+                .filter(|p| p.p_type(LE).0 == raw::PT_NOTE)
+                .count(),
+            1
+        );
+        assert_eq!(img.manifest.app_base, 0x10_9000);
     }
 
     #[test]

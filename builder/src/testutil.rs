@@ -64,8 +64,19 @@ impl SynthSegment {
 /// others follow at page-congruent offsets. Segment `i` is filled with byte
 /// `0xA0 + i` after the headers.
 pub fn synthetic_elf(e_type: u16, entry: u64, segs: &[SynthSegment]) -> Vec<u8> {
+    synthetic_elf_with_note(e_type, entry, segs, None)
+}
+
+/// [`synthetic_elf`] plus, if `note` is given, a last PT_NOTE (align 4)
+/// holding those bytes at the end of the file.
+pub fn synthetic_elf_with_note(
+    e_type: u16,
+    entry: u64,
+    segs: &[SynthSegment],
+    note: Option<&[u8]>,
+) -> Vec<u8> {
     let n = segs.len();
-    let headers = 64 + 56 * n;
+    let headers = 64 + 56 * (n + usize::from(note.is_some()));
     let mut out = vec![0u8; headers];
     let mut phdrs = Vec::new();
     for (i, s) in segs.iter().enumerate() {
@@ -100,7 +111,7 @@ pub fn synthetic_elf(e_type: u16, entry: u64, segs: &[SynthSegment]) -> Vec<u8> 
     out[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
     out[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
     out[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
-    out[56..58].copy_from_slice(&(n as u16).to_le_bytes());
+    out[56..58].copy_from_slice(&((n + usize::from(note.is_some())) as u16).to_le_bytes());
     for (i, (offset, filesz, s)) in phdrs.into_iter().enumerate() {
         let p = 64 + 56 * i;
         out[p..p + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
@@ -112,7 +123,45 @@ pub fn synthetic_elf(e_type: u16, entry: u64, segs: &[SynthSegment]) -> Vec<u8> 
         out[p + 40..p + 48].copy_from_slice(&s.memsz.max(filesz).to_le_bytes());
         out[p + 48..p + 56].copy_from_slice(&4096u64.to_le_bytes());
     }
+    if let Some(note) = note {
+        let offset = out.len().next_multiple_of(4);
+        out.resize(offset, 0);
+        out.extend_from_slice(note);
+        let p = 64 + 56 * n;
+        out[p..p + 4].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        out[p + 4..p + 8].copy_from_slice(&4u32.to_le_bytes()); // PF_R
+        out[p + 8..p + 16].copy_from_slice(&(offset as u64).to_le_bytes());
+        out[p + 32..p + 40].copy_from_slice(&(note.len() as u64).to_le_bytes());
+        out[p + 40..p + 48].copy_from_slice(&(note.len() as u64).to_le_bytes());
+        out[p + 48..p + 56].copy_from_slice(&4u64.to_le_bytes());
+    }
     out
+}
+
+/// A PVH entry note: name "Xen", type 18 (XEN_ELFNOTE_PHYS32_ENTRY), a
+/// 4-byte entry address.
+pub fn pvh_note(entry: u32) -> Vec<u8> {
+    let mut n = Vec::new();
+    n.extend_from_slice(&4u32.to_le_bytes());
+    n.extend_from_slice(&4u32.to_le_bytes());
+    n.extend_from_slice(&18u32.to_le_bytes());
+    n.extend_from_slice(b"Xen\0");
+    n.extend_from_slice(&entry.to_le_bytes());
+    n
+}
+
+/// [`synthetic_kernel`] with a PVH entry note, as the kvm kernel has.
+pub fn synthetic_kvm_kernel() -> Vec<u8> {
+    use crate::elf_input::raw::{ET_EXEC, PF_R, PF_W, PF_X};
+    synthetic_elf_with_note(
+        ET_EXEC,
+        0x10_0040 + 56 * 3,
+        &[
+            SynthSegment::new(0x10_0000, PF_R | PF_X, 0x1234),
+            SynthSegment::new(0x10_2000, PF_R | PF_W, 0x100).bss(0x5800),
+        ],
+        Some(&pvh_note(0x10_0100)),
+    )
 }
 
 /// A synthetic kernel: code at 0x100000, data and bss after it.
