@@ -74,6 +74,9 @@ extern "C" fn unikernel_handle_trap(frame: *mut TrapFrame) -> ! {
     if !f.from_user() || in_runtime(f.rip) {
         kernel_fault(f);
     }
+    if f.vector >= 32 {
+        crate::platform().end_of_interrupt(f.vector as u8);
+    }
     match f.vector {
         v if v == crate::sched::TICK_VECTOR as u64 => crate::sched::on_tick(),
         32.. => {} // no other interrupt source yet

@@ -21,6 +21,7 @@
 extern crate alloc;
 
 pub mod arch;
+pub mod cmdline;
 pub mod console;
 pub mod errno;
 pub mod fault;
@@ -35,7 +36,7 @@ pub mod signal;
 pub mod syscall;
 pub mod time;
 
-pub use platform::{AppImage, BootInfo, MemRange, Platform, Stream};
+pub use platform::{AppImage, AppSpec, BootInfo, MemRange, Platform, Stream};
 
 use spin::Once;
 
@@ -79,11 +80,15 @@ static HEAP: mm::heap::KernelHeap = mm::heap::KernelHeap::new();
 /// Start the runtime and the app. Never returns.
 pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
     PLATFORM.call_once(|| platform);
-    let boot = *BOOT.call_once(|| boot);
+    let boot = BOOT.call_once(|| boot);
     {
+        // A platform that needed memory before starting the runtime (kvm)
+        // has registered the free ranges already.
         let mut frames = mm::frame::FRAMES.lock();
-        for r in &boot.free[..boot.free_count] {
-            frames.add_range(*r);
+        if frames.total() == 0 {
+            for r in &boot.free[..boot.free_count] {
+                frames.add_range(*r);
+            }
         }
     }
     arch::x86_64::entry::init(boot.kernel_stack_top);
@@ -95,5 +100,41 @@ pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
     let mut aspace = unsafe { mm::vm::AddressSpace::new(boot.page_table_root, boot.mem_size) };
     aspace.add_stack(boot.app.stack_reserve_bottom, boot.app.stack_top);
     *mm::vm::ASPACE.lock() = Some(aspace);
-    arch::x86_64::entry::enter_user(boot.app.entry, boot.app.stack_pointer)
+    let sp = match &boot.app_spec {
+        Some(spec) => build_app_stack(&boot.app, spec),
+        None => boot.app.stack_pointer,
+    };
+    arch::x86_64::entry::enter_user(boot.app.entry, sp)
+}
+
+/// Write the app's initial stack (Linux layout, see [`loader`]) at the top
+/// of its stack region; returns the stack pointer (at argc).
+fn build_app_stack(app: &AppImage, spec: &AppSpec) -> u64 {
+    let mut random = [0u8; 16];
+    random::fill(&mut random);
+    let input = loader::StackInput {
+        argv: spec.argv.clone(),
+        envp: spec.envp.clone(),
+        phdr: spec.phdr,
+        phent: spec.phent,
+        phnum: spec.phnum,
+        entry: app.entry,
+        hwcap: core::arch::x86_64::__cpuid(1).edx as u64,
+        random,
+    };
+    let stack = loader::build(app.stack_top, &input);
+    // Map what the strings and vectors need plus 16 KiB; the rest grows on demand.
+    let bottom = (stack.rsp - 16 * 1024) & !0xfff;
+    let ok = mm::vm::ASPACE
+        .lock()
+        .as_mut()
+        .is_some_and(|a| a.check_user(bottom, app.stack_top - bottom, true).is_ok());
+    match mm::user::bytes_mut(stack.rsp, stack.bytes.len()) {
+        Ok(dst) if ok => dst.copy_from_slice(&stack.bytes),
+        _ => {
+            kprintln!("unikernel: not enough memory for the app's initial stack");
+            platform().halt(fault::EXIT_KERNEL_PANIC);
+        }
+    }
+    stack.rsp
 }

@@ -40,8 +40,21 @@ pub struct AppImage {
     pub name: &'static str,
 }
 
+/// The app to start when no monitor prepared its stack: the runtime maps
+/// the stack region and writes argc/argv/envp/auxv itself.
+#[derive(Clone, Debug, Default)]
+pub struct AppSpec {
+    /// argv (argv[0] included) and envp ("KEY=VALUE").
+    pub argv: alloc::vec::Vec<alloc::string::String>,
+    pub envp: alloc::vec::Vec<alloc::string::String>,
+    /// AT_PHDR, AT_PHENT, AT_PHNUM.
+    pub phdr: u64,
+    pub phent: u64,
+    pub phnum: u64,
+}
+
 /// What the platform found at boot.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BootInfo {
     /// RAM size; `[0, mem_size)` is identity-mapped (virtual == physical).
     pub mem_size: u64,
@@ -60,6 +73,9 @@ pub struct BootInfo {
     pub kernel_end: u64,
     pub trace_syscalls: bool,
     pub app: AppImage,
+    /// Set when the runtime must build the app's initial stack itself
+    /// (`app.stack_pointer` and `app.stack_mapped_bottom` are then ignored).
+    pub app_spec: Option<AppSpec>,
 }
 
 /// Implemented once per platform; a `&'static dyn Platform` is handed to
@@ -87,4 +103,7 @@ pub trait Platform: Sync {
     /// Start a periodic interrupt with `vector` every `period_ns` (the
     /// preemption tick); called once, when the app creates its second thread.
     fn start_tick(&self, period_ns: u64, vector: u8);
+    /// Acknowledge interrupt `vector` (LAPIC EOI); nothing where the
+    /// platform needs no acknowledgement.
+    fn end_of_interrupt(&self, _vector: u8) {}
 }

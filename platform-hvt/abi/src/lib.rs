@@ -14,6 +14,9 @@
 //! same bytes; all fields are little-endian `u64`/`u32`.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod hypercall;
 pub mod manifest;
 

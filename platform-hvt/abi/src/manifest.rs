@@ -17,8 +17,8 @@
 //! ```
 //!
 //! Decoding never panics: any short or malformed note is a [`ManifestError`].
-#[cfg(feature = "std")]
-use std::{string::String, vec::Vec};
+#[cfg(feature = "alloc")]
+use alloc::{string::String, vec::Vec};
 
 pub const NOTE_NAME: &str = "UNIKERNEL";
 pub const NOTE_TYPE: u32 = 0x4d46; // "MF"
@@ -80,7 +80,7 @@ impl core::fmt::Display for ManifestError {
 impl std::error::Error for ManifestError {}
 
 /// The decoded manifest.
-#[cfg(feature = "std")]
+#[cfg(feature = "alloc")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
     pub platform: Platform,
@@ -98,7 +98,7 @@ pub struct Manifest {
     pub build_id: Vec<u8>,
 }
 
-#[cfg(feature = "std")]
+#[cfg(feature = "alloc")]
 impl Manifest {
     /// Encode into the note's descriptor bytes.
     pub fn encode(&self) -> Vec<u8> {
@@ -165,13 +165,13 @@ impl Manifest {
     }
 }
 
-#[cfg(feature = "std")]
+#[cfg(feature = "alloc")]
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
-#[cfg(feature = "std")]
+#[cfg(feature = "alloc")]
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ManifestError> {
         let end = self.pos.checked_add(n).ok_or(ManifestError::Truncated)?;

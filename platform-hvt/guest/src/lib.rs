@@ -155,6 +155,7 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
             stack_reserve_bottom: layout::USER_STACK_TOP - layout::USER_STACK_RESERVE,
             name,
         },
+        app_spec: None,
     };
     unikernel_runtime::start(boot, hvt)
 }

@@ -308,11 +308,25 @@ pub fn on_tick() {
 /// Handle what was deferred while the runtime ran: ticks become a yield.
 pub fn safe_point() {
     if crate::arch::x86_64::trap::irqs_pending() {
-        let irqs = crate::arch::x86_64::trap::take_pending_irqs();
+        let irqs = take_and_acknowledge();
         if irqs[0] & (1 << TICK_VECTOR) != 0 {
             yield_now();
         }
     }
+}
+
+/// Take the deferred interrupts and acknowledge each to the platform.
+fn take_and_acknowledge() -> [u64; 4] {
+    let irqs = crate::arch::x86_64::trap::take_pending_irqs();
+    for (w, bits) in irqs.iter().enumerate() {
+        let mut b = *bits;
+        while b != 0 {
+            let v = b.trailing_zeros();
+            b &= b - 1;
+            crate::platform().end_of_interrupt((w as u32 * 64 + v) as u8);
+        }
+    }
+    irqs
 }
 
 /// Switch away from the current thread (already marked blocked, runnable
@@ -368,7 +382,7 @@ fn idle(deadline: Option<u64>) {
         }
     }
     // Ticks that arrived while idle mean nothing: there was no one to preempt.
-    let _ = crate::arch::x86_64::trap::take_pending_irqs();
+    let _ = take_and_acknowledge();
 }
 
 /// # Safety

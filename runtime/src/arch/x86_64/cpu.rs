@@ -116,6 +116,9 @@ pub mod privileged {
     pub const OP_RESUME: u64 = 3;
     pub const OP_SET_FS: u64 = 4;
     pub const OP_SET_GS: u64 = 5;
+    pub const OP_SERIAL_OUT: u64 = 6;
+    pub const OP_OUTB: u64 = 7;
+    pub const OP_HALT: u64 = 8;
 
     extern "C" {
         fn unikernel_priv_op(op: u64, arg: u64);
@@ -130,6 +133,25 @@ pub mod privileged {
     pub fn set_base(op: u64, v: u64) {
         // SAFETY: the gate writes only the named MSR.
         unsafe { unikernel_priv_op(op, v) }
+    }
+
+    /// Send `byte` to the 8250 UART at `port` once it can take it.
+    pub fn serial_out(port: u16, byte: u8) {
+        // SAFETY: port I/O to the UART only.
+        unsafe { unikernel_priv_op(OP_SERIAL_OUT, ((port as u64) << 8) | byte as u64) }
+    }
+
+    /// `outb`.
+    pub fn outb(port: u16, byte: u8) {
+        // SAFETY: the callers name device ports they own.
+        unsafe { unikernel_priv_op(OP_OUTB, ((port as u64) << 8) | byte as u64) }
+    }
+
+    /// Halt until the next interrupt (returns at once if one is already
+    /// waiting for the runtime).
+    pub fn halt() {
+        // SAFETY: `sti; hlt; cli` at ring 0; the interrupt is recorded as pending.
+        unsafe { unikernel_priv_op(OP_HALT, 0) }
     }
 
     pub fn flush_all() {

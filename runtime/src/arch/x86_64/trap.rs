@@ -188,16 +188,18 @@ unikernel_trap_common:
        and the stack for OP_RESUME, which does not return. */
 unikernel_priv_op_ring0:
     cmpq $1, %rax
-    jne 2f
+    jne .Lop2
     invlpg (%rsi)
     ret
-2:  cmpq $2, %rax
-    jne 3f
+.Lop2:
+    cmpq $2, %rax
+    jne .Lop3
     movq %cr3, %rax
     movq %rax, %cr3
     ret
-3:  cmpq $3, %rax
-    jne 4f
+.Lop3:
+    cmpq $3, %rax
+    jne .Lop4
     /* resume the TrapFrame at %rsi with iretq */
     movq %rsi, %rsp
     addq $8, %rsp              /* cr2 */
@@ -218,18 +220,60 @@ unikernel_priv_op_ring0:
     popq %rax
     addq $16, %rsp             /* vector, error code */
     iretq
-4:  cmpq $4, %rax
-    jne 5f
+.Lop4:
+    cmpq $4, %rax
+    jne .Lop5
     movl $0xc0000100, %ecx     /* FS_BASE */
-    jmp 6f
-5:  cmpq $5, %rax
-    jne 7f
+    jmp .Lwrmsr
+.Lop5:
+    cmpq $5, %rax
+    jne .Lop6
     movl $0xc0000101, %ecx     /* GS_BASE */
-6:  movl %esi, %eax
+.Lwrmsr:
+    movl %esi, %eax
     movq %rsi, %rdx
     shrq $32, %rdx
     wrmsr
-7:  ret
+    ret
+.Lop6:
+    cmpq $6, %rax
+    jne .Lop7
+    /* serial byte: %rsi = port << 8 | byte; wait until the UART's
+       transmit holding register is empty (LSR bit 5), then send */
+    movl %esi, %edx
+    shrl $8, %edx
+    addl $5, %edx
+.Lthre:
+    inb %dx, %al
+    testb $0x20, %al
+    jz .Lthre
+    subl $5, %edx
+    movl %esi, %eax
+    outb %al, %dx
+    ret
+.Lop7:
+    cmpq $7, %rax
+    jne .Lop8
+    /* outb: %rsi = port << 8 | byte */
+    movl %esi, %edx
+    shrl $8, %edx
+    movl %esi, %eax
+    outb %al, %dx
+    ret
+.Lop8:
+    cmpq $8, %rax
+    jne .Lopend
+    /* halt until an interrupt, unless one is already waiting */
+    movq UNIKERNEL_PENDING_IRQS(%rip), %rax
+    orq UNIKERNEL_PENDING_IRQS+8(%rip), %rax
+    orq UNIKERNEL_PENDING_IRQS+16(%rip), %rax
+    orq UNIKERNEL_PENDING_IRQS+24(%rip), %rax
+    jnz .Lopend
+    sti
+    hlt
+    cli
+.Lopend:
+    ret
 
     /* unikernel_priv_op(op = %rdi, arg = %rsi): at ring 0 directly, at ring 3 via the gate. */
     .global unikernel_priv_op

@@ -1,0 +1,347 @@
+//! The guest side of the kvm platform: one PVH ELF that QEMU (microvm,
+//! q35), Firecracker and cloud-hypervisor boot.
+//!
+//! A boot: the VMM enters `kvm_pvh_entry` (entry.rs) in 32-bit mode; it
+//! reaches 64-bit mode on assembled bootstrap tables and calls
+//! [`kvm_main`], which (at ring 0, doing as little as it can: each
+//! instruction costs ~1 us under kvm-pvm) reads the `hvm_start_info`, hands
+//! the free RAM to the runtime's frame allocator, reads the manifest the
+//! builder placed at `__kernel_end`, parses the command line
+//! (`KEY=VALUE ... -- ARG ...`), builds the real page tables, loads
+//! GDT/TSS/IDT and the syscall MSRs, starts the clock and the LAPIC, lists
+//! virtio devices (with `UNIKERNEL_VERBOSE=1`), and starts the runtime,
+//! which builds the app's stack and enters it at ring 3. System calls then
+//! arrive at ring 0 (`sysretq` path of the runtime's stub).
+#![no_std]
+
+extern crate alloc;
+
+mod clock;
+mod cpu;
+mod entry;
+mod lapic;
+mod paging;
+mod serial;
+mod start_info;
+mod virtio;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use clock::Clock;
+use hvt_abi::layout::{KERNEL_BASE, USER_STACK_RESERVE, USER_STACK_TOP};
+use hvt_abi::manifest::Manifest;
+use unikernel_runtime::arch::x86_64::cpu::privileged;
+use unikernel_runtime::{AppImage, AppSpec, BootInfo, MemRange, Platform, Stream};
+
+/// QEMU's isa-debug-exit port: writing N makes QEMU exit with (N << 1) | 1.
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// The runtime's kernel-panic exit code (runtime/src/fault.rs).
+const EXIT_BOOT_FAILED: u32 = 253;
+
+struct Kvm {
+    clock: Clock,
+}
+
+static KVM: spin::Once<Kvm> = spin::Once::new();
+
+impl Platform for Kvm {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    fn console_write(&self, stream: Stream, data: &[u8]) {
+        let port = match stream {
+            Stream::Stdout => serial::COM1,
+            Stream::Stderr => serial::stderr_port(),
+        };
+        serial::write(port, data);
+    }
+
+    fn console_read(&self, _buf: &mut [u8]) -> usize {
+        0 // no console input on this platform yet: end of file
+    }
+
+    fn monotonic_ns(&self) -> u64 {
+        self.clock.monotonic_ns()
+    }
+
+    fn wall_clock_ns(&self) -> u64 {
+        self.clock.wall_ns()
+    }
+
+    fn block_until(&self, deadline_ns: u64) {
+        let now = self.monotonic_ns();
+        if deadline_ns <= now {
+            return;
+        }
+        lapic::one_shot(deadline_ns - now);
+        privileged::halt();
+    }
+
+    fn halt(&self, exit_code: u32) -> ! {
+        exit(exit_code)
+    }
+
+    fn flush_tlb_page(&self, va: u64) {
+        privileged::invlpg(va);
+    }
+
+    fn flush_tlb_all(&self) {
+        privileged::flush_all();
+    }
+
+    fn start_tick(&self, period_ns: u64, vector: u8) {
+        lapic::start_periodic(period_ns, vector);
+    }
+
+    fn end_of_interrupt(&self, _vector: u8) {
+        lapic::eoi();
+    }
+}
+
+/// Tell the runner the exit code (last console line), then stop the VM:
+/// QEMU's isa-debug-exit, else the i8042 reset line (Firecracker).
+fn exit(code: u32) -> ! {
+    let line = format!("[unikernel] exit {}\n", code & 0xff);
+    serial::write(serial::COM1, line.as_bytes());
+    privileged::outb(DEBUG_EXIT_PORT, (code & 0xff) as u8);
+    privileged::outb(0x64, 0xfe);
+    loop {
+        privileged::halt();
+    }
+}
+
+/// A boot that cannot go on: say why on the console and stop.
+pub(crate) fn fatal(msg: &str) -> ! {
+    serial::write(serial::COM1, b"unikernel: boot failed: ");
+    serial::write(serial::COM1, msg.as_bytes());
+    serial::write(serial::COM1, b"\n");
+    let line = [b"[unikernel] exit 253\n".as_slice()].concat();
+    serial::write(serial::COM1, &line);
+    privileged::outb(DEBUG_EXIT_PORT, EXIT_BOOT_FAILED as u8);
+    privileged::outb(0x64, 0xfe);
+    loop {
+        privileged::halt();
+    }
+}
+
+extern "C" {
+    static __kernel_end: u8;
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static unikernel_trap_stubs: u8;
+    static unikernel_syscall_entry: u8;
+}
+
+fn sym(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+/// The fixed-size head of the manifest (no allocation needed to read it).
+fn manifest_bytes() -> &'static [u8] {
+    // SAFETY: the builder placed `u32 length` + the manifest at __kernel_end,
+    // inside a loaded, identity-mapped segment.
+    unsafe {
+        let at = sym(&__kernel_end);
+        let len = (at as *const u32).read_unaligned() as usize;
+        core::slice::from_raw_parts((at + 4) as *const u8, len.min(1 << 20))
+    }
+}
+
+fn field(b: &[u8], off: usize) -> u64 {
+    b.get(off..off + 8).map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+}
+
+static mut CMDLINE: [u8; 4096] = [0; 4096];
+
+#[no_mangle]
+extern "C" fn kvm_main(start_info_pa: u64) -> ! {
+    // SAFETY: ring 0, at boot, single CPU.
+    unsafe { serial::init() };
+    // SAFETY: %ebx of the PVH entry; the first 4 GiB are mapped.
+    let boot = match unsafe { start_info::read(start_info_pa) } {
+        Ok(b) => b,
+        Err(m) => fatal(&hex_msg("hvm_start_info has a bad magic ", m as u64, " (expected 0x336ec578): was this booted as PVH?")),
+    };
+    // Keep the command line: its memory may be handed out as frames below.
+    let cmd_len = boot.cmdline.len().min(4096);
+    // SAFETY: boot-time, single CPU; CMDLINE is ours.
+    let cmdline: &'static str = unsafe {
+        let buf = &mut *core::ptr::addr_of_mut!(CMDLINE);
+        buf[..cmd_len].copy_from_slice(&boot.cmdline.as_bytes()[..cmd_len]);
+        core::str::from_utf8(&buf[..cmd_len]).unwrap_or("")
+    };
+    let m = manifest_bytes();
+    if m.get(..8) != Some(b"UKMANIF1".as_slice()) {
+        fatal("no manifest at the end of the kernel (image not linked by cargo-unikernel?)");
+    }
+    let app_end = field(m, 48);
+    // Free RAM: everything but the low 64 KiB and the image.
+    let mut free = [MemRange::default(); unikernel_runtime::platform::MAX_FREE_RANGES];
+    let mut n = 0;
+    let mut mem_top = 0;
+    {
+        let mut frames = unikernel_runtime::mm::frame::FRAMES.lock();
+        for &(s, e) in &boot.ram[..boot.ram_count] {
+            mem_top = mem_top.max(e);
+            for (a, b) in [(s.max(paging::LOW_GUARD_END), e.min(KERNEL_BASE)), (s.max(app_end), e)] {
+                if b > a && n < free.len() {
+                    free[n] = MemRange { start: a, end: b };
+                    frames.add_range(free[n]);
+                    n += 1;
+                }
+            }
+        }
+    }
+    if mem_top == 0 {
+        fatal("the VMM gave no memory map (hvm_start_info version < 1)");
+    }
+    let manifest = match Manifest::decode(m) {
+        Ok(x) => x,
+        Err(e) => fatal(&format!("the image manifest is unreadable: {e}")),
+    };
+    let cl = unikernel_runtime::cmdline::parse(cmdline);
+    let verbose = cl.option("VERBOSE") == Some("1");
+
+    // Page tables: RAM, image permissions, devices.
+    let image = (KERNEL_BASE, app_end);
+    let app_segments = app_segments(&manifest);
+    // SAFETY: linker symbols of this kernel.
+    let (text, rodata_end, kernel_end) = unsafe { ((sym(&__text_start), sym(&__text_end)), sym(&__rodata_end), sym(&__kernel_end)) };
+    let perm = |va: u64| -> Option<u64> {
+        if va < KERNEL_BASE || va >= app_end {
+            return None;
+        }
+        if (text.0..text.1).contains(&va) {
+            return Some(paging::elf_flags(5));
+        }
+        if va < rodata_end {
+            return Some(paging::elf_flags(4));
+        }
+        if va < kernel_end {
+            return Some(paging::elf_flags(6));
+        }
+        if va < manifest.app_base {
+            return Some(paging::elf_flags(4)); // the manifest, and the guard page below the app
+        }
+        app_segments.iter().find(|(s, e, _)| (*s..*e).contains(&va)).map(|(_, _, f)| paging::elf_flags(*f))
+    };
+    let mut tables = paging::Tables::new();
+    for &(s, e) in &boot.ram[..boot.ram_count] {
+        tables.map_ram(s, e, &perm, image);
+    }
+    tables.map_4k(lapic::BASE, paging::DEVICE);
+    let mut mmio = Vec::new();
+    for spec in &cl.virtio_mmio {
+        if let Some((size, addr, irq)) = virtio::parse_mmio(spec) {
+            let mut p = addr & !0xfff;
+            while p < addr + size.max(0x200) {
+                tables.map_4k(p, paging::DEVICE);
+                p += 4096;
+            }
+            mmio.push((addr, size, irq));
+        }
+    }
+    // SAFETY: ring 0; the new tables map the kernel, its stacks and data.
+    unsafe {
+        tables.activate();
+        cpu::enable_features();
+        cpu::init(sym(&unikernel_trap_stubs), 16, sym(&unikernel_syscall_entry));
+        lapic::init();
+    }
+    // SAFETY: ring 0, at boot.
+    let clock = unsafe { Clock::init() };
+    let kvm = KVM.call_once(|| Kvm { clock });
+    if verbose {
+        let (src, khz) = kvm.clock.describe();
+        let mut out = format!("[unikernel] kvm: clock {src}{}\n", if khz > 0 { format!(" ({khz} kHz)") } else { String::new() });
+        let mut devices: Vec<virtio::Device> = mmio.iter().filter_map(|&(a, s, i)| virtio::probe_mmio(a, s, i)).collect();
+        // SAFETY: ring 0, at boot.
+        devices.extend(unsafe { virtio::probe_pci() });
+        if devices.is_empty() {
+            out.push_str("[unikernel] kvm: no virtio devices\n");
+        }
+        for d in &devices {
+            out.push_str(&format!("[unikernel] kvm: {}\n", virtio::describe(d)));
+        }
+        serial::write(serial::stderr_port(), out.as_bytes());
+    }
+
+    let mut argv = Vec::new();
+    argv.push(format!("/{}", manifest.name));
+    argv.extend(cl.args.clone().unwrap_or_else(|| manifest.args.clone()));
+    let envp = unikernel_runtime::cmdline::merge_env(&manifest.env, &cl.env);
+    // SAFETY: statics of this crate.
+    let (stack_top, stack_bottom, fault_top) = unsafe {
+        let s = core::ptr::addr_of!(entry::KVM_BOOT_STACK) as u64;
+        (s + entry::BOOT_STACK_SIZE as u64, s, cpu::fault_stack_top())
+    };
+    let name: &'static str = alloc::boxed::Box::leak(manifest.name.clone().into_boxed_str());
+    let info = BootInfo {
+        mem_size: mem_top,
+        free,
+        free_count: n,
+        page_table_root: tables.root,
+        kernel_stack_top: stack_top,
+        kernel_stack_bottom: stack_bottom,
+        fault_stack_top: fault_top,
+        kernel_start: KERNEL_BASE,
+        kernel_end: manifest.app_base,
+        trace_syscalls: cl.option("TRACE_SYSCALLS") == Some("1"),
+        app: AppImage {
+            entry: manifest.app_entry,
+            stack_pointer: 0,
+            base: manifest.app_base,
+            end: manifest.app_end,
+            stack_top: USER_STACK_TOP,
+            stack_mapped_bottom: USER_STACK_TOP,
+            stack_reserve_bottom: USER_STACK_TOP - USER_STACK_RESERVE,
+            name,
+        },
+        app_spec: Some(AppSpec {
+            argv,
+            envp,
+            phdr: manifest.app_phdr,
+            phent: manifest.app_phent as u64,
+            phnum: manifest.app_phnum as u64,
+        }),
+    };
+    if verbose {
+        // SAFETY: written once by the entry code.
+        let t0 = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(entry::KVM_ENTRY_TSC)) };
+        let now = unikernel_runtime::arch::x86_64::cpu::rdtsc();
+        let line = format!("[unikernel] kvm: boot from the first instruction to starting the runtime: {} TSC ticks\n", now.wrapping_sub(t0));
+        serial::write(serial::stderr_port(), line.as_bytes());
+    }
+    unikernel_runtime::start(info, kvm)
+}
+
+/// The app's PT_LOAD ranges (start, end, ELF flags), from its program headers in memory.
+fn app_segments(m: &Manifest) -> Vec<(u64, u64, u32)> {
+    let mut out = Vec::new();
+    for i in 0..m.app_phnum as u64 {
+        let ph = m.app_phdr + i * m.app_phent as u64;
+        // SAFETY: the app's program headers lie in its first loaded segment
+        // (checked by the builder), identity-mapped.
+        let (ty, flags, vaddr, memsz) = unsafe {
+            (
+                (ph as *const u32).read_unaligned(),
+                ((ph + 4) as *const u32).read_unaligned(),
+                ((ph + 16) as *const u64).read_unaligned(),
+                ((ph + 40) as *const u64).read_unaligned(),
+            )
+        };
+        if ty == 1 {
+            let start = (m.app_base + vaddr) & !0xfff;
+            let end = (m.app_base + vaddr + memsz + 0xfff) & !0xfff;
+            out.push((start, end, flags));
+        }
+    }
+    out
+}
+
+fn hex_msg(a: &str, v: u64, b: &str) -> String {
+    format!("{a}{v:#x}{b}")
+}
