@@ -11,17 +11,24 @@
 //! 5. [`link`]: kernel + app + manifest note -> the image;
 //! 6. [`image`]: read an image back (`run IMAGE`, `inspect`).
 //!
+//! `cargo unikernel run` of a kvm image: [`cmdline`] encodes args and env,
+//! [`vmm`] builds the QEMU command line (or a Firecracker config),
+//! [`kvm_run`] starts QEMU and relays the console through [`console`].
+//!
 //! [`template`] is `cargo unikernel new`.
 pub mod cargo;
 pub mod cmdline;
 pub mod config;
+pub mod console;
 pub mod elf_input;
 pub mod image;
 pub mod kernel;
+pub mod kvm_run;
 pub mod link;
 pub mod pipeline;
 pub mod progress;
 pub mod template;
+pub mod vmm;
 
 #[cfg(test)]
 mod testutil;

@@ -13,6 +13,8 @@ use cargo_unikernel::image::{Image, ImageError};
 use cargo_unikernel::pipeline::{self, BuildOptions};
 use cargo_unikernel::progress::Progress;
 use cargo_unikernel::template;
+use cargo_unikernel::vmm::{Accel, Machine, Vmm};
+use hvt_abi::manifest::Platform;
 
 mod run;
 
@@ -40,7 +42,8 @@ enum Command {
     },
     /// Build the app and link it with the kernel into one image.
     Build(BuildArgs),
-    /// Build (unless given an image), then boot the image on the bundled hvt monitor.
+    /// Build (unless given an image), then boot it: hvt images on the bundled
+    /// monitor, kvm images under QEMU.
     Run(RunArgs),
     /// Show what is inside an image: manifest, segments, sizes.
     Inspect {
@@ -63,7 +66,8 @@ struct BuildArgs {
     /// Build the app in debug mode (the kernel is always release).
     #[arg(long)]
     debug: bool,
-    /// Target platform (only hvt in this version); overrides the metadata.
+    /// Target platform: hvt (the bundled monitor, default) or kvm (QEMU,
+    /// Firecracker, cloud-hypervisor); overrides the metadata.
     #[arg(long, value_name = "NAME")]
     platform: Option<String>,
     /// Where to write the image [default: <target dir>/unikernel/<platform>/<name>].
@@ -87,9 +91,38 @@ struct RunArgs {
     /// Set an environment variable of the app (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
     env: Vec<String>,
+    /// Kill the guest after this many seconds (exit code 124).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// kvm: the VMM to start.
+    #[arg(long, value_enum, value_name = "VMM")]
+    vmm: Option<Vmm>,
+    /// kvm: QEMU machine type [default: microvm].
+    #[arg(long, value_enum, value_name = "TYPE")]
+    machine: Option<Machine>,
+    /// kvm: QEMU accelerator [default: tcg; on kvm-pvm ring-0 code under
+    /// -accel kvm is emulated, see docs/kvm.md].
+    #[arg(long, value_enum, value_name = "ACCEL")]
+    accel: Option<Accel>,
+    /// kvm: the guest prints its boot diagnostics (virtio devices, TSC stamps).
+    #[arg(long)]
+    verbose: bool,
+    /// kvm: print the QEMU command line instead of running it.
+    #[arg(long)]
+    print_vmm_config: bool,
+    /// kvm: write a VMM config next to the image (<image>.firecracker.json)
+    /// instead of running it.
+    #[arg(long, value_enum, value_name = "VMM")]
+    emit: Option<Emit>,
     /// Arguments for the app (replace the image's default arguments).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
+}
+
+/// What `--emit` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Emit {
+    Firecracker,
 }
 
 fn main() -> ExitCode {
@@ -126,8 +159,15 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
-            let image = match existing_image(args.build.path.as_deref())? {
-                Some(path) => {
+            if let Some(t) = args.timeout {
+                if !(t > 0.0 && t.is_finite()) {
+                    return Err(format!(
+                        "bad --timeout {t}: give a positive number of seconds"
+                    ));
+                }
+            }
+            let (image, platform) = match existing_image(args.build.path.as_deref())? {
+                Some((path, platform)) => {
                     let b = &args.build;
                     if b.debug
                         || b.release
@@ -140,22 +180,43 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                             path.display()
                         ));
                     }
-                    path
+                    (path, platform)
                 }
                 None => {
                     let image = pipeline::build(&build_options(&args.build)?, Progress::detect())?;
                     eprintln!("{}", pipeline::summary(&image));
-                    image.path
+                    (image.path, image.manifest.platform)
                 }
             };
-            let app_args = (dash_dash || !args.args.is_empty()).then_some(args.args);
-            let code = run::boot(
-                &image,
-                args.mem.map(|m| m.0),
-                args.env,
-                app_args,
-                args.trace_syscalls,
-            )?;
+            let app_args = (dash_dash || !args.args.is_empty()).then_some(args.args.clone());
+            let code = match platform {
+                Platform::Kvm => run::boot_kvm(&image, &args, app_args)?,
+                _ => {
+                    let kvm_only = [
+                        (args.vmm.is_some(), "--vmm"),
+                        (args.machine.is_some(), "--machine"),
+                        (args.accel.is_some(), "--accel"),
+                        (args.verbose, "--verbose"),
+                        (args.print_vmm_config, "--print-vmm-config"),
+                        (args.emit.is_some(), "--emit"),
+                    ];
+                    if let Some((_, flag)) = kvm_only.iter().find(|(given, _)| *given) {
+                        return Err(format!(
+                            "{flag} applies to kvm images only, and {} is a {} image; build with --platform kvm",
+                            image.display(),
+                            platform.name()
+                        ));
+                    }
+                    run::boot(
+                        &image,
+                        args.mem.map(|m| m.0),
+                        args.env,
+                        app_args,
+                        args.trace_syscalls,
+                        args.timeout,
+                    )?
+                }
+            };
             Ok(ExitCode::from(code))
         }
         Command::Inspect { image } => {
@@ -197,8 +258,8 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions, String> {
     })
 }
 
-/// For `run PATH`: `Some(PATH)` if it is a built image.
-fn existing_image(path: Option<&Path>) -> Result<Option<PathBuf>, String> {
+/// For `run PATH`: `Some((PATH, its platform))` if it is a built image.
+fn existing_image(path: Option<&Path>) -> Result<Option<(PathBuf, Platform)>, String> {
     let Some(path) = path.filter(|p| p.is_file()) else {
         return Ok(None);
     };
@@ -207,7 +268,7 @@ fn existing_image(path: Option<&Path>) -> Result<Option<PathBuf>, String> {
     }
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     match Image::parse(&data) {
-        Ok(_) => Ok(Some(path.to_path_buf())),
+        Ok(img) => Ok(Some((path.to_path_buf(), img.manifest.platform))),
         Err(e) => Err(image_error(path, e)),
     }
 }

@@ -1,19 +1,37 @@
-//! `cargo unikernel run`: boot an image with the bundled hvt monitor,
-//! in-process, and hand back its exit code.
+//! `cargo unikernel run`: boot an hvt image with the bundled monitor,
+//! in-process, or a kvm image under QEMU, and hand back its exit code.
 use std::path::Path;
+use std::time::Duration;
 
+use cargo_unikernel::cmdline::{CommandLine, TRACE_SYSCALLS_TOKEN, VERBOSE_TOKEN};
+use cargo_unikernel::image::Image;
+use cargo_unikernel::kvm_run::{self, EXIT_SETUP_FAILED, EXIT_TIMEOUT};
+use cargo_unikernel::vmm::{
+    find_qemu, firecracker_config, firecracker_path, Accel, Machine, QemuConfig, DEFAULT_MEMORY,
+};
 use unikernel_hvt::RunConfig;
 
-/// Boot `image`. `args` `None` keeps the image's default arguments. Returns
-/// the monitor's exit code (the app's, or the monitor's own 125/254/255,
-/// whose message it has already printed).
+use crate::{Emit, RunArgs};
+
+/// Boot the hvt `image`. `args` `None` keeps the image's default arguments.
+/// Returns the monitor's exit code (the app's, or the monitor's own
+/// 125/254/255, whose message it has already printed).
 pub fn boot(
     image: &Path,
     mem: Option<u64>,
     env: Vec<String>,
     args: Option<Vec<String>>,
     trace_syscalls: bool,
+    timeout: Option<f64>,
 ) -> Result<u8, String> {
+    if let Some(secs) = timeout {
+        // The monitor runs in this process: the deadline ends the process.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            eprintln!("cargo-unikernel: the guest did not exit within {secs} s (--timeout)");
+            std::process::exit(i32::from(EXIT_TIMEOUT));
+        });
+    }
     let config = RunConfig {
         image: image.to_path_buf(),
         mem,
@@ -23,4 +41,75 @@ pub fn boot(
     };
     let code = unikernel_hvt::run(&config);
     Ok((code & 0xff) as u8)
+}
+
+/// Boot (or describe) the kvm `image` under QEMU.
+pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Result<u8, String> {
+    let data = std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+    let manifest = Image::parse(&data)
+        .map_err(|_| format!("{} is not a readable kvm image", image.display()))?
+        .manifest;
+    let memory = run
+        .mem
+        .map(|m| m.0)
+        .or((manifest.memory != 0).then_some(manifest.memory))
+        .unwrap_or(DEFAULT_MEMORY);
+    let mut options = Vec::new();
+    if run.verbose {
+        options.push(VERBOSE_TOKEN.to_string());
+    }
+    if run.trace_syscalls {
+        options.push(TRACE_SYSCALLS_TOKEN.to_string());
+    }
+    let cmdline = CommandLine {
+        options,
+        env: run.env.clone(),
+        args,
+    }
+    .encode();
+    // Absolute: QEMU and Firecracker may run from another directory.
+    let image = std::path::absolute(image)
+        .map_err(|e| format!("cannot resolve {}: {e}", image.display()))?;
+
+    if run.emit == Some(Emit::Firecracker) {
+        let out = firecracker_path(&image);
+        let json = serde_json::to_string_pretty(&firecracker_config(&image, memory, &cmdline))
+            .map_err(|e| format!("cannot encode the Firecracker config: {e}"))?;
+        std::fs::write(&out, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        println!("{}", out.display());
+        eprintln!(
+            "boot it with: firecracker --no-api --config-file {}",
+            out.display()
+        );
+        return Ok(0);
+    }
+    let qemu = match find_qemu() {
+        Ok(q) => q,
+        Err(e) if run.print_vmm_config => {
+            // Still worth printing: the user may run it elsewhere.
+            eprintln!("note: {e}");
+            cargo_unikernel::vmm::QEMU.into()
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_SETUP_FAILED);
+        }
+    };
+    let config = QemuConfig {
+        qemu,
+        image,
+        machine: run.machine.unwrap_or(Machine::Microvm),
+        accel: run.accel.unwrap_or(Accel::Tcg),
+        memory,
+        cmdline,
+    };
+    if run.print_vmm_config {
+        println!("{}", config.shell_line());
+        return Ok(0);
+    }
+    Ok(kvm_run::run(
+        &config,
+        run.timeout.map(Duration::from_secs_f64),
+    ))
 }

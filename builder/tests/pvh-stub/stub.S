@@ -6,7 +6,8 @@
  *   2. prints "stderr line\n" on COM2;
  *   3. prints the boot manifest raw (u32 length + bytes, at __kernel_end) on
  *      COM2, between "<manifest>" and "</manifest>\n";
- *   4. unless the command line starts with "N", prints "[unikernel] exit 7\n"
+ *   4. if the command line starts with "H", hangs (for --timeout);
+ *   5. unless the command line starts with "N", prints "[unikernel] exit 7\n"
  *      on COM1; then writes 9 to isa-debug-exit (QEMU exits with 19), so a
  *      runner that reads the line exits 7 and one that falls back exits 9. */
         .section .note.Xen, "a", @note
@@ -36,6 +37,8 @@ pvh_start:
         movl $mclose, %esi
         call puts
         movl 24(%ebx), %esi
+        cmpb $'H', (%esi)
+        je 2f
         cmpb $'N', (%esi)
         je 1f
         movw $0x3f8, %dx

@@ -1,0 +1,264 @@
+//! Launch configurations for the standard VMMs that boot a kvm image: the
+//! QEMU command line (`cargo unikernel run --platform kvm` and
+//! `--print-vmm-config`) and the Firecracker JSON config (`--emit
+//! firecracker`). Nothing here starts a process; see [`crate::kvm_run`].
+use std::path::{Path, PathBuf};
+
+/// The QEMU binary we start.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// The isa-debug-exit device: the guest writes its exit code N to port
+/// 0xf4 and QEMU exits with status (N << 1) | 1.
+pub const DEBUG_EXIT_DEVICE: &str = "isa-debug-exit,iobase=0xf4,iosize=0x04";
+
+/// Default guest memory when neither `--mem` nor the manifest says.
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+
+/// QEMU machine types the image boots on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Machine {
+    /// `-M microvm`: no PCI, no firmware tables, one ISA serial port
+    /// (stdout and stderr mixed); the fastest boot.
+    Microvm,
+    /// `-M q35`: PCIe, two serial ports (stdout on COM1, stderr on COM2).
+    Q35,
+}
+
+/// How QEMU runs the guest's instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// QEMU's own CPU emulator: standard x86 semantics everywhere.
+    Tcg,
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+}
+
+/// Which VMM `run` starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Vmm {
+    Qemu,
+}
+
+/// Everything the QEMU command line depends on.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    pub qemu: PathBuf,
+    pub image: PathBuf,
+    pub machine: Machine,
+    pub accel: Accel,
+    /// Guest memory in bytes (rounded up to MiB on the command line).
+    pub memory: u64,
+    /// The encoded guest command line (see [`crate::cmdline`]).
+    pub cmdline: String,
+}
+
+/// Whole MiB, rounded up.
+pub fn memory_mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
+
+impl QemuConfig {
+    /// The arguments after the program name.
+    ///
+    /// `-display none` rather than `-nographic`: with `-nographic` QEMU tells
+    /// the firmware (SeaBIOS) to print on the serial port, and its banner
+    /// would reach the app's stdout.
+    pub fn args(&self) -> Vec<String> {
+        let machine = match self.machine {
+            Machine::Microvm => "microvm",
+            Machine::Q35 => "q35",
+        };
+        let (accel, cpu) = match self.accel {
+            Accel::Tcg => ("tcg", "qemu64"),
+            // `-cpu host` aborts on kvm-pvm (MSR 0x10a); EPYC works on both.
+            Accel::Kvm => ("kvm", "EPYC"),
+        };
+        let mut a: Vec<String> = [
+            "-M",
+            machine,
+            "-accel",
+            accel,
+            "-cpu",
+            cpu,
+            "-m",
+            &format!("{}M", memory_mib(self.memory)),
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if self.machine == Machine::Q35 {
+            // COM2 = the app's stderr, to QEMU's own stderr.
+            a.extend(["-serial".into(), "file:/proc/self/fd/2".into()]);
+        }
+        a.extend([
+            "-kernel".into(),
+            self.image.display().to_string(),
+            "-append".into(),
+            self.cmdline.clone(),
+            "-device".into(),
+            DEBUG_EXIT_DEVICE.into(),
+            "-no-reboot".into(),
+        ]);
+        a
+    }
+
+    /// The whole command, shell-quoted, for `--print-vmm-config`.
+    pub fn shell_line(&self) -> String {
+        std::iter::once(self.qemu.display().to_string())
+            .chain(self.args())
+            .map(|w| shell_quote(&w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Quote a word for a POSIX shell (single quotes when needed).
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./=:,@%+".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Find `qemu-system-x86_64` on `PATH`, or say how to install it.
+pub fn find_qemu() -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(QEMU))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| {
+            format!(
+                "{QEMU} is not installed; install it with `apt-get install qemu-system-x86` (on Debian 12 take QEMU 10 from bookworm-backports: `apt-get install -t bookworm-backports qemu-system-x86`)"
+            )
+        })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Where `--emit firecracker` writes: `<image>.firecracker.json`.
+pub fn firecracker_path(image: &Path) -> PathBuf {
+    let mut s = image.as_os_str().to_owned();
+    s.push(".firecracker.json");
+    PathBuf::from(s)
+}
+
+/// A Firecracker config file (`firecracker --no-api --config-file F`):
+/// the image as the kernel, the command line as boot args, one vCPU, the
+/// memory in MiB, no drives, no network.
+pub fn firecracker_config(image: &Path, memory: u64, cmdline: &str) -> serde_json::Value {
+    serde_json::json!({
+        "boot-source": {
+            "kernel_image_path": image.display().to_string(),
+            "boot_args": cmdline,
+        },
+        "drives": [],
+        "machine-config": {
+            "vcpu_count": 1,
+            "mem_size_mib": memory_mib(memory),
+            "smt": false,
+        },
+        "network-interfaces": [],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(machine: Machine, accel: Accel) -> QemuConfig {
+        QemuConfig {
+            qemu: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+            image: PathBuf::from("/img/hello"),
+            machine,
+            accel,
+            memory: 64 << 20,
+            cmdline: r#"A="x y" -- b"#.into(),
+        }
+    }
+
+    #[test]
+    fn microvm_tcg_command() {
+        let c = config(Machine::Microvm, Accel::Tcg);
+        assert_eq!(
+            c.args().join(" "),
+            "-M microvm -accel tcg -cpu qemu64 -m 64M -smp 1 -nodefaults -no-user-config -display none -serial stdio -kernel /img/hello -append A=\"x y\" -- b -device isa-debug-exit,iobase=0xf4,iosize=0x04 -no-reboot"
+        );
+        assert_eq!(
+            c.shell_line(),
+            r#"/usr/bin/qemu-system-x86_64 -M microvm -accel tcg -cpu qemu64 -m 64M -smp 1 -nodefaults -no-user-config -display none -serial stdio -kernel /img/hello -append 'A="x y" -- b' -device isa-debug-exit,iobase=0xf4,iosize=0x04 -no-reboot"#
+        );
+    }
+
+    #[test]
+    fn q35_kvm_command() {
+        let mut c = config(Machine::Q35, Accel::Kvm);
+        c.memory = (3 << 20) + 1;
+        let a = c.args().join(" ");
+        assert!(a.starts_with("-M q35 -accel kvm -cpu EPYC -m 4M "), "{a}");
+        assert!(
+            a.contains("-serial stdio -serial file:/proc/self/fd/2 -kernel"),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("abc-1.2/x=y"), "abc-1.2/x=y");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("it's"), r#"'it'\''s'"#);
+        assert_eq!(shell_quote("a b"), "'a b'");
+    }
+
+    /// The field names of Firecracker's config file, as its documentation
+    /// (docs/getting-started.md, "Configuring the microVM without sending
+    /// API requests") and its API schema (src/firecracker/swagger/
+    /// firecracker.yaml: BootSource, MachineConfiguration) name them.
+    #[test]
+    fn firecracker_config_uses_the_documented_schema() {
+        let v = firecracker_config(Path::new("/img/app"), (64 << 20) + 1, "A=1 -- x");
+        let top: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut sorted = top.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            [
+                "boot-source",
+                "drives",
+                "machine-config",
+                "network-interfaces"
+            ]
+        );
+        let boot = v["boot-source"].as_object().unwrap();
+        assert_eq!(boot.len(), 2);
+        assert_eq!(boot["kernel_image_path"], "/img/app");
+        assert_eq!(boot["boot_args"], "A=1 -- x");
+        let machine = v["machine-config"].as_object().unwrap();
+        // Required by the schema: vcpu_count (1-32) and mem_size_mib (integer).
+        assert_eq!(machine["vcpu_count"], 1);
+        assert_eq!(machine["mem_size_mib"], 65);
+        assert!(machine["mem_size_mib"].is_u64());
+        assert_eq!(machine["smt"], false);
+        assert_eq!(v["drives"], serde_json::json!([]));
+        assert_eq!(v["network-interfaces"], serde_json::json!([]));
+        assert_eq!(
+            firecracker_path(Path::new("/t/unikernel/kvm/app")),
+            Path::new("/t/unikernel/kvm/app.firecracker.json")
+        );
+    }
+}
