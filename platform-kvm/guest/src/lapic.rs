@@ -25,11 +25,36 @@ fn write(reg: u64, v: u32) {
     unsafe { core::ptr::write_volatile((BASE + reg) as *mut u32, v) };
 }
 
-/// Enable the APIC and mask its timer.
+/// Remap the legacy 8259 PICs away from the exception vectors (to 0xf0..)
+/// and mask every line: all interrupts come from the local APIC. (A PIC
+/// left at vector base 0 would deliver the PIT's IRQ 0 as a "#DE".)
+///
+/// # Safety
+/// Ring 0, at boot.
+unsafe fn disable_pic() {
+    use crate::cpu::outb;
+    // SAFETY: per the function contract: the PICs' command/data ports.
+    unsafe {
+        outb(0x20, 0x11); // ICW1: init, ICW4 follows
+        outb(0xa0, 0x11);
+        outb(0x21, 0xf0); // ICW2: vector bases
+        outb(0xa1, 0xf8);
+        outb(0x21, 0x04); // ICW3: slave on IRQ 2
+        outb(0xa1, 0x02);
+        outb(0x21, 0x01); // ICW4: 8086 mode
+        outb(0xa1, 0x01);
+        outb(0x21, 0xff); // mask everything
+        outb(0xa1, 0xff);
+    }
+}
+
+/// Quiet the legacy PIC, enable the APIC and mask its timer.
 ///
 /// # Safety
 /// Ring 0, at boot, with the APIC page mapped.
 pub unsafe fn init() {
+    // SAFETY: per the function contract.
+    unsafe { disable_pic() };
     // SAFETY: per the function contract: IA32_APIC_BASE global enable.
     unsafe {
         let base = crate::cpu::rdmsr(0x1b);

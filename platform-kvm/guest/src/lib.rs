@@ -273,8 +273,7 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     argv.push(format!("/{}", manifest.name));
     argv.extend(cl.args.clone().unwrap_or_else(|| manifest.args.clone()));
     let envp = unikernel_runtime::cmdline::merge_env(&manifest.env, &cl.env);
-    // SAFETY: statics of this crate.
-    let (stack_top, stack_bottom, fault_top) = unsafe {
+    let (stack_top, stack_bottom, fault_top) = {
         let s = core::ptr::addr_of!(entry::KVM_BOOT_STACK) as u64;
         (s + entry::BOOT_STACK_SIZE as u64, s, cpu::fault_stack_top())
     };
@@ -312,7 +311,14 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
         // SAFETY: written once by the entry code.
         let t0 = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(entry::KVM_ENTRY_TSC)) };
         let now = unikernel_runtime::arch::x86_64::cpu::rdtsc();
-        let line = format!("[unikernel] kvm: boot from the first instruction to starting the runtime: {} TSC ticks\n", now.wrapping_sub(t0));
+        let ticks = now.wrapping_sub(t0);
+        let us = match kvm.clock.describe() {
+            (_, khz) if khz > 0 => ticks * 1000 / khz,
+            _ => 0,
+        };
+        let line = format!(
+            "[unikernel] kvm: boot from the first instruction to starting the runtime: {ticks} TSC ticks ({us} us with the TSC clock)\n"
+        );
         serial::write(serial::stderr_port(), line.as_bytes());
     }
     unikernel_runtime::start(info, kvm)

@@ -32,6 +32,7 @@ pub struct MemmapEntry {
 pub type Range = (u64, u64);
 
 pub struct Boot {
+    #[allow(dead_code)] // kept for diagnostics (flags, modules, RSDP)
     pub info: StartInfo,
     pub cmdline: &'static str,
     pub ram: [Range; 16],
