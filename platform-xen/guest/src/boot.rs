@@ -173,7 +173,10 @@ extern "C" fn xen_start(si: *mut StartInfo, entry_tsc: u64) -> ! {
     // for the test hook below, which rewrites the magic in place).
     let si: &'static mut StartInfo = unsafe { &mut *si };
     #[cfg(feature = "test-hooks")]
-    if start_info::cmdline(si).split(' ').any(|w| w == "xen.test=bad-magic") {
+    if start_info::cmdline(si)
+        .split(' ')
+        .any(|w| w == "xen.test=bad-magic")
+    {
         si.magic = [0; 32];
         si.magic[..15].copy_from_slice(b"xen-3.0-x86_32p");
     }
@@ -186,7 +189,11 @@ extern "C" fn xen_start(si: *mut StartInfo, entry_tsc: u64) -> ! {
     CONSOLE_PORT.store(si.console_evtchn, Ordering::Relaxed);
     CONSOLE.store(console_ring(si), Ordering::Relaxed);
     let first_print_tsc = rdtsc();
-    let _ = writeln!(Console, "xen: PV guest starting ({} pages, console port {})", si.nr_pages, si.console_evtchn);
+    let _ = writeln!(
+        Console,
+        "xen: PV guest starting ({} pages, console port {})",
+        si.nr_pages, si.console_evtchn
+    );
 
     // The shared-info page replaces the frame behind a page of our .bss.
     let shared_va = core::ptr::addr_of_mut!(SHARED_INFO_PAGE) as u64;
@@ -315,7 +322,9 @@ impl Xen {
 
     /// What the xenstore client uses to notify and wait.
     pub fn store_transport(&self) -> StoreTransport {
-        StoreTransport { port: self.store_port }
+        StoreTransport {
+            port: self.store_port,
+        }
     }
 
     /// Set up grant table v1 frames and map them; returns the table.
@@ -346,7 +355,12 @@ impl Xen {
     ///
     /// # Safety
     /// `rip`/`rsp` must be code and a stack the user code may use.
-    pub unsafe fn enter_user_mode(&self, rip: u64, rsp: u64, fs_base: u64) -> Result<core::convert::Infallible, abi::XenError> {
+    pub unsafe fn enter_user_mode(
+        &self,
+        rip: u64,
+        rsp: u64,
+        fs_base: u64,
+    ) -> Result<core::convert::Infallible, abi::XenError> {
         let l4_mfn = self.phys.mfn(self.start_info.pt_base / PAGE_SIZE);
         // SAFETY: the same L4 as the kernel's (already pinned by the builder as our base).
         unsafe { hypercall::new_user_baseptr(l4_mfn)? };

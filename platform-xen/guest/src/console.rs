@@ -64,7 +64,9 @@ impl ConsoleRing {
         let n = data.len().min(free);
         for &b in &data[..n] {
             // SAFETY: index masked into the 2048-byte output array.
-            unsafe { addr_of_mut!((*self.iface).output[(prod % OUT_SIZE) as usize]).write_volatile(b) };
+            unsafe {
+                addr_of_mut!((*self.iface).output[(prod % OUT_SIZE) as usize]).write_volatile(b)
+            };
             prod = prod.wrapping_add(1);
         }
         // The bytes must be visible before the new producer index.
@@ -111,7 +113,8 @@ impl ConsoleRing {
         let mut n = 0;
         while cons != prod && n < buf.len() {
             // SAFETY: index masked into the 1024-byte input array.
-            buf[n] = unsafe { addr_of!((*self.iface).input[(cons % IN_SIZE) as usize]).read_volatile() };
+            buf[n] =
+                unsafe { addr_of!((*self.iface).input[(cons % IN_SIZE) as usize]).read_volatile() };
             cons = cons.wrapping_add(1);
             n += 1;
         }
@@ -173,7 +176,13 @@ mod tests {
         assert_eq!(c.pending(), 2048);
         assert!(!c.drain(&|| {}, &|| {}, 3));
         // SAFETY: single-threaded test.
-        assert!(c.drain(&|| {}, &|| { consume(unsafe { &mut *p }); }, 3));
+        assert!(c.drain(
+            &|| {},
+            &|| {
+                consume(unsafe { &mut *p });
+            },
+            3
+        ));
     }
 
     #[test]

@@ -54,9 +54,9 @@ pub fn mark_fired(port: u32) {
 
 /// Whether `port` fired since the last call for it (and clear the record).
 pub fn take_fired(port: u32) -> bool {
-    FIRED
-        .get(port as usize / 64)
-        .is_some_and(|w| w.fetch_and(!(1 << (port % 64)), Ordering::AcqRel) & (1 << (port % 64)) != 0)
+    FIRED.get(port as usize / 64).is_some_and(|w| {
+        w.fetch_and(!(1 << (port % 64)), Ordering::AcqRel) & (1 << (port % 64)) != 0
+    })
 }
 
 /// How many upcalls ran (for reports and tests).
@@ -153,7 +153,8 @@ mod target {
             loop {
                 addr_of_mut!((*vi).evtchn_upcall_pending).write_volatile(0);
                 let sel = &*(addr_of!((*vi).evtchn_pending_sel) as *const AtomicU64);
-                let pending = &*(addr_of!((*s).evtchn_pending) as *const [AtomicU64; abi::EVTCHN_WORDS]);
+                let pending =
+                    &*(addr_of!((*s).evtchn_pending) as *const [AtomicU64; abi::EVTCHN_WORDS]);
                 let mask = &*(addr_of!((*s).evtchn_mask) as *const [AtomicU64; abi::EVTCHN_WORDS]);
                 scan(sel, pending, mask, |port| {
                     mark_fired(port);

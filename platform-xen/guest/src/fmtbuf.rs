@@ -9,7 +9,10 @@ pub struct FmtBuf<const N: usize> {
 
 impl<const N: usize> FmtBuf<N> {
     pub const fn new() -> Self {
-        FmtBuf { buf: [0; N], len: 0 }
+        FmtBuf {
+            buf: [0; N],
+            len: 0,
+        }
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
@@ -51,7 +54,12 @@ pub fn utc(secs: u64) -> FmtBuf<19> {
     let mut out = FmtBuf::new();
     let _ = core::fmt::Write::write_fmt(
         &mut out,
-        format_args!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60),
+        format_args!(
+            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        ),
     );
     out
 }

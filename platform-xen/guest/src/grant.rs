@@ -72,7 +72,9 @@ impl GrantTable {
     fn flags(&self, r: GrantRef) -> &AtomicU16 {
         // SAFETY: r < len (checked by callers); flags is the first u16 of
         // an 8-byte aligned entry, shared with Xen, accessed atomically.
-        unsafe { &*(core::ptr::addr_of_mut!((*self.entries.add(r as usize)).flags) as *const AtomicU16) }
+        unsafe {
+            &*(core::ptr::addr_of_mut!((*self.entries.add(r as usize)).flags) as *const AtomicU16)
+        }
     }
 
     /// Read an entry (for checks and tests).
@@ -82,7 +84,12 @@ impl GrantTable {
     }
 
     /// Grant `domid` access to machine frame `frame`; returns the reference.
-    pub fn grant_access(&mut self, domid: u16, frame: u32, readonly: bool) -> Result<GrantRef, GrantError> {
+    pub fn grant_access(
+        &mut self,
+        domid: u16,
+        frame: u32,
+        readonly: bool,
+    ) -> Result<GrantRef, GrantError> {
         let r = (0..self.len)
             .find(|&r| self.used[r as usize / 64] & (1 << (r % 64)) == 0)
             .ok_or(GrantError::Full)?;
@@ -103,7 +110,10 @@ impl GrantTable {
     /// End access through `r`; fails (and keeps the grant) while the other
     /// domain has the page mapped.
     pub fn end_access(&mut self, r: GrantRef) -> Result<(), GrantError> {
-        if r < NR_RESERVED_ENTRIES || r >= self.len || self.used[r as usize / 64] & (1 << (r % 64)) == 0 {
+        if r < NR_RESERVED_ENTRIES
+            || r >= self.len
+            || self.used[r as usize / 64] & (1 << (r % 64)) == 0
+        {
             return Err(GrantError::BadRef);
         }
         let f = self.flags(r);
@@ -144,7 +154,10 @@ mod tests {
         // SAFETY: the vector outlives the table.
         let mut t = unsafe { GrantTable::new(mem.as_mut_ptr(), 512) };
         let r = t.grant_access(0, 0xabc, false).unwrap();
-        assert_eq!(r, NR_RESERVED_ENTRIES, "first free ref after the reserved ones");
+        assert_eq!(
+            r, NR_RESERVED_ENTRIES,
+            "first free ref after the reserved ones"
+        );
         assert_eq!(t.entry(r), Some(encode(0, 0xabc, false)));
         let r2 = t.grant_access(3, 0xdef, true).unwrap();
         assert_eq!(r2, r + 1);
@@ -154,7 +167,7 @@ mod tests {
         assert_eq!(t.grant_access(1, 1, false).unwrap(), r);
         assert_eq!(t.end_access(2), Err(GrantError::BadRef));
         assert_eq!(t.end_access(100), Err(GrantError::BadRef));
-        drop(t);
+        let _ = t;
         assert_eq!(mem[r2 as usize].domid, 3);
     }
 

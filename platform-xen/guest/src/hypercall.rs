@@ -76,7 +76,12 @@ unsafe fn call3(n: usize, a1: u64, a2: u64, a3: u64) -> i64 {
 pub fn console_io_write(s: &[u8]) -> Result<u64, XenError> {
     // SAFETY: Xen only reads `s.len()` bytes from `s`.
     XenError::check(unsafe {
-        call3(nr::CONSOLE_IO, abi::CONSOLEIO_WRITE as u64, s.len() as u64, s.as_ptr() as u64)
+        call3(
+            nr::CONSOLE_IO,
+            abi::CONSOLEIO_WRITE as u64,
+            s.len() as u64,
+            s.as_ptr() as u64,
+        )
     })
 }
 
@@ -99,7 +104,14 @@ pub fn sched_block() {
 pub fn sched_shutdown(reason: u32) -> XenError {
     let arg = reason;
     // SAFETY: Xen reads one u32 (struct sched_shutdown).
-    let rc = unsafe { call3(nr::SCHED_OP, abi::sched::SHUTDOWN as u64, &arg as *const u32 as u64, 0) };
+    let rc = unsafe {
+        call3(
+            nr::SCHED_OP,
+            abi::sched::SHUTDOWN as u64,
+            &arg as *const u32 as u64,
+            0,
+        )
+    };
     XenError(rc)
 }
 
@@ -266,15 +278,33 @@ pub fn evtchn_alloc_unbound(remote: u16) -> Result<u32, XenError> {
         port: 0,
     };
     // SAFETY: Xen reads and writes `a` during the call.
-    let rc = unsafe { call3(nr::EVENT_CHANNEL_OP, abi::evtchn::ALLOC_UNBOUND as u64, &mut a as *mut _ as u64, 0) };
+    let rc = unsafe {
+        call3(
+            nr::EVENT_CHANNEL_OP,
+            abi::evtchn::ALLOC_UNBOUND as u64,
+            &mut a as *mut _ as u64,
+            0,
+        )
+    };
     XenError::check(rc).map(|_| a.port)
 }
 
 /// Bind a virtual IRQ (e.g. `VIRQ_TIMER`) of vCPU 0 to a new port.
 pub fn evtchn_bind_virq(virq: u32) -> Result<u32, XenError> {
-    let mut a = EvtchnBindVirq { virq, vcpu: 0, port: 0 };
+    let mut a = EvtchnBindVirq {
+        virq,
+        vcpu: 0,
+        port: 0,
+    };
     // SAFETY: Xen reads and writes `a` during the call.
-    let rc = unsafe { call3(nr::EVENT_CHANNEL_OP, abi::evtchn::BIND_VIRQ as u64, &mut a as *mut _ as u64, 0) };
+    let rc = unsafe {
+        call3(
+            nr::EVENT_CHANNEL_OP,
+            abi::evtchn::BIND_VIRQ as u64,
+            &mut a as *mut _ as u64,
+            0,
+        )
+    };
     XenError::check(rc).map(|_| a.port)
 }
 
@@ -309,11 +339,22 @@ pub fn set_singleshot_timer(deadline_ns: u64, future_only: bool) -> Result<u64, 
     }
     let a = Singleshot {
         timeout_abs_ns: deadline_ns,
-        flags: if future_only { abi::vcpu::SSHOTTMR_FUTURE } else { 0 },
+        flags: if future_only {
+            abi::vcpu::SSHOTTMR_FUTURE
+        } else {
+            0
+        },
         _pad: 0,
     };
     // SAFETY: Xen reads `a`.
-    XenError::check(unsafe { call3(nr::VCPU_OP, abi::vcpu::SET_SINGLESHOT_TIMER as u64, 0, &a as *const _ as u64) })
+    XenError::check(unsafe {
+        call3(
+            nr::VCPU_OP,
+            abi::vcpu::SET_SINGLESHOT_TIMER as u64,
+            0,
+            &a as *const _ as u64,
+        )
+    })
 }
 
 /// Stop the periodic tick Xen starts for PV vCPUs by default.
@@ -326,7 +367,14 @@ pub fn stop_periodic_timer() -> Result<u64, XenError> {
 pub fn runstate_info() -> Result<abi::RunstateInfo, XenError> {
     let mut r = abi::RunstateInfo::default();
     // SAFETY: Xen writes `r`.
-    let rc = unsafe { call3(nr::VCPU_OP, abi::vcpu::GET_RUNSTATE_INFO as u64, 0, &mut r as *mut _ as u64) };
+    let rc = unsafe {
+        call3(
+            nr::VCPU_OP,
+            abi::vcpu::GET_RUNSTATE_INFO as u64,
+            0,
+            &mut r as *mut _ as u64,
+        )
+    };
     XenError::check(rc).map(|_| r)
 }
 

@@ -112,7 +112,8 @@ impl PageTables<'_> {
     /// Whether `va` is mapped present.
     pub fn is_mapped(&self, va: u64) -> bool {
         // SAFETY: `leaf` returns an entry in a mapped table.
-        self.leaf(va).is_some_and(|e| unsafe { e.read_volatile() } & P != 0)
+        self.leaf(va)
+            .is_some_and(|e| unsafe { e.read_volatile() } & P != 0)
     }
 
     /// Take a frame for a new page table: zero it through Xen, make its own
@@ -127,7 +128,11 @@ impl PageTables<'_> {
         if self.is_mapped(pfn * PAGE_SIZE) {
             // SAFETY: the frame is free RAM nobody uses yet; it stays mapped, read-only.
             unsafe {
-                hypercall::update_va_mapping(pfn * PAGE_SIZE, mfn * PAGE_SIZE | RAM_RO, abi::mmu::UVMF_INVLPG)
+                hypercall::update_va_mapping(
+                    pfn * PAGE_SIZE,
+                    (mfn * PAGE_SIZE) | RAM_RO,
+                    abi::mmu::UVMF_INVLPG,
+                )
             }
             .map_err(|_| "cannot make a new page table read-only")?;
         }
@@ -150,7 +155,7 @@ impl PageTables<'_> {
                 let pfn = self.new_table()?;
                 let req = MmuUpdate {
                     ptr: self.phys.machine_addr(slot as u64) | abi::mmu::NORMAL_PT_UPDATE,
-                    val: self.phys.mfn(pfn) * PAGE_SIZE | TABLE,
+                    val: (self.phys.mfn(pfn) * PAGE_SIZE) | TABLE,
                 };
                 // SAFETY: links a zeroed table into an empty slot: nothing in use changes.
                 unsafe { hypercall::mmu_update(core::slice::from_ref(&req)) }
@@ -205,14 +210,15 @@ pub unsafe fn map_all_ram(pt: &mut PageTables, first_free: u64) -> Result<MapRep
         let flags = if is_table { RAM_RO } else { RAM_RW };
         batch[n] = MmuUpdate {
             ptr: entry_ma | abi::mmu::NORMAL_PT_UPDATE,
-            val: pt.phys.mfn(pfn) * PAGE_SIZE | flags,
+            val: (pt.phys.mfn(pfn) * PAGE_SIZE) | flags,
         };
         n += 1;
         pfn += 1;
         // Flush before the next 2 MiB: its L1 may need to be read through the new mappings.
         if n == BATCH || pfn % 512 == 0 || pfn == nr {
             // SAFETY: maps frames nobody uses yet at their own addresses.
-            let done = unsafe { hypercall::mmu_update(&batch[..n]) }.map_err(|_| "mmu_update refused a RAM mapping")?;
+            let done = unsafe { hypercall::mmu_update(&batch[..n]) }
+                .map_err(|_| "mmu_update refused a RAM mapping")?;
             if done as usize != n {
                 return Err("mmu_update mapped only part of a batch");
             }
@@ -231,5 +237,6 @@ pub unsafe fn map_all_ram(pt: &mut PageTables, first_free: u64) -> Result<MapRep
 /// Whatever was mapped at `va` is gone afterwards.
 pub unsafe fn map_machine_frame(va: u64, mfn: u64) -> Result<(), abi::XenError> {
     // SAFETY: forwarded from the caller.
-    unsafe { hypercall::update_va_mapping(va, mfn * PAGE_SIZE | RAM_RW, abi::mmu::UVMF_INVLPG) }.map(|_| ())
+    unsafe { hypercall::update_va_mapping(va, (mfn * PAGE_SIZE) | RAM_RW, abi::mmu::UVMF_INVLPG) }
+        .map(|_| ())
 }

@@ -78,7 +78,9 @@ fn align4(n: usize) -> Option<usize> {
 }
 
 fn u32_at(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        d.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 /// Iterate the notes of a (little-endian) note section or segment. Stops
@@ -199,7 +201,12 @@ mod tests {
         note(&mut s, b"Xen", elfnote::VIRT_BASE, &0u64.to_le_bytes());
         note(&mut s, b"Xen", elfnote::PADDR_OFFSET, &0u64.to_le_bytes());
         note(&mut s, b"Xen", elfnote::ENTRY, &0x1234u64.to_le_bytes());
-        note(&mut s, b"Xen", elfnote::HYPERCALL_PAGE, &0x2000u64.to_le_bytes());
+        note(
+            &mut s,
+            b"Xen",
+            elfnote::HYPERCALL_PAGE,
+            &0x2000u64.to_le_bytes(),
+        );
         s
     }
 

@@ -24,9 +24,13 @@ impl MagicError {
     /// The found magic as printable text (non-printable bytes shown as '?').
     pub fn found_text(&self) -> impl Iterator<Item = char> + '_ {
         let end = self.found.iter().position(|&b| b == 0).unwrap_or(32);
-        self.found[..end]
-            .iter()
-            .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' })
+        self.found[..end].iter().map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
     }
 
     /// Whether it still looks like a Xen loader (then the console ring
@@ -62,7 +66,11 @@ pub fn check_magic(magic: &[u8; 32]) -> Result<(), MagicError> {
 /// The command line (up to the first NUL, at most 1024 bytes); bytes that
 /// are not UTF-8 end it early.
 pub fn cmdline(si: &StartInfo) -> &str {
-    let end = si.cmd_line.iter().position(|&b| b == 0).unwrap_or(si.cmd_line.len());
+    let end = si
+        .cmd_line
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(si.cmd_line.len());
     let bytes = &si.cmd_line[..end];
     match core::str::from_utf8(bytes) {
         Ok(s) => s,
@@ -107,7 +115,10 @@ mod tests {
         let e = check_magic(&si.magic).unwrap_err();
         assert!(e.looks_like_xen());
         let msg = e.to_string();
-        assert!(msg.starts_with("start_info magic is \"xen-3.0-x86_32p\", expected \"xen-3.0-x86_64\""), "{msg}");
+        assert!(
+            msg.starts_with("start_info magic is \"xen-3.0-x86_32p\", expected \"xen-3.0-x86_64\""),
+            "{msg}"
+        );
         // A longer string with the right prefix is wrong too.
         let mut m = sample().magic;
         m[14] = b'!';

@@ -138,7 +138,8 @@ pub fn vector_name(v: u64) -> &'static str {
 #[no_mangle]
 extern "C" fn xen_trap(f: &XenFrame) -> ! {
     // SAFETY: the shared-info page is mapped before the trap table is installed.
-    let cr2 = unsafe { core::ptr::addr_of!((*crate::shared_info()).vcpu_info[0].cr2).read_volatile() };
+    let cr2 =
+        unsafe { core::ptr::addr_of!((*crate::shared_info()).vcpu_info[0].cr2).read_volatile() };
     let mut out = crate::Console;
     let _ = write!(
         out,
@@ -161,7 +162,10 @@ extern "C" fn xen_trap(f: &XenFrame) -> ! {
 
 #[no_mangle]
 extern "C" fn xen_failsafe() -> ! {
-    let _ = writeln!(crate::Console, "xen: failsafe callback: Xen could not restore a segment register");
+    let _ = writeln!(
+        crate::Console,
+        "xen: failsafe callback: Xen could not restore a segment register"
+    );
     crate::shutdown(crate::EXIT_KERNEL_FAULT)
 }
 
@@ -183,7 +187,11 @@ extern "C" fn xen_syscall(f: &mut XenFrame) {
     match unsafe { core::ptr::addr_of!(SYSCALL_HANDLER).read() } {
         Some(h) => h(f),
         None => {
-            let _ = writeln!(crate::Console, "xen: system call {} from user mode but no handler", f.rax);
+            let _ = writeln!(
+                crate::Console,
+                "xen: system call {} from user mode but no handler",
+                f.rax
+            );
             crate::shutdown(crate::EXIT_KERNEL_FAULT)
         }
     }

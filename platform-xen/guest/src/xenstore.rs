@@ -56,7 +56,10 @@ impl Header {
 
     pub fn to_bytes(self) -> [u8; 16] {
         let mut b = [0u8; 16];
-        for (i, v) in [self.kind, self.req_id, self.tx_id, self.len].into_iter().enumerate() {
+        for (i, v) in [self.kind, self.req_id, self.tx_id, self.len]
+            .into_iter()
+            .enumerate()
+        {
             b[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
         }
         b
@@ -100,7 +103,10 @@ impl ErrName {
         let n = s.len().min(15);
         let mut bytes = [0; 15];
         bytes[..n].copy_from_slice(&s[..n]);
-        ErrName { bytes, len: n as u8 }
+        ErrName {
+            bytes,
+            len: n as u8,
+        }
     }
     pub fn as_str(&self) -> &str {
         core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
@@ -126,7 +132,13 @@ impl core::fmt::Display for XsError {
 }
 
 /// Encode one message (header + the concatenated `parts`) into `out`.
-pub fn encode(out: &mut [u8], kind: u32, req_id: u32, tx_id: u32, parts: &[&[u8]]) -> Result<usize, XsError> {
+pub fn encode(
+    out: &mut [u8],
+    kind: u32,
+    req_id: u32,
+    tx_id: u32,
+    parts: &[&[u8]],
+) -> Result<usize, XsError> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > XENSTORE_PAYLOAD_MAX {
         return Err(XsError::TooLong);
@@ -214,7 +226,10 @@ impl Xenstore {
             let n = free.min(data.len());
             for &b in &data[..n] {
                 // SAFETY: index masked into the request ring.
-                unsafe { addr_of_mut!((*self.ring).req[prod as usize % XENSTORE_RING_SIZE]).write_volatile(b) };
+                unsafe {
+                    addr_of_mut!((*self.ring).req[prod as usize % XENSTORE_RING_SIZE])
+                        .write_volatile(b)
+                };
                 prod = prod.wrapping_add(1);
             }
             fence(Ordering::Release);
@@ -234,7 +249,12 @@ impl Xenstore {
     }
 
     /// Read exactly `out.len()` bytes of the response ring (or skip them if `out` is None).
-    fn recv_bytes(&mut self, mut len: usize, mut out: Option<&mut [u8]>, t: &dyn Transport) -> Result<(), XsError> {
+    fn recv_bytes(
+        &mut self,
+        mut len: usize,
+        mut out: Option<&mut [u8]>,
+        t: &dyn Transport,
+    ) -> Result<(), XsError> {
         let mut at = 0;
         let mut waits = 0;
         while len > 0 {
@@ -253,7 +273,9 @@ impl Xenstore {
             let n = avail.min(len);
             for _ in 0..n {
                 // SAFETY: index masked into the response ring.
-                let b = unsafe { addr_of!((*self.ring).rsp[cons as usize % XENSTORE_RING_SIZE]).read_volatile() };
+                let b = unsafe {
+                    addr_of!((*self.ring).rsp[cons as usize % XENSTORE_RING_SIZE]).read_volatile()
+                };
                 if let Some(o) = out.as_deref_mut() {
                     o[at] = b;
                 }
@@ -289,7 +311,13 @@ impl Xenstore {
 
     /// Send one request and wait for its reply; the payload lands in
     /// `reply`, its length is returned. Watch events met on the way are queued.
-    pub fn request(&mut self, kind: u32, parts: &[&[u8]], reply: &mut [u8], t: &dyn Transport) -> Result<usize, XsError> {
+    pub fn request(
+        &mut self,
+        kind: u32,
+        parts: &[&[u8]],
+        reply: &mut [u8],
+        t: &dyn Transport,
+    ) -> Result<usize, XsError> {
         let req_id = self.next_req_id;
         self.next_req_id = self.next_req_id.wrapping_add(1);
         let mut hdr = [0u8; 16];
@@ -345,7 +373,12 @@ impl Xenstore {
     }
 
     /// Read `path` into `buf`; returns the value.
-    pub fn read<'b>(&mut self, path: &str, buf: &'b mut [u8], t: &dyn Transport) -> Result<&'b [u8], XsError> {
+    pub fn read<'b>(
+        &mut self,
+        path: &str,
+        buf: &'b mut [u8],
+        t: &dyn Transport,
+    ) -> Result<&'b [u8], XsError> {
         let n = self.request(msg::READ, &[path.as_bytes(), b"\0"], buf, t)?;
         Ok(&buf[..n])
     }
@@ -353,11 +386,17 @@ impl Xenstore {
     /// Write `value` at `path` (creating it).
     pub fn write(&mut self, path: &str, value: &[u8], t: &dyn Transport) -> Result<(), XsError> {
         let mut ok = [0u8; 8];
-        self.request(msg::WRITE, &[path.as_bytes(), b"\0", value], &mut ok, t).map(|_| ())
+        self.request(msg::WRITE, &[path.as_bytes(), b"\0", value], &mut ok, t)
+            .map(|_| ())
     }
 
     /// List the children of `path` (reply in `buf`, iterate with [`directory_entries`]).
-    pub fn directory<'b>(&mut self, path: &str, buf: &'b mut [u8], t: &dyn Transport) -> Result<&'b [u8], XsError> {
+    pub fn directory<'b>(
+        &mut self,
+        path: &str,
+        buf: &'b mut [u8],
+        t: &dyn Transport,
+    ) -> Result<&'b [u8], XsError> {
         let n = self.request(msg::DIRECTORY, &[path.as_bytes(), b"\0"], buf, t)?;
         Ok(&buf[..n])
     }
@@ -378,7 +417,11 @@ impl Xenstore {
 
     /// Wait for the next watch event; copies its payload (`path\0token\0`)
     /// into `buf` and returns it (split it with [`watch_event`]).
-    pub fn next_watch_event<'b>(&mut self, buf: &'b mut [u8], t: &dyn Transport) -> Result<&'b [u8], XsError> {
+    pub fn next_watch_event<'b>(
+        &mut self,
+        buf: &'b mut [u8],
+        t: &dyn Transport,
+    ) -> Result<&'b [u8], XsError> {
         loop {
             if self.nevents > 0 {
                 let (ev, n) = self.events[0];
@@ -431,8 +474,14 @@ mod tests {
         assert_eq!(&out[16..n], b"data/x\0hello");
         assert_eq!(Header::from_bytes(out[..16].try_into().unwrap()).len, 12);
         let big = vec![b'a'; 4097];
-        assert_eq!(encode(&mut [0u8; 8192], msg::WRITE, 1, 0, &[&big]), Err(XsError::TooLong));
-        assert_eq!(encode(&mut [0u8; 20], msg::READ, 1, 0, &[b"abcdefgh"]), Err(XsError::BufferTooSmall));
+        assert_eq!(
+            encode(&mut [0u8; 8192], msg::WRITE, 1, 0, &[&big]),
+            Err(XsError::TooLong)
+        );
+        assert_eq!(
+            encode(&mut [0u8; 20], msg::READ, 1, 0, &[b"abcdefgh"]),
+            Err(XsError::BufferTooSmall)
+        );
     }
 
     #[test]
@@ -440,7 +489,10 @@ mod tests {
         let d: Vec<&[u8]> = directory_entries(b"domid\0name\0data\0").collect();
         assert_eq!(d, [&b"domid"[..], b"name", b"data"]);
         assert_eq!(directory_entries(b"").count(), 0);
-        assert_eq!(watch_event(b"data/x\0tok\0"), Some((&b"data/x"[..], &b"tok"[..])));
+        assert_eq!(
+            watch_event(b"data/x\0tok\0"),
+            Some((&b"data/x"[..], &b"tok"[..]))
+        );
         assert_eq!(watch_event(b"nonul"), None);
     }
 
@@ -457,6 +509,7 @@ mod tests {
     }
 
     impl Fake {
+        #[allow(clippy::mut_from_ref)]
         fn ring(&self) -> &mut XenstoreInterface {
             // SAFETY: test-only, single-threaded; the box outlives the fake.
             unsafe { &mut *self.ring }
@@ -469,7 +522,9 @@ mod tests {
         fn run(&self) {
             let r = self.ring();
             while r.req_cons != r.req_prod {
-                self.inbuf.borrow_mut().push(r.req[r.req_cons as usize % XENSTORE_RING_SIZE]);
+                self.inbuf
+                    .borrow_mut()
+                    .push(r.req[r.req_cons as usize % XENSTORE_RING_SIZE]);
                 r.req_cons = r.req_cons.wrapping_add(1);
             }
             loop {
@@ -509,7 +564,9 @@ mod tests {
                     None => self.reply(msg::ERROR, h.req_id, b"ENOENT\0"),
                 },
                 msg::WRITE => {
-                    self.store.borrow_mut().insert(path.clone(), parts[1].to_vec());
+                    self.store
+                        .borrow_mut()
+                        .insert(path.clone(), parts[1].to_vec());
                     self.reply(msg::WRITE, h.req_id, b"OK\0");
                     for (w, tok) in self.watches.borrow().iter() {
                         if path.starts_with(w) {
@@ -571,8 +628,12 @@ mod tests {
             outq: RefCell::new(Vec::new()),
             noisy,
         };
-        fake.store.borrow_mut().insert(b"domid".to_vec(), b"1".to_vec());
-        fake.store.borrow_mut().insert(b"name".to_vec(), b"xenlab".to_vec());
+        fake.store
+            .borrow_mut()
+            .insert(b"domid".to_vec(), b"1".to_vec());
+        fake.store
+            .borrow_mut()
+            .insert(b"name".to_vec(), b"xenlab".to_vec());
         (ring, fake)
     }
 
@@ -599,9 +660,13 @@ mod tests {
         let ev1 = xs.next_watch_event(&mut ev, &fake).unwrap();
         assert_eq!(watch_event(ev1).unwrap().0, b"data/long");
         xs.write("data/b", b"2", &fake).unwrap();
-        let names: Vec<&[u8]> = directory_entries(xs.directory("data", &mut buf, &fake).unwrap()).collect();
+        let names: Vec<&[u8]> =
+            directory_entries(xs.directory("data", &mut buf, &fake).unwrap()).collect();
         assert_eq!(names, [&b"b"[..], b"long"]);
-        assert!(matches!(xs.read("data/long", &mut [0u8; 10], &fake), Err(XsError::BufferTooSmall)));
+        assert!(matches!(
+            xs.read("data/long", &mut [0u8; 10], &fake),
+            Err(XsError::BufferTooSmall)
+        ));
         // The connection is still in sync after a too-small buffer.
         assert_eq!(xs.read("domid", &mut buf, &fake).unwrap(), b"1");
     }
@@ -630,6 +695,9 @@ mod tests {
         // SAFETY: the box outlives the client.
         let mut xs = unsafe { Xenstore::new(&mut *ring) };
         xs.wait_budget = 5;
-        assert_eq!(xs.read("name", &mut [0u8; 8], &Dead).unwrap_err(), XsError::Timeout);
+        assert_eq!(
+            xs.read("name", &mut [0u8; 8], &Dead).unwrap_err(),
+            XsError::Timeout
+        );
     }
 }

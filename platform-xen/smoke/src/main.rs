@@ -56,7 +56,7 @@ fn xen_main(xen: &'static Xen) -> ! {
     say!(
         "smoke: start_info ok: nr_pages={} ({} MiB), cmdline=\"{}\"",
         si.nr_pages,
-        si.nr_pages * 4096 >> 20,
+        (si.nr_pages * 4096) >> 20,
         cmdline
     );
     let m = &xen.memory;
@@ -73,7 +73,10 @@ fn xen_main(xen: &'static Xen) -> ! {
     // SAFETY: identity-mapped RAM above every boot element; unused.
     unsafe {
         (last as *mut u64).write_volatile(0x5eed);
-        check((last as *const u64).read_volatile() == 0x5eed, "last page of RAM writable");
+        check(
+            (last as *const u64).read_volatile() == 0x5eed,
+            "last page of RAM writable",
+        );
     }
 
     let t = xen.time_info();
@@ -85,7 +88,8 @@ fn xen_main(xen: &'static Xen) -> ! {
         khz
     );
     if let Ok(r) = hypercall::runstate_info() {
-        let age: u64 = r.time.iter().sum::<u64>() + xen.system_time_ns().saturating_sub(r.state_entry_time);
+        let age: u64 =
+            r.time.iter().sum::<u64>() + xen.system_time_ns().saturating_sub(r.state_entry_time);
         say!(
             "smoke: vcpu0 age {} ms (running {} ms, offline {} ms: mostly the domain build)",
             age / 1_000_000,
@@ -104,14 +108,20 @@ fn xen_main(xen: &'static Xen) -> ! {
         t.tsc_shift,
         core::str::from_utf8(utc(wall / 1_000_000_000).as_bytes()).unwrap_or("?")
     );
-    check(wall / 1_000_000_000 > 1_600_000_000, "wall clock after 2020");
+    check(
+        wall / 1_000_000_000 > 1_600_000_000,
+        "wall clock after 2020",
+    );
 
     // Xenstore.
     let mut xs = xen.xenstore();
     let tr = xen.store_transport();
     let mut buf = [0u8; 512];
     let domid = match xs.read("domid", &mut buf, &tr) {
-        Ok(v) => core::str::from_utf8(v).unwrap_or("?").parse::<u32>().unwrap_or(0),
+        Ok(v) => core::str::from_utf8(v)
+            .unwrap_or("?")
+            .parse::<u32>()
+            .unwrap_or(0),
         Err(e) => {
             say!("smoke: xenstore read domid: {e}");
             shutdown(EXIT_CHECK_FAILED)
@@ -132,7 +142,10 @@ fn xen_main(xen: &'static Xen) -> ! {
     }
     let wrote = xs.write("data/smoke", b"hello from the smoke kernel", &tr);
     check(wrote.is_ok(), "xenstore write data/smoke");
-    check(xs.watch("data/smoke", "smoketoken", &tr).is_ok(), "xenstore watch");
+    check(
+        xs.watch("data/smoke", "smoketoken", &tr).is_ok(),
+        "xenstore watch",
+    );
     let mut ev = [0u8; 256];
     match xs.next_watch_event(&mut ev, &tr) {
         Ok(e) => {
@@ -145,7 +158,9 @@ fn xen_main(xen: &'static Xen) -> ! {
         }
         Err(e) => say!("smoke: xenstore watch event: {e}"),
     }
-    let back = xs.read("data/smoke", &mut buf, &tr).map(|v| v == b"hello from the smoke kernel");
+    let back = xs
+        .read("data/smoke", &mut buf, &tr)
+        .map(|v| v == b"hello from the smoke kernel");
     check(back == Ok(true), "xenstore read back data/smoke");
     let mut dir = [0u8; 1024];
     let mut path = platform_xen::fmtbuf::FmtBuf::<64>::new();
@@ -154,11 +169,19 @@ fn xen_main(xen: &'static Xen) -> ! {
     match xs.directory(path, &mut dir, &tr) {
         Err(e) => say!("smoke: xenstore directory {path}: {e}"),
         Ok(d) => {
-        let mut line = platform_xen::fmtbuf::FmtBuf::<256>::new();
-        for (i, n) in directory_entries(d).enumerate() {
-            let _ = write!(line, "{}{}", if i > 0 { "," } else { "" }, core::str::from_utf8(n).unwrap_or("?"));
-        }
-        say!("smoke: xenstore: directory of {path}: {}", core::str::from_utf8(line.as_bytes()).unwrap_or("?"));
+            let mut line = platform_xen::fmtbuf::FmtBuf::<256>::new();
+            for (i, n) in directory_entries(d).enumerate() {
+                let _ = write!(
+                    line,
+                    "{}{}",
+                    if i > 0 { "," } else { "" },
+                    core::str::from_utf8(n).unwrap_or("?")
+                );
+            }
+            say!(
+                "smoke: xenstore: directory of {path}: {}",
+                core::str::from_utf8(line.as_bytes()).unwrap_or("?")
+            );
         }
     }
 
@@ -179,7 +202,10 @@ fn xen_main(xen: &'static Xen) -> ! {
                         e.flags
                     );
                     check(gt.end_access(r).is_ok(), "grant end_access");
-                    check(gt.entry(r).map(|e| e.flags) == Some(0), "grant entry cleared");
+                    check(
+                        gt.entry(r).map(|e| e.flags) == Some(0),
+                        "grant entry cleared",
+                    );
                     say!("smoke: grant table: ref {r} ended");
                 }
                 Err(e) => say!("smoke: grant_access failed: {e:?}"),
