@@ -144,6 +144,12 @@ pub fn run(config: &QemuConfig, timeout: Option<Duration>) -> u8 {
     if let Some(code) = line_code {
         return code;
     }
+    if let Some(signal) = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)) {
+        eprintln!(
+            "cargo-unikernel: the guest stopped without an exit line: QEMU was killed by signal {signal}"
+        );
+        return 255;
+    }
     let (code, msg) = exit_without_line(status.and_then(|s| s.code()));
     if !msg.is_empty() {
         eprintln!("cargo-unikernel: {msg}");

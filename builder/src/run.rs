@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cargo_unikernel::cmdline::{CommandLine, TRACE_SYSCALLS_TOKEN, VERBOSE_TOKEN};
+use cargo_unikernel::config::format_size;
 use cargo_unikernel::image::Image;
 use cargo_unikernel::kvm_run::{self, EXIT_SETUP_FAILED, EXIT_TIMEOUT};
 use cargo_unikernel::vmm::{
@@ -54,6 +55,16 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         .map(|m| m.0)
         .or((manifest.memory != 0).then_some(manifest.memory))
         .unwrap_or(DEFAULT_MEMORY);
+    if memory < manifest.app_end {
+        eprintln!(
+            "error: --mem {} is too small for {}: its kernel and app alone end at {:#x}; give at least {}M",
+            format_size(memory),
+            image.display(),
+            manifest.app_end,
+            manifest.app_end.div_ceil(1 << 20) + 1
+        );
+        return Ok(EXIT_SETUP_FAILED);
+    }
     let mut options = Vec::new();
     if run.verbose {
         options.push(VERBOSE_TOKEN.to_string());

@@ -1,6 +1,13 @@
 //! Helpers for the end-to-end tests: find the toolchain's binaries, build
-//! test apps into images (once per test binary), boot them with a deadline,
-//! and capture what the guest printed.
+//! test apps into images (once per test binary and platform), boot them with
+//! a deadline on each [`Target`], and capture what the guest printed.
+//!
+//! Every case is written once and runs on a list of targets ([`cases!`]):
+//! `hvt` (the bundled monitor, needs /dev/kvm), `kvm` (the kvm image under
+//! QEMU `-M q35`, TCG unless `UNIKERNEL_TESTS_ACCEL=kvm`: stdout and stderr
+//! apart) and `microvm` (QEMU `-M microvm`: one UART, so the guest's stderr
+//! is mixed into stdout; [`Outcome::stderr`] is then the mixed stream too).
+//! A target that cannot run here prints a loud `SKIPPED` line.
 //!
 //! The tests expect `cargo build --release` to have run (as `.ci/run` does):
 //! they use `target/release/cargo-unikernel` and `target/release/unikernel-hvt`.
@@ -120,23 +127,197 @@ pub fn run_with_deadline(mut cmd: Command, input: &[u8], deadline: Duration) -> 
     }
 }
 
+/// True if `qemu-system-x86_64` is on PATH; otherwise prints a loud
+/// SKIPPED line (`.ci/run` installs QEMU, so there they always run).
+pub fn qemu_available(test: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| d.join("qemu-system-x86_64").is_file()) {
+        return true;
+    }
+    let line = format!(
+        "SKIPPED {test}: qemu-system-x86_64 is not installed (apt-get install -t bookworm-backports qemu-system-x86)\n"
+    );
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let _ = std::io::stdout().write_all(line.as_bytes());
+    false
+}
+
+/// Where a case boots its image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The hvt image on the bundled monitor `unikernel-hvt`.
+    Hvt,
+    /// The kvm image under QEMU `-M q35` (COM1 = stdout, COM2 = stderr).
+    Kvm,
+    /// The kvm image under QEMU `-M microvm` (one UART: stderr mixed into stdout).
+    Microvm,
+}
+
+impl Target {
+    /// `hvt`, `kvm`, `microvm` (the test function names [`cases!`] generates).
+    pub fn from_name(name: &str) -> Target {
+        match name {
+            "hvt" => Target::Hvt,
+            "kvm" => Target::Kvm,
+            "microvm" => Target::Microvm,
+            _ => panic!("unknown test target {name}"),
+        }
+    }
+
+    /// The platform its image is built for.
+    pub fn platform(self) -> &'static str {
+        match self {
+            Target::Hvt => "hvt",
+            Target::Kvm | Target::Microvm => "kvm",
+        }
+    }
+
+    /// Can this target run here? Prints SKIPPED if not. Under
+    /// `UNIKERNEL_TESTS_NATIVE=1` (threads.rs runs the apps on the host)
+    /// only the hvt case runs, natively.
+    pub fn available(self, test: &str) -> bool {
+        if native() {
+            return self == Target::Hvt;
+        }
+        match self {
+            Target::Hvt => kvm_available(test),
+            Target::Kvm | Target::Microvm => {
+                if accel() == "kvm" && !kvm_available(test) {
+                    return false;
+                }
+                qemu_available(test)
+            }
+        }
+    }
+
+    /// The image of the test app `tests/apps/<name>` for this target.
+    pub fn image(self, name: &str) -> PathBuf {
+        image_for(&root().join("tests/apps").join(name), name, self.platform())
+    }
+
+    /// Boot the app `name` with run options (`--mem`, `--env`,
+    /// `--trace-syscalls`: the same for the monitor and `cargo unikernel
+    /// run`) and app args (none: the image's defaults).
+    pub fn boot(self, name: &str, opts: &[&str], args: &[&str]) -> Outcome {
+        self.boot_image(&self.image(name), opts, args, b"")
+    }
+
+    pub fn boot_with_input(
+        self,
+        name: &str,
+        opts: &[&str],
+        args: &[&str],
+        input: &[u8],
+    ) -> Outcome {
+        self.boot_image(&self.image(name), opts, args, input)
+    }
+
+    pub fn boot_image(self, image: &Path, opts: &[&str], args: &[&str], input: &[u8]) -> Outcome {
+        if self == Target::Hvt {
+            return boot_with_input(image, opts, args, input);
+        }
+        let machine = if self == Target::Kvm {
+            "q35"
+        } else {
+            "microvm"
+        };
+        let mut cmd = Command::new(tool("cargo-unikernel"));
+        cmd.arg("run")
+            .arg(image)
+            .args(["--machine", machine, "--accel", accel(), "--timeout", "120"])
+            .args(opts);
+        if !args.is_empty() {
+            cmd.arg("--").args(args);
+        }
+        let mut o = run_with_deadline(cmd, input, Duration::from_secs(150));
+        if self == Target::Microvm {
+            // One UART: the guest's stderr is in stdout; QEMU's and the
+            // runner's own messages are on stderr. Assertions on "stderr"
+            // look at both.
+            o.stderr = format!("{}{}", o.stdout, o.stderr);
+        }
+        o
+    }
+}
+
+/// `UNIKERNEL_TESTS_NATIVE=1`: tests/threads.rs runs the apps natively
+/// on the host instead of booting them (checks the expectations themselves).
+pub fn native() -> bool {
+    std::env::var_os("UNIKERNEL_TESTS_NATIVE").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
+/// The QEMU accelerator for kvm targets: `UNIKERNEL_TESTS_ACCEL` (tcg or
+/// kvm), default tcg.
+pub fn accel() -> &'static str {
+    match std::env::var("UNIKERNEL_TESTS_ACCEL").as_deref() {
+        Ok("kvm") => "kvm",
+        _ => "tcg",
+    }
+}
+
+/// One test case, written once, run on a list of targets: each becomes a
+/// `#[test]` named `<case>::<target>`, skipped (loudly) where the target
+/// cannot run.
+///
+/// ```ignore
+/// cases! {
+///     fn hello(t) on [hvt, kvm, microvm] {
+///         let o = t.boot("hello-min", &[], &[]);
+///         assert_eq!(o.code, 0);
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! cases {
+    ($($(#[doc = $doc:literal])* fn $name:ident($t:ident) on [$($target:ident),+ $(,)?] $body:block)*) => {
+        $(
+            $(#[doc = $doc])*
+            #[allow(unused_imports)]
+            mod $name {
+                use super::*;
+                $(
+                    #[test]
+                    fn $target() {
+                        let $t = $crate::Target::from_name(stringify!($target));
+                        if !$t.available(concat!(stringify!($name), "::", stringify!($target))) {
+                            return;
+                        }
+                        $body
+                    }
+                )+
+            }
+        )*
+    };
+}
+
 static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
 
-/// Build the test app `tests/apps/<name>` (or a crate at `dir`) into an
-/// image, once per test binary, and return the image path.
+/// Build the test app `tests/apps/<name>` into an hvt image, once per test
+/// binary, and return the image path.
 pub fn image(name: &str) -> PathBuf {
     image_of(&root().join("tests/apps").join(name), name)
 }
 
 pub fn image_of(dir: &Path, name: &str) -> PathBuf {
+    image_for(dir, name, "hvt")
+}
+
+/// Build the crate at `dir` for `platform`, once per test binary.
+pub fn image_for(dir: &Path, name: &str, platform: &str) -> PathBuf {
     let map = BUILT.get_or_init(Default::default);
     let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = m.get(name) {
+    let key = format!("{platform}/{name}");
+    if let Some(p) = m.get(&key) {
         return p.clone();
     }
-    let out = std::env::temp_dir().join(format!("unikernel-test-{}-{name}", std::process::id()));
+    let out = std::env::temp_dir().join(format!(
+        "unikernel-test-{}-{platform}-{name}",
+        std::process::id()
+    ));
     let mut cmd = Command::new(tool("cargo-unikernel"));
     cmd.arg("build")
+        .arg("--platform")
+        .arg(platform)
         .arg("--manifest-path")
         .arg(dir.join("Cargo.toml"))
         .arg("-o")
@@ -144,10 +325,10 @@ pub fn image_of(dir: &Path, name: &str) -> PathBuf {
     let o = run_with_deadline(cmd, b"", Duration::from_secs(900));
     assert_eq!(
         o.code, 0,
-        "building {name} failed:\n{}\n{}",
+        "building {name} for {platform} failed:\n{}\n{}",
         o.stdout, o.stderr
     );
-    m.insert(name.to_string(), out.clone());
+    m.insert(key, out.clone());
     out
 }
 
