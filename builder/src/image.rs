@@ -95,6 +95,23 @@ impl Image {
                 }
             }
         }
+        // kvm images have no manifest note: read their boot-manifest segment.
+        if manifest.is_none() {
+            for s in segments.iter().filter(|s| s.p_type == raw::PT_LOAD) {
+                let Some(bytes) = data.get(s.offset as usize..(s.offset + s.filesz) as usize)
+                else {
+                    continue;
+                };
+                if bytes.len() >= 12 && &bytes[4..12] == hvt_abi::manifest::MAGIC {
+                    let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+                    let body = bytes.get(4..4 + len).ok_or(ImageError::Truncated)?;
+                    let m = Manifest::decode(body)
+                        .map_err(|e| ImageError::BadManifest(e.to_string()))?;
+                    manifest = Some(m);
+                    break;
+                }
+            }
+        }
         let manifest = manifest.ok_or(ImageError::NotAnImage)?;
         // The boot manifest: a read-only PT_LOAD holding exactly the length
         // and the encoded manifest.

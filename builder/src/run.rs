@@ -44,24 +44,36 @@ pub fn boot(
     Ok((code & 0xff) as u8)
 }
 
+/// MiB the kvm VM needs above the image (for its firmware).
+const KVM_FIRMWARE_HEADROOM_MIB: u64 = 4;
+
 /// Boot (or describe) the kvm `image` under QEMU.
 pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Result<u8, String> {
     let data = std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
     let manifest = Image::parse(&data)
         .map_err(|_| format!("{} is not a readable kvm image", image.display()))?
         .manifest;
-    let memory = run
-        .mem
-        .map(|m| m.0)
-        .or((manifest.memory != 0).then_some(manifest.memory))
-        .unwrap_or(DEFAULT_MEMORY);
-    if memory < manifest.app_end {
+    // The VM's firmware (SeaBIOS, qboot) works in the top of RAM while the
+    // image is already loaded: keep 4 MiB above the image for it. A memory
+    // default from the manifest is raised to that; an explicit --mem is not.
+    let floor = (manifest.app_end.div_ceil(1 << 20) + KVM_FIRMWARE_HEADROOM_MIB) << 20;
+    let memory = match run.mem {
+        Some(m) => m.0,
+        None => (if manifest.memory != 0 {
+            manifest.memory
+        } else {
+            DEFAULT_MEMORY
+        })
+        .max(floor),
+    };
+    if memory < floor {
         eprintln!(
-            "error: --mem {} is too small for {}: its kernel and app alone end at {:#x}; give at least {}M",
+            "error: --mem {} is too small for {}: its kernel and app end at {:#x} and the VM firmware needs {} MiB above; give at least {}M",
             format_size(memory),
             image.display(),
             manifest.app_end,
-            manifest.app_end.div_ceil(1 << 20) + 1
+            KVM_FIRMWARE_HEADROOM_MIB,
+            floor >> 20
         );
         return Ok(EXIT_SETUP_FAILED);
     }

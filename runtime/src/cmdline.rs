@@ -76,13 +76,16 @@ pub fn parse(s: &str) -> CommandLine {
     let mut args: Option<Vec<String>> = None;
     for (tok, literal) in split(s) {
         if !literal && tok.starts_with("virtio_mmio.device=") {
-            cl.virtio_mmio.push(tok["virtio_mmio.device=".len()..].into());
+            cl.virtio_mmio
+                .push(tok["virtio_mmio.device=".len()..].into());
             continue;
         }
         match args.as_mut() {
             Some(a) => a.push(tok),
             None if tok == "--" && !literal => args = Some(Vec::new()),
-            None if !literal && tok.starts_with("UNIKERNEL_") && tok.contains('=') => cl.options.push(tok),
+            None if !literal && tok.starts_with("UNIKERNEL_") && tok.contains('=') => {
+                cl.options.push(tok)
+            }
             None if tok.find('=').is_some_and(|i| i > 0) => cl.env.push(tok),
             None => cl.ignored.push(tok),
         }
@@ -131,9 +134,13 @@ mod tests {
 
     #[test]
     fn awkward_values() {
-        let c = parse(r#"GREETING="hello world" EMPTY="" EQ=a=b -- "a b" c\"d "" \\ \-\- "--" -- é"#);
+        let c =
+            parse(r#"GREETING="hello world" EMPTY="" EQ=a=b -- "a b" c\"d "" \\ \-\- "--" -- é"#);
         assert_eq!(c.env, v(&["GREETING=hello world", "EMPTY=", "EQ=a=b"]));
-        assert_eq!(c.args, Some(v(&["a b", "c\"d", "", "\\", "--", "--", "--", "é"])));
+        assert_eq!(
+            c.args,
+            Some(v(&["a b", "c\"d", "", "\\", "--", "--", "--", "é"]))
+        );
     }
 
     #[test]
@@ -165,6 +172,9 @@ mod tests {
 
     #[test]
     fn merging() {
-        assert_eq!(merge_env(&v(&["A=1", "B=2"]), &v(&["B=3", "C=4"])), v(&["A=1", "B=3", "C=4"]));
+        assert_eq!(
+            merge_env(&v(&["A=1", "B=2"]), &v(&["B=3", "C=4"])),
+            v(&["A=1", "B=3", "C=4"])
+        );
     }
 }

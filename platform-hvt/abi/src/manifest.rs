@@ -20,7 +20,11 @@
 #[cfg(feature = "alloc")]
 use alloc::{string::String, vec::Vec};
 
-pub const NOTE_NAME: &str = "UNIKERNEL";
+/// The note's name. Four bytes with its NUL, and the builder pads the
+/// descriptor to a multiple of 8, so the note reads the same whether a
+/// loader walks notes with 4- or 8-byte alignment (QEMU's PVH loader
+/// crashed now and then on the earlier 10-byte "UNIKERNEL" name).
+pub const NOTE_NAME: &str = "UKM";
 pub const NOTE_TYPE: u32 = 0x4d46; // "MF"
 pub const MAGIC: &[u8; 8] = b"UKMANIF1";
 pub const MANIFEST_VERSION: u32 = 1;

@@ -111,7 +111,11 @@ pub unsafe fn init(trap_stubs: u64, stub_size: u64, syscall_entry: u64) {
         );
         wrmsr(0xc000_0081, 0x0023_0010_0000_0000); // STAR: kernel CS 0x10, sysret base 0x23
         wrmsr(0xc000_0082, syscall_entry); // LSTAR
-        wrmsr(0xc000_0084, 0x47700); // SFMASK: TF DF AC NT and IF (ring-0 arrival)
+        // SFMASK: TF DF AC NT, but not IF: under kvm-pvm `syscall` stays at
+        // ring 3, where the return path cannot set IF again (KVM-PVM.md).
+        // At ring 0 an interrupt before the stub's stack switch is harmless:
+        // external interrupts use IST2, and the runtime defers them.
+        wrmsr(0xc000_0084, 0x47500);
     }
 }
 

@@ -257,6 +257,10 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     if verbose {
         let (src, khz) = kvm.clock.describe();
         let mut out = format!("[unikernel] kvm: clock {src}{}\n", if khz > 0 { format!(" ({khz} kHz)") } else { String::new() });
+        for &(s, e) in &boot.ram[..boot.ram_count] {
+            out.push_str(&format!("[unikernel] kvm: RAM {s:#x}..{e:#x}\n"));
+        }
+        out.push_str(&format!("[unikernel] kvm: image {:#x}..{app_end:#x}\n", KERNEL_BASE));
         let mut devices: Vec<virtio::Device> = mmio.iter().filter_map(|&(a, s, i)| virtio::probe_mmio(a, s, i)).collect();
         // SAFETY: ring 0, at boot.
         devices.extend(unsafe { virtio::probe_pci() });

@@ -263,15 +263,20 @@ unikernel_priv_op_ring0:
 .Lop8:
     cmpq $8, %rax
     jne .Lopend
-    /* halt until an interrupt, unless one is already waiting */
+    /* halt until an interrupt, unless one is already waiting; the
+       check and the hlt are atomic (IF off between them, sti's shadow
+       covers the hlt), and IF is left as the caller had it */
+    pushfq
+    cli
     movq UNIKERNEL_PENDING_IRQS(%rip), %rax
     orq UNIKERNEL_PENDING_IRQS+8(%rip), %rax
     orq UNIKERNEL_PENDING_IRQS+16(%rip), %rax
     orq UNIKERNEL_PENDING_IRQS+24(%rip), %rax
-    jnz .Lopend
+    jnz .Lhalted
     sti
     hlt
-    cli
+.Lhalted:
+    popfq
 .Lopend:
     ret
 
