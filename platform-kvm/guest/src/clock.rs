@@ -27,9 +27,20 @@ struct WallClock {
 }
 
 static mut PVCLOCK: PvClock = PvClock {
-    version: 0, _pad0: 0, tsc_timestamp: 0, system_time: 0, tsc_to_system_mul: 0, tsc_shift: 0, flags: 0, _pad: [0; 2],
+    version: 0,
+    _pad0: 0,
+    tsc_timestamp: 0,
+    system_time: 0,
+    tsc_to_system_mul: 0,
+    tsc_shift: 0,
+    flags: 0,
+    _pad: [0; 2],
 };
-static mut WALL: WallClock = WallClock { version: 0, sec: 0, nsec: 0 };
+static mut WALL: WallClock = WallClock {
+    version: 0,
+    sec: 0,
+    nsec: 0,
+};
 
 const MSR_KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
 const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
@@ -63,12 +74,21 @@ fn pvclock_ns() -> u64 {
         // version protocol (odd = being written, changed = retry).
         let (v1, c) = unsafe {
             let p = core::ptr::addr_of!(PVCLOCK);
-            (core::ptr::read_volatile(&(*p).version), core::ptr::read_volatile(p))
+            (
+                core::ptr::read_volatile(&(*p).version),
+                core::ptr::read_volatile(p),
+            )
         };
         core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
         let delta = rdtsc().wrapping_sub(c.tsc_timestamp);
-        let delta = if c.tsc_shift >= 0 { delta << c.tsc_shift } else { delta >> -c.tsc_shift };
-        let ns = c.system_time.wrapping_add(((delta as u128 * c.tsc_to_system_mul as u128) >> 32) as u64);
+        let delta = if c.tsc_shift >= 0 {
+            delta << c.tsc_shift
+        } else {
+            delta >> -c.tsc_shift
+        };
+        let ns = c
+            .system_time
+            .wrapping_add(((delta as u128 * c.tsc_to_system_mul as u128) >> 32) as u64);
         // SAFETY: as above.
         let v2 = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(PVCLOCK.version)) };
         if v1 & 1 == 0 && v1 == v2 {
@@ -110,7 +130,7 @@ fn cpuid_tsc_khz() -> Option<u64> {
 unsafe fn calibrate_tsc_khz() -> Option<u64> {
     const PIT_HZ: u64 = 1_193_182;
     const TICKS: u64 = PIT_HZ / 500; // 2 ms
-    // SAFETY: per the function contract: PIT channel 0 ports.
+                                     // SAFETY: per the function contract: PIT channel 0 ports.
     let read = || unsafe {
         outb(0x43, 0x00); // latch channel 0
         let lo = inb(0x40) as u64;
@@ -131,7 +151,9 @@ unsafe fn calibrate_tsc_khz() -> Option<u64> {
         let elapsed = (c0.wrapping_sub(c)) & 0xffff;
         if elapsed >= TICKS {
             let t1 = rdtsc();
-            return Some(((t1 - t0) as u128 * PIT_HZ as u128 / elapsed as u128 / 1000).max(1) as u64);
+            return Some(
+                ((t1 - t0) as u128 * PIT_HZ as u128 / elapsed as u128 / 1000).max(1) as u64,
+            );
         }
         spins += 1;
         if spins > 2_000_000 {
@@ -155,7 +177,13 @@ unsafe fn rtc_seconds() -> u64 {
         spins += 1;
     }
     let b = read(0x0b);
-    let bcd = |v: u8| if b & 0x04 == 0 { (v & 0x0f) + (v >> 4) * 10 } else { v };
+    let bcd = |v: u8| {
+        if b & 0x04 == 0 {
+            (v & 0x0f) + (v >> 4) * 10
+        } else {
+            v
+        }
+    };
     let sec = bcd(read(0x00)) as u64;
     let min = bcd(read(0x02)) as u64;
     let hour_raw = read(0x04);
@@ -187,28 +215,43 @@ impl Clock {
         if kvm_signature() {
             // SAFETY: per the function contract; the structs are ours, identity-mapped.
             unsafe {
-                wrmsr(MSR_KVM_SYSTEM_TIME_NEW, core::ptr::addr_of!(PVCLOCK) as u64 | 1);
+                wrmsr(
+                    MSR_KVM_SYSTEM_TIME_NEW,
+                    core::ptr::addr_of!(PVCLOCK) as u64 | 1,
+                );
                 wrmsr(MSR_KVM_WALL_CLOCK_NEW, core::ptr::addr_of!(WALL) as u64);
             }
             let origin = pvclock_ns();
             // SAFETY: written by the hypervisor during the wrmsr above.
             let w = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(WALL)) };
             let wall_at_zero = w.sec as u64 * 1_000_000_000 + w.nsec as u64;
-            return Clock { source: Source::KvmClock, origin, boot_tsc, wall_base: wall_at_zero + origin };
+            return Clock {
+                source: Source::KvmClock,
+                origin,
+                boot_tsc,
+                wall_base: wall_at_zero + origin,
+            };
         }
         // SAFETY: per the function contract.
         let khz = cpuid_tsc_khz()
             .or_else(|| unsafe { calibrate_tsc_khz() })
             .unwrap_or(1_000_000); // no PIT either: assume 1 GHz (said with --verbose)
-        // SAFETY: per the function contract.
+                                   // SAFETY: per the function contract.
         let wall = unsafe { rtc_seconds() } * 1_000_000_000;
-        Clock { source: Source::Tsc { khz }, origin: 0, boot_tsc, wall_base: wall }
+        Clock {
+            source: Source::Tsc { khz },
+            origin: 0,
+            boot_tsc,
+            wall_base: wall,
+        }
     }
 
     pub fn monotonic_ns(&self) -> u64 {
         match self.source {
             Source::KvmClock => pvclock_ns().saturating_sub(self.origin),
-            Source::Tsc { khz } => ((rdtsc().saturating_sub(self.boot_tsc) as u128 * 1_000_000) / khz as u128) as u64,
+            Source::Tsc { khz } => {
+                ((rdtsc().saturating_sub(self.boot_tsc) as u128 * 1_000_000) / khz as u128) as u64
+            }
         }
     }
 
@@ -222,5 +265,4 @@ impl Clock {
             Source::Tsc { khz } => ("tsc", khz),
         }
     }
-
 }

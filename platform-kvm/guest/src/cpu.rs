@@ -45,7 +45,9 @@ fn top<const N: usize>(s: *const Stack<N>) -> u64 {
 /// Ring 0.
 pub unsafe fn wrmsr(msr: u32, v: u64) {
     // SAFETY: per the function contract.
-    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack)) };
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
+    };
 }
 
 /// # Safety
@@ -100,8 +102,14 @@ pub unsafe fn init(trap_stubs: u64, stub_size: u64, syscall_entry: u64) {
             limit: u16,
             base: u64,
         }
-        let g = Ptr { limit: (GDT_BYTES - 1) as u16, base: gdt as u64 };
-        let i = Ptr { limit: 4095, base: idt as u64 };
+        let g = Ptr {
+            limit: (GDT_BYTES - 1) as u16,
+            base: gdt as u64,
+        };
+        let i = Ptr {
+            limit: 4095,
+            base: idt as u64,
+        };
         asm!(
             "lgdt [{g}]",
             "lidt [{i}]",
@@ -111,10 +119,10 @@ pub unsafe fn init(trap_stubs: u64, stub_size: u64, syscall_entry: u64) {
         );
         wrmsr(0xc000_0081, 0x0023_0010_0000_0000); // STAR: kernel CS 0x10, sysret base 0x23
         wrmsr(0xc000_0082, syscall_entry); // LSTAR
-        // SFMASK: TF DF AC NT, but not IF: under kvm-pvm `syscall` stays at
-        // ring 3, where the return path cannot set IF again (KVM-PVM.md).
-        // At ring 0 an interrupt before the stub's stack switch is harmless:
-        // external interrupts use IST2, and the runtime defers them.
+                                           // SFMASK: TF DF AC NT, but not IF: under kvm-pvm `syscall` stays at
+                                           // ring 3, where the return path cannot set IF again (KVM-PVM.md).
+                                           // At ring 0 an interrupt before the stub's stack switch is harmless:
+                                           // external interrupts use IST2, and the runtime defers them.
         wrmsr(0xc000_0084, 0x47500);
     }
 }
@@ -157,7 +165,9 @@ pub fn fault_stack_top() -> u64 {
 /// Ring 0; the port belongs to a device we drive.
 pub unsafe fn outb(port: u16, v: u8) {
     // SAFETY: per the function contract.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// # Safety
@@ -165,7 +175,9 @@ pub unsafe fn outb(port: u16, v: u8) {
 pub unsafe fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: per the function contract.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 
@@ -173,7 +185,9 @@ pub unsafe fn inb(port: u16) -> u8 {
 /// As [`outb`].
 pub unsafe fn outl(port: u16, v: u32) {
     // SAFETY: per the function contract.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// # Safety
@@ -181,6 +195,8 @@ pub unsafe fn outl(port: u16, v: u32) {
 pub unsafe fn inl(port: u16) -> u32 {
     let v: u32;
     // SAFETY: per the function contract.
-    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags))
+    };
     v
 }

@@ -151,7 +151,8 @@ fn manifest_bytes() -> &'static [u8] {
 }
 
 fn field(b: &[u8], off: usize) -> u64 {
-    b.get(off..off + 8).map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+    b.get(off..off + 8)
+        .map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
 }
 
 static mut CMDLINE: [u8; 4096] = [0; 4096];
@@ -163,7 +164,11 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     // SAFETY: %ebx of the PVH entry; the first 4 GiB are mapped.
     let boot = match unsafe { start_info::read(start_info_pa) } {
         Ok(b) => b,
-        Err(m) => fatal(&hex_msg("hvm_start_info has a bad magic ", m as u64, " (expected 0x336ec578): was this booted as PVH?")),
+        Err(m) => fatal(&hex_msg(
+            "hvm_start_info has a bad magic ",
+            m as u64,
+            " (expected 0x336ec578): was this booted as PVH?",
+        )),
     };
     // Keep the command line: its memory may be handed out as frames below.
     let cmd_len = boot.cmdline.len().min(4096);
@@ -186,7 +191,10 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
         let mut frames = unikernel_runtime::mm::frame::FRAMES.lock();
         for &(s, e) in &boot.ram[..boot.ram_count] {
             mem_top = mem_top.max(e);
-            for (a, b) in [(s.max(paging::LOW_GUARD_END), e.min(KERNEL_BASE)), (s.max(app_end), e)] {
+            for (a, b) in [
+                (s.max(paging::LOW_GUARD_END), e.min(KERNEL_BASE)),
+                (s.max(app_end), e),
+            ] {
                 if b > a && n < free.len() {
                     free[n] = MemRange { start: a, end: b };
                     frames.add_range(free[n]);
@@ -209,7 +217,13 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     let image = (KERNEL_BASE, app_end);
     let app_segments = app_segments(&manifest);
     // SAFETY: linker symbols of this kernel.
-    let (text, rodata_end, kernel_end) = unsafe { ((sym(&__text_start), sym(&__text_end)), sym(&__rodata_end), sym(&__kernel_end)) };
+    let (text, rodata_end, kernel_end) = unsafe {
+        (
+            (sym(&__text_start), sym(&__text_end)),
+            sym(&__rodata_end),
+            sym(&__kernel_end),
+        )
+    };
     let perm = |va: u64| -> Option<u64> {
         if va < KERNEL_BASE || va >= app_end {
             return None;
@@ -226,7 +240,10 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
         if va < manifest.app_base {
             return Some(paging::elf_flags(4)); // the manifest, and the guard page below the app
         }
-        app_segments.iter().find(|(s, e, _)| (*s..*e).contains(&va)).map(|(_, _, f)| paging::elf_flags(*f))
+        app_segments
+            .iter()
+            .find(|(s, e, _)| (*s..*e).contains(&va))
+            .map(|(_, _, f)| paging::elf_flags(*f))
     };
     let mut tables = paging::Tables::new();
     for &(s, e) in &boot.ram[..boot.ram_count] {
@@ -248,7 +265,11 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     unsafe {
         tables.activate();
         cpu::enable_features();
-        cpu::init(sym(&unikernel_trap_stubs), 16, sym(&unikernel_syscall_entry));
+        cpu::init(
+            sym(&unikernel_trap_stubs),
+            16,
+            sym(&unikernel_syscall_entry),
+        );
         lapic::init();
     }
     // SAFETY: ring 0, at boot.
@@ -256,12 +277,25 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     let kvm = KVM.call_once(|| Kvm { clock });
     if verbose {
         let (src, khz) = kvm.clock.describe();
-        let mut out = format!("[unikernel] kvm: clock {src}{}\n", if khz > 0 { format!(" ({khz} kHz)") } else { String::new() });
+        let mut out = format!(
+            "[unikernel] kvm: clock {src}{}\n",
+            if khz > 0 {
+                format!(" ({khz} kHz)")
+            } else {
+                String::new()
+            }
+        );
         for &(s, e) in &boot.ram[..boot.ram_count] {
             out.push_str(&format!("[unikernel] kvm: RAM {s:#x}..{e:#x}\n"));
         }
-        out.push_str(&format!("[unikernel] kvm: image {:#x}..{app_end:#x}\n", KERNEL_BASE));
-        let mut devices: Vec<virtio::Device> = mmio.iter().filter_map(|&(a, s, i)| virtio::probe_mmio(a, s, i)).collect();
+        out.push_str(&format!(
+            "[unikernel] kvm: image {:#x}..{app_end:#x}\n",
+            KERNEL_BASE
+        ));
+        let mut devices: Vec<virtio::Device> = mmio
+            .iter()
+            .filter_map(|&(a, s, i)| virtio::probe_mmio(a, s, i))
+            .collect();
         // SAFETY: ring 0, at boot.
         devices.extend(unsafe { virtio::probe_pci() });
         if devices.is_empty() {

@@ -41,7 +41,9 @@ fn alloc_table() -> u64 {
 
 impl Tables {
     pub fn new() -> Tables {
-        Tables { root: alloc_table() }
+        Tables {
+            root: alloc_table(),
+        }
     }
 
     /// The entry for `va` at `level` (3 = PML4 .. 0 = PT), creating tables above it.
@@ -74,11 +76,19 @@ impl Tables {
     }
 
     /// Identity-map RAM `[start, end)`; `perm` gives image pages their flags.
-    pub fn map_ram(&mut self, start: u64, end: u64, perm: &dyn Fn(u64) -> Option<u64>, image: (u64, u64)) {
+    pub fn map_ram(
+        &mut self,
+        start: u64,
+        end: u64,
+        perm: &dyn Fn(u64) -> Option<u64>,
+        image: (u64, u64),
+    ) {
         let mut va = (start.max(LOW_GUARD_END) + PAGE - 1) & !(PAGE - 1);
         let end = end & !(PAGE - 1);
         while va < end {
-            let chunk_free = va % HUGE == 0 && va + HUGE <= end && (va + HUGE <= image.0 || va >= image.1);
+            let chunk_free = va.is_multiple_of(HUGE)
+                && va + HUGE <= end
+                && (va + HUGE <= image.0 || va >= image.1);
             if chunk_free {
                 self.map_2m(va, DATA);
                 va += HUGE;

@@ -68,12 +68,21 @@ pub unsafe fn read(pa: u64) -> Result<Boot, u32> {
     if info.version >= 1 && info.memmap_paddr != 0 {
         for i in 0..info.memmap_entries as usize {
             // SAFETY: the VMM's memory map table, `memmap_entries` long.
-            let e = unsafe { (info.memmap_paddr as *const MemmapEntry).add(i).read_unaligned() };
+            let e = unsafe {
+                (info.memmap_paddr as *const MemmapEntry)
+                    .add(i)
+                    .read_unaligned()
+            };
             if e.kind == MEMMAP_RAM && e.size > 0 && ram_count < ram.len() {
                 ram[ram_count] = (e.addr, e.addr + e.size);
                 ram_count += 1;
             }
         }
     }
-    Ok(Boot { info, cmdline, ram, ram_count })
+    Ok(Boot {
+        info,
+        cmdline,
+        ram,
+        ram_count,
+    })
 }

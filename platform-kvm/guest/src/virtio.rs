@@ -47,7 +47,10 @@ fn parse_num(s: &str) -> Option<u64> {
         b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    let v = match digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let v = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         Some(h) => u64::from_str_radix(h, 16).ok()?,
         None => digits.parse().ok()?,
     };
@@ -75,8 +78,10 @@ pub fn probe_mmio(addr: u64, size: u64, irq: u32) -> Option<Device> {
             core::ptr::read_volatile((addr + 8) as *const u32),
         )
     };
-    (magic == MMIO_MAGIC && (1..=2).contains(&version) && kind != 0)
-        .then_some(Device { transport: Transport::Mmio { addr, size, irq }, kind })
+    (magic == MMIO_MAGIC && (1..=2).contains(&version) && kind != 0).then_some(Device {
+        transport: Transport::Mmio { addr, size, irq },
+        kind,
+    })
 }
 
 /// Virtio functions on PCI bus 0.
@@ -109,7 +114,10 @@ pub unsafe fn probe_pci() -> Vec<Device> {
                 } else {
                     read(dev, func, 0x2c) >> 16 // transitional: subsystem id
                 };
-                out.push(Device { transport: Transport::Pci { bus: 0, dev, func }, kind });
+                out.push(Device {
+                    transport: Transport::Pci { bus: 0, dev, func },
+                    kind,
+                });
             }
         }
     }
@@ -119,10 +127,16 @@ pub unsafe fn probe_pci() -> Vec<Device> {
 pub fn describe(d: &Device) -> String {
     match &d.transport {
         Transport::Mmio { addr, size, irq } => {
-            alloc::format!("virtio-mmio {addr:#x} ({size:#x} bytes, irq {irq}): {}", type_name(d.kind))
+            alloc::format!(
+                "virtio-mmio {addr:#x} ({size:#x} bytes, irq {irq}): {}",
+                type_name(d.kind)
+            )
         }
         Transport::Pci { bus, dev, func } => {
-            alloc::format!("virtio-pci {bus:02x}:{dev:02x}.{func}: {}", type_name(d.kind))
+            alloc::format!(
+                "virtio-pci {bus:02x}:{dev:02x}.{func}: {}",
+                type_name(d.kind)
+            )
         }
     }
 }
