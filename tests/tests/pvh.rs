@@ -1,0 +1,90 @@
+//! kvm-platform boots that need a doctored image: a PVH loader handing the
+//! kernel a broken `hvm_start_info` must get a clear message and a halt.
+
+use std::time::Duration;
+use unikernel_tests::*;
+
+/// Patch the first instructions of the PVH entry (`cli; cld; mov %ebx,
+/// %edi; rdtsc; mov %eax, KVM_ENTRY_TSC` = 11 bytes) into `mov %ebx, %edi;
+/// movl $0, (%edi); nop x3`: the kernel then finds the start-info magic
+/// zeroed, as if a broken loader had passed it.
+fn with_broken_start_info(image: &[u8]) -> Vec<u8> {
+    let mut d = image.to_vec();
+    let rd16 = |d: &[u8], o: usize| u16::from_le_bytes([d[o], d[o + 1]]) as usize;
+    let rd32 = |d: &[u8], o: usize| u32::from_le_bytes(d[o..o + 4].try_into().unwrap());
+    let rd64 = |d: &[u8], o: usize| u64::from_le_bytes(d[o..o + 8].try_into().unwrap()) as usize;
+    let (phoff, phnum) = (rd64(&d, 32), rd16(&d, 56));
+    let ph = |i: usize| phoff + 56 * i;
+    let note = (0..phnum)
+        .find(|&i| rd32(&d, ph(i)) == 4)
+        .expect("image has the PVH note");
+    let n = rd64(&d, ph(note) + 8);
+    assert_eq!(rd32(&d, n + 8), 18, "the note is XEN_ELFNOTE_PHYS32_ENTRY");
+    let entry = rd32(&d, n + 16) as usize;
+    let seg = (0..phnum)
+        .find(|&i| {
+            rd32(&d, ph(i)) == 1
+                && (rd64(&d, ph(i) + 16)..rd64(&d, ph(i) + 16) + rd64(&d, ph(i) + 32))
+                    .contains(&entry)
+        })
+        .expect("a segment holds the entry");
+    let at = rd64(&d, ph(seg) + 8) + entry - rd64(&d, ph(seg) + 16);
+    assert_eq!(
+        &d[at..at + 7],
+        &[0xfa, 0xfc, 0x89, 0xdf, 0x0f, 0x31, 0xa3],
+        "the entry code changed: update this test"
+    );
+    d[at..at + 11].copy_from_slice(&[0x89, 0xdf, 0xc7, 0x07, 0, 0, 0, 0, 0x90, 0x90, 0x90]);
+    d
+}
+
+#[test]
+fn broken_start_info_magic_is_a_clear_error() {
+    if !qemu_available("broken_start_info_magic_is_a_clear_error") {
+        return;
+    }
+    let img = std::fs::read(Target::Kvm.image("hello-min")).unwrap();
+    let bad = std::env::temp_dir().join(format!("unikernel-badmagic-{}", std::process::id()));
+    std::fs::write(&bad, with_broken_start_info(&img)).unwrap();
+    let mut cmd = std::process::Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-M",
+        "microvm",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "qemu64",
+        "-m",
+        "16M",
+        "-nodefaults",
+        "-no-user-config",
+    ])
+    .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+    .args([
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-kernel",
+    ])
+    .arg(&bad);
+    let o = run_with_deadline(cmd, b"", Duration::from_secs(60));
+    let _ = std::fs::remove_file(&bad);
+    assert!(
+        o.stdout.contains(
+            "unikernel: boot failed: hvm_start_info has a bad magic 0x0 (expected 0x336ec578)"
+        ),
+        "stdout: {}\nstderr: {}",
+        o.stdout,
+        o.stderr
+    );
+    assert!(
+        o.stdout.ends_with("[unikernel] exit 253\n"),
+        "stdout: {}",
+        o.stdout
+    );
+    assert!(
+        !o.stdout.contains("hello from hello-min"),
+        "the app must not run"
+    );
+    // isa-debug-exit: QEMU's status is (253 << 1) | 1, truncated to 8 bits.
+    assert_eq!(o.code, ((253 << 1) | 1) & 0xff, "stderr: {}", o.stderr);
+}
