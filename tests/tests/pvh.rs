@@ -88,3 +88,93 @@ fn broken_start_info_magic_is_a_clear_error() {
     // isa-debug-exit: QEMU's status is (253 << 1) | 1, truncated to 8 bits.
     assert_eq!(o.code, ((253 << 1) | 1) & 0xff, "stderr: {}", o.stderr);
 }
+
+/// Boot hello-min under QEMU with `extra` devices and UNIKERNEL_VERBOSE=1.
+fn verbose_boot(machine: &str, extra: &[&str]) -> Outcome {
+    let img = Target::Kvm.image("hello-min");
+    let mut cmd = std::process::Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-M",
+        machine,
+        "-accel",
+        "tcg",
+        "-cpu",
+        "qemu64",
+        "-m",
+        "64M",
+        "-nodefaults",
+        "-no-user-config",
+    ])
+    .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+    .args(extra)
+    .args(["-append", "UNIKERNEL_VERBOSE=1", "-kernel"])
+    .arg(&img);
+    run_with_deadline(cmd, b"", Duration::from_secs(60))
+}
+
+#[test]
+fn virtio_mmio_devices_are_listed_on_microvm() {
+    if !qemu_available("virtio_mmio_devices_are_listed_on_microvm") {
+        return;
+    }
+    let o = verbose_boot(
+        "microvm",
+        &[
+            "-device",
+            "virtio-rng-device",
+            "-drive",
+            "if=none,id=d0,file=/dev/null,format=raw,readonly=on",
+            "-device",
+            "virtio-blk-device,drive=d0",
+        ],
+    );
+    let found: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter(|l| l.contains("virtio-mmio"))
+        .collect();
+    assert_eq!(found.len(), 2, "stdout: {}", o.stdout);
+    assert!(found.iter().any(|l| l.ends_with(": entropy")), "{found:?}");
+    assert!(found.iter().any(|l| l.ends_with(": block")), "{found:?}");
+    assert!(o.stdout.contains("hello from hello-min\n"));
+}
+
+#[test]
+fn virtio_pci_devices_are_listed_on_q35() {
+    if !qemu_available("virtio_pci_devices_are_listed_on_q35") {
+        return;
+    }
+    let o = verbose_boot(
+        "q35",
+        &[
+            "-device",
+            "virtio-rng-pci",
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+        ],
+    );
+    let found: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter(|l| l.contains("virtio-pci"))
+        .collect();
+    assert_eq!(found.len(), 2, "stdout: {}", o.stdout);
+    assert!(found.iter().any(|l| l.ends_with(": entropy")), "{found:?}");
+    assert!(found.iter().any(|l| l.ends_with(": net")), "{found:?}");
+}
+
+#[test]
+fn no_devices_is_said_too() {
+    if !qemu_available("no_devices_is_said_too") {
+        return;
+    }
+    let o = verbose_boot("microvm", &[]);
+    assert!(
+        o.stdout.contains("[unikernel] kvm: no virtio devices\n"),
+        "stdout: {}",
+        o.stdout
+    );
+}

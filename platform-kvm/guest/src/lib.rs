@@ -112,13 +112,13 @@ fn exit(code: u32) -> ! {
     }
 }
 
-/// A boot that cannot go on: say why on the console and stop.
+/// A boot that cannot go on: say why on the console and stop. Allocates
+/// nothing (it may run before the heap has any memory).
 pub(crate) fn fatal(msg: &str) -> ! {
     serial::write(serial::COM1, b"unikernel: boot failed: ");
     serial::write(serial::COM1, msg.as_bytes());
     serial::write(serial::COM1, b"\n");
-    let line = [b"[unikernel] exit 253\n".as_slice()].concat();
-    serial::write(serial::COM1, &line);
+    serial::write(serial::COM1, b"[unikernel] exit 253\n");
     privileged::outb(DEBUG_EXIT_PORT, EXIT_BOOT_FAILED as u8);
     privileged::outb(0x64, 0xfe);
     loop {
@@ -164,11 +164,12 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     // SAFETY: %ebx of the PVH entry; the first 4 GiB are mapped.
     let boot = match unsafe { start_info::read(start_info_pa) } {
         Ok(b) => b,
-        Err(m) => fatal(&hex_msg(
-            "hvm_start_info has a bad magic ",
-            m as u64,
-            " (expected 0x336ec578): was this booted as PVH?",
-        )),
+        Err(m) => {
+            use core::fmt::Write;
+            let mut msg = unikernel_runtime::fmtbuf::FmtBuf::<128>::new();
+            let _ = write!(msg, "hvm_start_info has a bad magic {m:#x} (expected 0x336ec578): was this booted as PVH?");
+            fatal(msg.as_str())
+        }
     };
     // Keep the command line: its memory may be handed out as frames below.
     let cmd_len = boot.cmdline.len().min(4096);
@@ -250,6 +251,15 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
         tables.map_ram(s, e, &perm, image);
     }
     tables.map_4k(lapic::BASE, paging::DEVICE);
+    // QEMU microvm's virtio-mmio transports, which it does not name on a PVH
+    // command line; probed only when no `virtio_mmio.device=` token came.
+    if cl.virtio_mmio.is_empty() {
+        let mut p = virtio::MICROVM_MMIO_BASE;
+        while p < virtio::MICROVM_MMIO_BASE + virtio::MICROVM_MMIO_SLOTS * 0x200 {
+            tables.map_4k(p, paging::DEVICE);
+            p += 4096;
+        }
+    }
     let mut mmio = Vec::new();
     for spec in &cl.virtio_mmio {
         if let Some((size, addr, irq)) = virtio::parse_mmio(spec) {
@@ -292,10 +302,14 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
             "[unikernel] kvm: image {:#x}..{app_end:#x}\n",
             KERNEL_BASE
         ));
+        out.push_str(&format!("[unikernel] kvm: command line: {cmdline}\n"));
         let mut devices: Vec<virtio::Device> = mmio
             .iter()
             .filter_map(|&(a, s, i)| virtio::probe_mmio(a, s, i))
             .collect();
+        if cl.virtio_mmio.is_empty() {
+            devices.extend(virtio::probe_microvm());
+        }
         // SAFETY: ring 0, at boot.
         devices.extend(unsafe { virtio::probe_pci() });
         if devices.is_empty() {
@@ -384,8 +398,4 @@ fn app_segments(m: &Manifest) -> Vec<(u64, u64, u32)> {
         }
     }
     out
-}
-
-fn hex_msg(a: &str, v: u64, b: &str) -> String {
-    format!("{a}{v:#x}{b}")
 }
