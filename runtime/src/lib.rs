@@ -36,7 +36,7 @@ pub mod signal;
 pub mod syscall;
 pub mod time;
 
-pub use platform::{AppImage, AppSpec, BootInfo, MemRange, Platform, Stream};
+pub use platform::{AppImage, AppSpec, BootInfo, MemRange, Platform, SegmentBase, Stream};
 
 use spin::Once;
 

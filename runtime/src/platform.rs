@@ -78,6 +78,15 @@ pub struct BootInfo {
     pub app_spec: Option<AppSpec>,
 }
 
+/// A segment base the runtime sets (see [`Platform::set_segment_base`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentBase {
+    /// The app's TLS pointer.
+    Fs,
+    /// The runtime's per-CPU block (the app never uses GS).
+    Gs,
+}
+
 /// Implemented once per platform; a `&'static dyn Platform` is handed to
 /// [`crate::start`].
 pub trait Platform: Sync {
@@ -106,4 +115,50 @@ pub trait Platform: Sync {
     /// Acknowledge interrupt `vector` (LAPIC EOI); nothing where the
     /// platform needs no acknowledgement.
     fn end_of_interrupt(&self, _vector: u8) {}
+
+    // Paravirtualised platforms (Xen PV) below: the defaults are what a
+    // platform with real page tables, an IDT and `sysretq` needs (hvt, kvm).
+
+    /// The page-table entry address field that names physical frame
+    /// `phys` (Xen PV: its machine frame).
+    fn phys_to_pte(&self, phys: u64) -> u64 {
+        phys
+    }
+    /// The physical address of the frame an entry's address field names
+    /// (`entry & ADDR_MASK`; Xen PV: through the machine-to-physical table).
+    fn pte_to_phys(&self, addr: u64) -> u64 {
+        addr
+    }
+    /// Store `value` in the page-table entry at `entry` (Xen PV: `mmu_update`).
+    ///
+    /// # Safety
+    /// `entry` points at an entry of a live page table; the caller flushes
+    /// the TLB as needed.
+    unsafe fn write_pte(&self, entry: *mut u64, value: u64) {
+        // SAFETY: forwarded from the caller.
+        unsafe { entry.write_volatile(value) }
+    }
+    /// A zeroed frame is about to become a page table (Xen PV: its own
+    /// mapping must become read-only first).
+    fn prepare_table_frame(&self, _phys: u64) {}
+    /// The current thread's kernel stack changed to `top` (Xen PV:
+    /// `stack_switch`, where entries from user mode land).
+    fn set_kernel_stack(&self, _top: u64) {}
+    /// Set a segment base if the platform does it itself (Xen PV:
+    /// `set_segment_base`); false = the runtime uses the instructions/MSRs.
+    fn set_segment_base(&self, _which: SegmentBase, _value: u64) -> bool {
+        false
+    }
+    /// Address of the platform's return-to-app stub, or 0 to return with
+    /// `sysretq`/`jmp` (see `arch::x86_64::entry`). The stub is jumped to
+    /// with the app's registers restored, rcx = rip, r11 = rflags and
+    /// `%rsp` pointing at the app's stack pointer.
+    fn user_return_stub(&self) -> u64 {
+        0
+    }
+    /// Resume the app context `frame` (after a fault, an interrupt or a
+    /// signal). The default works at ring 0 and ring 3 with an IDT.
+    fn resume_user(&self, frame: &crate::arch::x86_64::TrapFrame) -> ! {
+        crate::arch::x86_64::trap::resume_native(frame)
+    }
 }

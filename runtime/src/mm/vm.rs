@@ -18,7 +18,7 @@
 //! unless the accessed flags are set).
 
 use crate::arch::x86_64::paging::{
-    self, PageTable, A, ADDR_MASK, NX, P, PAGE_SIZE, SW_PROTNONE, W,
+    self, write_entry, PageTable, A, ADDR_MASK, NX, P, PAGE_SIZE, SW_PROTNONE, W,
 };
 use crate::errno::*;
 use crate::mm::frame;
@@ -186,7 +186,7 @@ impl AddressSpace {
         if old & (P | SW_PROTNONE) != 0 {
             return Ok(());
         }
-        let f = frame::alloc_frame().ok_or(ENOMEM)?;
+        let f = paging::entry_frame(frame::alloc_frame().ok_or(ENOMEM)?);
         let flags = paging::flags_for_prot(prot);
         let entry = if flags == 0 {
             f | SW_PROTNONE
@@ -194,7 +194,7 @@ impl AddressSpace {
             f | flags
         };
         // SAFETY: as above; the entry was not present, so no flush is needed.
-        unsafe { e.write_volatile(entry) };
+        unsafe { write_entry(e, entry) };
         Ok(())
     }
 
@@ -207,11 +207,11 @@ impl AddressSpace {
                 let old = unsafe { e.read_volatile() };
                 if old & (P | SW_PROTNONE) != 0 {
                     // SAFETY: as above.
-                    unsafe { e.write_volatile(0) };
+                    unsafe { write_entry(e, 0) };
                     if old & P != 0 && old & A != 0 {
                         flush.add(va);
                     }
-                    frame::free_frame(old & ADDR_MASK);
+                    frame::free_frame(paging::frame_of(old));
                 }
             }
             va += PAGE_SIZE;
@@ -340,10 +340,10 @@ impl AddressSpace {
                 // SAFETY: live leaf entry.
                 let old = unsafe { e.read_volatile() };
                 if old & (P | SW_PROTNONE) != 0 {
-                    let f = old & ADDR_MASK;
+                    let f = old & ADDR_MASK; // stays in entry form (a machine frame on Xen PV)
                     let entry = if new == 0 { f | SW_PROTNONE } else { f | new };
                     // SAFETY: as above.
-                    unsafe { e.write_volatile(entry) };
+                    unsafe { write_entry(e, entry) };
                     let lost = old & P != 0
                         && (new & P == 0
                             || (old & W != 0 && new & W == 0)

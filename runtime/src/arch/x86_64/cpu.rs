@@ -53,7 +53,7 @@ pub fn hardware_random() -> Option<u64> {
     None
 }
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 /// 0 = not checked yet, 1 = `wrfsbase` & co. usable, 2 = use the MSRs.
 static FSGSBASE: AtomicU8 = AtomicU8::new(0);
@@ -74,10 +74,29 @@ fn have_fsgsbase() -> bool {
     }
 }
 
-/// Set the FS base (the app's TLS pointer): `wrfsbase`, or the FS_BASE MSR
-/// through the privileged gate on CPUs without FSGSBASE.
+/// Set when the platform sets the segment bases itself (Xen PV): the FS
+/// base is then read back from [`FS_SHADOW`].
+static PLATFORM_BASES: AtomicBool = AtomicBool::new(false);
+
+/// Let the platform set `which` if it does that itself.
+fn platform_sets(which: crate::SegmentBase, v: u64) -> bool {
+    let done = crate::PLATFORM
+        .get()
+        .is_some_and(|p| p.set_segment_base(which, v));
+    if done {
+        PLATFORM_BASES.store(true, Ordering::Relaxed);
+    }
+    done
+}
+
+/// Set the FS base (the app's TLS pointer): through the platform if it does
+/// that (Xen PV), else `wrfsbase`, or the FS_BASE MSR through the
+/// privileged gate on CPUs without FSGSBASE.
 pub fn set_fs_base(v: u64) {
     FS_SHADOW.store(v, Ordering::Relaxed);
+    if platform_sets(crate::SegmentBase::Fs, v) {
+        return;
+    }
     if have_fsgsbase() {
         // SAFETY: changes only the FS base; the runtime itself never uses FS.
         unsafe { core::arch::asm!("wrfsbase {0}", in(reg) v, options(nostack, preserves_flags)) };
@@ -87,7 +106,7 @@ pub fn set_fs_base(v: u64) {
 }
 
 pub fn fs_base() -> u64 {
-    if !have_fsgsbase() {
+    if !have_fsgsbase() || PLATFORM_BASES.load(Ordering::Relaxed) {
         return FS_SHADOW.load(Ordering::Relaxed);
     }
     let v: u64;
@@ -100,6 +119,9 @@ pub fn fs_base() -> u64 {
 
 /// Set the GS base: the runtime's per-CPU block, used by the stubs.
 pub fn set_gs_base(v: u64) {
+    if platform_sets(crate::SegmentBase::Gs, v) {
+        return;
+    }
     if have_fsgsbase() {
         // SAFETY: the app never uses GS on x86_64 Linux; only the stubs read it.
         unsafe { core::arch::asm!("wrgsbase {0}", in(reg) v, options(nostack, preserves_flags)) };

@@ -27,22 +27,30 @@ pub struct PerCpu {
     pub user_rsp: u64,
     /// Scratch for the ring-0 trap stub (offset 16).
     pub scratch: u64,
+    /// The platform's return-to-app stub, 0 for `sysretq`/`jmp` (offset
+    /// 24; [`crate::Platform::user_return_stub`]: Xen PV returns through a
+    /// hypercall because its guest kernel runs at ring 3 too).
+    pub user_return: u64,
 }
 
 static mut PER_CPU: PerCpu = PerCpu {
     kernel_rsp: 0,
     user_rsp: 0,
     scratch: 0,
+    user_return: 0,
 };
 
 /// Point GS at the per-CPU block and set the first thread's kernel stack.
 pub fn init(kernel_stack_top: u64) {
+    let platform = crate::platform();
     // SAFETY: single CPU, called once at boot before any system call.
     unsafe {
         let p = core::ptr::addr_of_mut!(PER_CPU);
         (*p).kernel_rsp = kernel_stack_top & !0xf;
+        (*p).user_return = platform.user_return_stub();
         super::cpu::set_gs_base(p as u64);
     }
+    platform.set_kernel_stack(kernel_stack_top & !0xf);
 }
 
 /// Make `top` the kernel stack system calls and traps from the app use.
@@ -50,6 +58,7 @@ pub fn set_kernel_stack(top: u64) {
     // SAFETY: one CPU; only the stubs read it, and only on entry from the app,
     // which cannot happen while the runtime is running this.
     unsafe { core::ptr::addr_of_mut!(PER_CPU.kernel_rsp).write_volatile(top & !0xf) };
+    crate::platform().set_kernel_stack(top & !0xf);
 }
 
 extern "C" {
@@ -143,6 +152,8 @@ unikernel_syscall_return:        /* %rsp = the frame */
     popq %r13
     popq %r14
     popq %r15
+    cmpq $0, %gs:24
+    jne .Lplatform_return      /* the platform returns to the app (Xen PV) */
     pushq %rax
     movw %cs, %ax
     testb $3, %al
@@ -156,6 +167,8 @@ unikernel_syscall_return:        /* %rsp = the frame */
 1:  /* arrived at ring 0 */
     popq %rsp
     sysretq
+.Lplatform_return:             /* %rsp = &user rsp, rcx = rip, r11 = rflags */
+    jmpq *%gs:24
 
     /* unikernel_switch(save_rsp = %rdi, next_rsp = %rsi) */
     .global unikernel_switch
@@ -183,7 +196,27 @@ unikernel_thread_start:
 
     .global unikernel_enter_user
 unikernel_enter_user:
-    movw %cs, %ax
+    cmpq $0, %gs:24
+    je 3f
+    /* through the platform's stub, as a system call returns */
+    pushq %rsi
+    movq %rdi, %rcx
+    movl $0x202, %r11d
+    xorl %eax, %eax
+    xorl %ebx, %ebx
+    xorl %edx, %edx
+    xorl %esi, %esi
+    xorl %edi, %edi
+    xorl %ebp, %ebp
+    xorl %r8d, %r8d
+    xorl %r9d, %r9d
+    xorl %r10d, %r10d
+    xorl %r12d, %r12d
+    xorl %r13d, %r13d
+    xorl %r14d, %r14d
+    xorl %r15d, %r15d
+    jmpq *%gs:24
+3:  movw %cs, %ax
     testb $3, %al
     jz 2f
     movq %rsi, %rsp
@@ -228,3 +261,4 @@ unikernel_enter_user:
 );
 
 const _: () = assert!(core::mem::size_of::<SyscallFrame>() == 128);
+const _: () = assert!(core::mem::offset_of!(PerCpu, user_return) == 24);

@@ -4,6 +4,11 @@
 //! pointer the runtime can use (at ring 3 too: the platform maps RAM
 //! user-accessible). Only 4 KiB leaves are created or changed here; 2 MiB and
 //! 1 GiB leaves (the platform's identity map) are understood by [`PageTable::translate`].
+//!
+//! Entries are read directly but written through [`write_entry`], and their
+//! address fields are translated with [`frame_of`]/[`entry_frame`]: on Xen
+//! PV they hold machine frames and only the hypervisor writes them (the
+//! platform hooks in [`crate::Platform`]; identity and plain stores elsewhere).
 
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -21,6 +26,35 @@ pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 /// A page-table entry pointer, valid while the table exists.
 pub type EntryPtr = *mut u64;
+
+/// The page-table hooks of the running platform (the defaults before start,
+/// and in host tests).
+fn hooks() -> Option<&'static dyn crate::Platform> {
+    crate::PLATFORM.get().copied()
+}
+
+/// The address field an entry mapping physical frame `phys` holds.
+pub fn entry_frame(phys: u64) -> u64 {
+    hooks().map_or(phys, |p| p.phys_to_pte(phys))
+}
+
+/// The physical frame entry `entry` names.
+pub fn frame_of(entry: u64) -> u64 {
+    hooks().map_or(entry & ADDR_MASK, |p| p.pte_to_phys(entry & ADDR_MASK))
+}
+
+/// Store `value` in the entry at `e`.
+///
+/// # Safety
+/// `e` points at an entry of a live page table; the caller flushes the TLB.
+pub unsafe fn write_entry(e: EntryPtr, value: u64) {
+    match hooks() {
+        // SAFETY: forwarded from the caller.
+        Some(p) => unsafe { p.write_pte(e, value) },
+        // SAFETY: forwarded from the caller.
+        None => unsafe { e.write_volatile(value) },
+    }
+}
 
 pub struct PageTable {
     root: u64,
@@ -58,13 +92,16 @@ impl PageTable {
             let v = unsafe { e.read_volatile() };
             if v & P == 0 {
                 let frame = alloc.as_mut()?()?;
+                if let Some(p) = hooks() {
+                    p.prepare_table_frame(frame);
+                }
                 // SAFETY: the new frame is zeroed and owned by the page table from now on.
-                unsafe { e.write_volatile(frame | P | W | U) };
+                unsafe { write_entry(e, entry_frame(frame) | P | W | U) };
                 table = frame;
             } else if v & PS != 0 {
                 return None;
             } else {
-                table = v & ADDR_MASK;
+                table = frame_of(v);
             }
         }
         // SAFETY: `table` is a valid PT page, index < 512.
@@ -82,9 +119,9 @@ impl PageTable {
             }
             if level == 0 || v & PS != 0 {
                 let size_mask = (1u64 << (12 + 9 * level)) - 1;
-                return Some(((v & ADDR_MASK & !size_mask) | (va & size_mask), v));
+                return Some(((frame_of(v) & !size_mask) | (va & size_mask), v));
             }
-            table = v & ADDR_MASK;
+            table = frame_of(v);
         }
         None
     }

@@ -59,6 +59,12 @@ pub fn take_pending_irqs() -> [u64; 4] {
     core::array::from_fn(|i| UNIKERNEL_PENDING_IRQS[i].swap(0, Ordering::AcqRel))
 }
 
+/// Record interrupt `vector` for the runtime's next safe point (platforms
+/// without an IDT, whose event handler saw it interrupt the runtime: Xen PV).
+pub fn defer_irq(vector: u8) {
+    UNIKERNEL_PENDING_IRQS[vector as usize / 64].fetch_or(1 << (vector % 64), Ordering::AcqRel);
+}
+
 /// Whether any interrupt is waiting for the runtime.
 pub fn irqs_pending() -> bool {
     UNIKERNEL_PENDING_IRQS
@@ -71,8 +77,15 @@ extern "C" {
     fn unikernel_priv_op(op: u64, arg: u64);
 }
 
-/// Resume the context described by `frame` (never returns).
+/// Resume the context described by `frame` (never returns): through the
+/// platform ([`crate::Platform::resume_user`], by default [`resume_native`]).
 pub fn resume(frame: &TrapFrame) -> ! {
+    crate::platform().resume_user(frame)
+}
+
+/// Resume `frame` on a platform with an IDT: at ring 3 without a trap, or
+/// with `iretq` (directly or through the privileged gate).
+pub fn resume_native(frame: &TrapFrame) -> ! {
     if frame.from_user() && super::cpu::cpl() == 3 {
         // SAFETY: the frame describes a ring-3 context; the resume code restores it exactly.
         unsafe { unikernel_resume_ring3(frame) }
