@@ -7,7 +7,7 @@
 //! memory = "64M"                 # or an integer number of bytes
 //! args = ["--port", "8080"]      # default arguments (after argv[0])
 //! env = { GREETING = "hello" }   # default environment
-//! platform = "hvt"               # or "kvm" (QEMU, Firecracker, cloud-hypervisor)
+//! platform = "hvt"               # or "kvm" (QEMU, Firecracker, cloud-hypervisor), "xen" (PV guest, xl)
 //! components = []                # none exist yet
 //! ```
 //!
@@ -192,11 +192,10 @@ pub fn parse_platform(name: &str) -> Result<Platform, String> {
     match name {
         "hvt" => Ok(Platform::Hvt),
         "kvm" => Ok(Platform::Kvm),
-        "xen" => Err(
-            "platform xen is not available yet: use hvt (the bundled monitor) or kvm (QEMU, Firecracker, cloud-hypervisor)"
-                .to_string(),
-        ),
-        _ => Err(format!("unknown platform \"{name}\" (available: hvt, kvm)")),
+        "xen" => Ok(Platform::Xen),
+        _ => Err(format!(
+            "unknown platform \"{name}\" (available: hvt, kvm, xen)"
+        )),
     }
 }
 
@@ -334,14 +333,13 @@ mod tests {
     fn platforms_and_components() {
         let m = parse(json!({"unikernel": {"platform": "kvm"}})).unwrap();
         assert_eq!(m.platform.as_deref(), Some("kvm"));
-        let e = parse(json!({"unikernel": {"platform": "xen"}})).unwrap_err();
-        assert!(
-            e.contains("platform xen is not available yet: use hvt"),
-            "{e}"
-        );
+        let m = parse(json!({"unikernel": {"platform": "xen"}})).unwrap();
+        assert_eq!(m.platform.as_deref(), Some("xen"));
+        let e = parse(json!({"unikernel": {"platform": "xen "}})).unwrap_err();
+        assert!(e.contains("unknown platform"), "{e}");
         let e = parse(json!({"unikernel": {"platform": "vmware"}})).unwrap_err();
         assert!(
-            e.contains("unknown platform \"vmware\" (available: hvt, kvm)"),
+            e.contains("unknown platform \"vmware\" (available: hvt, kvm, xen)"),
             "{e}"
         );
         let e = parse(json!({"unikernel": {"components": ["net"]}})).unwrap_err();
@@ -351,9 +349,7 @@ mod tests {
         );
         assert_eq!(parse_platform("hvt"), Ok(Platform::Hvt));
         assert_eq!(parse_platform("kvm"), Ok(Platform::Kvm));
-        assert!(parse_platform("xen")
-            .unwrap_err()
-            .contains("not available yet"));
+        assert_eq!(parse_platform("xen"), Ok(Platform::Xen));
     }
 
     #[test]

@@ -153,6 +153,12 @@ pub fn check_app(data: &[u8], what: &str) -> Result<ElfInput, String> {
 /// Check the kernel ELF: same shape rules, plus every segment at
 /// [`KERNEL_BASE`] or above with physical == virtual addresses.
 pub fn check_kernel(data: &[u8], what: &str) -> Result<ElfInput, String> {
+    check_kernel_at(data, what, KERNEL_BASE)
+}
+
+/// [`check_kernel`] for a platform whose kernel starts at `base` (Xen PV:
+/// 0, virtual == pseudo-physical from the first page).
+pub fn check_kernel_at(data: &[u8], what: &str, base: u64) -> Result<ElfInput, String> {
     let input = parse_common(data, what)?;
     for s in &input.loads {
         if s.vaddr != s.paddr {
@@ -161,9 +167,9 @@ pub fn check_kernel(data: &[u8], what: &str) -> Result<ElfInput, String> {
                 s.vaddr, s.paddr
             ));
         }
-        if s.vaddr < KERNEL_BASE {
+        if s.vaddr < base {
             return Err(format!(
-                "{what}: kernel segment at {:#x} lies below {KERNEL_BASE:#x}; link the kernel at {KERNEL_BASE:#x} (templates/kernel-glue/link.ld)",
+                "{what}: kernel segment at {:#x} lies below {base:#x}; link the kernel at {base:#x} (templates/kernel-glue/link-<platform>.ld)",
                 s.vaddr
             ));
         }

@@ -15,6 +15,9 @@
 //! [`vmm`] builds the QEMU command line (or a Firecracker config),
 //! [`kvm_run`] starts QEMU and relays the console through [`console`].
 //!
+//! `cargo unikernel run` of a xen image: [`xl`] writes the `xl` config and
+//! runs `xl create -c` in a Xen dom0.
+//!
 //! [`template`] is `cargo unikernel new`.
 pub mod cargo;
 pub mod cmdline;
@@ -29,6 +32,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod template;
 pub mod vmm;
+pub mod xl;
 
 #[cfg(test)]
 mod testutil;

@@ -6,12 +6,13 @@
 //! 1. `PT_INTERP` "/nonexistent/unikernel/": the host kernel refuses to
 //!    execute the image (Solo5 does the same with "/nonexistent/solo5/");
 //!    VMM loaders (QEMU, Firecracker, cloud-hypervisor) ignore it;
-//! 2. kvm only: the kernel's `PT_NOTE`s, copied byte for byte (the PVH entry
-//!    note `XEN_ELFNOTE_PHYS32_ENTRY`, which QEMU and Firecracker look up
-//!    through the program headers);
+//! 2. kvm and xen only: the kernel's `PT_NOTE`s, copied byte for byte (kvm:
+//!    the PVH entry note `XEN_ELFNOTE_PHYS32_ENTRY`, which QEMU and
+//!    Firecracker look up through the program headers; xen: the PV notes
+//!    xl's loader reads: entry, hypercall page, VIRT_BASE...);
 //! 3. the kernel's `PT_LOAD`s, unchanged (at `KERNEL_BASE` upward, entry = the
 //!    image's `e_entry`);
-//! 4. kvm only: the boot manifest, a read-only `PT_LOAD` at
+//! 4. kvm and xen only: the boot manifest, a read-only `PT_LOAD` at
 //!    `page_align_up(kernel end)` (the kernel's `__kernel_end`) holding a u32
 //!    LE length N and the N bytes of the encoded manifest. A VMM loads only
 //!    `PT_LOAD`s, so this is how the kvm kernel finds its manifest;
@@ -22,7 +23,7 @@
 //!    headers stay inside its first segment, untouched: musl's start-up finds
 //!    them through AT_PHDR and relocates itself, so the linker processes no
 //!    relocations;
-//! 6. `PT_NOTE` with the manifest (`hvt_abi::manifest`): where the app is,
+//! 6. hvt only: `PT_NOTE` with the manifest (`hvt_abi::manifest`): where the app is,
 //!    its default memory, args and env, and a build id.
 //!
 //! Every loaded segment's data sits at a file offset congruent to its
@@ -34,7 +35,7 @@ use hvt_abi::layout::{MAX_MEMORY, PAGE_SIZE};
 use hvt_abi::manifest::{Manifest, Platform, NOTE_NAME, NOTE_TYPE};
 use sha2::{Digest, Sha256};
 
-use crate::elf_input::{check_app, check_kernel, page_align_up, ElfInput};
+use crate::elf_input::{check_app, check_kernel_at, page_align_up, ElfInput};
 
 /// The string in the image's PT_INTERP.
 pub const INTERP: &[u8] = b"/nonexistent/unikernel/\0";
@@ -68,7 +69,16 @@ pub struct LinkedImage {
 
 /// Link `kernel` and `app` (whole ELF files) into an image.
 pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, String> {
-    let kernel_elf = check_kernel(kernel, "the kernel")?;
+    // A Xen PV kernel starts at 0 (VIRT_BASE 0: virtual == pseudo-physical).
+    let kernel_base = match spec.platform {
+        Platform::Xen => 0,
+        _ => hvt_abi::layout::KERNEL_BASE,
+    };
+    let kernel_elf = check_kernel_at(kernel, "the kernel", kernel_base)?;
+    // kvm and xen kernels are started by loaders that read their notes
+    // and load only PT_LOADs: the notes are copied, and the manifest is a
+    // loaded segment after the kernel.
+    let loader_booted = matches!(spec.platform, Platform::Kvm | Platform::Xen);
     let app_elf = check_app(app, &format!("the app {}", spec.name))?;
     let kernel_end = page_align_up(kernel_elf.end());
     let phdr = app_elf
@@ -91,9 +101,10 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
     };
     // kvm: the boot manifest segment sits right after the kernel. Its size
     // does not depend on the addresses still to be filled in.
-    let boot_manifest_len = match spec.platform {
-        Platform::Kvm => 4 + manifest.encode().len() as u64,
-        _ => 0,
+    let boot_manifest_len = if loader_booted {
+        4 + manifest.encode().len() as u64
+    } else {
+        0
     };
     let app_floor = page_align_up(kernel_end + boot_manifest_len);
     let what_is_below = if boot_manifest_len == 0 {
@@ -139,12 +150,12 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
         Cow::Borrowed(INTERP),
         1,
     )];
-    if spec.platform == Platform::Kvm {
+    if loader_booted {
         if kernel_elf.notes.is_empty() {
-            return Err(
-                "the kvm kernel has no PT_NOTE segment, so no VMM can find its PVH entry point; build it from templates/kernel-glue with link-kvm.ld"
-                    .to_string(),
-            );
+            return Err(match spec.platform {
+                Platform::Xen => "the xen kernel has no PT_NOTE segment, so xl cannot find its Xen notes (no loader found: Invalid kernel); build it from templates/kernel-glue with link-xen.ld".to_string(),
+                _ => "the kvm kernel has no PT_NOTE segment, so no VMM can find its PVH entry point; build it from templates/kernel-glue with link-kvm.ld".to_string(),
+            });
         }
         for n in &kernel_elf.notes {
             // In bounds: checked by `check_kernel`.
@@ -157,7 +168,7 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
         }
     }
     segments.extend(load_segments(kernel, &kernel_elf, 0));
-    if spec.platform == Platform::Kvm {
+    if loader_booted {
         let mut data = (encoded.len() as u32).to_le_bytes().to_vec();
         data.extend_from_slice(&encoded);
         segments.push(OutSegment {
@@ -173,7 +184,8 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
     // kvm images carry the manifest only in their boot-manifest segment:
     // with a second PT_NOTE next to the PVH note, QEMU's ELF loader crashed
     // in about a third of q35 boots (reproduced with QEMU 10.0 TCG).
-    if spec.platform != Platform::Kvm {
+    // xen images neither: xl needs nothing but its own notes.
+    if !loader_booted {
         segments.push(OutSegment::not_loaded(
             raw::PT_NOTE,
             Cow::Owned(note(NOTE_NAME, NOTE_TYPE, &encoded)),
@@ -316,6 +328,7 @@ fn write_elf(entry: u64, segments: &[OutSegment]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elf_input::check_kernel;
     use crate::image::Image;
     use crate::testutil::{
         musl_hello, pvh_note, synthetic_elf, synthetic_kernel, synthetic_kvm_kernel, SynthSegment,
@@ -470,6 +483,28 @@ mod tests {
             1
         );
         assert_eq!(img.manifest.app_base, 0x10_9000);
+    }
+
+    #[test]
+    fn xen_image_keeps_the_kernel_notes_and_a_boot_manifest() {
+        let mut s = spec();
+        s.platform = Platform::Xen;
+        let e = link(&synthetic_kernel(), &musl_hello(), &s).unwrap_err();
+        assert!(e.contains("xl cannot find its Xen notes"), "{e}");
+        let img = link(&synthetic_kvm_kernel(), &musl_hello(), &s).unwrap();
+        let header = elf::FileHeader64::<LE>::parse(&img.bytes[..]).unwrap();
+        let phdrs = header.program_headers(LE, &img.bytes[..]).unwrap();
+        // Only the kernel's note: no manifest note for xl to trip over.
+        assert_eq!(
+            phdrs
+                .iter()
+                .filter(|p| p.p_type(LE).0 == raw::PT_NOTE)
+                .count(),
+            1
+        );
+        let parsed = Image::parse(&img.bytes).unwrap();
+        assert_eq!(parsed.manifest.platform, Platform::Xen);
+        assert!(parsed.boot_manifest.is_some());
     }
 
     #[test]

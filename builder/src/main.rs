@@ -66,8 +66,8 @@ struct BuildArgs {
     /// Build the app in debug mode (the kernel is always release).
     #[arg(long)]
     debug: bool,
-    /// Target platform: hvt (the bundled monitor, default) or kvm (QEMU,
-    /// Firecracker, cloud-hypervisor); overrides the metadata.
+    /// Target platform: hvt (the bundled monitor, default), kvm (QEMU,
+    /// Firecracker, cloud-hypervisor) or xen (PV guest, `xl`); overrides the metadata.
     #[arg(long, value_name = "NAME")]
     platform: Option<String>,
     /// Where to write the image [default: <target dir>/unikernel/<platform>/<name>].
@@ -104,14 +104,15 @@ struct RunArgs {
     /// -accel kvm is emulated, see docs/kvm.md].
     #[arg(long, value_enum, value_name = "ACCEL")]
     accel: Option<Accel>,
-    /// kvm: the guest prints its boot diagnostics (virtio devices, TSC stamps).
+    /// kvm, xen: the guest prints its boot diagnostics (kvm: virtio devices,
+    /// TSC stamps; xen: memory, boot and exit times from the PV clock).
     #[arg(long)]
     verbose: bool,
-    /// kvm: print the QEMU command line instead of running it.
+    /// kvm: print the QEMU command line (xen: the xl config) instead of running it.
     #[arg(long)]
     print_vmm_config: bool,
-    /// kvm: write a VMM config next to the image (<image>.firecracker.json)
-    /// instead of running it.
+    /// kvm: write a VMM config next to the image (<image>.firecracker.json);
+    /// xen: the xl config (<image>.xl.cfg); instead of running it.
     #[arg(long, value_enum, value_name = "VMM")]
     emit: Option<Emit>,
     /// Arguments for the app (replace the image's default arguments).
@@ -122,7 +123,10 @@ struct RunArgs {
 /// What `--emit` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Emit {
+    /// kvm images: <image>.firecracker.json.
     Firecracker,
+    /// xen images: <image>.xl.cfg.
+    Xl,
 }
 
 fn main() -> ExitCode {
@@ -189,8 +193,34 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                 }
             };
             let app_args = (dash_dash || !args.args.is_empty()).then_some(args.args.clone());
+            let emit_mismatch = match (platform, args.emit) {
+                (Platform::Kvm, Some(Emit::Xl)) => Some("kvm"),
+                (Platform::Xen, Some(Emit::Firecracker)) => Some("xen"),
+                _ => None,
+            };
+            if let Some(p) = emit_mismatch {
+                return Err(format!(
+                    "--emit {} does not apply to {}, a {p} image (kvm: firecracker, xen: xl)",
+                    if p == "kvm" { "xl" } else { "firecracker" },
+                    image.display()
+                ));
+            }
             let code = match platform {
                 Platform::Kvm => run::boot_kvm(&image, &args, app_args)?,
+                Platform::Xen => {
+                    let kvm_only = [
+                        (args.vmm.is_some(), "--vmm"),
+                        (args.machine.is_some(), "--machine"),
+                        (args.accel.is_some(), "--accel"),
+                    ];
+                    if let Some((_, flag)) = kvm_only.iter().find(|(given, _)| *given) {
+                        return Err(format!(
+                            "{flag} applies to kvm images only, and {} is a xen image",
+                            image.display()
+                        ));
+                    }
+                    run::boot_xen(&image, &args, app_args)?
+                }
                 _ => {
                     let kvm_only = [
                         (args.vmm.is_some(), "--vmm"),

@@ -136,3 +136,78 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         run.timeout.map(Duration::from_secs_f64),
     ))
 }
+
+/// Run (in a Xen dom0) or describe the xen `image`: write `<image>.xl.cfg`
+/// and `xl create -c` it, or say where it is.
+pub fn boot_xen(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Result<u8, String> {
+    use cargo_unikernel::xl;
+    let data = std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+    let manifest = Image::parse(&data)
+        .map_err(|_| format!("{} is not a readable xen image", image.display()))?
+        .manifest;
+    let memory_mib = match xl::memory_mib(run.mem.map(|m| m.0), manifest.memory, manifest.app_end) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_SETUP_FAILED);
+        }
+    };
+    let mut options = Vec::new();
+    if run.verbose {
+        options.push(VERBOSE_TOKEN.to_string());
+    }
+    if run.trace_syscalls {
+        options.push(TRACE_SYSCALLS_TOKEN.to_string());
+    }
+    let cmdline = CommandLine {
+        options,
+        env: run.env.clone(),
+        args,
+    }
+    .encode();
+    if cmdline.len() > xl::MAX_CMDLINE {
+        return Err(format!(
+            "the command line for {} is {} bytes; a Xen PV guest gets at most {}: shorten args/env or put them in the image's metadata",
+            image.display(),
+            cmdline.len(),
+            xl::MAX_CMDLINE
+        ));
+    }
+    let image = std::path::absolute(image)
+        .map_err(|e| format!("cannot resolve {}: {e}", image.display()))?;
+    let config = xl::XlConfig {
+        name: manifest.name.clone(),
+        kernel: image.clone(),
+        memory_mib,
+        cmdline,
+    };
+    let path = xl::config_path(&image);
+    std::fs::write(&path, config.render())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if run.emit == Some(Emit::Xl) {
+        println!("{}", path.display());
+        return Ok(0);
+    }
+    if run.print_vmm_config {
+        print!("{}", config.render());
+        return Ok(0);
+    }
+    if !xl::in_dom0() {
+        eprintln!(
+            "not in a Xen dom0 (no /proc/xen): wrote {}; boot it on a Xen host with `xl create -c {}`, or here with ../shared/xen-lab/xen-lab.sh run {} --mem {} --cmdline '{}'",
+            path.display(),
+            path.display(),
+            image.display(),
+            memory_mib,
+            config.cmdline
+        );
+        return Ok(EXIT_SETUP_FAILED);
+    }
+    let status = std::process::Command::new("xl")
+        .arg("create")
+        .arg("-c")
+        .arg(&path)
+        .status()
+        .map_err(|e| format!("cannot start xl: {e}"))?;
+    Ok(status.code().unwrap_or(i32::from(EXIT_SETUP_FAILED)) as u8)
+}

@@ -157,8 +157,11 @@ fn bad_metadata_and_platforms() {
 
     std::fs::write(&toml, &text).unwrap();
     for (platform, msg) in [
-        ("xen", "platform xen is not available yet"),
-        ("nope", "unknown platform \"nope\" (available: hvt, kvm)"),
+        (
+            "nope",
+            "unknown platform \"nope\" (available: hvt, kvm, xen)",
+        ),
+        ("Xen", "unknown platform \"Xen\" (available: hvt, kvm, xen)"),
     ] {
         let out = run(bin().args(["build", "--platform", platform]).arg(&app));
         assert!(!out.status.success());

@@ -6,7 +6,11 @@
 //! `hvt` (the bundled monitor, needs /dev/kvm), `kvm` (the kvm image under
 //! QEMU `-M q35`, TCG unless `UNIKERNEL_TESTS_ACCEL=kvm`: stdout and stderr
 //! apart) and `microvm` (QEMU `-M microvm`: one UART, so the guest's stderr
-//! is mixed into stdout; [`Outcome::stderr`] is then the mixed stream too).
+//! is mixed into stdout; [`Outcome::stderr`] is then the mixed stream too)
+//! and `xen` (the xen image as a PV guest on real Xen in the xen-lab, one
+//! console ring, so mixed like microvm; only with `UNIKERNEL_TESTS_XEN=1`:
+//! each boot takes ~12 s, and the lab runs one domain at a time, so these
+//! boots are serialised).
 //! A target that cannot run here prints a loud `SKIPPED` line.
 //!
 //! The tests expect `cargo build --release` to have run (as `.ci/run` does):
@@ -151,6 +155,8 @@ pub enum Target {
     Kvm,
     /// The kvm image under QEMU `-M microvm` (one UART: stderr mixed into stdout).
     Microvm,
+    /// The xen image as a PV guest in the xen-lab (one console ring: mixed too).
+    Xen,
 }
 
 impl Target {
@@ -160,6 +166,7 @@ impl Target {
             "hvt" => Target::Hvt,
             "kvm" => Target::Kvm,
             "microvm" => Target::Microvm,
+            "xen" => Target::Xen,
             _ => panic!("unknown test target {name}"),
         }
     }
@@ -169,6 +176,7 @@ impl Target {
         match self {
             Target::Hvt => "hvt",
             Target::Kvm | Target::Microvm => "kvm",
+            Target::Xen => "xen",
         }
     }
 
@@ -180,6 +188,7 @@ impl Target {
             return self == Target::Hvt;
         }
         match self {
+            Target::Xen => xen_lab_available(test),
             Target::Hvt => kvm_available(test),
             Target::Kvm | Target::Microvm => {
                 if accel() == "kvm" && !kvm_available(test) {
@@ -216,6 +225,9 @@ impl Target {
         if self == Target::Hvt {
             return boot_with_input(image, opts, args, input);
         }
+        if self == Target::Xen {
+            return boot_xen(image, opts, args);
+        }
         let machine = if self == Target::Kvm {
             "q35"
         } else {
@@ -238,6 +250,91 @@ impl Target {
         }
         o
     }
+}
+
+/// The xen-lab script (`XENLAB`, default `../shared/xen-lab/xen-lab.sh`).
+pub fn xen_lab() -> PathBuf {
+    std::env::var_os("XENLAB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/xen-lab/xen-lab.sh"))
+}
+
+/// Xen boots run only with `UNIKERNEL_TESTS_XEN=1` (the `.ci/run` Xen
+/// stage, after `xen-lab.sh setup`); otherwise a loud SKIPPED line.
+pub fn xen_lab_available(test: &str) -> bool {
+    let why = if std::env::var_os("UNIKERNEL_TESTS_XEN").is_none_or(|v| v != "1") {
+        "set UNIKERNEL_TESTS_XEN=1 to boot on Xen in the xen-lab (the .ci/run Xen stage does)"
+            .to_string()
+    } else if !xen_lab().is_file() {
+        format!("{} is missing", xen_lab().display())
+    } else {
+        return true;
+    };
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let _ = std::io::stdout().write_all(line.as_bytes());
+    false
+}
+
+/// One Xen domain at a time in the lab.
+static XEN_LAB_LOCK: Mutex<()> = Mutex::new(());
+
+/// A value of the xl config `cargo unikernel run --print-vmm-config` prints.
+fn xl_value<'a>(config: &'a str, key: &str) -> &'a str {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {key} in the xl config:\n{config}"))
+}
+
+/// Undo the xl string quoting (`"..."` with `\\` and `\"`).
+fn xl_unquote(s: &str) -> String {
+    let inner = s
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s);
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        out.push(if c == '\\' {
+            chars.next().unwrap_or('\\')
+        } else {
+            c
+        });
+    }
+    out
+}
+
+/// Boot a xen image in the lab: the memory and command line come from the
+/// xl config `cargo unikernel run` writes for these options and args, so
+/// the encoding under test is the toolchain's own.
+pub fn boot_xen(image: &Path, opts: &[&str], args: &[&str]) -> Outcome {
+    let mut cmd = Command::new(tool("cargo-unikernel"));
+    cmd.arg("run")
+        .arg(image)
+        .arg("--print-vmm-config")
+        .args(opts);
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    let o = run_with_deadline(cmd, b"", Duration::from_secs(60));
+    if o.code != 0 {
+        // e.g. a --mem the runner refuses: its message, as the runner gives it.
+        return o;
+    }
+    let memory = xl_value(&o.stdout, "memory").to_string();
+    let cmdline = xl_unquote(xl_value(&o.stdout, "cmdline"));
+    let _lab = XEN_LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = Command::new(xen_lab());
+    cmd.arg("run")
+        .arg(image)
+        .args(["--mem", &memory, "--cmdline", &cmdline, "--timeout", "120"]);
+    let mut o = run_with_deadline(cmd, b"", Duration::from_secs(200));
+    // One console ring: the guest's stderr is in stdout; the lab's own
+    // lines are on stderr. Assertions on "stderr" look at both.
+    o.stderr = format!("{}{}", o.stdout, o.stderr);
+    o
 }
 
 /// `UNIKERNEL_TESTS_NATIVE=1`: tests/threads.rs runs the apps natively

@@ -124,7 +124,7 @@ cases! {
         assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
     }
 
-    fn spinning_thread_is_preempted(t) on [hvt, kvm] {
+    fn spinning_thread_is_preempted(t) on [hvt, kvm, xen] {
         let o = run(t, "spin-fair", &[]);
         assert_lines(
             &o,
@@ -133,7 +133,7 @@ cases! {
         assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
     }
 
-    fn tokio_timers_and_channels(t) on [hvt, kvm] {
+    fn tokio_timers_and_channels(t) on [hvt, kvm, xen] {
         let o = run(t, "tokio-timers", &[]);
         let mut want = Vec::new();
         for rt in ["current_thread", "multi_thread"] {
@@ -207,7 +207,7 @@ cases! {
         }
     }
 
-    fn pipes_sockets_poll_epoll_eventfd(t) on [hvt, kvm] {
+    fn pipes_sockets_poll_epoll_eventfd(t) on [hvt, kvm, xen] {
         let o = run(t, "pipes", &[]);
         assert_lines(
             &o,
@@ -283,7 +283,7 @@ cases! {
 
     /// Two threads each sleeping 200 ms must overlap: nanosleep blocks only
     /// its caller. (A generous bound: the point is 200 vs 400 ms.)
-    fn threads_sleep_concurrently(t) on [hvt, kvm] {
+    fn threads_sleep_concurrently(t) on [hvt, kvm, xen] {
         let o = run(t, "syscalls", &["parallel-sleep"]);
         assert_lines(&o, &["two 200 ms sleeps overlapped: true"]);
         assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);

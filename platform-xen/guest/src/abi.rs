@@ -23,6 +23,7 @@ pub mod nr {
     pub const SET_SEGMENT_BASE: usize = 25;
     pub const MMUEXT_OP: usize = 26;
     pub const SCHED_OP: usize = 29;
+    pub const CALLBACK_OP: usize = 30;
     pub const EVENT_CHANNEL_OP: usize = 32;
 }
 

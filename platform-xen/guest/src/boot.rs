@@ -36,6 +36,19 @@ static mut XEN_BOOT_STACK: Stack = Stack([0; 64 * 1024]);
 /// The stack Xen switches to when guest user mode traps or calls (stack_switch).
 static mut XEN_KERNEL_STACK: Stack = Stack([0; 64 * 1024]);
 
+/// The boot stack `(bottom, top)`: `xen_main` runs on it (the runtime makes
+/// it its first thread's kernel stack).
+pub fn boot_stack() -> (u64, u64) {
+    let s = core::ptr::addr_of!(XEN_BOOT_STACK) as u64;
+    (s, s + core::mem::size_of::<Stack>() as u64)
+}
+
+/// A spare stack `(bottom, top)` (the boot's `stack_switch` stack).
+pub fn spare_stack() -> (u64, u64) {
+    let s = core::ptr::addr_of!(XEN_KERNEL_STACK) as u64;
+    (s, s + core::mem::size_of::<Stack>() as u64)
+}
+
 static SHARED: AtomicPtr<SharedInfo> = AtomicPtr::new(core::ptr::null_mut());
 static CONSOLE: AtomicPtr<abi::ConsoleInterface> = AtomicPtr::new(core::ptr::null_mut());
 static CONSOLE_PORT: AtomicU32 = AtomicU32::new(0);
@@ -189,11 +202,19 @@ extern "C" fn xen_start(si: *mut StartInfo, entry_tsc: u64) -> ! {
     CONSOLE_PORT.store(si.console_evtchn, Ordering::Relaxed);
     CONSOLE.store(console_ring(si), Ordering::Relaxed);
     let first_print_tsc = rdtsc();
-    let _ = writeln!(
-        Console,
-        "xen: PV guest starting ({} pages, console port {})",
-        si.nr_pages, si.console_evtchn
-    );
+    // Under the runtime the console is the app's stdout: the platform
+    // speaks only when asked (UNIKERNEL_VERBOSE=1).
+    let quiet = cfg!(feature = "runtime")
+        && !start_info::cmdline(si)
+            .split(' ')
+            .any(|w| w == "UNIKERNEL_VERBOSE=1");
+    if !quiet {
+        let _ = writeln!(
+            Console,
+            "xen: PV guest starting ({} pages, console port {})",
+            si.nr_pages, si.console_evtchn
+        );
+    }
 
     // The shared-info page replaces the frame behind a page of our .bss.
     let shared_va = core::ptr::addr_of_mut!(SHARED_INFO_PAGE) as u64;

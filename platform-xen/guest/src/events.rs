@@ -141,9 +141,11 @@ mod target {
         hypercall::sched_block();
     }
 
-    /// The event upcall, called by `xen_hypervisor_callback` with events masked.
+    /// The event upcall, called by `xen_hypervisor_callback` with events
+    /// masked and the interrupted context in `frame` (the runtime may take
+    /// it over to preempt the app: feature `runtime`).
     #[no_mangle]
-    extern "C" fn xen_event_upcall() {
+    extern "C" fn xen_event_upcall(frame: &mut crate::traps::XenFrame) {
         UPCALLS.fetch_add(1, Ordering::Relaxed);
         let s = shared();
         // SAFETY: the shared-info page is mapped; the arrays are u64 words
@@ -164,6 +166,10 @@ mod target {
                 }
             }
         }
+        #[cfg(feature = "runtime")]
+        crate::runtime::after_upcall(frame);
+        #[cfg(not(feature = "runtime"))]
+        let _ = frame;
     }
 
     core::arch::global_asm!(
@@ -176,6 +182,8 @@ mod target {
 xen_hypervisor_callback:
     popq %rcx
     popq %r11
+    pushq $0                 /* error code slot */
+    pushq $-1                /* vector slot: -1 = event */
     pushq %rax
     pushq %rbx
     pushq %rcx
@@ -191,11 +199,14 @@ xen_hypervisor_callback:
     pushq %r13
     pushq %r14
     pushq %r15
+    subq $8, %rsp            /* cr2 slot: a XenFrame */
+    movq %rsp, %rdi
     movq %rsp, %rbx
     andq $-16, %rsp
     cld
     call xen_event_upcall
     movq %rbx, %rsp
+    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -211,6 +222,7 @@ xen_hypervisor_callback:
     popq %rcx
     popq %rbx
     popq %rax
+    addq $16, %rsp           /* vector, error code */
     /* iret hypercall: flags word on top of the iret frame; its stub
        pushes rcx, r11, rax itself. Restores the event mask from RFLAGS.IF. */
     pushq $0

@@ -136,6 +136,41 @@ pub unsafe fn set_callbacks(event: u64, failsafe: u64, syscall: u64) -> Result<u
     XenError::check(unsafe { call3(nr::SET_CALLBACKS, event, failsafe, syscall) })
 }
 
+/// Register the `syscall` callback alone, entered with events masked
+/// (`CALLBACKOP_register`, `CALLBACKF_mask_events`): the stub can then
+/// move off the kernel stack Xen chose before anything can interrupt it.
+///
+/// # Safety
+/// `address` must be an entry stub that understands Xen's syscall frame.
+pub unsafe fn register_syscall_callback_masked(address: u64) -> Result<u64, XenError> {
+    /// `struct callback_register` (x86_64: `xen_callback_t` is a u64).
+    #[repr(C)]
+    struct CallbackRegister {
+        ty: u16,
+        flags: u16,
+        _pad: u32,
+        address: u64,
+    }
+    const CALLBACKOP_REGISTER: u64 = 0;
+    const CALLBACKTYPE_SYSCALL: u16 = 2;
+    const CALLBACKF_MASK_EVENTS: u16 = 1;
+    let reg = CallbackRegister {
+        ty: CALLBACKTYPE_SYSCALL,
+        flags: CALLBACKF_MASK_EVENTS,
+        _pad: 0,
+        address,
+    };
+    // SAFETY: Xen reads `reg` during the call; the address is the caller's promise.
+    XenError::check(unsafe {
+        call3(
+            nr::CALLBACK_OP,
+            CALLBACKOP_REGISTER,
+            &reg as *const CallbackRegister as u64,
+            0,
+        )
+    })
+}
+
 /// The kernel stack Xen switches to when guest user mode traps, takes an
 /// event or makes a system call (the PV equivalent of TSS.RSP0).
 ///

@@ -33,6 +33,9 @@
 //! and page tables build only for `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(all(target_os = "none", feature = "runtime"))]
+extern crate alloc;
+
 pub mod abi;
 pub mod console;
 pub mod events;
@@ -49,6 +52,8 @@ pub mod boot;
 pub mod hypercall;
 #[cfg(target_os = "none")]
 pub mod mm;
+#[cfg(all(target_os = "none", feature = "runtime"))]
+mod runtime;
 #[cfg(target_os = "none")]
 pub mod traps;
 

@@ -32,10 +32,14 @@ use crate::abi::{self, TrapInfo};
 use crate::hypercall;
 use core::fmt::Write;
 
-/// Registers saved by the trap and syscall stubs (lowest address first).
+/// Registers saved by the trap, event and syscall stubs (lowest address
+/// first): the runtime's `TrapFrame` layout, so the runtime can take a
+/// trap frame as it is.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct XenFrame {
+    /// #PF: the faulting address (from `vcpu_info.arch.cr2`), else 0.
+    pub cr2: u64,
     pub r15: u64,
     pub r14: u64,
     pub r13: u64,
@@ -134,12 +138,22 @@ pub fn vector_name(v: u64) -> &'static str {
     }
 }
 
-/// Called by the trap stubs; reports and shuts down.
+/// Called by the trap stubs: hands the frame to the runtime (feature
+/// `runtime`), or reports and shuts down.
 #[no_mangle]
-extern "C" fn xen_trap(f: &XenFrame) -> ! {
+extern "C" fn xen_trap(f: &mut XenFrame) -> ! {
     // SAFETY: the shared-info page is mapped before the trap table is installed.
     let cr2 =
         unsafe { core::ptr::addr_of!((*crate::shared_info()).vcpu_info[0].cr2).read_volatile() };
+    f.cr2 = if f.vector == 14 { cr2 } else { 0 };
+    #[cfg(feature = "runtime")]
+    crate::runtime::trap(f);
+    #[cfg(not(feature = "runtime"))]
+    report_and_stop(f, cr2)
+}
+
+#[cfg(not(feature = "runtime"))]
+fn report_and_stop(f: &XenFrame, cr2: u64) -> ! {
     let mut out = crate::Console;
     let _ = write!(
         out,
@@ -245,7 +259,7 @@ xen_trap_stubs:
     .set vec, vec + 1
     .endr
 
-    .macro SAVE_GPRS
+    .macro XEN_SAVE_GPRS
     pushq %rax
     pushq %rbx
     pushq %rcx
@@ -263,7 +277,7 @@ xen_trap_stubs:
     pushq %r15
     .endm
 
-    .macro RESTORE_GPRS
+    .macro XEN_RESTORE_GPRS
     popq %r15
     popq %r14
     popq %r13
@@ -282,7 +296,8 @@ xen_trap_stubs:
     .endm
 
 xen_trap_common:
-    SAVE_GPRS
+    XEN_SAVE_GPRS
+    subq $8, %rsp            /* cr2 slot */
     movq %rsp, %rdi
     andq $-16, %rsp
     cld
@@ -298,14 +313,16 @@ xen_syscall_callback:
     popq %r11
     pushq $0                 /* error code slot */
     pushq $-1                /* vector slot: -1 = system call */
-    SAVE_GPRS
+    XEN_SAVE_GPRS
+    subq $8, %rsp            /* cr2 slot */
     movq %rsp, %rdi
     movq %rsp, %rbx
     andq $-16, %rsp
     cld
     call xen_syscall
     movq %rbx, %rsp
-    RESTORE_GPRS
+    addq $8, %rsp
+    XEN_RESTORE_GPRS
     addq $16, %rsp
     /* back to user mode: iret with VGCF_in_syscall (rcx/r11 as set above) */
     pushq ${in_syscall}
@@ -317,7 +334,8 @@ xen_syscall_callback:
 );
 
 const _: () = {
-    assert!(core::mem::offset_of!(XenFrame, vector) == 15 * 8);
-    assert!(core::mem::offset_of!(XenFrame, rip) == 17 * 8);
-    assert!(core::mem::size_of::<XenFrame>() == 22 * 8);
+    assert!(core::mem::offset_of!(XenFrame, r15) == 8);
+    assert!(core::mem::offset_of!(XenFrame, vector) == 16 * 8);
+    assert!(core::mem::offset_of!(XenFrame, rip) == 18 * 8);
+    assert!(core::mem::size_of::<XenFrame>() == 23 * 8);
 };
