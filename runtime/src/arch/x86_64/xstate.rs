@@ -18,9 +18,13 @@ pub fn init() {
     let leaf1 = core::arch::x86_64::__cpuid(1);
     let osxsave = leaf1.ecx & (1 << 27) != 0;
     if osxsave {
-        // CPUID.(0xD,0).EBX: bytes needed for the features enabled in XCR0.
+        // CPUID.(0xD,0): EBX = bytes for the features enabled in XCR0, ECX =
+        // bytes if every supported feature were enabled. A virtualised
+        // CPUID may describe another XCR0 than the one in force (seen under
+        // Xen PV), and `xsave` with a full mask writes what XCR0 enables:
+        // size for the largest, so a save can never overrun its area.
         let d = core::arch::x86_64::__cpuid_count(0xd, 0);
-        let size = (d.ebx as usize).max(576);
+        let size = (d.ebx.max(d.ecx) as usize).max(576);
         AREA_SIZE.store(size, Ordering::Relaxed);
         USE_XSAVE.store(true, Ordering::Relaxed);
     }
