@@ -165,6 +165,19 @@ cases! {
         );
     }
 
+    /// The same report where the console mixes stdout and stderr.
+    fn null_deref_is_reported_on_a_mixed_console(t) on [microvm, xen] {
+        let o = t.boot("probe", &[], &["segv"]);
+        assert!(o.stdout.starts_with("about to read address 0\n"), "stdout: {}", o.stdout);
+        assert!(o.stdout.contains("app killed by SIGSEGV"), "stdout: {}", o.stdout);
+        assert!(
+            o.stdout.contains("faulting address: 0x0 (read, page not mapped)"),
+            "stdout: {}",
+            o.stdout
+        );
+        assert_eq!(o.code, 139, "SIGSEGV is 128+11; stderr: {}", o.stderr);
+    }
+
     fn guard_page_faults(t) on [hvt, kvm] {
         let o = t.boot("probe", &[], &["guard"]);
         let lines = o.stdout_lines();

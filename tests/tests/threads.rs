@@ -176,13 +176,25 @@ cases! {
         }
     }
 
-    fn sigsegv_handler_gets_the_fault_address(t) on [hvt, kvm] {
+    /// The same as `stack_overflow_in_a_thread_aborts`, where the console
+    /// mixes stdout and stderr (Xen's one console ring).
+    fn stack_overflow_on_a_mixed_console(t) on [xen] {
+        let o = run(t, "signals", &["overflow"]);
+        assert!(o.stdout.starts_with("overflowing the stack of thread 'deep'\n"), "stdout:\n{}", o.stdout);
+        assert_stderr_has(&o, "thread 'deep'");
+        assert_stderr_has(&o, "has overflowed its stack");
+        assert_stderr_has(&o, "fatal runtime error: stack overflow");
+        assert_stderr_has(&o, "SIGABRT");
+        assert_eq!(o.code, 134, "SIGABRT is 128+6; stderr:\n{}", o.stderr);
+    }
+
+    fn sigsegv_handler_gets_the_fault_address(t) on [hvt, kvm, xen] {
         let o = run(t, "signals", &["segv-handler"]);
         assert_lines(&o, &["reading address 0x1000", "caught SIGSEGV at 0x1000"]);
         assert_eq!(o.code, 42, "the handler _exits 42; stderr:\n{}", o.stderr);
     }
 
-    fn raise_kill_and_pending_signals_run_handlers(t) on [hvt, kvm] {
+    fn raise_kill_and_pending_signals_run_handlers(t) on [hvt, kvm, xen] {
         let o = run(t, "signals", &["raise"]);
         assert_lines(
             &o,
@@ -231,7 +243,7 @@ cases! {
         assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
     }
 
-    fn raw_futex_thread_sleep_and_readiness_calls(t) on [hvt, kvm] {
+    fn raw_futex_thread_sleep_and_readiness_calls(t) on [hvt, kvm, xen] {
         let o = run(t, "syscalls", &[]);
         let cpus = if native() {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -275,7 +287,7 @@ cases! {
         assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
     }
 
-    fn exit_group_from_a_thread_ends_the_process(t) on [hvt, kvm] {
+    fn exit_group_from_a_thread_ends_the_process(t) on [hvt, kvm, xen] {
         let o = run(t, "syscalls", &["exit-group-from-thread"]);
         assert_eq!(o.stdout, "", "stderr:\n{}", o.stderr);
         assert_eq!(o.code, 7, "stderr:\n{}", o.stderr);

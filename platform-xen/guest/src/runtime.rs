@@ -126,6 +126,7 @@ extern "C" {
     fn xen_runtime_syscall();
     fn xen_resume_user(frame: *const TrapFrame) -> !;
     static __kernel_end: u8;
+    static __text_start: u8;
 }
 
 /// A trap (or the tick) for the runtime: the frame already has its layout.
@@ -301,6 +302,21 @@ impl Platform for XenPlatform {
     }
 }
 
+/// The image starts at 64 KiB (the glue's link-xen.ld); Xen's domain
+/// builder maps the pages below it all the same. Unmap them, as Linux keeps
+/// them unmapped (`vm.mmap_min_addr`), so a null pointer faults.
+fn unmap_low_pages() {
+    let start = core::ptr::addr_of!(__text_start) as u64;
+    let mut va = 0;
+    while va < start.min(0x10000) {
+        // SAFETY: nothing lives below the image; a zero entry unmaps the page.
+        if unsafe { hypercall::update_va_mapping(va, 0, abi::mmu::UVMF_INVLPG) }.is_err() {
+            fatal("Xen refused to unmap the low 64 KiB");
+        }
+        va += PAGE_SIZE;
+    }
+}
+
 /// The manifest the builder put at `__kernel_end` (u32 length + bytes).
 fn manifest_bytes() -> &'static [u8] {
     // SAFETY: the boot-manifest segment is loaded there (bootstrap region,
@@ -332,6 +348,7 @@ fn xen_main(xen: &'static Xen) -> ! {
     if manifest.app_end > free.start {
         fatal("the app overlaps the boot page tables");
     }
+    unmap_low_pages();
     let cl = unikernel_runtime::cmdline::parse(xen.cmdline());
     let verbose = cl.option("VERBOSE") == Some("1");
     let boot_ns = xen.system_time_ns() - xen.tsc_delta_ns(boot_tsc_age(xen));
