@@ -91,27 +91,86 @@ impl Segment {
     }
 }
 
-/// A parsed, checked image (the file's bytes are kept: read once, copied once).
+/// Where the segment bytes come from: the open file (read straight into
+/// guest memory at [`Image::load`], so the image is never held twice), or
+/// bytes already in memory (tests).
+#[derive(Debug)]
+enum Source {
+    File(std::fs::File),
+    Bytes(Vec<u8>),
+}
+
+/// A parsed, checked image.
 #[derive(Debug)]
 pub struct Image {
-    data: Vec<u8>,
+    source: Source,
     /// Loadable segments, sorted by address, non-overlapping.
     pub segments: Vec<Segment>,
     pub manifest: Manifest,
 }
 
 impl Image {
-    /// Reads and checks the image file.
+    /// Reads and checks the image file. Only the headers and the notes are
+    /// read here; the segments go straight from the file into guest memory
+    /// in [`Image::load`] (one copy instead of two: launch time counts).
     pub fn open(path: &Path) -> Result<Image, ImageError> {
-        let data = std::fs::read(path).map_err(|source| ImageError::Read {
+        use std::io::Read;
+        let read_err = |source| ImageError::Read {
             path: path.display().to_string(),
             source,
-        })?;
-        Image::parse(data)
+        };
+        let mut file = std::fs::File::open(path).map_err(read_err)?;
+        let len = file.metadata().map_err(read_err)?.len();
+        // The headers: the ELF header and the program headers it points at
+        // (the builder puts them first; a larger table is read in full).
+        let mut head = Vec::with_capacity(4096);
+        (&mut file)
+            .take(4096)
+            .read_to_end(&mut head)
+            .map_err(read_err)?;
+        if head.len() >= 64 {
+            let phoff = u64::from_le_bytes(head[32..40].try_into().unwrap_or([0; 8]));
+            let phnum = u64::from(u16::from_le_bytes([head[56], head[57]]));
+            let want = phoff.saturating_add(phnum * 56).min(len);
+            if want > head.len() as u64 {
+                head.resize(want as usize, 0);
+                std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(read_err)?;
+            }
+        }
+        Image::check(head, len, |off, n| {
+            let mut buf = vec![0; n as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, off).ok()?;
+            Some(buf)
+        })
+        .map(|(segments, manifest)| Image {
+            source: Source::File(file),
+            segments,
+            manifest,
+        })
     }
 
     /// Checks an image held in memory.
     pub fn parse(data: Vec<u8>) -> Result<Image, ImageError> {
+        let len = data.len() as u64;
+        let (segments, manifest) = Image::check(data.clone(), len, |off, n| {
+            data.get(off as usize..off.checked_add(n)? as usize)
+                .map(<[u8]>::to_vec)
+        })?;
+        Ok(Image {
+            source: Source::Bytes(data),
+            segments,
+            manifest,
+        })
+    }
+
+    /// Everything about the file but the segment bytes: `data` holds (at
+    /// least) the ELF header and program headers, `file_len` is the file's
+    /// length, and `read(offset, len)` reads other parts (the notes).
+    fn check(
+        data: Vec<u8>,
+        file_len: u64,
+        read: impl Fn(u64, u64) -> Option<Vec<u8>>,
+    ) -> Result<(Vec<Segment>, Manifest), ImageError> {
         if data.len() < 4 || data[..4] != elf::ELFMAG {
             return Err(ImageError::NotElf);
         }
@@ -138,21 +197,20 @@ impl Image {
         for ph in phdrs {
             let p_type = ph.p_type(e);
             if p_type == elf::PT_NOTE {
-                let mut notes = ph
-                    .notes(e, &*data)
-                    .map_err(|_| ImageError::Corrupt("a note segment lies outside the file"))?
-                    .ok_or(ImageError::Corrupt("note segment"))?;
-                while let Some(note) = notes
-                    .next()
-                    .map_err(|_| ImageError::Corrupt("a note segment is malformed"))?
-                {
-                    if note.name() == NOTE_NAME.as_bytes() && note.n_type(e).0 == NOTE_TYPE {
-                        let m = Manifest::decode(note.desc()).map_err(ImageError::BadManifest)?;
+                let (off, size) = (ph.p_offset(e), ph.p_filesz(e));
+                if off.checked_add(size).is_none_or(|end| end > file_len) || size > 1 << 20 {
+                    return Err(ImageError::Corrupt("a note segment lies outside the file"));
+                }
+                let bytes = read(off, size)
+                    .ok_or(ImageError::Corrupt("a note segment lies outside the file"))?;
+                for (name, n_type, desc) in notes(&bytes)? {
+                    if name == NOTE_NAME.as_bytes() && n_type == NOTE_TYPE {
+                        let m = Manifest::decode(desc).map_err(ImageError::BadManifest)?;
                         manifest = Some(m);
                     }
                 }
             } else if p_type == elf::PT_LOAD {
-                if let Some(seg) = check_load(ph, data.len() as u64)? {
+                if let Some(seg) = check_load(ph, file_len)? {
                     segments.push(seg);
                 }
             }
@@ -173,11 +231,7 @@ impl Image {
         if segments.first().map(|s| s.gpa) != Some(KERNEL_BASE) {
             return Err(ImageError::NoKernel);
         }
-        Ok(Image {
-            data,
-            segments,
-            manifest,
-        })
+        Ok((segments, manifest))
     }
 
     /// First byte after the highest segment, rounded up to a page: the least
@@ -189,14 +243,67 @@ impl Image {
 
     /// Copies the segments into guest memory. Bytes past `filesz` are left as
     /// they are: zero in a freshly mapped [`GuestMemory`].
-    pub fn load(&self, mem: &mut GuestMemory) -> Result<(), crate::memory::OutOfBounds> {
+    pub fn load(&self, mem: &mut GuestMemory) -> Result<(), LoadError> {
         for s in &self.segments {
-            // Ranges were checked in `parse`; the slice cannot fail.
-            let bytes = &self.data[s.file_offset as usize..(s.file_offset + s.filesz) as usize];
-            mem.write(s.gpa, bytes)?;
+            let dst = mem.slice_mut(s.gpa, s.filesz)?;
+            match &self.source {
+                // Ranges were checked against the file's length in `check`.
+                Source::Bytes(data) => dst.copy_from_slice(
+                    &data[s.file_offset as usize..(s.file_offset + s.filesz) as usize],
+                ),
+                Source::File(f) => {
+                    std::os::unix::fs::FileExt::read_exact_at(f, dst, s.file_offset)?
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Why the segments could not be copied into guest memory.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Memory(#[from] crate::memory::OutOfBounds),
+    #[error("reading the image's segments: {0} (did the file change?)")]
+    Read(#[from] std::io::Error),
+}
+
+/// One ELF note: name (without its NUL), type, descriptor.
+type Note<'a> = (&'a [u8], u32, &'a [u8]);
+
+/// The notes of a note segment, with the 4-byte alignment the builder (and
+/// the ELF spec's common use) gives.
+fn notes(b: &[u8]) -> Result<Vec<Note<'_>>, ImageError> {
+    let bad = ImageError::Corrupt("a note segment is malformed");
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at + 12 <= b.len() {
+        let (namesz, descsz, n_type) = match (u32_at(at), u32_at(at + 4), u32_at(at + 8)) {
+            (Some(a), Some(b), Some(c)) => (a as usize, b as usize, c),
+            _ => return Err(bad),
+        };
+        let name_at = at + 12;
+        let desc_at = name_at
+            .checked_add(namesz.next_multiple_of(4))
+            .ok_or(ImageError::Corrupt("a note segment is malformed"))?;
+        let end = desc_at
+            .checked_add(descsz.next_multiple_of(4))
+            .ok_or(ImageError::Corrupt("a note segment is malformed"))?;
+        let name = b
+            .get(name_at..name_at + namesz)
+            .ok_or(ImageError::Corrupt("a note segment is malformed"))?;
+        let desc = b
+            .get(desc_at..desc_at + descsz)
+            .ok_or(ImageError::Corrupt("a note segment is malformed"))?;
+        out.push((name.strip_suffix(&[0]).unwrap_or(name), n_type, desc));
+        at = end;
+    }
+    Ok(out)
 }
 
 /// Checks one `PT_LOAD` header; `None` for an empty segment.

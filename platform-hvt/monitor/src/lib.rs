@@ -218,7 +218,13 @@ pub fn launch(config: &RunConfig) -> Result<i32, Error> {
     let envp = merge_env(&manifest.env, &config.env).map_err(Error::Config)?;
 
     let mut vm = vm::Vm::new(mem_size)?;
-    img.load(&mut vm.mem).map_err(boot::BootError::from)?;
+    img.load(&mut vm.mem).map_err(|e| match e {
+        image::LoadError::Memory(m) => Error::Boot(boot::BootError::from(m)),
+        image::LoadError::Read(source) => image_error(image::ImageError::Read {
+            path: config.image.display().to_string(),
+            source,
+        }),
+    })?;
     let header = image::kernel_header(&vm.mem).map_err(image_error)?;
     let params = boot::BootParams {
         argv,
