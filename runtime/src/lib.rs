@@ -22,7 +22,9 @@ extern crate alloc;
 
 pub mod arch;
 pub mod cmdline;
+pub mod component;
 pub mod console;
+pub mod device;
 pub mod errno;
 pub mod fault;
 pub mod fmtbuf;
