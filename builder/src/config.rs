@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 /// Components that exist in this version (none yet: the runtime has no
 /// optional parts so far).
-pub const AVAILABLE_COMPONENTS: &[&str] = &[];
+pub const AVAILABLE_COMPONENTS: &[&str] = &["net"];
 
 /// A guest memory size in bytes, checked to be page-aligned and within what
 /// the monitor accepts.

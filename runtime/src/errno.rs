@@ -33,6 +33,23 @@ pub const EOPNOTSUPP: Errno = 95;
 pub const EAFNOSUPPORT: Errno = 97;
 pub const EISCONN: Errno = 106;
 pub const ETIMEDOUT: Errno = 110;
+pub const EDESTADDRREQ: Errno = 89;
+pub const EMSGSIZE: Errno = 90;
+pub const EPROTOTYPE: Errno = 91;
+pub const EPROTONOSUPPORT: Errno = 93;
+pub const ESOCKTNOSUPPORT: Errno = 94;
+pub const EADDRINUSE: Errno = 98;
+pub const EADDRNOTAVAIL: Errno = 99;
+pub const ENETDOWN: Errno = 100;
+pub const ENETUNREACH: Errno = 101;
+pub const ECONNABORTED: Errno = 103;
+pub const ECONNRESET: Errno = 104;
+pub const ENOBUFS: Errno = 105;
+pub const ENOTCONN: Errno = 107;
+pub const ECONNREFUSED: Errno = 111;
+pub const EHOSTUNREACH: Errno = 113;
+pub const EALREADY: Errno = 114;
+pub const EINPROGRESS: Errno = 115;
 
 pub fn name(e: Errno) -> &'static str {
     match e {
@@ -66,6 +83,23 @@ pub fn name(e: Errno) -> &'static str {
         EAFNOSUPPORT => "EAFNOSUPPORT",
         EISCONN => "EISCONN",
         ETIMEDOUT => "ETIMEDOUT",
+        EDESTADDRREQ => "EDESTADDRREQ",
+        EMSGSIZE => "EMSGSIZE",
+        EPROTOTYPE => "EPROTOTYPE",
+        EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        ESOCKTNOSUPPORT => "ESOCKTNOSUPPORT",
+        EADDRINUSE => "EADDRINUSE",
+        EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        ENETDOWN => "ENETDOWN",
+        ENETUNREACH => "ENETUNREACH",
+        ECONNABORTED => "ECONNABORTED",
+        ECONNRESET => "ECONNRESET",
+        ENOBUFS => "ENOBUFS",
+        ENOTCONN => "ENOTCONN",
+        ECONNREFUSED => "ECONNREFUSED",
+        EHOSTUNREACH => "EHOSTUNREACH",
+        EALREADY => "EALREADY",
+        EINPROGRESS => "EINPROGRESS",
         _ => "E?",
     }
 }

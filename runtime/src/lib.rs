@@ -31,6 +31,7 @@ pub mod fmtbuf;
 pub mod fs;
 pub mod loader;
 pub mod mm;
+pub mod net;
 pub mod platform;
 pub mod random;
 pub mod sched;
@@ -44,6 +45,14 @@ use spin::Once;
 
 static PLATFORM: Once<&'static dyn Platform> = Once::new();
 static BOOT: Once<BootInfo> = Once::new();
+
+/// A runtime option (`UNIKERNEL_*=VALUE` from the image's manifest or the
+/// command line) by key. Filled by the platform at boot (see
+/// [`BootInfo`]); until the platforms pass options, none is set.
+pub fn option(key: &str) -> Option<&'static str> {
+    let _ = key;
+    None
+}
 
 /// The platform the runtime was started on.
 pub fn platform() -> &'static dyn Platform {
@@ -102,6 +111,17 @@ pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
     let mut aspace = unsafe { mm::vm::AddressSpace::new(boot.page_table_root, boot.mem_size) };
     aspace.add_stack(boot.app.stack_reserve_bottom, boot.app.stack_top);
     *mm::vm::ASPACE.lock() = Some(aspace);
+    #[cfg(target_os = "none")]
+    extern "Rust" {
+        /// Defined by the kernel's glue crate: starts the chosen components.
+        fn unikernel_components_init();
+    }
+    // SAFETY: every kernel's glue crate defines it (templates/kernel-glue),
+    // with this signature; it runs once, before the app.
+    #[cfg(target_os = "none")]
+    unsafe {
+        unikernel_components_init()
+    };
     let sp = match &boot.app_spec {
         Some(spec) => build_app_stack(&boot.app, spec),
         None => boot.app.stack_pointer,

@@ -1,10 +1,93 @@
-//! The network component (work in progress on this branch): the smoltcp
-//! stack and the Linux socket API over it, registered with the runtime as
-//! the AF_INET/AF_INET6 socket provider and a poller.
+//! The network component: the smoltcp TCP/IP stack (IPv4 and IPv6, TCP
+//! and UDP, ICMP echo answered, DHCPv4), a loopback link, and the Linux
+//! socket API over it.
+//!
+//! [`init`] (called by the kernel's glue crate at boot) takes the network
+//! devices the platform's driver registered, reads the addressing options,
+//! writes `/etc/resolv.conf` and `/etc/hosts`, and registers with the
+//! runtime the AF_INET/AF_INET6 socket provider and a poller that drives
+//! the stack (its timers and the device's receive ring).
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
-/// Called once at boot by the kernel's glue crate, after the platform
-/// registered its devices and before the app starts.
-pub fn init() {}
+mod addr;
+mod config;
+mod dev;
+mod socket;
+mod stack;
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use unikernel_runtime::component::{self, SocketProvider};
+use unikernel_runtime::errno::*;
+use unikernel_runtime::fs::File;
+use unikernel_runtime::net::{
+    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_STREAM,
+};
+
+struct Provider;
+
+impl SocketProvider for Provider {
+    fn serves(&self, domain: u32) -> bool {
+        domain == AF_INET || domain == AF_INET6
+    }
+
+    fn socket(&self, domain: u32, ty: u32, protocol: u32) -> Result<Arc<dyn File>, Errno> {
+        let ok = match ty {
+            SOCK_STREAM => protocol == 0 || protocol == IPPROTO_TCP as u32,
+            SOCK_DGRAM => protocol == 0 || protocol == IPPROTO_UDP as u32,
+            // SOCK_RAW, SOCK_SEQPACKET, ...
+            3..=10 => return Err(ESOCKTNOSUPPORT),
+            _ => return Err(EINVAL),
+        };
+        if !ok {
+            return Err(EPROTONOSUPPORT);
+        }
+        let id = stack::with(|s| s.add(domain, ty));
+        Ok(Arc::new(socket::NetSocket::new(id, domain, ty)))
+    }
+}
+
+static PROVIDER: Provider = Provider;
+
+fn option(key: &str) -> Option<String> {
+    unikernel_runtime::option(key).map(String::from)
+}
+
+/// The poller: move packets, run the stack's timers; its next deadline.
+fn poll(_now: u64) -> Option<u64> {
+    let mut g = stack::STACK.lock();
+    let s = g.as_mut()?;
+    s.poll();
+    s.deadline()
+}
+
+/// Start the component (once, at boot).
+pub fn init() {
+    let verbose = option("UNIKERNEL_VERBOSE").is_some_and(|v| v != "0");
+    let config = match config::NetConfig::from_options(option) {
+        Ok(c) => c,
+        Err(e) => {
+            unikernel_runtime::kprintln!("unikernel: net: {e}");
+            unikernel_runtime::exit(unikernel_runtime::fault::EXIT_KERNEL_PANIC);
+        }
+    };
+    let eth = unikernel_runtime::device::net_devices()
+        .into_iter()
+        .next()
+        .map(dev::Eth::new);
+    let has_eth = eth.is_some();
+    let static_v4 = config.static_v4.is_some();
+    let mut s = stack::Stack::new(config, eth);
+    s.verbose = verbose;
+    config::publish(&s.config);
+    if !has_eth {
+        config::announce(&s, "no device");
+    } else if static_v4 {
+        config::announce(&s, "static");
+    }
+    *stack::STACK.lock() = Some(s);
+    component::register_socket_provider(&PROVIDER);
+    component::register_poller(poll);
+}

@@ -90,7 +90,11 @@ pub trait File: Send + Sync {
         Err(ENOTSOCK)
     }
     fn is_socket(&self) -> bool {
-        false
+        self.as_socket().is_some()
+    }
+    /// The socket operations of a network component's socket.
+    fn as_socket(&self) -> Option<&dyn crate::net::Socket> {
+        None
     }
     /// The epoll instance behind an epoll file descriptor.
     fn as_epoll(&self) -> Option<&epoll::Epoll> {

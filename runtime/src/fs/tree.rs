@@ -1,5 +1,8 @@
 //! The in-memory root tree: `/`, `/dev/{null,zero,random,urandom}`,
 //! `/proc/self/exe` (a link to `/<app name>`), and the app's own entry.
+//! `/etc` holds the read-only files components synthesize
+//! ([`set_etc_file`]: the network component's `resolv.conf` and `hosts`)
+//! and exists only when there is one.
 //! Everything else is `ENOENT`; creating files gives `EROFS` (writable
 //! filesystems come as components).
 
@@ -24,6 +27,32 @@ pub enum Node {
     ExeLink,
     /// `/<app name>`: the executable (its bytes are not kept in memory: size 0).
     Exe,
+    /// `/etc`, and the n-th file registered with [`set_etc_file`].
+    Etc,
+    EtcFile(u8),
+}
+
+/// A file in `/etc`: name and contents.
+type EtcFile = (&'static str, Arc<Vec<u8>>);
+
+static ETC: Mutex<Vec<EtcFile>> = Mutex::new(Vec::new());
+
+/// Create or replace the read-only file `/etc/<name>`.
+pub fn set_etc_file(name: &'static str, data: Vec<u8>) {
+    let mut etc = ETC.lock();
+    let data = Arc::new(data);
+    if let Some(slot) = etc.iter_mut().find(|(n, _)| *n == name) {
+        slot.1 = data;
+    } else if etc.len() < u8::MAX as usize {
+        etc.push((name, data));
+    }
+}
+
+fn etc_data(i: u8) -> Arc<Vec<u8>> {
+    ETC.lock()
+        .get(i as usize)
+        .map(|(_, d)| d.clone())
+        .unwrap_or_default()
 }
 
 fn app_name() -> &'static str {
@@ -43,16 +72,22 @@ impl Node {
             Node::DevUrandom => 109,
             Node::ExeLink => 6,
             Node::Exe => 7,
+            Node::Etc => 8,
+            Node::EtcFile(i) => 200 + i as u64,
         }
     }
 
     pub fn is_dir(self) -> bool {
-        matches!(self, Node::Root | Node::Dev | Node::Proc | Node::ProcSelf)
+        matches!(
+            self,
+            Node::Root | Node::Dev | Node::Proc | Node::ProcSelf | Node::Etc
+        )
     }
 
     fn parent(self) -> Node {
         match self {
-            Node::Root | Node::Dev | Node::Proc | Node::Exe => Node::Root,
+            Node::Root | Node::Dev | Node::Proc | Node::Exe | Node::Etc => Node::Root,
+            Node::EtcFile(_) => Node::Etc,
             Node::ProcSelf => Node::Proc,
             Node::ExeLink => Node::ProcSelf,
             Node::DevNull | Node::DevZero | Node::DevRandom | Node::DevUrandom => Node::Dev,
@@ -62,11 +97,21 @@ impl Node {
     /// Entries of a directory, in listing order.
     pub fn children(self) -> Vec<(&'static str, Node)> {
         match self {
-            Node::Root => alloc::vec![
-                ("dev", Node::Dev),
-                ("proc", Node::Proc),
-                (app_name(), Node::Exe)
-            ],
+            Node::Root => {
+                let mut v = alloc::vec![("dev", Node::Dev)];
+                if !ETC.lock().is_empty() {
+                    v.push(("etc", Node::Etc));
+                }
+                v.push(("proc", Node::Proc));
+                v.push((app_name(), Node::Exe));
+                v
+            }
+            Node::Etc => ETC
+                .lock()
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| (*n, Node::EtcFile(i as u8)))
+                .collect(),
             Node::Dev => alloc::vec![
                 ("null", Node::DevNull),
                 ("zero", Node::DevZero),
@@ -106,6 +151,10 @@ impl Node {
                 st.size = self.link_target().map_or(0, |t| t.len() as i64);
             }
             Node::Exe => st.mode = S_IFREG | 0o755,
+            Node::EtcFile(i) => {
+                st.mode = S_IFREG | 0o644;
+                st.size = etc_data(i).len() as i64;
+            }
             Node::DevNull => return Null.stat(),
             Node::DevZero => return Zero.stat(),
             _ => return Random.stat(),
@@ -117,7 +166,7 @@ impl Node {
         match self {
             n if n.is_dir() => 4,
             Node::ExeLink => 10,
-            Node::Exe => 8,
+            Node::Exe | Node::EtcFile(_) => 8,
             _ => 2,
         }
     }
@@ -185,22 +234,31 @@ impl NodeFile {
 }
 
 impl File for NodeFile {
-    fn read(&self, _buf: &mut [u8]) -> Result<usize, Errno> {
-        if self.node.is_dir() {
-            Err(EISDIR)
-        } else {
-            Ok(0)
-        }
+    fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        let mut c = self.cursor.lock();
+        let n = self.pread(buf, *c as u64)?;
+        *c += n;
+        Ok(n)
     }
-    fn pread(&self, buf: &mut [u8], _offset: u64) -> Result<usize, Errno> {
-        self.read(buf)
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+        match self.node {
+            n if n.is_dir() => Err(EISDIR),
+            Node::EtcFile(i) => {
+                let d = etc_data(i);
+                let off = (offset as usize).min(d.len());
+                let n = buf.len().min(d.len() - off);
+                buf[..n].copy_from_slice(&d[off..off + n]);
+                Ok(n)
+            }
+            _ => Ok(0),
+        }
     }
     fn seek(&self, offset: i64, whence: u32) -> Result<u64, Errno> {
         let mut c = self.cursor.lock();
         let new = match whence {
             super::SEEK_SET => offset,
             super::SEEK_CUR => *c as i64 + offset,
-            super::SEEK_END => offset,
+            super::SEEK_END => self.node.stat().size + offset,
             _ => return Err(EINVAL),
         };
         if new < 0 {
@@ -289,5 +347,20 @@ mod tests {
         assert_eq!(lookup(Node::Root, b"/proc/self/exe", true), Ok(Node::Exe));
         assert_eq!(lookup(Node::Root, b"", true), Err(ENOENT));
         assert_eq!(lookup(Node::Root, b"/..", true), Ok(Node::Root));
+    }
+
+    #[test]
+    fn etc_files() {
+        set_etc_file("hosts", b"127.0.0.1\tlocalhost\n".to_vec());
+        let node = lookup(Node::Root, b"/etc/hosts", true).unwrap();
+        let f = NodeFile::new(node);
+        let mut buf = [0u8; 64];
+        let n = f.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"127.0.0.1\tlocalhost\n");
+        assert_eq!(f.read(&mut buf).unwrap(), 0);
+        assert_eq!(f.stat().size, n as i64);
+        assert_eq!(lookup(Node::Root, b"/etc/hosts/", true), Err(ENOTDIR));
+        set_etc_file("hosts", b"x".to_vec());
+        assert_eq!(f.pread(&mut buf, 0).unwrap(), 1);
     }
 }

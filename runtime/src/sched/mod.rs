@@ -353,6 +353,20 @@ pub fn schedule() {
                 None => {
                     let deadline = s.earliest_deadline();
                     drop(g);
+                    // Components get to run (and name their deadline) before we idle.
+                    let deadline = if crate::component::has_pollers() {
+                        let now = crate::platform().monotonic_ns();
+                        match (deadline, crate::component::run_pollers(now)) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        }
+                    } else {
+                        deadline
+                    };
+                    // A poller may have woken a thread.
+                    if with(|s| !s.run_queue.is_empty()) {
+                        continue;
+                    }
                     idle(deadline);
                     None
                 }
@@ -374,6 +388,8 @@ fn idle(deadline: Option<u64>) {
     let p = crate::platform();
     match deadline {
         Some(d) => p.block_until(d),
+        // A device can still bring an event (a frame, a connection).
+        None if !crate::device::net_devices().is_empty() => p.block_until(u64::MAX),
         None => {
             crate::kprintln!(
                 "unikernel: deadlock: every thread is blocked and nothing can wake them"

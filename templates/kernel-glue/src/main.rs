@@ -6,3 +6,11 @@
 
 use platform as _;
 use unikernel_runtime as _;
+
+/// Start the chosen components (the runtime calls this at boot, after the
+/// platform registered its devices and before the app starts).
+#[no_mangle]
+pub fn unikernel_components_init() {
+    #[cfg(feature = "net")]
+    unikernel_net::init();
+}

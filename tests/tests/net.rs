@@ -1,0 +1,34 @@
+//! The network component, booted: sockets inside the guest on its
+//! loopback link (no device attached), on every platform.
+
+use unikernel_tests::*;
+
+const LOCAL_LINES: [&str; 14] = [
+    "tcp v4: 200000 bytes echoed, intact=true, peer=127.0.0.1",
+    "tcp v6: 200000 bytes echoed, intact=true, peer=::1",
+    "udp: 4 from a=true, reply PING from b=true",
+    "udp timeout: WouldBlock",
+    "hosts has localhost: true",
+    "localhost resolves to [127.0.0.1:80, [::1]:80]",
+    "connect to a closed port: ConnectionRefused",
+    "nonblocking connect: r=-1 einprogress=true poll=1 pollout=true so_error=0",
+    "unknown option: r=-1 enoprotoopt=true",
+    "nonblocking read with no data: true",
+    "FIONREAD after 3 bytes: 3",
+    "read after peer close: 0",
+    "write after peer close: Some(true)",
+    "done",
+];
+
+cases! {
+    fn loopback_sockets_work_without_a_device(t) on [hvt, kvm, microvm, xen] {
+        let o = t.boot("net-local", &[], &[]);
+        let lines: Vec<&str> = o
+            .stdout_lines()
+            .into_iter()
+            .filter(|l| !l.starts_with("unikernel:") && !l.starts_with("no network attached"))
+            .collect();
+        assert_eq!(lines, LOCAL_LINES, "stderr: {}", o.stderr);
+        assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    }
+}
