@@ -31,4 +31,20 @@ cases! {
         assert_eq!(lines, LOCAL_LINES, "stderr: {}", o.stderr);
         assert_eq!(o.code, 0, "stderr: {}", o.stderr);
     }
+
+    /// tokio (mio, epoll, non-blocking connect) with 256 clients and 256
+    /// server connections open at once in 32 MiB: more SYNs than the
+    /// listener's backlog arrive together, the surplus is dropped and
+    /// retried as on Linux, and every echo comes back intact.
+    fn tokio_echo_256_connections_in_32m(t) on [hvt] {
+        let o = t.boot("net-tokio", &["--mem", "32M"], &["local", "256"]);
+        assert_eq!(o.stdout, "256 of 256 clients echoed intact\n", "stderr: {}", o.stderr);
+        assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    }
+
+    fn tokio_echo_on_every_platform(t) on [hvt, kvm, microvm, xen] {
+        let o = t.boot("net-tokio", &[], &["local", "16"]);
+        assert!(o.stdout.contains("16 of 16 clients echoed intact\n"), "stdout: {} stderr: {}", o.stdout, o.stderr);
+        assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    }
 }

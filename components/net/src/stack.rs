@@ -15,7 +15,6 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::Loopback;
 use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
@@ -35,8 +34,8 @@ pub type SockId = u32;
 
 /// Default TCP buffer sizes (per connection, each direction); SO_RCVBUF /
 /// SO_SNDBUF change them before a connection exists.
-pub const TCP_RX_DEFAULT: usize = 32 * 1024;
-pub const TCP_TX_DEFAULT: usize = 32 * 1024;
+pub const TCP_RX_DEFAULT: usize = 16 * 1024;
+pub const TCP_TX_DEFAULT: usize = 16 * 1024;
 const BUF_MIN: usize = 2048;
 const BUF_MAX: usize = 4 << 20;
 /// UDP: datagrams queued per socket, and bytes.
@@ -147,7 +146,7 @@ pub struct Sock {
 
 pub struct Stack {
     pub lo: Net,
-    pub lo_dev: Loopback,
+    pub lo_dev: dev::Lo,
     pub eth: Option<(Net, Eth)>,
     pub dhcp: Option<SocketHandle>,
     pub config: NetConfig,
@@ -180,7 +179,7 @@ fn seed() -> u64 {
 impl Stack {
     pub fn new(config: NetConfig, eth: Option<Eth>) -> Stack {
         let t = now();
-        let mut lo_dev = dev::loopback();
+        let mut lo_dev = dev::Lo::new();
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = seed();
         let mut lo_iface = Interface::new(cfg, &mut lo_dev, t);
@@ -588,9 +587,24 @@ impl Stack {
             .filter(|(_, s)| matches!(s.kind, Kind::TcpListen { .. }))
             .map(|(id, _)| *id)
             .collect();
-        for id in ids {
-            self.replenish(id);
+        for id in ids.iter() {
+            self.replenish(*id);
         }
+        // Listeners whose accept queue is full: their SYNs are dropped.
+        let mut full = Vec::new();
+        for id in ids {
+            if let Some(s) = self.socks.get(&id) {
+                if let (Kind::TcpListen { queue, backlog, .. }, Some(b)) = (&s.kind, s.bound) {
+                    if queue.len() >= *backlog {
+                        full.push(b.port);
+                    }
+                }
+            }
+        }
+        if let Some((_, e)) = self.eth.as_mut() {
+            e.full_ports.clone_from(&full);
+        }
+        self.lo_dev.full_ports = full;
     }
 
     /// Take one established connection off `id`'s queue: the new socket's id.
