@@ -36,7 +36,8 @@ enum Command {
     New {
         /// Directory to create; its last component is the crate name.
         name: PathBuf,
-        /// Template to start from.
+        /// Template to start from: hello (a command-line program) or http
+        /// (an axum service on tokio).
         #[arg(long, default_value = "hello")]
         template: String,
     },

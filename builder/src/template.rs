@@ -2,33 +2,57 @@
 //! binary (so an installed `cargo-unikernel` needs no source tree for this).
 use std::path::Path;
 
-/// A template: its name and files (path relative to the crate, contents).
+/// A template: its name, the package name its Cargo.toml carries (replaced
+/// by the new crate's name), and its files (path relative to the crate,
+/// contents).
 pub struct Template {
     pub name: &'static str,
+    pub package: &'static str,
+    pub about: &'static str,
     pub files: &'static [(&'static str, &'static str)],
 }
 
 /// Every template, the first is the default.
-pub const TEMPLATES: &[Template] = &[Template {
-    name: "hello",
-    files: &[
-        (
-            "Cargo.toml",
-            include_str!("../../templates/hello/Cargo.toml"),
-        ),
-        (
-            "src/main.rs",
-            include_str!("../../templates/hello/src/main.rs"),
-        ),
-        (
-            ".gitignore",
-            include_str!("../../templates/hello/.gitignore"),
-        ),
-    ],
-}];
-
-/// The package name every template's Cargo.toml carries, replaced by the new name.
-const TEMPLATE_NAME_LINE: &str = "name = \"hello\"";
+pub const TEMPLATES: &[Template] = &[
+    Template {
+        name: "hello",
+        package: "hello",
+        about: "a command-line program (arguments, environment, exit code)",
+        files: &[
+            (
+                "Cargo.toml",
+                include_str!("../../templates/hello/Cargo.toml"),
+            ),
+            (
+                "src/main.rs",
+                include_str!("../../templates/hello/src/main.rs"),
+            ),
+            (
+                ".gitignore",
+                include_str!("../../templates/hello/.gitignore"),
+            ),
+        ],
+    },
+    Template {
+        name: "http",
+        package: "web",
+        about: "an HTTP service (axum on tokio) listening on $PORT (8080)",
+        files: &[
+            (
+                "Cargo.toml",
+                include_str!("../../templates/http/Cargo.toml"),
+            ),
+            (
+                "src/main.rs",
+                include_str!("../../templates/http/src/main.rs"),
+            ),
+            (
+                ".gitignore",
+                include_str!("../../templates/http/.gitignore"),
+            ),
+        ],
+    },
+];
 
 /// Names cargo refuses as package names (keywords and reserved names).
 const RESERVED: &[&str] = &[
@@ -154,7 +178,11 @@ pub fn new_crate(dir: &Path, template: &str) -> Result<String, String> {
     for (path, contents) in t.files {
         let dest = dir.join(path);
         let contents = if *path == "Cargo.toml" {
-            contents.replacen(TEMPLATE_NAME_LINE, &format!("name = \"{name}\""), 1)
+            contents.replacen(
+                &format!("name = \"{}\"", t.package),
+                &format!("name = \"{name}\""),
+                1,
+            )
         } else {
             contents.to_string()
         };
@@ -188,7 +216,8 @@ mod tests {
     fn template_carries_the_name_line() {
         for t in TEMPLATES {
             let toml = t.files.iter().find(|f| f.0 == "Cargo.toml").unwrap().1;
-            assert!(toml.contains(TEMPLATE_NAME_LINE), "{}", t.name);
+            let line = format!("name = \"{}\"", t.package);
+            assert!(toml.contains(&line), "{}", t.name);
         }
     }
 
@@ -204,7 +233,7 @@ mod tests {
         assert!(e.contains("already exists"), "{e}");
         let e = new_crate(&tmp.path().join("x"), "nope").unwrap_err();
         assert!(
-            e.contains("unknown template \"nope\" (available: hello)"),
+            e.contains("unknown template \"nope\" (available: hello, http)"),
             "{e}"
         );
         let e = new_crate(&tmp.path().join("9lives"), "hello").unwrap_err();
