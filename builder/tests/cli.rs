@@ -184,7 +184,10 @@ fn one_line_errors() {
     let e = stderr(&run(bin().arg("build").arg(tmp.path().join("missing"))));
     assert!(e.contains("does not exist"), "{e}");
     let e = stderr(&run(bin().args(["build", "--manifest-path"]).arg(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../platform-hvt/abi/Cargo.toml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/image/Cargo.toml"),
     )));
-    assert!(e.contains("package hvt-abi has no binary target"), "{e}");
+    assert!(
+        e.contains("package unikernel-image has no binary target"),
+        "{e}"
+    );
 }
