@@ -8,7 +8,13 @@
 //! args = ["--port", "8080"]      # default arguments (after argv[0])
 //! env = { GREETING = "hello" }   # default environment
 //! platform = "hvt"               # or "kvm" (QEMU, Firecracker, cloud-hypervisor), "xen" (PV guest, xl)
-//! components = []                # none exist yet
+//! components = ["net"]           # also chosen from the app's symbols (see `select`)
+//! ports = ["8080:8080", "udp:5353:53"]   # published ports, [tcp:|udp:]HOST:GUEST
+//!
+//! [package.metadata.unikernel.net]       # absent: DHCP
+//! ip = "10.0.0.2/24"
+//! gateway = "10.0.0.1"
+//! dns = ["10.0.0.1", "9.9.9.9"]
 //! ```
 //!
 //! Every check here ends in one line naming the bad value and the fix.
@@ -17,13 +23,14 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use hvt_abi::layout::{MAX_MEMORY, MIN_MEMORY, PAGE_SIZE};
-use hvt_abi::manifest::Platform;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use unikernel_image::layout::{MAX_MEMORY, MIN_MEMORY, PAGE_SIZE};
+use unikernel_image::manifest::Platform;
+use unikernel_image::options;
+use unikernel_image::ports::PortSpec;
 
-/// Components that exist in this version (none yet: the runtime has no
-/// optional parts so far).
+/// Components that exist in this version (`components/<name>`).
 pub const AVAILABLE_COMPONENTS: &[&str] = &["net"];
 
 /// A guest memory size in bytes, checked to be page-aligned and within what
@@ -144,6 +151,87 @@ pub struct UnikernelMetadata {
     pub platform: Option<String>,
     #[serde(default)]
     pub components: Vec<String>,
+    /// Published ports as written (`"8080:8080"`, `"udp:5353:53"`).
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// `[package.metadata.unikernel.net]`: the network configuration.
+    #[serde(default)]
+    pub net: Option<NetConfig>,
+}
+
+/// The `[package.metadata.unikernel.net]` table: a static network
+/// configuration (none: DHCP). Becomes the runtime option defaults
+/// `UNIKERNEL_IP`, `UNIKERNEL_GATEWAY` and `UNIKERNEL_DNS`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct NetConfig {
+    /// Address with prefix length, `"10.0.0.2/24"` or `"fd00::2/64"`.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The default gateway's address.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// DNS servers' addresses.
+    #[serde(default)]
+    pub dns: Vec<String>,
+}
+
+impl NetConfig {
+    /// Check every value; the error names the key.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let mut family = None;
+        if let Some(ip) = &self.ip {
+            let (addr, _) = options::parse_cidr(ip)
+                .map_err(|e| ("net.ip", format!("bad address \"{ip}\": {e}")))?;
+            family = Some(addr.is_ipv4());
+        }
+        if let Some(gw) = &self.gateway {
+            let addr = options::parse_addr(gw)
+                .map_err(|e| ("net.gateway", format!("bad address \"{gw}\": {e}")))?;
+            match family {
+                None => return Err((
+                    "net.gateway",
+                    "a gateway needs a static address: set ip too (without ip, DHCP gives both)"
+                        .to_string(),
+                )),
+                Some(v4) if v4 != addr.is_ipv4() => {
+                    return Err((
+                        "net.gateway",
+                        format!(
+                            "gateway {gw} and ip {} are not the same IP version",
+                            self.ip.as_deref().unwrap_or("")
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for d in &self.dns {
+            if d.contains(',') {
+                return Err((
+                    "net.dns",
+                    format!("bad address \"{d}\": give one address per list entry"),
+                ));
+            }
+            options::parse_addr(d).map_err(|e| ("net.dns", format!("bad address \"{d}\": {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The runtime option defaults (`UNIKERNEL_IP=...`), in a fixed order.
+    pub fn options(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(ip) = &self.ip {
+            out.push(format!("{}={ip}", options::IP));
+        }
+        if let Some(gw) = &self.gateway {
+            out.push(format!("{}={gw}", options::GATEWAY));
+        }
+        if !self.dns.is_empty() {
+            out.push(format!("{}={}", options::DNS, self.dns.join(",")));
+        }
+        out
+    }
 }
 
 impl UnikernelMetadata {
@@ -178,7 +266,22 @@ impl UnikernelMetadata {
         for key in parsed.env.keys() {
             check_env_key(key).map_err(|e| format!("{}: {e}", where_("env")))?;
         }
+        for p in &parsed.ports {
+            check_port(p).map_err(|e| format!("{}: {e}", where_("ports")))?;
+        }
+        if let Some(net) = &parsed.net {
+            net.check()
+                .map_err(|(key, e)| format!("{}: {e}", where_(key)))?;
+        }
         Ok(parsed)
+    }
+
+    /// The runtime option defaults the image carries (`UNIKERNEL_*=VALUE`).
+    pub fn options(&self) -> Vec<String> {
+        self.net
+            .as_ref()
+            .map(NetConfig::options)
+            .unwrap_or_default()
     }
 
     /// The environment as `K=V` strings (sorted by key).
@@ -212,6 +315,11 @@ pub fn check_components(names: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A published port, `[tcp:|udp:]HOST:GUEST`.
+pub fn check_port(spec: &str) -> Result<PortSpec, String> {
+    PortSpec::parse(spec).map_err(|e| format!("bad port \"{spec}\": {e}"))
 }
 
 fn check_env_key(key: &str) -> Result<(), String> {
@@ -342,14 +450,120 @@ mod tests {
             e.contains("unknown platform \"vmware\" (available: hvt, kvm, xen)"),
             "{e}"
         );
-        let e = parse(json!({"unikernel": {"components": ["net"]}})).unwrap_err();
+        let m = parse(json!({"unikernel": {"components": ["net"]}})).unwrap();
+        assert_eq!(m.components, ["net"]);
+        let e = parse(json!({"unikernel": {"components": ["fs"]}})).unwrap_err();
         assert!(
-            e.contains("unknown component net (available: none yet)"),
+            e.contains("components: unknown component fs (available: net)"),
             "{e}"
         );
         assert_eq!(parse_platform("hvt"), Ok(Platform::Hvt));
         assert_eq!(parse_platform("kvm"), Ok(Platform::Kvm));
         assert_eq!(parse_platform("xen"), Ok(Platform::Xen));
+    }
+
+    #[test]
+    fn ports() {
+        let m =
+            parse(json!({"unikernel": {"ports": ["8080:8080", "tcp:8443:443", "udp:5353:53"]}}))
+                .unwrap();
+        assert_eq!(m.ports, ["8080:8080", "tcp:8443:443", "udp:5353:53"]);
+        for (bad, why) in [
+            ("8080", "write it as HOST:GUEST"),
+            ("0:80", "ports are numbers from 1 to 65535"),
+            ("8080:65536", "ports are numbers from 1 to 65535"),
+            ("sctp:1:2", "the protocol must be tcp or udp"),
+        ] {
+            let e = parse(json!({"unikernel": {"ports": [bad]}})).unwrap_err();
+            assert!(
+                e.contains("/x/Cargo.toml: [package.metadata.unikernel] ports: bad port")
+                    && e.contains(&format!("\"{bad}\""))
+                    && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse(json!({"unikernel": {"ports": 8080}})).unwrap_err();
+        assert!(e.contains("ports") && e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn net_table() {
+        let m = parse(json!({"unikernel": {"net": {
+            "ip": "10.0.0.2/24", "gateway": "10.0.0.1", "dns": ["10.0.0.1", "9.9.9.9"]
+        }}}))
+        .unwrap();
+        assert_eq!(
+            m.options(),
+            [
+                "UNIKERNEL_IP=10.0.0.2/24",
+                "UNIKERNEL_GATEWAY=10.0.0.1",
+                "UNIKERNEL_DNS=10.0.0.1,9.9.9.9"
+            ]
+        );
+        let m = parse(json!({"unikernel": {"net": {"ip": "fd00::2/64", "gateway": "fd00::1"}}}))
+            .unwrap();
+        assert_eq!(
+            m.options(),
+            ["UNIKERNEL_IP=fd00::2/64", "UNIKERNEL_GATEWAY=fd00::1"]
+        );
+        // DHCP with fixed DNS servers.
+        let m = parse(json!({"unikernel": {"net": {"dns": ["9.9.9.9"]}}})).unwrap();
+        assert_eq!(m.options(), ["UNIKERNEL_DNS=9.9.9.9"]);
+        assert!(parse(json!({"unikernel": {"net": {}}}))
+            .unwrap()
+            .options()
+            .is_empty());
+        assert!(parse(json!({})).unwrap().options().is_empty());
+    }
+
+    #[test]
+    fn bad_net_values() {
+        for (net, key, why) in [
+            (json!({"ip": "10.0.0.2"}), "net.ip", "needs a prefix length"),
+            (
+                json!({"ip": "10.0.0.2/33"}),
+                "net.ip",
+                "prefix length must be 0-32",
+            ),
+            (json!({"ip": "fd00::2/200"}), "net.ip", "0-128 for IPv6"),
+            (
+                json!({"ip": "10.0.0.300/24"}),
+                "net.ip",
+                "not an IP address",
+            ),
+            (
+                json!({"ip": "10.0.0.2/24", "gateway": "gw"}),
+                "net.gateway",
+                "not an IP address",
+            ),
+            (json!({"gateway": "10.0.0.1"}), "net.gateway", "set ip too"),
+            (
+                json!({"ip": "10.0.0.2/24", "gateway": "fd00::1"}),
+                "net.gateway",
+                "not the same IP version",
+            ),
+            (
+                json!({"dns": ["10.0.0.1,9.9.9.9"]}),
+                "net.dns",
+                "one address per list entry",
+            ),
+            (
+                json!({"dns": ["dns.example"]}),
+                "net.dns",
+                "not an IP address",
+            ),
+            (json!({"dns": "9.9.9.9"}), "net.dns", "invalid type"),
+            (json!({"ip": 10}), "net.ip", "invalid type"),
+            (json!({"mask": "255.0.0.0"}), "net", "unknown field `mask`"),
+        ] {
+            let e = parse(json!({"unikernel": {"net": net}})).unwrap_err();
+            assert!(
+                e.contains(&format!("[package.metadata.unikernel] {key}")) && e.contains(why),
+                "{key}: {e}"
+            );
+        }
+        let e = parse(json!({"unikernel": {"net": "dhcp"}})).unwrap_err();
+        assert!(e.contains("net") && e.contains("expected a table"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::LittleEndian as LE;
 
-use hvt_abi::layout::{KERNEL_BASE, PAGE_SIZE};
+use unikernel_image::layout::{KERNEL_BASE, PAGE_SIZE};
 
 /// The ELF numbers the builder uses, as plain integers (`object` wraps them
 /// in newtypes; segments here carry raw `p_type`/`p_flags`).

@@ -1,9 +1,10 @@
-//! Reading a built image back: recognizing one (an ELF with a UNIKERNEL
-//! manifest note), and the report of `cargo unikernel inspect`.
+//! Reading a built image back: recognizing one (an ELF with a `UKM`
+//! manifest note, or a kvm/xen boot-manifest segment), and the report of
+//! `cargo unikernel inspect`.
 use std::fmt::Write as _;
 
-use hvt_abi::manifest::{Manifest, NOTE_NAME, NOTE_TYPE};
 use object::elf;
+use unikernel_image::manifest::{Manifest, NOTE_NAME, NOTE_TYPE};
 
 use crate::elf_input::raw;
 use object::read::elf::{FileHeader, ProgramHeader};
@@ -102,7 +103,7 @@ impl Image {
                 else {
                     continue;
                 };
-                if bytes.len() >= 12 && &bytes[4..12] == hvt_abi::manifest::MAGIC {
+                if bytes.len() >= 12 && &bytes[4..12] == unikernel_image::manifest::MAGIC {
                     let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
                     let body = bytes.get(4..4 + len).ok_or(ImageError::Truncated)?;
                     let m = Manifest::decode(body)
@@ -207,7 +208,17 @@ impl Image {
         let _ = writeln!(out, "  memory      {memory}");
         let _ = writeln!(out, "  args        {}", list(&m.args));
         let _ = writeln!(out, "  env         {}", list(&m.env));
-        let _ = writeln!(out, "  components  {}", list(&m.components));
+        if m.components.is_empty() {
+            let _ = writeln!(out, "  components  (none)");
+        } else {
+            let _ = writeln!(out, "  components");
+            for (c, why) in m.components.iter().zip(&m.component_reasons) {
+                let _ = writeln!(out, "    {c}: {why}");
+            }
+        }
+        let _ = writeln!(out, "  devices     {}", list(&m.devices));
+        let _ = writeln!(out, "  ports       {}", list(&m.ports));
+        let _ = writeln!(out, "  options     {}", list(&m.options));
         let _ = writeln!(out, "  kernel entry {:#x}", self.entry);
         let _ = writeln!(out, "  app entry   {:#x}", m.app_entry);
         let _ = writeln!(out, "  app base    {:#x}", m.app_base);
@@ -287,7 +298,7 @@ mod tests {
     use super::*;
     use crate::link::{link, ImageSpec};
     use crate::testutil::{musl_hello, synthetic_kernel, synthetic_kvm_kernel};
-    use hvt_abi::manifest::Platform;
+    use unikernel_image::manifest::Platform;
 
     fn image() -> Vec<u8> {
         image_for(Platform::Hvt)
@@ -301,12 +312,62 @@ mod tests {
             args: vec![],
             env: vec![],
             components: vec![],
+            component_reasons: vec![],
+            devices: vec![],
+            ports: vec![],
+            options: vec![],
         };
         let kernel = match platform {
             Platform::Kvm => synthetic_kvm_kernel(),
             _ => synthetic_kernel(),
         };
         link(&kernel, &musl_hello(), &spec).unwrap().bytes
+    }
+
+    /// The v2 fields survive link -> parse on hvt (note) and kvm (boot
+    /// manifest segment), and the report shows each component's reason.
+    #[test]
+    fn report_shows_components_devices_ports_options() {
+        for platform in [Platform::Hvt, Platform::Kvm] {
+            let spec = ImageSpec {
+                platform,
+                memory: 0,
+                name: "web".into(),
+                args: vec![],
+                env: vec![],
+                components: vec!["net".into()],
+                component_reasons: vec!["the app calls socket, bind, accept4".into()],
+                devices: vec!["net".into()],
+                ports: vec!["8080:80".into(), "udp:5353:53".into()],
+                options: vec!["UNIKERNEL_IP=10.0.0.2/24".into()],
+            };
+            let kernel = match platform {
+                Platform::Kvm => synthetic_kvm_kernel(),
+                _ => synthetic_kernel(),
+            };
+            let data = link(&kernel, &musl_hello(), &spec).unwrap().bytes;
+            let img = Image::parse(&data).unwrap();
+            assert_eq!(
+                img.manifest.reason("net"),
+                Some("the app calls socket, bind, accept4")
+            );
+            let r = img.report();
+            assert!(
+                r.contains("  components\n    net: the app calls socket, bind, accept4\n"),
+                "{r}"
+            );
+            assert!(r.contains("  devices     \"net\"\n"), "{r}");
+            assert!(
+                r.contains("  ports       \"8080:80\" \"udp:5353:53\"\n"),
+                "{r}"
+            );
+            assert!(
+                r.contains("  options     \"UNIKERNEL_IP=10.0.0.2/24\"\n"),
+                "{r}"
+            );
+        }
+        let r = Image::parse(&image()).unwrap().report();
+        assert!(r.contains("  components  (none)\n  devices     (none)\n  ports       (none)\n  options     (none)\n"), "{r}");
     }
 
     #[test]

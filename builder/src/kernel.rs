@@ -2,14 +2,21 @@
 //! that links the runtime with one platform and the chosen components into a
 //! bare-metal ELF (`x86_64-unknown-none`, always release).
 //!
-//! The glue crate lives under the app's target directory, one per platform
-//! and component set (`unikernel/kernel/hvt-<hash>/`), with its own target
-//! directory, so cargo caches each kernel and rebuilds only what changed.
-//! Files are rewritten only when their content changes, for the same reason.
+//! The glue crate lives under the app's target directory, one per platform,
+//! component set and component versions (`unikernel/kernel/hvt-<hash>/`),
+//! with its own target directory, so cargo caches each kernel and rebuilds
+//! only what changed. Files are rewritten only when their content changes,
+//! for the same reason.
+//!
+//! With components, the glue crate depends on each one's crate
+//! (`components/<name>`, package `unikernel-<name>`) through a feature named
+//! after it that also turns on the platform crate's feature of that name
+//! (its driver); `src/main.rs` calls each component's `init` from
+//! `unikernel_components_init`, which the runtime calls at boot.
 use std::path::{Path, PathBuf};
 
-use hvt_abi::manifest::Platform;
 use sha2::{Digest, Sha256};
+use unikernel_image::manifest::Platform;
 use xshell::{cmd, Shell};
 
 use crate::cargo::{cargo_program, run_build};
@@ -34,15 +41,75 @@ pub fn toolchain_root() -> PathBuf {
     builder.parent().unwrap_or(builder).to_path_buf()
 }
 
-/// Where the glue crate for `platform` + `components` goes.
-pub fn glue_dir(target_dir: &Path, platform: Platform, components: &[String]) -> PathBuf {
-    let mut sorted: Vec<&str> = components.iter().map(String::as_str).collect();
-    sorted.sort_unstable();
+/// A component crate as the kernel build sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentCrate {
+    /// `net`: the feature of the glue crate and of the platform crate.
+    pub name: String,
+    /// `unikernel-net`.
+    pub package: String,
+    /// `<toolchain>/components/net`.
+    pub path: PathBuf,
+    /// The `version` of its `[package]`.
+    pub version: String,
+}
+
+/// The crate of component `name` in the toolchain at `root`.
+pub fn component_crate(root: &Path, name: &str) -> Result<ComponentCrate, String> {
+    let path = root.join("components").join(name);
+    let manifest = path.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).map_err(|e| {
+        format!(
+            "the component {name} is missing from this toolchain ({}: {e}); set {TOOLCHAIN_ROOT_ENV} if the source tree moved",
+            manifest.display()
+        )
+    })?;
+    let version = package_version(&text)
+        .ok_or_else(|| format!("{}: no version in [package]", manifest.display()))?;
+    Ok(ComponentCrate {
+        name: name.to_string(),
+        package: format!("unikernel-{name}"),
+        path,
+        version,
+    })
+}
+
+/// The `version = "..."` line of a Cargo.toml's `[package]` table.
+fn package_version(toml: &str) -> Option<String> {
+    let mut in_package = false;
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("version") else {
+            continue;
+        };
+        if !in_package {
+            continue;
+        }
+        let value = rest.trim_start().strip_prefix('=')?.trim();
+        return Some(value.trim_matches('"').to_string());
+    }
+    None
+}
+
+/// Where the glue crate for `platform` + `components` goes: the hash
+/// covers the platform and, per component (sorted), its name, version and
+/// source path. Without components it is the platform's name alone, as
+/// before components existed.
+pub fn glue_dir(target_dir: &Path, platform: Platform, components: &[ComponentCrate]) -> PathBuf {
+    let mut sorted: Vec<&ComponentCrate> = components.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     let mut h = Sha256::new();
     h.update(platform.name());
     for c in sorted {
         h.update([0]);
-        h.update(c);
+        h.update(&c.name);
+        h.update([0]);
+        h.update(&c.version);
+        h.update([0]);
+        h.update(c.path.as_os_str().as_encoded_bytes());
     }
     let hash: String = h.finalize()[..6]
         .iter()
@@ -55,14 +122,43 @@ pub fn glue_dir(target_dir: &Path, platform: Platform, components: &[String]) ->
 }
 
 /// The `@FEATURES@` replacement: a TOML array body (`"a", "b"`).
-pub fn features_toml(components: &[String]) -> String {
-    let mut sorted = components.to_vec();
-    sorted.sort();
+pub fn features_toml(components: &[ComponentCrate]) -> String {
+    let mut sorted: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
+    sorted.sort_unstable();
     sorted
         .iter()
         .map(|c| format!("{c:?}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The `@COMPONENT_DEPENDENCIES@` line: one optional dependency per
+/// component (nothing, not even the line, without components).
+pub fn component_dependencies_toml(components: &[ComponentCrate]) -> String {
+    components
+        .iter()
+        .map(|c| {
+            format!(
+                "{} = {{ path = {:?}, optional = true }}\n",
+                c.package,
+                c.path.display().to_string()
+            )
+        })
+        .collect()
+}
+
+/// The `@COMPONENT_FEATURES@` line: per component, a feature pulling in its
+/// crate and the platform's driver feature of the same name.
+pub fn component_features_toml(components: &[ComponentCrate]) -> String {
+    components
+        .iter()
+        .map(|c| {
+            format!(
+                "{} = [\"dep:{}\", \"platform/{}\"]\n",
+                c.name, c.package, c.name
+            )
+        })
+        .collect()
 }
 
 /// Copy the template tree `template` into `dest` (recursively, dot-files
@@ -134,11 +230,21 @@ pub fn build_kernel(
     step: &Step,
 ) -> Result<PathBuf, String> {
     let root = toolchain_root();
-    let glue = glue_dir(target_dir, platform, components);
+    let crates = components
+        .iter()
+        .map(|c| component_crate(&root, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let glue = glue_dir(target_dir, platform, &crates);
+    // The line placeholders first: they hold no other placeholder.
     let substitutions = [
+        (
+            "@COMPONENT_DEPENDENCIES@\n",
+            component_dependencies_toml(&crates),
+        ),
+        ("@COMPONENT_FEATURES@\n", component_features_toml(&crates)),
         ("@TOOLCHAIN_ROOT@", root.display().to_string()),
         ("@PLATFORM@", platform.name().to_string()),
-        ("@FEATURES@", features_toml(components)),
+        ("@FEATURES@", features_toml(&crates)),
     ];
     generate_glue(
         &root.join("templates").join("kernel-glue"),
@@ -179,28 +285,80 @@ pub fn build_kernel(
 mod tests {
     use super::*;
 
+    fn krate(name: &str, version: &str) -> ComponentCrate {
+        ComponentCrate {
+            name: name.into(),
+            package: format!("unikernel-{name}"),
+            path: PathBuf::from(format!("/r/components/{name}")),
+            version: version.into(),
+        }
+    }
+
     #[test]
-    fn glue_dir_depends_on_sorted_components() {
+    fn glue_dir_depends_on_sorted_components_and_versions() {
         let t = Path::new("/t");
-        let a = glue_dir(t, Platform::Hvt, &["b".into(), "a".into()]);
-        let b = glue_dir(t, Platform::Hvt, &["a".into(), "b".into()]);
+        let a = glue_dir(t, Platform::Hvt, &[krate("b", "1"), krate("a", "1")]);
+        let b = glue_dir(t, Platform::Hvt, &[krate("a", "1"), krate("b", "1")]);
         let c = glue_dir(t, Platform::Hvt, &[]);
         assert_eq!(a, b);
         assert_ne!(a, c);
+        let v2 = glue_dir(t, Platform::Hvt, &[krate("a", "2"), krate("b", "1")]);
+        assert_ne!(a, v2);
+        let mut moved = krate("a", "1");
+        moved.path = PathBuf::from("/elsewhere/components/a");
+        assert_ne!(a, glue_dir(t, Platform::Hvt, &[moved, krate("b", "1")]));
         let name = c.file_name().unwrap().to_str().unwrap();
         assert!(
             c.starts_with("/t/unikernel/kernel") && name.starts_with("hvt-") && name.len() == 16,
             "{c:?}"
         );
+        // No components: the key is the platform alone, as before components
+        // existed (an app without them keeps its cached kernel).
+        let hash: String = Sha256::digest("hvt")[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(name, format!("hvt-{hash}"));
     }
 
     #[test]
     fn features() {
         assert_eq!(features_toml(&[]), "");
         assert_eq!(
-            features_toml(&["net".into(), "blk".into()]),
+            features_toml(&[krate("net", "0.1.0"), krate("blk", "0.1.0")]),
             r#""blk", "net""#
         );
+        assert_eq!(component_dependencies_toml(&[]), "");
+        assert_eq!(component_features_toml(&[]), "");
+        assert_eq!(
+            component_dependencies_toml(&[krate("net", "0.1.0")]),
+            "unikernel-net = { path = \"/r/components/net\", optional = true }\n"
+        );
+        assert_eq!(
+            component_features_toml(&[krate("net", "0.1.0")]),
+            "net = [\"dep:unikernel-net\", \"platform/net\"]\n"
+        );
+    }
+
+    #[test]
+    fn the_net_component_crate() {
+        let c = component_crate(&toolchain_root(), "net").unwrap();
+        assert_eq!(c.package, "unikernel-net");
+        assert!(c.path.ends_with("components/net"), "{:?}", c.path);
+        assert!(
+            !c.version.is_empty() && c.version.contains('.'),
+            "{}",
+            c.version
+        );
+        let e = component_crate(&toolchain_root(), "nope").unwrap_err();
+        assert!(e.contains("the component nope is missing"), "{e}");
+        assert_eq!(
+            package_version(
+                "[dependencies]\nversion = \"9\"\n[package]\nname = \"x\"\nversion = \"1.2.3\"\n"
+            ),
+            Some("1.2.3".into())
+        );
+        assert_eq!(package_version("[package]\nname = \"x\"\n"), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! 2. [`pipeline`]: cargo metadata, then `cargo build` of the app for
 //!    `x86_64-unknown-linux-musl` (through [`cargo`], under [`progress`]);
 //! 3. [`elf_input`]: refuse an app the unikernel cannot run, with one line;
-//! 4. [`kernel`]: generate the glue crate and build the kernel;
+//! 4. [`select`]: the components, from the metadata and the app's symbols;
+//!    [`kernel`]: generate the glue crate and build the kernel;
 //! 5. [`link`]: kernel + app + manifest note -> the image;
 //! 6. [`image`]: read an image back (`run IMAGE`, `inspect`).
 //!
@@ -30,6 +31,7 @@ pub mod kvm_run;
 pub mod link;
 pub mod pipeline;
 pub mod progress;
+pub mod select;
 pub mod template;
 pub mod vmm;
 pub mod xl;

@@ -23,17 +23,18 @@
 //!    headers stay inside its first segment, untouched: musl's start-up finds
 //!    them through AT_PHDR and relocates itself, so the linker processes no
 //!    relocations;
-//! 6. hvt only: `PT_NOTE` with the manifest (`hvt_abi::manifest`): where the app is,
-//!    its default memory, args and env, and a build id.
+//! 6. hvt only: `PT_NOTE` with the manifest (`unikernel_image::manifest`): where the app is,
+//!    its default memory, args and env, components, devices, ports, runtime
+//!    options, and a build id.
 //!
 //! Every loaded segment's data sits at a file offset congruent to its
 //! address modulo 4096, so a monitor could even map the file directly.
 use std::borrow::Cow;
 
 use crate::elf_input::raw;
-use hvt_abi::layout::{MAX_MEMORY, PAGE_SIZE};
-use hvt_abi::manifest::{Manifest, Platform, NOTE_NAME, NOTE_TYPE};
 use sha2::{Digest, Sha256};
+use unikernel_image::layout::{MAX_MEMORY, PAGE_SIZE};
+use unikernel_image::manifest::{Manifest, Platform, NOTE_NAME, NOTE_TYPE};
 
 use crate::elf_input::{check_app, check_kernel_at, page_align_up, ElfInput};
 
@@ -54,7 +55,15 @@ pub struct ImageSpec {
     pub args: Vec<String>,
     /// `K=V` strings.
     pub env: Vec<String>,
+    /// Linked components and, parallel to them, why each was chosen.
     pub components: Vec<String>,
+    pub component_reasons: Vec<String>,
+    /// Devices the image wants (`"net"`).
+    pub devices: Vec<String>,
+    /// Published ports as written (`"8080:80"`), already checked.
+    pub ports: Vec<String>,
+    /// Runtime option defaults (`UNIKERNEL_*=VALUE`), already checked.
+    pub options: Vec<String>,
 }
 
 /// A linked image.
@@ -72,7 +81,7 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
     // A Xen PV kernel starts at 0 (VIRT_BASE 0: virtual == pseudo-physical).
     let kernel_base = match spec.platform {
         Platform::Xen => 0,
-        _ => hvt_abi::layout::KERNEL_BASE,
+        _ => unikernel_image::layout::KERNEL_BASE,
     };
     let kernel_elf = check_kernel_at(kernel, "the kernel", kernel_base)?;
     // kvm and xen kernels are started by loaders that read their notes
@@ -97,6 +106,10 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
         args: spec.args.clone(),
         env: spec.env.clone(),
         components: spec.components.clone(),
+        component_reasons: spec.component_reasons.clone(),
+        devices: spec.devices.clone(),
+        ports: spec.ports.clone(),
+        options: spec.options.clone(),
         build_id: vec![0; BUILD_ID_LEN],
     };
     // kvm: the boot manifest segment sits right after the kernel. Its size
@@ -345,6 +358,10 @@ mod tests {
             args: vec!["a".into()],
             env: vec!["K=V".into()],
             components: vec![],
+            component_reasons: vec![],
+            devices: vec![],
+            ports: vec![],
+            options: vec![],
         }
     }
 

@@ -14,7 +14,7 @@ use cargo_unikernel::pipeline::{self, BuildOptions};
 use cargo_unikernel::progress::Progress;
 use cargo_unikernel::template;
 use cargo_unikernel::vmm::{Accel, Machine, Vmm};
-use hvt_abi::manifest::Platform;
+use unikernel_image::manifest::Platform;
 
 mod run;
 

@@ -1,10 +1,11 @@
 //! `cargo unikernel build`, step by step: read the crate's metadata, build the
-//! app for musl, check the app ELF, build the kernel, link the image, write it
-//! with its two debug files next to it.
+//! app for musl, check the app ELF, choose the components (metadata + the
+//! app's symbols), build the kernel, link the image, write it with its two
+//! debug files next to it.
 use std::path::{Path, PathBuf};
 
 use cargo_metadata::{Metadata, MetadataCommand, Package};
-use hvt_abi::manifest::Manifest;
+use unikernel_image::manifest::Manifest;
 use xshell::{cmd, Shell};
 
 use crate::cargo::{cargo_program, run_build};
@@ -14,6 +15,7 @@ use crate::image::human_bytes;
 use crate::kernel::build_kernel;
 use crate::link::{link, ImageSpec};
 use crate::progress::Progress;
+use crate::select::{app_symbols, choose, devices};
 
 /// Target triple of apps.
 pub const APP_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -95,9 +97,18 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
     check_app(&app, &app_path.display().to_string())?;
     step.finish(&format!("{bin}, {}", human_bytes(app.len() as u64)));
 
-    // 3. The kernel for this platform and component set (cached).
-    let step = progress.spinner(&format!("Building kernel ({})", platform.name()));
-    let kernel_path = build_kernel(target_dir, platform, &meta.components, &step)?;
+    // 3. The components, then the kernel for this platform and component
+    //    set (cached).
+    let (choices, warnings) = choose(&meta.components, &app_symbols(&app));
+    for w in &warnings {
+        progress.warn(w);
+    }
+    let components: Vec<String> = choices.iter().map(|c| c.name.clone()).collect();
+    let step = progress.spinner(&format!(
+        "Building kernel ({})",
+        kernel_label(platform, &components)
+    ));
+    let kernel_path = build_kernel(target_dir, platform, &components, &step)?;
     let kernel = read(&kernel_path, "the kernel")?;
     step.finish(&human_bytes(kernel.len() as u64));
 
@@ -109,7 +120,11 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         name: bin.to_string(),
         args: meta.args.clone(),
         env: meta.env_pairs(),
-        components: meta.components.clone(),
+        components,
+        component_reasons: choices.iter().map(|c| c.reason.clone()).collect(),
+        devices: devices(&choices),
+        ports: meta.ports.clone(),
+        options: meta.options(),
     };
     let image = link(&kernel, &app, &spec)?;
     let output = opts
@@ -133,15 +148,30 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
     })
 }
 
+/// `hvt`, or `hvt + net` with components.
+fn kernel_label(platform: unikernel_image::manifest::Platform, components: &[String]) -> String {
+    let mut label = platform.name().to_string();
+    for c in components {
+        label.push_str(" + ");
+        label.push_str(c);
+    }
+    label
+}
+
 /// The summary printed after a build.
 pub fn summary(image: &BuiltImage) -> String {
-    format!(
+    let mut s = format!(
         "{}\n  kernel {}, app {}, image {}",
         image.path.display(),
         human_bytes(image.kernel_bytes),
         human_bytes(image.app_bytes),
         human_bytes(image.file_size)
-    )
+    );
+    let m = &image.manifest;
+    for (c, why) in m.components.iter().zip(&m.component_reasons) {
+        s.push_str(&format!("\n  component {c}: {why}"));
+    }
+    s
 }
 
 /// `<output>.app.debug` / `<output>.kernel.debug`.
@@ -268,7 +298,7 @@ mod tests {
     #[test]
     fn library_crate_has_no_bin() {
         let m = read_metadata(Some(
-            &crate::kernel::toolchain_root().join("platform-hvt/abi/Cargo.toml"),
+            &crate::kernel::toolchain_root().join("runtime/image/Cargo.toml"),
         ))
         .unwrap();
         let e = pick_bin(root_package(&m).unwrap(), None).unwrap_err();

@@ -29,6 +29,11 @@ impl Progress {
         self.fancy
     }
 
+    /// A warning line between steps (no bar is drawn at that moment).
+    pub fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+
     /// A step with a known number of units (the app's packages).
     pub fn bar(&self, label: &str, len: u64) -> Step {
         let pb = self.fancy.then(|| {

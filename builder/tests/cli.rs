@@ -82,6 +82,11 @@ fn new_build_inspect() {
     assert!(out.status.success());
     let report = stdout(&out);
     assert!(report.contains("name        demo-app"), "{report}");
+    // The hello template uses no socket: no component, nothing else new.
+    assert!(
+        report.contains("  components  (none)\n  devices     (none)\n  ports       (none)\n  options     (none)\n"),
+        "{report}"
+    );
     assert!(report.contains("memory      64M"), "{report}");
     assert!(
         report.contains("GREETING=hello from the unikernel"),
@@ -119,6 +124,85 @@ fn new_build_inspect() {
     assert!(app.join("target/unikernel/hvt/demo-app").is_file());
 }
 
+/// An app using std::net gets the net component from its symbols, with the
+/// reason, the devices, the ports and the options in its manifest, and a
+/// kernel of its own (the glue crate named after platform + components).
+#[test]
+fn net_component_from_the_app_symbols() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("web");
+    assert!(run(bin().arg("new").arg(&app)).status.success());
+    std::fs::write(
+        app.join("src/main.rs"),
+        "fn main() {\n    let l = std::net::TcpListener::bind(\"0.0.0.0:8080\").unwrap();\n    for s in l.incoming() {\n        drop(s);\n    }\n}\n",
+    )
+    .unwrap();
+    let toml = app.join("Cargo.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace(
+            "memory = \"64M\"",
+            "memory = \"64M\"\nports = [\"8080:8080\"]\nnet = { ip = \"10.0.0.2/24\", gateway = \"10.0.0.1\", dns = [\"10.0.0.1\", \"9.9.9.9\"] }",
+        ),
+    )
+    .unwrap();
+    let image = tmp.path().join("web.img");
+    let out = run(bin().arg("build").arg(&app).arg("-o").arg(&image));
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("Building kernel (hvt + net)"),
+        "{}",
+        stderr(&out)
+    );
+    let why = "net: the app calls socket, connect, bind, listen, accept, accept4, getaddrinfo";
+    assert!(
+        stdout(&out).contains(&format!("  component {why}")),
+        "{}",
+        stdout(&out)
+    );
+    let report = stdout(&run(bin().arg("inspect").arg(&image)));
+    for line in [
+        format!("  components\n    {why}\n"),
+        "  devices     \"net\"\n".to_string(),
+        "  ports       \"8080:8080\"\n".to_string(),
+        "  options     \"UNIKERNEL_IP=10.0.0.2/24\" \"UNIKERNEL_GATEWAY=10.0.0.1\" \"UNIKERNEL_DNS=10.0.0.1,9.9.9.9\"\n".to_string(),
+    ] {
+        assert!(report.contains(&line), "{line}\n{report}");
+    }
+    let glue = std::fs::read_dir(app.join("target/unikernel/kernel"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let readme = std::fs::read_to_string(glue.join("README.md")).unwrap();
+    assert!(
+        readme.contains("Placeholders checked by the test: hvt [\"net\"]"),
+        "{readme}"
+    );
+
+    // Listed in the metadata as well: both reasons.
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace(
+            "memory = \"64M\"",
+            "memory = \"64M\"\ncomponents = [\"net\"]",
+        ),
+    )
+    .unwrap();
+    let out = run(bin().arg("build").arg(&app).arg("-o").arg(&image));
+    assert!(out.status.success());
+    let report = stdout(&run(bin().arg("inspect").arg(&image)));
+    assert!(
+        report.contains(
+            "    net: listed in [package.metadata.unikernel] components; the app calls socket,"
+        ),
+        "{report}"
+    );
+}
+
 #[test]
 fn bad_metadata_and_platforms() {
     let tmp = tempfile::tempdir().unwrap();
@@ -144,16 +228,30 @@ fn bad_metadata_and_platforms() {
     let e = stderr(&run(bin().arg("build").arg(&app)));
     assert!(e.contains("bad memory size \"64Q\""), "{e}");
 
-    std::fs::write(
-        &toml,
-        text.replace("memory = \"64M\"", "components = [\"net\"]"),
-    )
-    .unwrap();
-    let e = stderr(&run(bin().arg("build").arg(&app)));
-    assert!(
-        e.contains("unknown component net (available: none yet)"),
-        "{e}"
-    );
+    for (line, msg) in [
+        (
+            "components = [\"fs\"]",
+            "[package.metadata.unikernel] components: unknown component fs (available: net)",
+        ),
+        (
+            "ports = [\"8080:99999\"]",
+            "[package.metadata.unikernel] ports: bad port \"8080:99999\": ports are numbers from 1 to 65535",
+        ),
+        (
+            "net = { ip = \"10.0.0.2\" }",
+            "[package.metadata.unikernel] net.ip: bad address \"10.0.0.2\": the address needs a prefix length",
+        ),
+        (
+            "net = { ip = \"10.0.0.2/24\", netmask = \"255.255.255.0\" }",
+            "[package.metadata.unikernel] net.netmask: unknown field `netmask`",
+        ),
+    ] {
+        std::fs::write(&toml, text.replace("memory = \"64M\"", line)).unwrap();
+        let out = run(bin().arg("build").arg(&app));
+        assert!(!out.status.success(), "{line}");
+        let e = stderr(&out);
+        assert!(e.contains(msg), "{line}: {e}");
+    }
 
     std::fs::write(&toml, &text).unwrap();
     for (platform, msg) in [
@@ -184,7 +282,10 @@ fn one_line_errors() {
     let e = stderr(&run(bin().arg("build").arg(tmp.path().join("missing"))));
     assert!(e.contains("does not exist"), "{e}");
     let e = stderr(&run(bin().args(["build", "--manifest-path"]).arg(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../platform-hvt/abi/Cargo.toml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/image/Cargo.toml"),
     )));
-    assert!(e.contains("package hvt-abi has no binary target"), "{e}");
+    assert!(
+        e.contains("package unikernel-image has no binary target"),
+        "{e}"
+    );
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use cargo_unikernel::link::{link, ImageSpec};
-use hvt_abi::manifest::{Manifest, Platform};
+use unikernel_image::manifest::{Manifest, Platform};
 
 fn have_qemu(test: &str) -> bool {
     if cargo_unikernel::vmm::find_qemu().is_ok() {
@@ -85,6 +85,10 @@ fn stub_image() -> &'static Path {
             args: vec!["default-arg".into()],
             env: vec!["DEFAULT=1".into()],
             components: vec![],
+            component_reasons: vec![],
+            devices: vec![],
+            ports: vec![],
+            options: vec![],
         };
         let img = link(
             &std::fs::read(&kernel).unwrap(),

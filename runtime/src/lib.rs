@@ -10,9 +10,12 @@
 //!    creates the app's address space (`mm::vm`) with its stack area, sets up
 //!    the per-CPU block for the `syscall` stub (`arch::x86_64::entry`) and the
 //!    fault stack (`arch::x86_64::trap`);
-//! 3. it jumps to the app's entry at ring 3 with the initial stack the
-//!    platform built (argc, argv, envp, auxv): musl's start-up code runs,
-//!    relocates itself, and calls `main`;
+//! 3. it starts the components the kernel was built with
+//!    (`unikernel_components_init`, defined by the kernel's glue crate; the
+//!    platform has registered its devices by then), then jumps to the app's
+//!    entry at ring 3 with the initial stack the platform built (argc, argv,
+//!    envp, auxv): musl's start-up code runs, relocates itself, and calls
+//!    `main`;
 //! 4. from then on the runtime runs only when the app makes a system call
 //!    (`syscall` -> [`syscall`]), faults or is interrupted (`fault`), until
 //!    `exit_group`; threads (`sched`) each have their own kernel stack.
@@ -46,14 +49,6 @@ use spin::Once;
 static PLATFORM: Once<&'static dyn Platform> = Once::new();
 static BOOT: Once<BootInfo> = Once::new();
 
-/// A runtime option (`UNIKERNEL_*=VALUE` from the image's manifest or the
-/// command line) by key. Filled by the platform at boot (see
-/// [`BootInfo`]); until the platforms pass options, none is set.
-pub fn option(key: &str) -> Option<&'static str> {
-    let _ = key;
-    None
-}
-
 /// The platform the runtime was started on.
 pub fn platform() -> &'static dyn Platform {
     match PLATFORM.get() {
@@ -74,6 +69,48 @@ pub(crate) fn app_range() -> (u64, u64) {
 pub(crate) fn kernel_range() -> (u64, u64) {
     BOOT.get()
         .map_or((0, 0), |b| (b.kernel_start, b.kernel_end))
+}
+
+/// The value of runtime option `key` (the whole key, e.g. `"UNIKERNEL_IP"`),
+/// from [`BootInfo::options`]; `None` before [`start`] or when it is not
+/// set. The last entry with the key wins.
+pub fn option(key: &str) -> Option<&'static str> {
+    let boot = BOOT.get()?;
+    boot.options.iter().rev().find_map(|o| {
+        let (k, v) = o.split_once('=')?;
+        (k == key).then_some(v)
+    })
+}
+
+/// With `UNIKERNEL_VERBOSE=1`, print the options the runtime was given.
+fn report_options(options: &[alloc::string::String]) {
+    if option("UNIKERNEL_VERBOSE") != Some("1") {
+        return;
+    }
+    let mut line = alloc::string::String::from("[unikernel] options:");
+    for o in options {
+        line.push(' ');
+        line.push_str(o);
+    }
+    kprintln!("{line}");
+}
+
+#[cfg(target_os = "none")]
+extern "Rust" {
+    /// Defined by the kernel's glue crate (`templates/kernel-glue`): calls
+    /// the `init` of every component linked in, nothing without components.
+    fn unikernel_components_init();
+}
+
+/// Start the components (`unikernel_components_init` of the glue crate).
+fn init_components() {
+    // SAFETY: the glue crate of every kernel defines the function with this
+    // signature (`#[no_mangle] pub fn unikernel_components_init()`); it is
+    // called once, from the boot path, before the app runs.
+    #[cfg(target_os = "none")]
+    unsafe {
+        unikernel_components_init()
+    };
 }
 
 /// End the app with `code` (flushes nothing: the console writes through).
@@ -111,17 +148,8 @@ pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
     let mut aspace = unsafe { mm::vm::AddressSpace::new(boot.page_table_root, boot.mem_size) };
     aspace.add_stack(boot.app.stack_reserve_bottom, boot.app.stack_top);
     *mm::vm::ASPACE.lock() = Some(aspace);
-    #[cfg(target_os = "none")]
-    extern "Rust" {
-        /// Defined by the kernel's glue crate: starts the chosen components.
-        fn unikernel_components_init();
-    }
-    // SAFETY: every kernel's glue crate defines it (templates/kernel-glue),
-    // with this signature; it runs once, before the app.
-    #[cfg(target_os = "none")]
-    unsafe {
-        unikernel_components_init()
-    };
+    report_options(&boot.options);
+    init_components();
     let sp = match &boot.app_spec {
         Some(spec) => build_app_stack(&boot.app, spec),
         None => boot.app.stack_pointer,

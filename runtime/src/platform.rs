@@ -76,6 +76,11 @@ pub struct BootInfo {
     /// Set when the runtime must build the app's initial stack itself
     /// (`app.stack_pointer` and `app.stack_mapped_bottom` are then ignored).
     pub app_spec: Option<AppSpec>,
+    /// Runtime options, `UNIKERNEL_<NAME>=VALUE` each (read with
+    /// [`crate::option`]): the image manifest's defaults with the
+    /// platform's overrides (kvm/xen: the command line's `UNIKERNEL_*`
+    /// tokens; hvt: what the monitor passed) replacing them by key.
+    pub options: alloc::vec::Vec<alloc::string::String>,
 }
 
 /// A segment base the runtime sets (see [`Platform::set_segment_base`]).

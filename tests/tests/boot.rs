@@ -411,3 +411,73 @@ cases! {
         assert_eq!(o.stdout, "");
     }
 }
+
+// The component frame and the runtime options. `net-probe` links std's TCP
+// code, so the builder chooses the net component; its
+// `[package.metadata.unikernel.net]` table becomes the manifest's option
+// defaults, which reach the runtime (printed with UNIKERNEL_VERBOSE=1).
+cases! {
+    fn components_and_their_reasons_are_in_the_image(t) on [hvt, kvm] {
+        let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
+        cmd.arg("inspect").arg(t.image("net-probe"));
+        let o = run_with_deadline(cmd, b"", std::time::Duration::from_secs(60));
+        assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+        let net = o
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with("net: "))
+            .unwrap_or_else(|| panic!("no net component in:\n{}", o.stdout));
+        // TcpListener::bind: socket, bind, listen; its address lookup:
+        // connect (musl's resolver) and getaddrinfo. No accept: it never
+        // accepts.
+        assert!(
+            net.ends_with("net: the app calls socket, connect, bind, listen, getaddrinfo"),
+            "{net}"
+        );
+        assert!(o.stdout.contains("  devices     \"net\"\n"), "{}", o.stdout);
+        assert!(
+            o.stdout.contains("  ports       \"8080:8080\" \"udp:5353:53\"\n"),
+            "{}",
+            o.stdout
+        );
+        // A plain std app gets no component.
+        let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
+        cmd.arg("inspect").arg(t.image("hello-min"));
+        let o = run_with_deadline(cmd, b"", std::time::Duration::from_secs(60));
+        assert!(o.stdout.contains("  components  (none)\n"), "{}", o.stdout);
+    }
+
+    fn manifest_options_reach_the_runtime(t) on [hvt, kvm] {
+        let o = t.boot("net-probe", &["--env", "UNIKERNEL_VERBOSE=1"], &[]);
+        assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+        // Options are the runtime's: the app's environment has none of them.
+        assert_eq!(o.stdout_lines(), ["net-probe up"], "stderr: {}", o.stderr);
+        assert!(
+            o.stderr.contains(
+                "[unikernel] options: UNIKERNEL_IP=10.0.0.2/24 UNIKERNEL_GATEWAY=10.0.0.1 UNIKERNEL_DNS=10.0.0.1,9.9.9.9 UNIKERNEL_VERBOSE=1\n"
+            ),
+            "stderr: {}",
+            o.stderr
+        );
+        // Without UNIKERNEL_VERBOSE the runtime prints nothing of it.
+        let o = t.boot("net-probe", &[], &[]);
+        assert!(!o.stderr.contains("[unikernel] options"), "stderr: {}", o.stderr);
+    }
+
+    fn command_line_options_override_the_manifest_by_key(t) on [hvt, kvm] {
+        let o = t.boot(
+            "net-probe",
+            &["--env", "UNIKERNEL_IP=10.1.2.3/16", "--env", "UNIKERNEL_VERBOSE=1", "--env", "APP_VAR=x"],
+            &[],
+        );
+        assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+        assert!(
+            o.stderr.contains(
+                "[unikernel] options: UNIKERNEL_IP=10.1.2.3/16 UNIKERNEL_GATEWAY=10.0.0.1 UNIKERNEL_DNS=10.0.0.1,9.9.9.9 UNIKERNEL_VERBOSE=1\n"
+            ),
+            "stderr: {}",
+            o.stderr
+        );
+        assert_eq!(o.stdout_lines(), ["net-probe up"], "stderr: {}", o.stderr);
+    }
+}

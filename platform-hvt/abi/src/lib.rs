@@ -2,49 +2,44 @@
 //!
 //! One crate, shared by both sides, in the spirit of Solo5's `hvt_abi.h`:
 //!
-//! * [`layout`]: where things live in guest-physical and guest-virtual memory;
+//! * [`layout`]: where things live in guest-physical and guest-virtual memory
+//!   (the platform-neutral part comes from `unikernel_image::layout`);
 //! * [`KernelHeader`]: the small header at the start of every kernel, telling
 //!   the monitor where the entry points are;
 //! * [`BootInfo`]: what the monitor hands the guest at entry (pointer in `%rdi`);
-//! * [`hypercall`]: call numbers, their MMIO addresses and argument structs;
-//! * [`manifest`]: the image's manifest note (what the builder wrote: platform,
-//!   memory default, args/env defaults, components, app entry, build id).
+//! * [`hypercall`]: call numbers, their MMIO addresses and argument structs.
+//!
+//! The image's manifest (what the builder wrote: platform, defaults,
+//! components, where the app is) is not hvt's: it is in the `unikernel-image`
+//! crate, the contract between the builder and every kernel.
 //!
 //! All structs are `#[repr(C)]` with explicit padding so both sides see the
 //! same bytes; all fields are little-endian `u64`/`u32`.
 #![cfg_attr(not(feature = "std"), no_std)]
 
-#[cfg(feature = "alloc")]
-extern crate alloc;
-
 pub mod hypercall;
-pub mod manifest;
 
 /// Version of this ABI. The monitor refuses a kernel whose header carries another one.
-pub const ABI_VERSION: u32 = 2;
+/// 3: `BootInfo` gained the runtime options string.
+pub const ABI_VERSION: u32 = 3;
 
 /// Guest memory layout. The monitor builds page tables that follow it; the
-/// runtime relies on it. Every address named here is in one place.
+/// runtime relies on it. Every address named here is in one place: the
+/// platform-neutral constants (page size, kernel base, memory limits, the
+/// app's stack and `mmap` areas) are `unikernel_image::layout`'s, re-exported.
 pub mod layout {
-    pub const PAGE_SIZE: u64 = 4096;
+    pub use unikernel_image::layout::*;
 
     /// The low 64 KiB are never mapped (null-pointer guard, like Linux's
     /// `vm.mmap_min_addr`). The monitor's boot structures live in
     /// `[BOOT_AREA_START, KERNEL_BASE)`.
     pub const BOOT_AREA_START: u64 = 0x1_0000;
 
-    /// Link (and load) address of the kernel; its first bytes are the [`crate::KernelHeader`].
-    pub const KERNEL_BASE: u64 = 0x10_0000;
-
-    /// All guest RAM `[0, mem_size)` is identity-mapped (virtual == physical),
-    /// so the runtime reaches every frame and hands physical addresses to the
-    /// monitor without translation.
-    ///
-    /// Guest RAM may not exceed this (the hypercall MMIO window sits above it).
-    pub const MAX_MEMORY: u64 = 0xC000_0000;
-    /// Smallest memory the monitor accepts at all (a real image needs more;
-    /// the monitor checks that the image and boot structures fit).
-    pub const MIN_MEMORY: u64 = 0x10_0000;
+    // All guest RAM `[0, mem_size)` is identity-mapped (virtual == physical),
+    // so the runtime reaches every frame and hands physical addresses to the
+    // monitor without translation. The kernel's first bytes at `KERNEL_BASE`
+    // are the [`crate::KernelHeader`]; RAM stays below `MAX_MEMORY`, under
+    // the hypercall window.
 
     /// Guest-physical base of the hypercall MMIO window: one 8-byte slot per
     /// call (see [`crate::hypercall::mmio_address`]). Identity-mapped,
@@ -52,15 +47,6 @@ pub mod layout {
     pub const HYPERCALL_MMIO_BASE: u64 = 0xFFFF_0000;
     /// Size of the window (one page).
     pub const HYPERCALL_MMIO_SIZE: u64 = 0x1000;
-
-    /// Anonymous `mmap` regions of the app are placed from here upwards
-    /// (virtual only; backed by frames from the identity-mapped RAM).
-    pub const USER_MMAP_BASE: u64 = 0x0000_1000_0000_0000;
-    /// Top (exclusive) of the app's main-thread stack region.
-    pub const USER_STACK_TOP: u64 = 0x0000_7000_0000_0000;
-    /// Size of the main-thread stack region reserved below `USER_STACK_TOP`
-    /// (like Linux's 8 MiB rlimit; only touched pages get frames).
-    pub const USER_STACK_RESERVE: u64 = 8 << 20;
 
     /// GDT selectors, in the Linux layout (user CS/DS must be 0x33/0x2b).
     pub const KERNEL_CS: u16 = 0x10;
@@ -163,4 +149,10 @@ pub struct BootInfo {
     /// address and length of a UTF-8 string inside the boot area.
     pub app_name: u64,
     pub app_name_len: u64,
+    /// Runtime options (`unikernel_image::options`): guest-physical address
+    /// and length of a UTF-8 string inside the boot area, `KEY=VALUE`
+    /// tokens separated by single spaces (no token contains a space); the
+    /// manifest's defaults with the monitor's overrides. Length 0: none.
+    pub options: u64,
+    pub options_len: u64,
 }

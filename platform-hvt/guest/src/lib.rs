@@ -8,9 +8,13 @@
 //! to the call's slot (see `hvt_abi::hypercall`).
 #![no_std]
 
+extern crate alloc;
+
 mod clock;
 mod hypercall;
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use clock::TscClock;
 use hvt_abi::hypercall as hc;
 use hvt_abi::{layout, BootInfo as HvtBootInfo};
@@ -99,6 +103,26 @@ impl Platform for Hvt {
     }
 }
 
+/// The runtime options the monitor wrote: space-separated `KEY=VALUE`
+/// tokens (none when the string is empty or not UTF-8).
+fn options(bi: &HvtBootInfo) -> Vec<String> {
+    if bi.options_len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the monitor wrote `options_len` bytes at `options` inside the
+    // boot area (identity-mapped, never reused while the guest runs).
+    let bytes =
+        unsafe { core::slice::from_raw_parts(bi.options as *const u8, bi.options_len as usize) };
+    core::str::from_utf8(bytes)
+        .map(|s| {
+            s.split(' ')
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Called by the entry stub with the monitor's boot info.
 #[no_mangle]
 extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
@@ -134,6 +158,14 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
     let name =
         unsafe { core::slice::from_raw_parts(bi.app_name as *const u8, bi.app_name_len as usize) };
     let name = core::str::from_utf8(name).unwrap_or("app");
+    // The heap (for the options) needs frames before the runtime starts.
+    {
+        let mut frames = unikernel_runtime::mm::frame::FRAMES.lock();
+        for r in &free[..n] {
+            frames.add_range(*r);
+        }
+    }
+    let options = options(&bi);
     let boot = BootInfo {
         mem_size: bi.mem_size,
         free,
@@ -156,6 +188,7 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
             name,
         },
         app_spec: None,
+        options,
     };
     unikernel_runtime::start(boot, hvt)
 }

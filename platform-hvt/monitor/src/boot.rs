@@ -6,7 +6,8 @@
 //!
 //! 1. [`BootAllocator`] hands out zeroed pages from the boot area
 //!    `[BOOT_AREA_START, KERNEL_BASE)`, then from above the image.
-//! 2. One page holds the GDT, the TSS, the [`BootInfo`] and the app's name;
+//! 2. One page holds the GDT, the TSS, the [`BootInfo`], the app's name and
+//!    the runtime options string (each on pages of its own if it does not fit);
 //!    another the IDT ([`crate::tables`]).
 //! 3. The page tables identity-map RAM with the image's permissions
 //!    ([`crate::paging`]).
@@ -148,6 +149,9 @@ pub struct BootParams {
     pub random: [u8; 16],
     pub tsc_khz: u64,
     pub flags: u64,
+    /// Runtime options, `KEY=VALUE` each, none containing a space (the
+    /// manifest's defaults merged with the command line's by [`crate::launch`]).
+    pub options: Vec<String>,
 }
 
 /// Where the boot structures ended up; what `vm` loads into the registers.
@@ -195,6 +199,20 @@ pub fn prepare(
         alloc.alloc_pages((m.name.len() as u64).div_ceil(PAGE_SIZE))?
     };
     mem.write(app_name, m.name.as_bytes())?;
+    // The options string right after the name, or on pages of its own.
+    let options = params.options.join(" ");
+    let options_in_page = app_name + m.name.len() as u64;
+    let options_addr = if options.is_empty() {
+        0
+    } else if app_name == name_in_page && options_in_page + options.len() as u64 <= desc + PAGE_SIZE
+    {
+        options_in_page
+    } else {
+        alloc.alloc_pages((options.len() as u64).div_ceil(PAGE_SIZE))?
+    };
+    if !options.is_empty() {
+        mem.write(options_addr, options.as_bytes())?;
+    }
     let idt = alloc.alloc_pages(1)?;
     tables::write_idt(mem, idt, header)?;
 
@@ -259,6 +277,8 @@ pub fn prepare(
         app_stack_mapped_bottom: stack_bottom,
         app_name,
         app_name_len: m.name.len() as u64,
+        options: options_addr,
+        options_len: options.len() as u64,
         ..Default::default()
     };
     info.free[..free.len()].copy_from_slice(&free);

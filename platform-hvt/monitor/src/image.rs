@@ -13,12 +13,12 @@
 use std::path::Path;
 
 use hvt_abi::layout::{KERNEL_BASE, MAX_MEMORY, PAGE_SIZE};
-use hvt_abi::manifest::{Manifest, ManifestError, Platform, NOTE_NAME, NOTE_TYPE};
 use hvt_abi::{KernelHeader, ABI_VERSION, KERNEL_HEADER_MAGIC};
 use object::elf::{FileHeader64, ProgramHeader64};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::{elf, LittleEndian};
 use thiserror::Error;
+use unikernel_image::manifest::{Manifest, ManifestError, Platform, NOTE_NAME, NOTE_TYPE};
 
 use crate::memory::GuestMemory;
 

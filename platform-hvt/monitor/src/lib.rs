@@ -136,6 +136,38 @@ pub fn merge_env(base: &[String], overrides: &[String]) -> Result<Vec<String>, S
     Ok(env)
 }
 
+/// `--env` entries whose key starts with `UNIKERNEL_` are runtime options,
+/// not the app's environment (as on the kvm and xen command lines):
+/// (options, app environment).
+pub fn split_options(env: &[String]) -> (Vec<String>, Vec<String>) {
+    env.iter()
+        .cloned()
+        .partition(|e| e.starts_with(unikernel_image::options::PREFIX))
+}
+
+/// The runtime options for the guest: the manifest's defaults with each
+/// override replacing the entry with the same key (or appended). Every
+/// entry is checked (`unikernel_image::options`) and may not contain a
+/// space, the separator in the `BootInfo` string.
+pub fn runtime_options(defaults: &[String], overrides: &[String]) -> Result<Vec<String>, String> {
+    let check = |o: &String, origin: &str| {
+        unikernel_image::options::check_token(o).map_err(|e| format!("{origin} {o:?}: {e}"))?;
+        if o.contains(char::is_whitespace) {
+            return Err(format!(
+                "{origin} {o:?}: option values cannot contain spaces"
+            ));
+        }
+        Ok(())
+    };
+    for d in defaults {
+        check(d, "the image's option")?;
+    }
+    for o in overrides {
+        check(o, "--env")?;
+    }
+    merge_env(defaults, overrides)
+}
+
 /// Picks and checks the guest memory size.
 fn memory_size(config: &RunConfig, manifest_memory: u64) -> Result<u64, Error> {
     let (mem, origin) = match config.mem {
@@ -215,7 +247,9 @@ pub fn launch(config: &RunConfig) -> Result<i32, Error> {
             .iter()
             .cloned(),
     );
-    let envp = merge_env(&manifest.env, &config.env).map_err(Error::Config)?;
+    let (option_overrides, app_env) = split_options(&config.env);
+    let envp = merge_env(&manifest.env, &app_env).map_err(Error::Config)?;
+    let options = runtime_options(&manifest.options, &option_overrides).map_err(Error::Config)?;
 
     let mut vm = vm::Vm::new(mem_size)?;
     img.load(&mut vm.mem).map_err(|e| match e {
@@ -237,6 +271,7 @@ pub fn launch(config: &RunConfig) -> Result<i32, Error> {
         } else {
             0
         },
+        options,
     };
     let state = boot::prepare(&mut vm.mem, &img, &header, &params)?;
     vm.configure_vcpu(&state, &header)?;
@@ -281,6 +316,37 @@ mod tests {
         assert_eq!(env, ["A=", "B=3", "C=4"]);
         assert!(merge_env(&base, &["NOEQUALS".into()]).is_err());
         assert!(merge_env(&base, &["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn unikernel_keys_are_options_not_env() {
+        let env: Vec<String> = ["A=1", "UNIKERNEL_IP=10.1.2.3/16", "UNIKERNEL_VERBOSE=1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (options, app) = split_options(&env);
+        assert_eq!(app, ["A=1"]);
+        let defaults = vec![
+            "UNIKERNEL_IP=10.0.0.2/24".to_string(),
+            "UNIKERNEL_GATEWAY=10.0.0.1".to_string(),
+        ];
+        assert_eq!(
+            runtime_options(&defaults, &options).unwrap(),
+            [
+                "UNIKERNEL_IP=10.1.2.3/16",
+                "UNIKERNEL_GATEWAY=10.0.0.1",
+                "UNIKERNEL_VERBOSE=1"
+            ]
+        );
+        let e = runtime_options(&defaults, &["UNIKERNEL_IP=10.0.0.2".into()]).unwrap_err();
+        assert!(
+            e.contains("--env \"UNIKERNEL_IP=10.0.0.2\"") && e.contains("prefix length"),
+            "{e}"
+        );
+        let e = runtime_options(&defaults, &["UNIKERNEL_X=a b".into()]).unwrap_err();
+        assert!(e.contains("cannot contain spaces"), "{e}");
+        let e = runtime_options(&["UNIKERNEL_DNS=x".into()], &[]).unwrap_err();
+        assert!(e.contains("the image's option"), "{e}");
     }
 
     #[test]

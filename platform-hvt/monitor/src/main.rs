@@ -17,7 +17,9 @@ struct Cli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     mem: Option<u64>,
     /// Set an environment variable for the app (repeatable); replaces the
-    /// image's default for the same KEY.
+    /// image's default for the same KEY. Keys starting with UNIKERNEL_ are
+    /// runtime options instead (e.g. UNIKERNEL_VERBOSE=1, UNIKERNEL_IP=...),
+    /// replacing the image's option defaults.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
     /// Print every system call the app makes on stderr (strace style).

@@ -6,8 +6,8 @@ use std::mem::offset_of;
 
 use common::*;
 use hvt_abi::hypercall::Call;
-use hvt_abi::manifest::Platform;
 use hvt_abi::BootInfo;
+use unikernel_image::manifest::Platform;
 
 fn image(name: &str, code: &[u8], data: &[u8]) -> String {
     let bytes = elf(&[kernel(code, data)], Some(&manifest(Platform::Hvt)));
@@ -217,6 +217,11 @@ fn boot_info_describes_the_boot() {
     assert!(bi.app_stack_mapped_bottom <= bi.app_stack_pointer - (16 << 10));
     assert_eq!(bi.app_stack_mapped_bottom % 4096, 0);
     assert_eq!(bi.app_name_len, 5);
+    assert_eq!(
+        (bi.options, bi.options_len),
+        (0, 0),
+        "no options: no string"
+    );
     // Free memory: page aligned, sorted, inside RAM, clear of the kernel.
     let free = &bi.free[..bi.free_count as usize];
     assert!(!free.is_empty());
@@ -230,3 +235,62 @@ fn boot_info_describes_the_boot() {
 }
 
 const KERNEL_BASE_: u64 = hvt_abi::layout::KERNEL_BASE;
+
+#[test]
+fn boot_info_carries_the_runtime_options() {
+    if !kvm_available("boot_info_carries_the_runtime_options") {
+        return;
+    }
+    // The manifest's defaults, `--env UNIKERNEL_*` replacing one by key and
+    // adding another; the guest writes the options string, then its BootInfo.
+    let expected = "UNIKERNEL_IP=10.9.9.9/8 UNIKERNEL_DNS=9.9.9.9 UNIKERNEL_VERBOSE=1";
+    let size = std::mem::size_of::<BootInfo>();
+    let mut a = Asm::default();
+    a.sub_rsp(32)
+        .load_rax_rdi(offset_of!(BootInfo, options) as u32)
+        .console_write_rax(expected.len() as u32, 1);
+    a.code.extend_from_slice(&[0x48, 0x89, 0xf8]); // mov %rdi, %rax
+    a.console_write_rax(size as u32, 1).halt(0);
+    let mut m = manifest(Platform::Hvt);
+    m.options = vec![
+        "UNIKERNEL_IP=10.0.0.2/24".into(),
+        "UNIKERNEL_DNS=9.9.9.9".into(),
+    ];
+    let img = write_image("options", &elf(&[kernel(&a.code, b"")], Some(&m)));
+    let img = img.display().to_string();
+    let out = monitor(&[
+        "--env",
+        "UNIKERNEL_IP=10.9.9.9/8",
+        "--env",
+        "UNIKERNEL_VERBOSE=1",
+        &img,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout.len(), expected.len() + size);
+    assert_eq!(&out.stdout[..expected.len()], expected.as_bytes());
+    // SAFETY: BootInfo is repr(C) plain data; the buffer holds exactly its size after the string.
+    let bi: BootInfo =
+        unsafe { std::ptr::read_unaligned(out.stdout[expected.len()..].as_ptr().cast()) };
+    assert_eq!(bi.options_len, expected.len() as u64);
+    assert!(
+        bi.options >= 0x1_0000 && bi.options < KERNEL_BASE_,
+        "{:#x}",
+        bi.options
+    );
+}
+
+#[test]
+fn bad_runtime_options_are_refused_before_boot() {
+    // No KVM needed: the options are checked before the VM exists.
+    let img = image("bad-options", &[0xf4], b"");
+    let out = monitor(&["--env", "UNIKERNEL_IP=10.0.0.2", &img]);
+    assert_eq!(out.status.code(), Some(125));
+    let e = stderr(&out);
+    assert!(
+        e.contains("--env \"UNIKERNEL_IP=10.0.0.2\": the address needs a prefix length"),
+        "{e}"
+    );
+    let out = monitor(&["--env", "UNIKERNEL_DNS=9.9.9.9,", &img]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("empty entry"), "{}", stderr(&out));
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use hvt_abi::manifest::Platform;
+use unikernel_image::manifest::Platform;
 
 fn refused(name: &str, bytes: &[u8], extra: &[&str], expect: &str) {
     let path = write_image(name, bytes);

@@ -29,8 +29,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use clock::Clock;
-use hvt_abi::layout::{KERNEL_BASE, USER_STACK_RESERVE, USER_STACK_TOP};
-use hvt_abi::manifest::Manifest;
+use unikernel_image::layout::{KERNEL_BASE, USER_STACK_RESERVE, USER_STACK_TOP};
+use unikernel_image::manifest::Manifest;
 use unikernel_runtime::arch::x86_64::cpu::privileged;
 use unikernel_runtime::{AppImage, AppSpec, BootInfo, MemRange, Platform, Stream};
 
@@ -325,6 +325,9 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     argv.push(format!("/{}", manifest.name));
     argv.extend(cl.args.clone().unwrap_or_else(|| manifest.args.clone()));
     let envp = unikernel_runtime::cmdline::merge_env(&manifest.env, &cl.env);
+    // Runtime options: the manifest's defaults, the command line's
+    // UNIKERNEL_* tokens replacing them by key.
+    let options = unikernel_runtime::cmdline::merge_env(&manifest.options, &cl.options);
     let (stack_top, stack_bottom, fault_top) = {
         let s = core::ptr::addr_of!(entry::KVM_BOOT_STACK) as u64;
         (s + entry::BOOT_STACK_SIZE as u64, s, cpu::fault_stack_top())
@@ -358,6 +361,7 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
             phent: manifest.app_phent as u64,
             phnum: manifest.app_phnum as u64,
         }),
+        options,
     };
     if verbose {
         // SAFETY: written once by the entry code.

@@ -36,8 +36,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use hvt_abi::layout::{USER_STACK_RESERVE, USER_STACK_TOP};
-use hvt_abi::manifest::Manifest;
+use unikernel_image::layout::{USER_STACK_RESERVE, USER_STACK_TOP};
+use unikernel_image::manifest::Manifest;
 use unikernel_runtime::arch::x86_64::TrapFrame;
 use unikernel_runtime::{AppImage, AppSpec, BootInfo, MemRange, Platform, SegmentBase, Stream};
 
@@ -379,6 +379,9 @@ fn xen_main(xen: &'static Xen) -> ! {
     argv.push(format!("/{}", manifest.name));
     argv.extend(cl.args.clone().unwrap_or_else(|| manifest.args.clone()));
     let envp = unikernel_runtime::cmdline::merge_env(&manifest.env, &cl.env);
+    // Runtime options: the manifest's defaults, the command line's
+    // UNIKERNEL_* tokens replacing them by key.
+    let options = unikernel_runtime::cmdline::merge_env(&manifest.options, &cl.options);
     let (stack_bottom, stack_top) = boot::boot_stack();
     let (_, fault_top) = boot::spare_stack();
     let name: &'static str = alloc::boxed::Box::leak(manifest.name.clone().into_boxed_str());
@@ -412,6 +415,7 @@ fn xen_main(xen: &'static Xen) -> ! {
             phent: manifest.app_phent as u64,
             phnum: manifest.app_phnum as u64,
         }),
+        options,
     };
     if verbose {
         let now = xen.system_time_ns();

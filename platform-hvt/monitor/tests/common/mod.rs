@@ -9,8 +9,8 @@ use std::process::{Command, Output};
 
 use hvt_abi::hypercall::{mmio_address, Call};
 use hvt_abi::layout::KERNEL_BASE;
-use hvt_abi::manifest::{Manifest, Platform, NOTE_NAME, NOTE_TYPE};
 use hvt_abi::{KernelHeader, ABI_VERSION, KERNEL_HEADER_MAGIC};
+use unikernel_image::manifest::{Manifest, Platform, NOTE_NAME, NOTE_TYPE};
 
 /// Where the tiny kernel puts things (all inside its one RX segment).
 pub const ENTRY: u64 = KERNEL_BASE + 0x40;
@@ -156,6 +156,10 @@ pub fn manifest(platform: Platform) -> Manifest {
         args: vec!["default-arg".into()],
         env: vec!["HOME=/".into(), "GREETING=hi".into()],
         components: vec![],
+        component_reasons: vec![],
+        devices: vec![],
+        ports: vec![],
+        options: vec![],
         build_id: vec![0xab; 8],
     }
 }

@@ -11,13 +11,17 @@
 //! app_entry, app_base, app_phdr, app_end   u64 each (guest addresses)
 //! app_phnum, app_phent                     u32 each
 //! name              string
-//! args, env, components   list of strings
+//! args, env, components, component_reasons, devices, ports, options
+//!                   list of strings each
 //! build_id          bytes
 //! string/bytes: u32 length + bytes; list: u32 count + strings
 //! ```
 //!
+//! Version 2 added `component_reasons`, `devices`, `ports` and `options`;
+//! version 1 images are refused (rebuild them).
+//!
 //! Decoding never panics: any short or malformed note is a [`ManifestError`].
-#[cfg(feature = "alloc")]
+#[cfg(any(feature = "alloc", test))]
 use alloc::{string::String, vec::Vec};
 
 /// The note's name. Four bytes with its NUL, and the builder pads the
@@ -27,7 +31,7 @@ use alloc::{string::String, vec::Vec};
 pub const NOTE_NAME: &str = "UKM";
 pub const NOTE_TYPE: u32 = 0x4d46; // "MF"
 pub const MAGIC: &[u8; 8] = b"UKMANIF1";
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// The platform an image was built for.
 #[repr(u32)]
@@ -63,6 +67,8 @@ pub enum ManifestError {
     UnsupportedVersion(u32),
     UnknownPlatform(u32),
     BadUtf8,
+    /// `component_reasons` does not have one entry per component.
+    ReasonsMismatch,
 }
 
 impl core::fmt::Display for ManifestError {
@@ -76,15 +82,19 @@ impl core::fmt::Display for ManifestError {
             ),
             ManifestError::UnknownPlatform(p) => write!(f, "manifest names unknown platform {p}"),
             ManifestError::BadUtf8 => write!(f, "manifest holds a string that is not UTF-8"),
+            ManifestError::ReasonsMismatch => write!(
+                f,
+                "manifest lists a different number of component reasons than components"
+            ),
         }
     }
 }
 
-#[cfg(feature = "std")]
+#[cfg(any(feature = "std", test))]
 impl std::error::Error for ManifestError {}
 
 /// The decoded manifest.
-#[cfg(feature = "alloc")]
+#[cfg(any(feature = "alloc", test))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
     pub platform: Platform,
@@ -98,11 +108,21 @@ pub struct Manifest {
     pub name: String,
     pub args: Vec<String>,
     pub env: Vec<String>,
+    /// Linked components (`"net"`), sorted.
     pub components: Vec<String>,
+    /// Why each component was chosen, parallel to `components` (`"the app
+    /// calls socket, bind, accept4"`).
+    pub component_reasons: Vec<String>,
+    /// Devices the image wants from its platform (`"net"`).
+    pub devices: Vec<String>,
+    /// Published ports as the user wrote them (see [`crate::ports`]).
+    pub ports: Vec<String>,
+    /// Runtime option defaults, `UNIKERNEL_*=VALUE` each (see [`crate::options`]).
+    pub options: Vec<String>,
     pub build_id: Vec<u8>,
 }
 
-#[cfg(feature = "alloc")]
+#[cfg(any(feature = "alloc", test))]
 impl Manifest {
     /// Encode into the note's descriptor bytes.
     pub fn encode(&self) -> Vec<u8> {
@@ -134,7 +154,15 @@ impl Manifest {
         bytes(&mut out, self.name.as_bytes());
         list(&mut out, &self.args);
         list(&mut out, &self.env);
-        list(&mut out, &self.components);
+        for l in [
+            &self.components,
+            &self.component_reasons,
+            &self.devices,
+            &self.ports,
+            &self.options,
+        ] {
+            list(&mut out, l);
+        }
         bytes(&mut out, &self.build_id);
         out
     }
@@ -151,7 +179,7 @@ impl Manifest {
         }
         let p = r.u32()?;
         let platform = Platform::from_u32(p).ok_or(ManifestError::UnknownPlatform(p))?;
-        Ok(Manifest {
+        let m = Manifest {
             platform,
             memory: r.u64()?,
             app_entry: r.u64()?,
@@ -164,18 +192,32 @@ impl Manifest {
             args: r.list()?,
             env: r.list()?,
             components: r.list()?,
+            component_reasons: r.list()?,
+            devices: r.list()?,
+            ports: r.list()?,
+            options: r.list()?,
             build_id: r.bytes()?.to_vec(),
-        })
+        };
+        if m.component_reasons.len() != m.components.len() {
+            return Err(ManifestError::ReasonsMismatch);
+        }
+        Ok(m)
+    }
+
+    /// The reason recorded for `component`, if it is linked.
+    pub fn reason(&self, component: &str) -> Option<&str> {
+        let i = self.components.iter().position(|c| c == component)?;
+        self.component_reasons.get(i).map(String::as_str)
     }
 }
 
-#[cfg(feature = "alloc")]
+#[cfg(any(feature = "alloc", test))]
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
-#[cfg(feature = "alloc")]
+#[cfg(any(feature = "alloc", test))]
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ManifestError> {
         let end = self.pos.checked_add(n).ok_or(ManifestError::Truncated)?;
@@ -216,7 +258,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-#[cfg(all(test, feature = "std"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -233,7 +275,11 @@ mod tests {
             name: "hello".into(),
             args: vec!["a".into(), "b c".into()],
             env: vec!["K=V".into()],
-            components: vec![],
+            components: vec!["net".into()],
+            component_reasons: vec!["the app calls socket, bind".into()],
+            devices: vec!["net".into()],
+            ports: vec!["8080:80".into(), "udp:5353:53".into()],
+            options: vec!["UNIKERNEL_IP=10.0.0.2/24".into()],
             build_id: vec![1, 2, 3],
         }
     }
@@ -266,5 +312,69 @@ mod tests {
         let mut e = sample().encode();
         e[12] = 7;
         assert_eq!(Manifest::decode(&e), Err(ManifestError::UnknownPlatform(7)));
+    }
+
+    #[test]
+    fn version_1_is_refused_with_a_clear_message() {
+        let mut e = sample().encode();
+        e[8] = 1;
+        let err = Manifest::decode(&e).unwrap_err();
+        assert_eq!(err, ManifestError::UnsupportedVersion(1));
+        assert_eq!(
+            err.to_string(),
+            "manifest version 1 is not supported (this tool reads version 2)"
+        );
+    }
+
+    #[test]
+    fn reasons_must_match_components() {
+        let mut m = sample();
+        m.component_reasons.clear();
+        assert_eq!(
+            Manifest::decode(&m.encode()),
+            Err(ManifestError::ReasonsMismatch)
+        );
+        assert_eq!(sample().reason("net"), Some("the app calls socket, bind"));
+        assert_eq!(sample().reason("fs"), None);
+    }
+
+    /// Garbage, flipped bytes and absurd counts: always an error or a
+    /// manifest, never a panic or a huge allocation.
+    #[test]
+    fn garbage_never_panics() {
+        let e = sample().encode();
+        // Every single byte replaced by a few values.
+        for i in 0..e.len() {
+            for v in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut g = e.clone();
+                g[i] = v;
+                let _ = Manifest::decode(&g);
+            }
+        }
+        // A list count of u32::MAX right after the header fields.
+        let lists_at = 8 + 4 + 4 + 5 * 8 + 2 * 4;
+        let mut g = e.clone();
+        g[lists_at..lists_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Manifest::decode(&g), Err(ManifestError::Truncated));
+        // Pseudo-random bytes behind a valid magic and version.
+        let mut x: u32 = 0x1234_5678;
+        for len in 0..600 {
+            let mut g = MAGIC.to_vec();
+            g.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                g.push(x as u8);
+            }
+            let _ = Manifest::decode(&g);
+        }
+    }
+
+    #[test]
+    fn trailing_padding_is_ignored() {
+        let mut e = sample().encode();
+        e.extend_from_slice(&[0; 7]);
+        assert_eq!(Manifest::decode(&e), Ok(sample()));
     }
 }

@@ -1,0 +1,195 @@
+//! Which components go into the kernel, and why.
+//!
+//! Two sources, both recorded in the manifest (`components` and, parallel
+//! to it, `component_reasons`; `cargo unikernel inspect` prints them):
+//!
+//! * the metadata's `components = [...]`;
+//! * the app itself. A static musl executable holds a libc function only
+//!   when the program calls it (the linker drops unreferenced archive
+//!   members and, for Rust, unused std code), and the symbol table
+//!   (`.symtab`) names what is there. An app with `socket`, `bind`,
+//!   `accept4`, `getaddrinfo`, ... gets `net`. A plain std hello has none
+//!   of them (checked on `tests/apps/hello-min`, see docs/manifest.md).
+//!
+//! A stripped app has no `.symtab` (and a static executable has no other
+//! symbol table): nothing can be learned from it, so only the metadata
+//! counts and the build prints a warning saying how to list the component.
+//! Scanning the code for `syscall` instructions was rejected: the socket
+//! system-call numbers are plain immediates that other code contains too.
+use object::read::elf::{ElfFile64, Sym};
+use object::LittleEndian as LE;
+
+/// The libc functions that mean "this app uses the network", in the order
+/// a reason lists them. `socketpair` is not among them: Unix socket pairs
+/// work without the network component.
+pub const NET_SYMBOLS: &[&str] = &[
+    "socket",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "getaddrinfo",
+    "gethostbyname",
+    "getnameinfo",
+];
+
+/// One chosen component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub name: String,
+    /// Why: "listed in [package.metadata.unikernel] components" and/or
+    /// "the app calls socket, bind, accept4".
+    pub reason: String,
+}
+
+/// What the app's symbol table says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppSymbols {
+    /// Defined function and object names found in `.symtab`.
+    Present(Vec<String>),
+    /// No `.symtab` (stripped).
+    Stripped,
+}
+
+/// The defined symbol names of the app ELF (already checked by
+/// `elf_input::check_app`; an unreadable table counts as stripped).
+pub fn app_symbols(app: &[u8]) -> AppSymbols {
+    let Ok(elf) = ElfFile64::<LE>::parse(app) else {
+        return AppSymbols::Stripped;
+    };
+    let table = elf.elf_symbol_table();
+    if table.is_empty() {
+        return AppSymbols::Stripped;
+    }
+    let names = table
+        .iter()
+        .filter(|s| !s.is_undefined(LE))
+        .filter_map(|s| table.symbol_name(LE, s).ok())
+        .filter_map(|n| std::str::from_utf8(n).ok())
+        .map(String::from)
+        .collect();
+    AppSymbols::Present(names)
+}
+
+/// The components for `listed` (from the metadata, already checked) and
+/// the app's symbols, sorted by name; plus warnings to print.
+pub fn choose(listed: &[String], symbols: &AppSymbols) -> (Vec<Choice>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let net_calls: Vec<&str> = match symbols {
+        AppSymbols::Present(names) => NET_SYMBOLS
+            .iter()
+            .copied()
+            .filter(|s| names.iter().any(|n| n == s))
+            .collect(),
+        AppSymbols::Stripped => {
+            if !listed.iter().any(|c| c == "net") {
+                warnings.push(
+                    "the app has no symbol table (stripped), so cargo-unikernel cannot see whether it uses the network; if it does, add components = [\"net\"] to [package.metadata.unikernel] (or build it with strip = false)".to_string(),
+                );
+            }
+            Vec::new()
+        }
+    };
+    let mut names: Vec<&str> = listed.iter().map(String::as_str).collect();
+    if !net_calls.is_empty() {
+        names.push("net");
+    }
+    names.sort_unstable();
+    names.dedup();
+    let choices = names
+        .into_iter()
+        .map(|name| {
+            let mut why = Vec::new();
+            if listed.iter().any(|c| c == name) {
+                why.push("listed in [package.metadata.unikernel] components".to_string());
+            }
+            if name == "net" && !net_calls.is_empty() {
+                why.push(format!("the app calls {}", net_calls.join(", ")));
+            }
+            Choice {
+                name: name.to_string(),
+                reason: why.join("; "),
+            }
+        })
+        .collect();
+    (choices, warnings)
+}
+
+/// The devices the chosen components need from the platform.
+pub fn devices(choices: &[Choice]) -> Vec<String> {
+    choices
+        .iter()
+        .filter(|c| c.name == "net")
+        .map(|_| "net".to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::musl_hello;
+
+    fn syms(names: &[&str]) -> AppSymbols {
+        AppSymbols::Present(names.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn nothing_for_a_plain_app() {
+        let (c, w) = choose(&[], &syms(&["main", "write", "socketpair", "sendmsg"]));
+        assert!(c.is_empty() && w.is_empty(), "{c:?} {w:?}");
+        assert!(devices(&c).is_empty());
+    }
+
+    #[test]
+    fn net_from_symbols_names_the_calls_in_order() {
+        let (c, _) = choose(&[], &syms(&["accept4", "main", "bind", "socket"]));
+        assert_eq!(
+            c,
+            [Choice {
+                name: "net".into(),
+                reason: "the app calls socket, bind, accept4".into()
+            }]
+        );
+        assert_eq!(devices(&c), ["net"]);
+    }
+
+    #[test]
+    fn net_from_the_metadata() {
+        let (c, w) = choose(&["net".into()], &syms(&["main"]));
+        assert_eq!(
+            c[0].reason,
+            "listed in [package.metadata.unikernel] components"
+        );
+        assert!(w.is_empty());
+        let (c, _) = choose(&["net".into()], &syms(&["getaddrinfo"]));
+        assert_eq!(
+            c[0].reason,
+            "listed in [package.metadata.unikernel] components; the app calls getaddrinfo"
+        );
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn stripped_apps_warn_unless_listed() {
+        let (c, w) = choose(&[], &AppSymbols::Stripped);
+        assert!(c.is_empty());
+        assert!(w[0].contains("components = [\"net\"]"), "{w:?}");
+        let (c, w) = choose(&["net".into()], &AppSymbols::Stripped);
+        assert_eq!(c.len(), 1);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn symbols_of_a_real_musl_binary() {
+        // testutil's hello: a static musl Rust program that only prints.
+        match app_symbols(&musl_hello()) {
+            AppSymbols::Present(names) => {
+                assert!(names.iter().any(|n| n == "main"), "{names:?}");
+                assert!(!names.iter().any(|n| n == "socket"));
+            }
+            AppSymbols::Stripped => panic!("testutil's hello has a symbol table"),
+        }
+        assert_eq!(app_symbols(b"not an elf"), AppSymbols::Stripped);
+    }
+}
