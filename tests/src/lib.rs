@@ -16,6 +16,8 @@
 //! The tests expect `cargo build --release` to have run (as `.ci/run` does):
 //! they use `target/release/cargo-unikernel` and `target/release/unikernel-hvt`.
 
+pub mod netns;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -142,6 +142,9 @@ pub struct Sock {
     /// Readiness last computed, and its change counter (edge-triggered epoll).
     pub ready: u16,
     pub seq: u64,
+    /// Bytes (or queued connections) waiting at the last refresh: new data
+    /// is a new edge for edge-triggered epoll even when readiness stays.
+    pub pending: usize,
 }
 
 pub struct Stack {
@@ -340,6 +343,7 @@ impl Stack {
                 shut_wr: false,
                 ready: 0,
                 seq: 1,
+                pending: 0,
             },
         );
         id
@@ -675,6 +679,7 @@ impl Stack {
                     shut_wr: false,
                     ready: 0,
                     seq: 1,
+                    pending: 0,
                 },
             );
             // Accepted connections do not hold the port as bound sockets do.
@@ -1085,13 +1090,43 @@ impl Stack {
         let _ = may_recv;
     }
 
+    /// How much input waits on `id` (bytes, datagrams or connections).
+    fn pending_input(&mut self, id: SockId) -> usize {
+        let Some(s) = self.socks.get(&id) else {
+            return 0;
+        };
+        match &s.kind {
+            Kind::TcpConn { link, handle, .. } => {
+                let (l, h) = (*link, *handle);
+                self.net(l)
+                    .map_or(0, |n| n.sockets.get::<tcp::Socket>(h).recv_queue())
+            }
+            Kind::TcpListen { queue, .. } => queue.len(),
+            Kind::Udp { handles, .. } => {
+                let hs = handles.clone();
+                hs.into_iter()
+                    .map(|(l, h)| {
+                        self.net(l)
+                            .map_or(0, |n| n.sockets.get::<udp::Socket>(h).recv_queue())
+                    })
+                    .sum()
+            }
+            Kind::TcpIdle => 0,
+        }
+    }
+
+    /// Recompute `id`'s readiness; true (and a new event sequence number)
+    /// when it changed or new input arrived.
     pub fn refresh(&mut self, id: SockId) -> bool {
         self.track(id);
         let r = self.readiness(id);
+        let pending = self.pending_input(id);
         let Some(s) = self.socks.get_mut(&id) else {
             return false;
         };
-        if s.ready != r {
+        let more = pending > s.pending;
+        s.pending = pending;
+        if s.ready != r || more {
             s.ready = r;
             s.seq += 1;
             true
