@@ -266,9 +266,7 @@ impl UnikernelMetadata {
         for key in parsed.env.keys() {
             check_env_key(key).map_err(|e| format!("{}: {e}", where_("env")))?;
         }
-        for p in &parsed.ports {
-            check_port(p).map_err(|e| format!("{}: {e}", where_("ports")))?;
-        }
+        check_ports(&parsed.ports).map_err(|e| format!("{}: {e}", where_("ports")))?;
         if let Some(net) = &parsed.net {
             net.check()
                 .map_err(|(key, e)| format!("{}: {e}", where_(key)))?;
@@ -320,6 +318,26 @@ pub fn check_components(names: &[String]) -> Result<(), String> {
 /// A published port, `[tcp:|udp:]HOST:GUEST`.
 pub fn check_port(spec: &str) -> Result<PortSpec, String> {
     PortSpec::parse(spec).map_err(|e| format!("bad port \"{spec}\": {e}"))
+}
+
+/// Every published port, and no host port (per protocol) published twice.
+pub fn check_ports(specs: &[String]) -> Result<Vec<PortSpec>, String> {
+    let mut seen: Vec<PortSpec> = Vec::new();
+    for spec in specs {
+        let p = check_port(spec)?;
+        if let Some(q) = seen
+            .iter()
+            .find(|q| q.protocol == p.protocol && q.host == p.host)
+        {
+            return Err(format!(
+                "host port {} {} is published twice (\"{q}\" and \"{spec}\")",
+                p.protocol.name(),
+                p.host
+            ));
+        }
+        seen.push(p);
+    }
+    Ok(seen)
 }
 
 fn check_env_key(key: &str) -> Result<(), String> {
@@ -482,6 +500,15 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+        let e = parse(json!({"unikernel": {"ports": ["8080:80", "tcp:8080:81"]}})).unwrap_err();
+        assert!(
+            e.contains(
+                "host port tcp 8080 is published twice (\"tcp:8080:80\" and \"tcp:8080:81\")"
+            ),
+            "{e}"
+        );
+        // The same number over tcp and udp is two ports.
+        assert!(parse(json!({"unikernel": {"ports": ["53:53", "udp:53:53"]}})).is_ok());
         let e = parse(json!({"unikernel": {"ports": 8080}})).unwrap_err();
         assert!(e.contains("ports") && e.contains("invalid type"), "{e}");
     }

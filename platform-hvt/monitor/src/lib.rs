@@ -47,7 +47,9 @@ pub struct RunConfig {
     pub image: PathBuf,
     /// Guest memory in bytes (`--mem`); `None`: the manifest's, else [`DEFAULT_MEMORY`].
     pub mem: Option<u64>,
-    /// `KEY=VALUE` entries added to (or replacing, by key) the manifest's environment.
+    /// `KEY=VALUE` entries added to (or replacing, by key) the manifest's
+    /// environment; `UNIKERNEL_*` keys are runtime options instead, merged
+    /// over the manifest's `options` ([`split_options`], [`runtime_options`]).
     pub env: Vec<String>,
     /// The app's arguments after argv[0]; `None`: the manifest's defaults.
     pub args: Option<Vec<String>>,

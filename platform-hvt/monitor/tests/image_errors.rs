@@ -54,6 +54,25 @@ fn missing_manifest() {
     );
 }
 
+/// An image from a builder that wrote manifest version 1 (before devices,
+/// ports and options): refused, saying which version this monitor reads.
+#[test]
+fn old_manifest_version() {
+    let mut img = good();
+    let at = img
+        .windows(8)
+        .position(|w| w == unikernel_image::manifest::MAGIC)
+        .expect("the manifest is in the image")
+        + 8;
+    img[at..at + 4].copy_from_slice(&1u32.to_le_bytes());
+    refused(
+        "manifest-v1",
+        &img,
+        &[],
+        "manifest version 1 is not supported (this tool reads version 2)",
+    );
+}
+
 #[test]
 fn wrong_platform() {
     let img = elf(&[kernel(&[0xf4], b"")], Some(&manifest(Platform::Kvm)));
