@@ -21,7 +21,7 @@ pub mod hypercall;
 pub mod manifest;
 
 /// Version of this ABI. The monitor refuses a kernel whose header carries another one.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Guest memory layout. The monitor builds page tables that follow it; the
 /// runtime relies on it. Every address named here is in one place.
