@@ -180,22 +180,36 @@ impl Scheduler {
     }
 
     fn make_runnable(&mut self, tid: Tid, why: Wake) {
-        if let Some(t) = self.threads.get_mut(&tid) {
-            if t.state == State::Blocked {
+        if self.unblock(tid, why) {
+            self.enqueue(tid);
+        }
+    }
+
+    /// Mark a blocked thread runnable (not queued yet); false if it was not blocked.
+    fn unblock(&mut self, tid: Tid, why: Wake) -> bool {
+        match self.threads.get_mut(&tid) {
+            Some(t) if t.state == State::Blocked => {
                 t.state = State::Runnable;
                 t.wait = None;
                 t.deadline = None;
                 t.wake = why;
                 t.slice_left = TICK_NS;
-                self.enqueue(tid);
+                true
             }
+            _ => false,
         }
     }
 
-    /// Put a runnable thread at the back of the run queue. If it is the
-    /// first beside the running thread, that one's slice starts counting
-    /// now (if it had not yet) and the timer must cover its end.
+    /// Put a runnable thread at the back of the run queue.
     fn enqueue(&mut self, tid: Tid) {
+        self.competition_for(tid);
+        self.run_queue.push_back(tid);
+    }
+
+    /// `tid` is about to be queued: if it is the first beside the running
+    /// thread, that one's slice starts counting now (if it had not yet)
+    /// and the timer must cover its end.
+    fn competition_for(&mut self, tid: Tid) {
         if self.run_queue.is_empty() && tid != self.current {
             let now = crate::platform().monotonic_ns();
             if self.slice_end < now {
@@ -203,7 +217,6 @@ impl Scheduler {
             }
             TIMER_STALE.store(true, Ordering::Relaxed);
         }
-        self.run_queue.push_back(tid);
     }
 
     /// Wake blocked threads matching `pred`, oldest first, at most `n`.
@@ -250,8 +263,11 @@ impl Scheduler {
         self.make_runnable(tid, Wake::Interrupted);
     }
 
-    /// Wake the threads whose deadline passed, earliest deadline first.
-    fn wake_expired(&mut self, now: u64) {
+    /// Wake the threads whose deadline passed and put them at the front of
+    /// the run queue, earliest deadline first: a thread woken by its timer
+    /// runs before the threads that were already waiting for the CPU.
+    /// Returns how many.
+    fn wake_expired(&mut self, now: u64) -> usize {
         let mut due: Vec<(u64, u64, Tid)> = self
             .threads
             .values()
@@ -263,9 +279,15 @@ impl Scheduler {
             })
             .collect();
         due.sort_unstable();
+        let mut woken = 0;
         for (_, _, tid) in due {
-            self.make_runnable(tid, Wake::Timeout);
+            if self.unblock(tid, Wake::Timeout) {
+                self.competition_for(tid);
+                self.run_queue.insert(woken, tid);
+                woken += 1;
+            }
         }
+        woken
     }
 
     fn earliest_deadline(&self) -> Option<u64> {
@@ -296,13 +318,12 @@ impl Scheduler {
         }
     }
 
-    /// After a timer interrupt or a poll at `now`: the threads that became
-    /// runnable since the run queue had `queued` entries run first; the
-    /// interrupted thread follows them with the rest of its slice, or goes
-    /// to the back when its slice is over. True if the current thread must
-    /// give up the CPU.
-    fn preempt_for_wakeups(&mut self, queued: usize, now: u64) -> bool {
-        let woken = self.run_queue.len().saturating_sub(queued);
+    /// After a timer interrupt or a poll at `now`, with the `woken` threads
+    /// at the front of the run queue: they run first; the interrupted
+    /// thread follows them with the rest of its slice, or goes to the back
+    /// when its slice is over. True if the current thread must give up the
+    /// CPU.
+    fn preempt_for_wakeups(&mut self, woken: usize, now: u64) -> bool {
         let slice_over = now >= self.slice_end;
         if self.run_queue.is_empty() || (woken == 0 && !slice_over) {
             self.sync_timer();
@@ -310,7 +331,6 @@ impl Scheduler {
         }
         let cur = self.current;
         let slice_end = self.slice_end;
-        let mut first: Vec<Tid> = self.run_queue.drain(queued..).collect();
         let t = self.current();
         t.state = State::Runnable;
         if slice_over {
@@ -318,10 +338,8 @@ impl Scheduler {
             self.run_queue.push_back(cur);
         } else {
             t.slice_left = slice_end - now;
-            first.push(cur);
-        }
-        for tid in first.into_iter().rev() {
-            self.run_queue.push_front(tid);
+            let at = woken.min(self.run_queue.len());
+            self.run_queue.insert(at, cur);
         }
         true
     }
@@ -408,8 +426,16 @@ fn on_timer() {
     });
     run_pollers(now);
     let switch = with(|s| {
-        s.wake_expired(now);
-        s.preempt_for_wakeups(queued, now)
+        // Threads the pollers woke (at the back) go to the front, behind
+        // the expired sleepers.
+        let from = queued.min(s.run_queue.len());
+        let polled: Vec<Tid> = s.run_queue.drain(from..).collect();
+        let timed_out = s.wake_expired(now);
+        let woken = timed_out + polled.len();
+        for (k, tid) in polled.into_iter().enumerate() {
+            s.run_queue.insert(timed_out + k, tid);
+        }
+        s.preempt_for_wakeups(woken, now)
     });
     if switch {
         schedule();

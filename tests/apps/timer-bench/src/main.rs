@@ -10,12 +10,10 @@
 //!   timer-bench check        the boot test: sleepers beside a spinner
 //!                            never wake early, wake in deadline order
 //!                            (threads started in the opposite order, due
-//!                            2 ms apart, 30-36 ms after they all start
-//!                            sleeping), and
+//!                            5 ms apart, 250-265 ms after the start), and
 //!                            the median oversleep is under 4 ms
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -85,30 +83,32 @@ fn bench(n: usize, seed: u64) {
 }
 
 fn check() {
-    // Sleepers started latest deadline first; they all go to sleep at once
-    // (a barrier), before the spinner starts, and wake while it spins.
+    // Sleepers started latest deadline first, due 5 ms apart at fixed
+    // times (long enough after the start for all of them to be asleep and
+    // the spinner to spin), so they wake while it spins. Each notes when it
+    // woke in its own slot (no lock: a lock holder preempted by the next
+    // wake-up would delay the others).
     const SLEEPERS: usize = 4;
-    let order = Mutex::new(Vec::new());
+    let woke: [AtomicU64; SLEEPERS] = Default::default();
     let early = AtomicUsize::new(0);
-    let barrier = Barrier::new(SLEEPERS + 1);
+    let start = Instant::now();
     thread::scope(|s| {
         for i in (0..SLEEPERS).rev() {
-            let (order, early, barrier) = (&order, &early, &barrier);
+            let (woke, early) = (&woke, &early);
             s.spawn(move || {
-                barrier.wait();
-                let start = Instant::now();
-                let due = Duration::from_millis(30 + 2 * i as u64);
-                thread::sleep(due);
-                if start.elapsed() < due {
+                let due = Duration::from_millis(250 + 5 * i as u64);
+                thread::sleep(due.saturating_sub(start.elapsed()));
+                let at = start.elapsed();
+                if at < due {
                     early.fetch_add(1, SeqCst);
                 }
-                order.lock().unwrap().push(i);
+                woke[i].store(at.as_nanos() as u64, SeqCst);
             });
         }
-        barrier.wait();
         start_spinner();
     });
-    let order = order.into_inner().unwrap();
+    let mut order: Vec<usize> = (0..SLEEPERS).collect();
+    order.sort_by_key(|&i| woke[i].load(SeqCst));
     println!("sleepers never woke early: {}", early.load(SeqCst) == 0);
     println!(
         "sleepers woke in deadline order: {}",
