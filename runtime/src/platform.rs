@@ -114,9 +114,20 @@ pub trait Platform: Sync {
     fn flush_tlb_page(&self, va: u64);
     /// Drop all non-global TLB entries (privileged).
     fn flush_tlb_all(&self);
-    /// Start a periodic interrupt with `vector` every `period_ns` (the
-    /// preemption tick); called once, when the app creates its second thread.
-    fn start_tick(&self, period_ns: u64, vector: u8);
+    /// Arm the one-shot timer: interrupt [`crate::sched::TICK_VECTOR`] (32)
+    /// once, when `monotonic_ns() >= deadline_ns` (at once if that has
+    /// passed); `None` disarms it. Each call replaces the previous
+    /// deadline. Called by the scheduler (never from an interrupt stub),
+    /// only once the app has a reason to be interrupted: a lone thread that
+    /// sleeps never arms it.
+    ///
+    /// The runtime re-checks the time on every timer interrupt, so a
+    /// platform may deliver it late (its host's timer latency), early, or
+    /// spuriously (a disarmed or replaced deadline that already fired);
+    /// it must never lose one whose deadline passed. A platform whose
+    /// [`Platform::block_until`] uses the same hardware timer may let it
+    /// clobber the deadline: the scheduler re-arms after every idle wait.
+    fn set_timer(&self, deadline_ns: Option<u64>);
     /// Acknowledge interrupt `vector` (LAPIC EOI); nothing where the
     /// platform needs no acknowledgement.
     fn end_of_interrupt(&self, _vector: u8) {}

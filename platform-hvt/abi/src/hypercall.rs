@@ -20,7 +20,7 @@ pub enum Call {
     Poll = 4,
     /// [`Halt`]: stop the guest with an exit code.
     Halt = 5,
-    /// [`Timer`]: start a periodic interrupt (the runtime's preemption tick).
+    /// [`Timer`]: the one-shot timer interrupt (deadline in a shared [`TimerBlock`]).
     Timer = 6,
 }
 
@@ -107,18 +107,50 @@ pub struct Halt {
     pub _pad: u32,
 }
 
-/// Start (or change) a periodic interrupt: every `period_nsecs` the monitor
-/// injects `vector` into the vCPU (as soon as the guest has IF set). The
-/// monitor drives it from a host thread, so no in-kernel irqchip (and no EOI)
-/// is involved. `period_nsecs` = 0 stops it. Periods below 1 ms are raised to 1 ms.
+/// Register the guest's [`TimerBlock`] and wake the monitor's timer thread
+/// to look at it: the one-shot timer interrupt. The first call starts the
+/// timer thread (none runs before). Every later call only tells the monitor
+/// that the block's deadline moved earlier than [`TimerBlock::armed_ns`];
+/// a later deadline, or none, needs no call. `vector` is injected into the
+/// vCPU (as soon as the guest has IF set) when the deadline passes; the
+/// monitor drives it from a host thread, so no in-kernel irqchip (and no
+/// EOI) is involved. No out fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timer {
-    pub period_nsecs: u64,
+    /// Guest-physical address of the [`TimerBlock`] (8-byte aligned, in RAM).
+    pub block: u64,
+    /// The guest TSC value at which the guest's monotonic clock reads 0
+    /// (its clock is `(tsc - tsc_at_zero) * 1e6 / BootInfo::tsc_khz` ns).
+    pub tsc_at_zero: u64,
     /// 32..=255.
     pub vector: u32,
     pub _pad: u32,
 }
+
+/// Shared between the guest and the monitor's timer thread (both update it
+/// while the guest runs; every field is one naturally aligned u64 read and
+/// written atomically). Times are guest monotonic ns; `u64::MAX` = none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TimerBlock {
+    /// Guest: when to interrupt. The monitor sets it back to `u64::MAX`
+    /// when it fires.
+    pub deadline_ns: u64,
+    /// Monitor: the time by which its timer thread next reads
+    /// `deadline_ns`. A guest that writes an earlier deadline makes a
+    /// [`Timer`] call; a later one is seen then without any call.
+    pub armed_ns: u64,
+    /// Monitor: how many timer interrupts it has fired.
+    pub fired: u64,
+    /// Guest: the `fired` count it has handled. While it is behind, the
+    /// monitor sends the interrupt again every [`TIMER_RESEND_NS`] (an
+    /// interrupt the guest deferred and could not act on is not lost).
+    pub acked: u64,
+}
+
+/// See [`TimerBlock::acked`].
+pub const TIMER_RESEND_NS: u64 = 1_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -130,5 +162,7 @@ mod tests {
         }
         assert_eq!(Call::from_mmio_address(HYPERCALL_MMIO_BASE), None);
         assert_eq!(core::mem::size_of::<ConsoleWrite>(), 32);
+        assert_eq!(core::mem::size_of::<Timer>(), 24);
+        assert_eq!(core::mem::size_of::<TimerBlock>(), 32);
     }
 }

@@ -20,7 +20,8 @@
 pub mod hypercall;
 
 /// Version of this ABI. The monitor refuses a kernel whose header carries another one.
-/// 3: `BootInfo` gained the runtime options string.
+/// 3: `BootInfo` gained the runtime options string, the timer call became a
+/// one-shot deadline (shared timer block), the network device calls came.
 pub const ABI_VERSION: u32 = 3;
 
 /// Guest memory layout. The monitor builds page tables that follow it; the

@@ -32,6 +32,11 @@ impl TscClock {
         ((ticks as u128 * 1_000_000) / self.khz as u128) as u64
     }
 
+    /// The TSC value at which the monotonic clock reads 0.
+    pub fn boot_tsc(&self) -> u64 {
+        self.boot_tsc
+    }
+
     pub fn monotonic_ns(&self) -> u64 {
         self.ticks_to_ns(rdtsc().saturating_sub(self.boot_tsc))
     }

@@ -12,6 +12,7 @@ extern crate alloc;
 
 mod clock;
 mod hypercall;
+mod timer;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -93,13 +94,14 @@ impl Platform for Hvt {
         unikernel_runtime::arch::x86_64::cpu::privileged::flush_all();
     }
 
-    fn start_tick(&self, period_ns: u64, vector: u8) {
-        let mut a = hc::Timer {
-            period_nsecs: period_ns,
-            vector: vector as u32,
-            _pad: 0,
-        };
-        hypercall::call(hc::Call::Timer, &mut a);
+    fn set_timer(&self, deadline_ns: Option<u64>) {
+        timer::set(deadline_ns, self.clock.boot_tsc());
+    }
+
+    fn end_of_interrupt(&self, vector: u8) {
+        if vector == unikernel_runtime::sched::TICK_VECTOR {
+            timer::acknowledge();
+        }
     }
 }
 

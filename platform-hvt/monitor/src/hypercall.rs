@@ -12,7 +12,8 @@ use std::io::{Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hvt_abi::hypercall::{
-    Call, ConsoleRead, ConsoleWrite, Halt, Poll, Timer, WallTime, STREAM_STDERR, STREAM_STDOUT,
+    Call, ConsoleRead, ConsoleWrite, Halt, Poll, Timer, TimerBlock, WallTime, STREAM_STDERR,
+    STREAM_STDOUT,
 };
 use thiserror::Error;
 
@@ -28,8 +29,13 @@ pub enum Outcome {
     Continue,
     /// The guest halted; exit with this code.
     Halt(i32),
-    /// The guest asked for a periodic interrupt (period 0 = stop).
-    Timer { period_ns: u64, vector: u8 },
+    /// The guest registered its timer block (or moved its deadline
+    /// earlier): `block` is checked to lie in guest RAM, 8-byte aligned.
+    Timer {
+        block: u64,
+        tsc_at_zero: u64,
+        vector: u8,
+    },
 }
 
 /// An invalid hypercall (the guest's fault, never the monitor's).
@@ -57,6 +63,8 @@ pub enum HypercallError {
     BadStream(u32),
     #[error("timer: interrupt vector {0} is not an external interrupt (32..=255)")]
     BadVector(u32),
+    #[error("timer: the timer block at {0:#x} is not 8-byte aligned inside guest RAM")]
+    BadTimerBlock(u64),
 }
 
 /// Handles an MMIO write of `data` to `addr`.
@@ -150,8 +158,13 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
                 .ok()
                 .filter(|v| *v >= 32)
                 .ok_or(HypercallError::BadVector(a.vector))?;
+            let size = std::mem::size_of::<TimerBlock>() as u64;
+            if a.block % 8 != 0 || mem.check(a.block, size).is_err() {
+                return Err(HypercallError::BadTimerBlock(a.block));
+            }
             return Ok(Outcome::Timer {
-                period_ns: a.period_nsecs,
+                block: a.block,
+                tsc_at_zero: a.tsc_at_zero,
                 vector,
             });
         }
@@ -306,5 +319,42 @@ mod tests {
             Ok(Outcome::Continue)
         );
         assert_eq!(mem.read_obj::<Poll>(0x20).unwrap().ready_set, 0);
+    }
+
+    #[test]
+    fn timer_arguments_are_checked() {
+        let mut mem = GuestMemory::new(0x2000).unwrap();
+        let call = |mem: &mut GuestMemory, block: u64, vector: u32| {
+            let a = Timer {
+                block,
+                tsc_at_zero: 5,
+                vector,
+                _pad: 0,
+            };
+            mem.write_obj(0x100, &a).unwrap();
+            write_call(mem, Call::Timer, 0x100)
+        };
+        assert_eq!(
+            call(&mut mem, 0x200, 32),
+            Ok(Outcome::Timer {
+                block: 0x200,
+                tsc_at_zero: 5,
+                vector: 32
+            })
+        );
+        assert_eq!(
+            call(&mut mem, 0x200, 14),
+            Err(HypercallError::BadVector(14))
+        );
+        assert_eq!(
+            call(&mut mem, 0x200, 256),
+            Err(HypercallError::BadVector(256))
+        );
+        for bad in [0x204, 0x1ff8, 0x2000, u64::MAX - 7] {
+            assert_eq!(
+                call(&mut mem, bad, 32),
+                Err(HypercallError::BadTimerBlock(bad))
+            );
+        }
     }
 }

@@ -316,6 +316,14 @@ impl Vm {
             eprintln!("unikernel-hvt: internal error: BootInfo outside guest RAM");
             return EXIT_GUEST_CRASHED;
         }
+        // The frequency the guest's clock runs on (the timer converts its
+        // deadlines with it), read before the guest could change it.
+        let tsc_khz = self
+            .mem
+            .read_obj::<u64>(
+                boot.boot_info + std::mem::offset_of!(hvt_abi::BootInfo, tsc_khz) as u64,
+            )
+            .unwrap_or(1);
         loop {
             if let Some(vector) = timer::before_run(self.vcpu.get_kvm_run()) {
                 if let Err(e) = self.inject(vector) {
@@ -333,9 +341,15 @@ impl Vm {
                     match hypercall::handle_write(&mut self.mem, addr, &buf[..len]) {
                         Ok(Outcome::Continue) => continue,
                         Ok(Outcome::Halt(code)) => return code,
-                        Ok(Outcome::Timer { period_ns, vector }) => {
+                        Ok(Outcome::Timer {
+                            block,
+                            tsc_at_zero,
+                            vector,
+                        }) => {
                             let run: *mut kvm_run = self.vcpu.get_kvm_run();
-                            timer::configure(run, period_ns, vector);
+                            // The hypercall checked that the block lies in RAM.
+                            let host = self.mem.host_address() + block;
+                            timer::configure(run, host as *const u8, tsc_at_zero, tsc_khz, vector);
                             continue;
                         }
                         Err(e) => Err(e),

@@ -4,7 +4,34 @@
 //! KVM's wall-clock MSR or the CMOS RTC.
 
 use crate::cpu::{inb, outb, wrmsr};
+use core::sync::atomic::{AtomicU64, Ordering};
 use unikernel_runtime::arch::x86_64::cpu::rdtsc;
+
+/// The TSC frequency (kHz) the clock runs on (from the pvclock scale with
+/// kvmclock), for turning deadlines into TSC values; set once at boot.
+static TSC_KHZ: AtomicU64 = AtomicU64::new(1_000_000);
+
+/// The TSC frequency in kHz (1 GHz until the clock starts).
+pub fn tsc_khz_hint() -> u64 {
+    TSC_KHZ.load(Ordering::Relaxed)
+}
+
+/// TSC ticks in `ns` nanoseconds (saturating).
+pub fn ns_to_ticks(ns: u64) -> u64 {
+    (ns as u128 * tsc_khz_hint() as u128 / 1_000_000).min(u64::MAX as u128) as u64
+}
+
+/// The TSC frequency a pvclock scale describes: ns = (ticks << shift) *
+/// mul >> 32, so ticks per ms = 2^32 * 1e6 / mul, shifted back.
+fn pvclock_khz(mul: u32, shift: i8) -> u64 {
+    let base = (1_000_000u128 << 32) / (mul.max(1) as u128);
+    let khz = if shift >= 0 {
+        base >> shift
+    } else {
+        base << -shift
+    };
+    (khz as u64).max(1)
+}
 
 #[repr(C, align(32))]
 #[derive(Clone, Copy)]
@@ -223,6 +250,12 @@ impl Clock {
             }
             let origin = pvclock_ns();
             // SAFETY: written by the hypervisor during the wrmsr above.
+            let scale = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(PVCLOCK)) };
+            TSC_KHZ.store(
+                pvclock_khz(scale.tsc_to_system_mul, scale.tsc_shift),
+                Ordering::Relaxed,
+            );
+            // SAFETY: written by the hypervisor during the wrmsr above.
             let w = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(WALL)) };
             let wall_at_zero = w.sec as u64 * 1_000_000_000 + w.nsec as u64;
             return Clock {
@@ -238,6 +271,7 @@ impl Clock {
             .unwrap_or(1_000_000); // no PIT either: assume 1 GHz (said with --verbose)
                                    // SAFETY: per the function contract.
         let wall = unsafe { rtc_seconds() } * 1_000_000_000;
+        TSC_KHZ.store(khz.max(1), Ordering::Relaxed);
         Clock {
             source: Source::Tsc { khz },
             origin: 0,

@@ -75,7 +75,8 @@ impl Platform for Kvm {
         if deadline_ns <= now {
             return;
         }
-        lapic::one_shot(deadline_ns - now);
+        let ns = deadline_ns - now;
+        lapic::one_shot(ns, clock::ns_to_ticks(ns));
         privileged::halt();
     }
 
@@ -91,12 +92,20 @@ impl Platform for Kvm {
         privileged::flush_all();
     }
 
-    fn start_tick(&self, period_ns: u64, vector: u8) {
-        lapic::start_periodic(period_ns, vector);
+    fn set_timer(&self, deadline_ns: Option<u64>) {
+        match deadline_ns {
+            Some(d) => {
+                let ns = d.saturating_sub(self.monotonic_ns());
+                let tsc = unikernel_runtime::arch::x86_64::cpu::rdtsc()
+                    .saturating_add(clock::ns_to_ticks(ns));
+                lapic::arm(unikernel_runtime::sched::TICK_VECTOR, ns, tsc);
+            }
+            None => lapic::disarm(),
+        }
     }
 
-    fn end_of_interrupt(&self, _vector: u8) {
-        lapic::eoi();
+    fn end_of_interrupt(&self, vector: u8) {
+        lapic::eoi(vector);
     }
 }
 
@@ -288,11 +297,16 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     if verbose {
         let (src, khz) = kvm.clock.describe();
         let mut out = format!(
-            "[unikernel] kvm: clock {src}{}\n",
+            "[unikernel] kvm: clock {src}{}, timer {}\n",
             if khz > 0 {
                 format!(" ({khz} kHz)")
             } else {
                 String::new()
+            },
+            if lapic::tsc_deadline_mode() {
+                "LAPIC TSC-deadline"
+            } else {
+                "LAPIC one-shot"
             }
         );
         for &(s, e) in &boot.ram[..boot.ram_count] {

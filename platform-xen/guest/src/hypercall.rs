@@ -392,6 +392,12 @@ pub fn set_singleshot_timer(deadline_ns: u64, future_only: bool) -> Result<u64, 
     })
 }
 
+/// Disarm the single-shot timer.
+pub fn stop_singleshot_timer() -> Result<u64, XenError> {
+    // SAFETY: no argument structure.
+    XenError::check(unsafe { call3(nr::VCPU_OP, abi::vcpu::STOP_SINGLESHOT_TIMER as u64, 0, 0) })
+}
+
 /// Stop the periodic tick Xen starts for PV vCPUs by default.
 pub fn stop_periodic_timer() -> Result<u64, XenError> {
     // SAFETY: no argument structure.

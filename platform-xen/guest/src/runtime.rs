@@ -20,8 +20,8 @@
 //! [`xen_runtime_syscall`] on the thread's kernel stack (`stack_switch`),
 //! which hands it to the runtime's ordinary entry; the app is resumed with
 //! the `iret` hypercall; faults come through the trap table as the
-//! runtime's `TrapFrame`; the preemption tick is the single-shot timer,
-//! turned into the tick vector by the upcall. The runtime runs with events
+//! runtime's `TrapFrame`; the runtime's one-shot timer is Xen's
+//! single-shot timer, turned into the tick vector by the upcall. The runtime runs with events
 //! masked throughout (trap entries, the syscall callback and the upcall all
 //! mask them); they are unmasked in user mode and while blocked.
 
@@ -50,10 +50,8 @@ struct XenPlatform {
 
 static PLATFORM: spin::Once<XenPlatform> = spin::Once::new();
 
-/// The preemption tick: period (0 = off), vector, next deadline (Xen time).
-static TICK_PERIOD: AtomicU64 = AtomicU64::new(0);
-static TICK_VECTOR: AtomicU8 = AtomicU8::new(0);
-static NEXT_TICK: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The runtime's timer deadline (Xen time), u64::MAX when disarmed.
+static TIMER_AT: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The deadline a `block_until` sleeps to (Xen time), u64::MAX when none.
 static SLEEP_UNTIL: AtomicU64 = AtomicU64::new(u64::MAX);
 static TIMER_PORT: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -76,23 +74,28 @@ fn fatal(msg: &str) -> ! {
     crate::shutdown(crate::EXIT_KERNEL_FAULT)
 }
 
-/// Program the single-shot timer for the earlier of the next tick and a
-/// sleeper's deadline (a deadline already past is left to the sleeper).
+/// Program the single-shot timer for the earlier of the runtime's timer and
+/// a sleeper's deadline (a deadline already past is left to the sleeper),
+/// or stop it when there is neither.
 fn arm_timer(now: u64) {
-    let tick = NEXT_TICK.load(Ordering::Relaxed);
+    let timer = TIMER_AT.load(Ordering::Relaxed);
     let sleep = SLEEP_UNTIL.load(Ordering::Relaxed);
     let sleep = if sleep > now { sleep } else { u64::MAX };
-    let at = tick.min(sleep);
+    let at = timer.min(sleep);
     if at != u64::MAX {
         // Not "future only": a deadline already past fires at once.
         let _ = hypercall::set_singleshot_timer(at, false);
+    } else {
+        let _ = hypercall::stop_singleshot_timer();
     }
 }
 
-/// After the upcall scanned the ports: the timer may be the preemption
-/// tick. From the app, the runtime takes the frame over as the tick
-/// interrupt (like hvt's timer interrupt); from the runtime (only possible
-/// while it blocks) the tick is recorded for its next safe point.
+/// After the upcall scanned the ports: the single-shot timer may be the
+/// runtime's. From the app, the runtime takes the frame over as the timer
+/// interrupt (like hvt's); from the runtime (only possible while it
+/// blocks) it is recorded for its next safe point. Events stay masked
+/// while the runtime runs, so no timer event can arrive on its way back
+/// to the app and be left for a safe point that does not come.
 pub(crate) fn after_upcall(frame: &mut XenFrame) {
     let port = TIMER_PORT.load(Ordering::Relaxed);
     if port > u32::MAX as u64 || !events::take_fired(port as u32) {
@@ -100,11 +103,9 @@ pub(crate) fn after_upcall(frame: &mut XenFrame) {
     }
     let p = platform();
     let now = p.xen.system_time_ns();
-    let period = TICK_PERIOD.load(Ordering::Relaxed);
-    let mut tick = false;
-    if period != 0 && now >= NEXT_TICK.load(Ordering::Relaxed) {
-        NEXT_TICK.store(now + period, Ordering::Relaxed);
-        tick = true;
+    let tick = now >= TIMER_AT.load(Ordering::Relaxed);
+    if tick {
+        TIMER_AT.store(u64::MAX, Ordering::Relaxed);
     }
     arm_timer(now);
     // Let a sleeper in `block_until` see that the timer fired.
@@ -112,7 +113,7 @@ pub(crate) fn after_upcall(frame: &mut XenFrame) {
     if !tick {
         return;
     }
-    let vector = TICK_VECTOR.load(Ordering::Relaxed);
+    let vector = unikernel_runtime::sched::TICK_VECTOR;
     if frame.from_user() {
         frame.vector = vector as u64;
         trap(frame);
@@ -232,12 +233,12 @@ impl Platform for XenPlatform {
         let _ = hypercall::tlb_flush_local();
     }
 
-    fn start_tick(&self, period_ns: u64, vector: u8) {
-        let now = self.xen.system_time_ns();
-        TICK_VECTOR.store(vector, Ordering::Relaxed);
-        TICK_PERIOD.store(period_ns.max(1), Ordering::Relaxed);
-        NEXT_TICK.store(now + period_ns, Ordering::Relaxed);
-        arm_timer(now);
+    fn set_timer(&self, deadline_ns: Option<u64>) {
+        let at = deadline_ns.map_or(u64::MAX, |d| d.saturating_add(self.boot_ns));
+        if at == TIMER_AT.swap(at, Ordering::Relaxed) {
+            return;
+        }
+        arm_timer(self.xen.system_time_ns());
     }
 
     fn phys_to_pte(&self, phys: u64) -> u64 {

@@ -15,11 +15,17 @@
 //! `EAGAIN`, call [`notify_io`] when their readiness changes, and the
 //! system-call layer waits with [`wait_io`].
 //!
-//! Preemption: once there are two threads, the platform's periodic tick
-//! ([`TICK_VECTOR`] every [`TICK_NS`]) interrupts the app; the trap handler
-//! (at ring 3, on the thread's kernel stack) calls [`on_tick`], which puts
-//! the thread at the back of the run queue. A tick that hits the runtime's
-//! own code is deferred to the next safe point ([`safe_point`]).
+//! Timers and preemption: the scheduler keeps the platform's one-shot
+//! timer ([`crate::Platform::set_timer`], vector [`TICK_VECTOR`]) armed
+//! for the earliest of the running thread's time-slice end ([`TICK_NS`]
+//! after it was picked, only while another thread is runnable), the
+//! earliest deadline of a blocked thread, and the pollers' deadline
+//! ([`crate::component`]). The interrupt reaches [`on_tick`] (from the
+//! trap handler, at ring 3 on the thread's kernel stack) or, when it hit
+//! the runtime's own code, the next safe point ([`safe_point`]). There the
+//! pollers run, expired sleepers wake, and the woken threads run at once,
+//! ahead of the interrupted thread, which keeps the rest of its slice; a
+//! thread whose slice is over goes to the back of the run queue.
 
 pub mod futex;
 
@@ -29,14 +35,19 @@ use crate::signal::SigState;
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
 pub type Tid = i32;
 
-/// The interrupt vector of the preemption tick.
+/// The interrupt vector of the platform's one-shot timer.
 pub const TICK_VECTOR: u8 = 32;
 /// The time slice.
 pub const TICK_NS: u64 = 10_000_000;
+
+/// Set when the timer may need re-arming outside [`schedule`] (a thread
+/// became runnable beside the running one: its slice end now counts).
+static TIMER_STALE: AtomicBool = AtomicBool::new(false);
 /// Kernel stack per thread.
 const KSTACK_SIZE: usize = 32 * 1024;
 
@@ -74,6 +85,8 @@ pub struct Thread {
     deadline: Option<u64>,
     wait_seq: u64,
     wake: Wake,
+    /// What is left of its time slice when it is next picked.
+    slice_left: u64,
     /// Owned kernel stack (None for the main thread, which runs on the boot stack).
     _kstack: Option<Vec<u8>>,
     kstack_top: u64,
@@ -92,7 +105,12 @@ pub struct Scheduler {
     current: Tid,
     next_tid: Tid,
     seq: u64,
-    tick_started: bool,
+    /// When the running thread's time slice ends (monotonic ns).
+    slice_end: u64,
+    /// The deadline the platform's timer is armed for (None: disarmed or fired).
+    armed: Option<u64>,
+    /// The earliest deadline the pollers asked for.
+    poll_deadline: Option<u64>,
 }
 
 pub static SCHED: Mutex<Option<Scheduler>> = Mutex::new(None);
@@ -106,6 +124,7 @@ pub fn init(kernel_stack_top: u64) {
         deadline: None,
         wait_seq: 0,
         wake: Wake::Event,
+        slice_left: TICK_NS,
         _kstack: None,
         kstack_top: kernel_stack_top,
         saved_rsp: 0,
@@ -123,7 +142,9 @@ pub fn init(kernel_stack_top: u64) {
         current: 1,
         next_tid: 2,
         seq: 0,
-        tick_started: false,
+        slice_end: TICK_NS,
+        armed: None,
+        poll_deadline: None,
     });
 }
 
@@ -159,14 +180,42 @@ impl Scheduler {
     }
 
     fn make_runnable(&mut self, tid: Tid, why: Wake) {
-        if let Some(t) = self.threads.get_mut(&tid) {
-            if t.state == State::Blocked {
+        if self.unblock(tid, why) {
+            self.enqueue(tid);
+        }
+    }
+
+    /// Mark a blocked thread runnable (not queued yet); false if it was not blocked.
+    fn unblock(&mut self, tid: Tid, why: Wake) -> bool {
+        match self.threads.get_mut(&tid) {
+            Some(t) if t.state == State::Blocked => {
                 t.state = State::Runnable;
                 t.wait = None;
                 t.deadline = None;
                 t.wake = why;
-                self.run_queue.push_back(tid);
+                t.slice_left = TICK_NS;
+                true
             }
+            _ => false,
+        }
+    }
+
+    /// Put a runnable thread at the back of the run queue.
+    fn enqueue(&mut self, tid: Tid) {
+        self.competition_for(tid);
+        self.run_queue.push_back(tid);
+    }
+
+    /// `tid` is about to be queued: if it is the first beside the running
+    /// thread, that one's slice starts counting now (if it had not yet)
+    /// and the timer must cover its end.
+    fn competition_for(&mut self, tid: Tid) {
+        if self.run_queue.is_empty() && tid != self.current {
+            let now = crate::platform().monotonic_ns();
+            if self.slice_end < now {
+                self.slice_end = now + TICK_NS;
+            }
+            TIMER_STALE.store(true, Ordering::Relaxed);
         }
     }
 
@@ -214,16 +263,31 @@ impl Scheduler {
         self.make_runnable(tid, Wake::Interrupted);
     }
 
-    fn wake_expired(&mut self, now: u64) {
-        let due: Vec<Tid> = self
+    /// Wake the threads whose deadline passed and put them at the front of
+    /// the run queue, earliest deadline first: a thread woken by its timer
+    /// runs before the threads that were already waiting for the CPU.
+    /// Returns how many.
+    fn wake_expired(&mut self, now: u64) -> usize {
+        let mut due: Vec<(u64, u64, Tid)> = self
             .threads
             .values()
-            .filter(|t| t.state == State::Blocked && t.deadline.is_some_and(|d| d <= now))
-            .map(|t| t.tid)
+            .filter(|t| t.state == State::Blocked)
+            .filter_map(|t| {
+                t.deadline
+                    .filter(|d| *d <= now)
+                    .map(|d| (d, t.wait_seq, t.tid))
+            })
             .collect();
-        for tid in due {
-            self.make_runnable(tid, Wake::Timeout);
+        due.sort_unstable();
+        let mut woken = 0;
+        for (_, _, tid) in due {
+            if self.unblock(tid, Wake::Timeout) {
+                self.competition_for(tid);
+                self.run_queue.insert(woken, tid);
+                woken += 1;
+            }
         }
+        woken
     }
 
     fn earliest_deadline(&self) -> Option<u64> {
@@ -232,6 +296,52 @@ impl Scheduler {
             .filter(|t| t.state == State::Blocked)
             .filter_map(|t| t.deadline)
             .min()
+    }
+
+    /// The deadline the timer must cover now: the slice end (only while
+    /// another thread waits for the CPU), sleepers, pollers.
+    fn timer_deadline(&self) -> Option<u64> {
+        let slice = (!self.run_queue.is_empty()).then_some(self.slice_end);
+        [slice, self.earliest_deadline(), self.poll_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Arm (or disarm) the platform's timer if what it must cover changed.
+    fn sync_timer(&mut self) {
+        TIMER_STALE.store(false, Ordering::Relaxed);
+        let want = self.timer_deadline();
+        if want != self.armed {
+            self.armed = want;
+            crate::platform().set_timer(want);
+        }
+    }
+
+    /// After a timer interrupt or a poll at `now`, with the `woken` threads
+    /// at the front of the run queue: they run first; the interrupted
+    /// thread follows them with the rest of its slice, or goes to the back
+    /// when its slice is over. True if the current thread must give up the
+    /// CPU.
+    fn preempt_for_wakeups(&mut self, woken: usize, now: u64) -> bool {
+        let slice_over = now >= self.slice_end;
+        if self.run_queue.is_empty() || (woken == 0 && !slice_over) {
+            self.sync_timer();
+            return false;
+        }
+        let cur = self.current;
+        let slice_end = self.slice_end;
+        let t = self.current();
+        t.state = State::Runnable;
+        if slice_over {
+            t.slice_left = TICK_NS;
+            self.run_queue.push_back(cur);
+        } else {
+            t.slice_left = slice_end - now;
+            let at = woken.min(self.run_queue.len());
+            self.run_queue.insert(at, cur);
+        }
+        true
     }
 
     fn reap(&mut self) {
@@ -283,14 +393,14 @@ pub fn sleep_until(deadline: u64) -> bool {
 pub fn yield_now() {
     let now = crate::platform().monotonic_ns();
     let others = with(|s| {
-        // Sleepers whose deadline passed compete for the CPU too (while
-        // one thread computes, only the tick gets us here to wake them).
+        // Sleepers whose deadline passed compete for the CPU too.
         s.wake_expired(now);
         if s.run_queue.is_empty() {
             return false;
         }
         let t = s.current();
         t.state = State::Runnable;
+        t.slice_left = TICK_NS;
         let tid = t.tid;
         s.run_queue.push_back(tid);
         true
@@ -300,18 +410,59 @@ pub fn yield_now() {
     }
 }
 
-/// The preemption tick arrived while the app ran.
+/// The timer interrupt arrived while the app ran.
 pub fn on_tick() {
-    yield_now();
+    on_timer();
 }
 
-/// Handle what was deferred while the runtime ran: ticks become a yield.
+/// The timer fired (or a poll was requested): run the pollers, wake the
+/// expired sleepers, and let the woken threads run now.
+fn on_timer() {
+    let now = crate::platform().monotonic_ns();
+    let queued = with(|s| {
+        // The platform's timer fired: nothing is armed any more.
+        s.armed = None;
+        s.run_queue.len()
+    });
+    run_pollers(now);
+    let switch = with(|s| {
+        // Threads the pollers woke (at the back) go to the front, behind
+        // the expired sleepers.
+        let from = queued.min(s.run_queue.len());
+        let polled: Vec<Tid> = s.run_queue.drain(from..).collect();
+        let timed_out = s.wake_expired(now);
+        let woken = timed_out + polled.len();
+        for (k, tid) in polled.into_iter().enumerate() {
+            s.run_queue.insert(timed_out + k, tid);
+        }
+        s.preempt_for_wakeups(woken, now)
+    });
+    if switch {
+        schedule();
+    }
+}
+
+/// Run the registered pollers (none: nothing at all) and keep their deadline.
+fn run_pollers(now: u64) {
+    if crate::component::has_pollers() {
+        let d = crate::component::run_pollers(now);
+        with(|s| s.poll_deadline = d);
+    }
+}
+
+/// Handle what was deferred while the runtime ran: a timer interrupt, a
+/// requested poll, a timer to re-arm. Called at the end of every system
+/// call and trap and by `rt_sigreturn`.
 pub fn safe_point() {
+    let mut timer = crate::component::take_poll_request();
     if crate::arch::x86_64::trap::irqs_pending() {
         let irqs = take_and_acknowledge();
-        if irqs[0] & (1 << TICK_VECTOR) != 0 {
-            yield_now();
-        }
+        timer |= irqs[0] & (1 << TICK_VECTOR) != 0;
+    }
+    if timer {
+        on_timer();
+    } else if TIMER_STALE.load(Ordering::Relaxed) {
+        with(|s| s.sync_timer());
     }
 }
 
@@ -329,18 +480,27 @@ fn take_and_acknowledge() -> [u64; 4] {
     irqs
 }
 
+/// What [`schedule`] found in the run queue.
+enum Pick {
+    /// The current thread goes on (it was the next in line).
+    Same,
+    /// Switch to another thread.
+    Switch(*mut Thread, *mut Thread),
+    /// Nobody can run; the earliest deadline of a blocked thread.
+    Empty(Option<u64>),
+}
+
 /// Switch away from the current thread (already marked blocked, runnable
 /// and queued, or exited) to the next runnable one, idling while none is.
 pub fn schedule() {
     loop {
-        let picked = {
-            let mut g = SCHED.lock();
-            let s = g.as_mut().expect("scheduler");
-            s.wake_expired(crate::platform().monotonic_ns());
-            match s.run_queue.pop_front() {
+        let now = crate::platform().monotonic_ns();
+        let picked = with(|s| {
+            s.wake_expired(now);
+            let pick = match s.run_queue.pop_front() {
                 Some(next) if next == s.current => {
                     s.current().state = State::Running;
-                    return;
+                    Pick::Same
                 }
                 Some(next) => {
                     let prev: *mut Thread = &mut **s.threads.get_mut(&s.current).expect("current");
@@ -348,42 +508,57 @@ pub fn schedule() {
                     s.current = next;
                     // SAFETY: `n` points into a live Box owned by the map.
                     unsafe { (*n).state = State::Running };
-                    Some((prev, n))
+                    Pick::Switch(prev, n)
                 }
-                None => {
-                    let deadline = s.earliest_deadline();
-                    drop(g);
-                    // Components get to run (and name their deadline) before we idle.
-                    let deadline = if crate::component::has_pollers() {
-                        let now = crate::platform().monotonic_ns();
-                        match (deadline, crate::component::run_pollers(now)) {
-                            (Some(a), Some(b)) => Some(a.min(b)),
-                            (a, b) => a.or(b),
-                        }
-                    } else {
-                        deadline
-                    };
-                    // A poller may have woken a thread.
-                    if with(|s| !s.run_queue.is_empty()) {
+                None => return Pick::Empty(s.earliest_deadline()),
+            };
+            // The picked thread's slice starts now.
+            let t = s.current();
+            let left = core::mem::replace(&mut t.slice_left, TICK_NS);
+            s.slice_end = now + left;
+            s.sync_timer();
+            pick
+        });
+        match picked {
+            Pick::Same => return,
+            Pick::Switch(prev, next) => {
+                // SAFETY: both threads are boxed in the scheduler and stay
+                // there until reaped, which happens only after we have left
+                // `prev`'s stack; no lock is held across the switch.
+                unsafe { switch_threads(prev, next) };
+                with(|s| s.reap());
+                return;
+            }
+            Pick::Empty(deadline) => {
+                // Before idling the pollers run: they may wake a thread
+                // (then pick again) or want to run again at some deadline.
+                let deadline = if crate::component::has_pollers() {
+                    run_pollers(now);
+                    let (runnable, poll) = with(|s| (!s.run_queue.is_empty(), s.poll_deadline));
+                    if runnable {
                         continue;
                     }
-                    idle(deadline);
-                    None
-                }
+                    // Devices can still wake us: never a deadlock.
+                    Some(min_deadline(deadline, poll).unwrap_or(u64::MAX))
+                } else {
+                    deadline
+                };
+                idle(deadline);
             }
-        };
-        if let Some((prev, next)) = picked {
-            // SAFETY: both threads are boxed in the scheduler and stay there
-            // until reaped, which happens only after we have left `prev`'s
-            // stack; no lock is held across the switch.
-            unsafe { switch_threads(prev, next) };
-            with(|s| s.reap());
-            return;
         }
     }
 }
 
-/// Nothing can run: wait on the platform until the earliest deadline.
+fn min_deadline(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// Nothing can run: wait on the platform until the earliest deadline (or
+/// a device event).
 fn idle(deadline: Option<u64>) {
     let p = crate::platform();
     match deadline {
@@ -397,8 +572,11 @@ fn idle(deadline: Option<u64>) {
             crate::exit(crate::fault::EXIT_KERNEL_PANIC);
         }
     }
-    // Ticks that arrived while idle mean nothing: there was no one to preempt.
+    // Timer interrupts that arrived while idle mean nothing (there was no
+    // one to preempt; the loop wakes the sleepers), and the platform's
+    // wait may have used the timer: it is re-armed when a thread is picked.
     let _ = take_and_acknowledge();
+    with(|s| s.armed = None);
 }
 
 /// # Safety
@@ -469,7 +647,7 @@ pub fn clone_thread(
     } else {
         cpu::fs_base()
     };
-    let (tid, start_tick) = with(|s| {
+    let tid = with(|s| {
         let tid = s.next_tid;
         s.next_tid += 1;
         let mask = s.current().sig.mask;
@@ -483,6 +661,7 @@ pub fn clone_thread(
                 deadline: None,
                 wait_seq: 0,
                 wake: Wake::Event,
+                slice_left: TICK_NS,
                 _kstack: Some(kstack),
                 kstack_top: top,
                 saved_rsp,
@@ -497,19 +676,14 @@ pub fn clone_thread(
                 name,
             }),
         );
-        s.run_queue.push_back(tid);
-        let start = !s.tick_started;
-        s.tick_started = true;
-        (tid, start)
+        s.enqueue(tid);
+        tid
     });
     if flags & CLONE_PARENT_SETTID != 0 {
         let _ = crate::mm::user::write(ptid, tid);
     }
     if flags & CLONE_CHILD_SETTID != 0 {
         let _ = crate::mm::user::write(ctid, tid);
-    }
-    if start_tick {
-        crate::platform().start_tick(TICK_NS, TICK_VECTOR);
     }
     Ok(tid)
 }

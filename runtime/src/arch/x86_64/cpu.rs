@@ -141,6 +141,7 @@ pub mod privileged {
     pub const OP_SERIAL_OUT: u64 = 6;
     pub const OP_OUTB: u64 = 7;
     pub const OP_HALT: u64 = 8;
+    pub const OP_TSC_DEADLINE: u64 = 9;
 
     extern "C" {
         fn unikernel_priv_op(op: u64, arg: u64);
@@ -174,6 +175,13 @@ pub mod privileged {
     pub fn halt() {
         // SAFETY: `sti; hlt; cli` at ring 0; the interrupt is recorded as pending.
         unsafe { unikernel_priv_op(OP_HALT, 0) }
+    }
+
+    /// Write IA32_TSC_DEADLINE (the LAPIC timer in TSC-deadline mode fires
+    /// when the TSC reaches `tsc`; 0 disarms it).
+    pub fn set_tsc_deadline(tsc: u64) {
+        // SAFETY: the gate writes only that MSR.
+        unsafe { unikernel_priv_op(OP_TSC_DEADLINE, tsc) }
     }
 
     pub fn flush_all() {

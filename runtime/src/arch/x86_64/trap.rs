@@ -42,6 +42,10 @@ static mut UNIKERNEL_KERNEL_END: u64 = 0;
 /// Interrupt vectors that arrived while the runtime ran (bit n = vector n).
 #[no_mangle]
 static UNIKERNEL_PENDING_IRQS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+/// A platform function called (at ring 0, interrupts off, on the interrupt
+/// stack) with the vector each time an interrupt is deferred; 0 = none.
+#[no_mangle]
+static UNIKERNEL_DEFER_HOOK: AtomicU64 = AtomicU64::new(0);
 
 /// Set the fault stack and the runtime's address range.
 pub fn init(fault_stack_top: u64, kernel_start: u64, kernel_end: u64) {
@@ -63,6 +67,17 @@ pub fn take_pending_irqs() -> [u64; 4] {
 /// without an IDT, whose event handler saw it interrupt the runtime: Xen PV).
 pub fn defer_irq(vector: u8) {
     UNIKERNEL_PENDING_IRQS[vector as usize / 64].fetch_or(1 << (vector % 64), Ordering::AcqRel);
+}
+
+/// Have `hook` called, at ring 0 with interrupts off on the interrupt
+/// stack, with the vector of every interrupt deferred because it hit the
+/// runtime (before the runtime's next safe point sees it). A platform whose
+/// timer fires once (a LAPIC) uses it to acknowledge the interrupt and
+/// arm a resend: an interrupt deferred after the last safe point on the
+/// way back to the app would otherwise wait for the next one. The hook may
+/// only touch its device (no locks, no allocation, no SSE).
+pub fn set_defer_hook(hook: extern "C" fn(vector: u64)) {
+    UNIKERNEL_DEFER_HOOK.store(hook as usize as u64, Ordering::Release);
 }
 
 /// Whether any interrupt is waiting for the runtime.
@@ -162,6 +177,32 @@ unikernel_trap_common:
     /* 2. an interrupt in the runtime: record it, go straight back */
     movq 8(%rsp), %rax
     btsq %rax, UNIKERNEL_PENDING_IRQS(%rip)
+    cmpq $0, UNIKERNEL_DEFER_HOOK(%rip)
+    jne 6f
+    popq %rax
+    addq $16, %rsp
+    iretq
+6:  /* ... and tell the platform's hook (ring 0, IF off), keeping every
+       caller-saved register of the interrupted runtime code */
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    movq 72(%rsp), %rdi        /* the vector */
+    cld
+    callq *UNIKERNEL_DEFER_HOOK(%rip)
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
     popq %rax
     addq $16, %rsp
     iretq
@@ -275,7 +316,7 @@ unikernel_priv_op_ring0:
     ret
 .Lop8:
     cmpq $8, %rax
-    jne .Lopend
+    jne .Lop9
     /* halt until an interrupt, unless one is already waiting; the
        check and the hlt are atomic (IF off between them, sti's shadow
        covers the hlt), and IF is left as the caller had it */
@@ -290,6 +331,12 @@ unikernel_priv_op_ring0:
     hlt
 .Lhalted:
     popfq
+    ret
+.Lop9:
+    cmpq $9, %rax
+    jne .Lopend
+    movl $0x6e0, %ecx          /* IA32_TSC_DEADLINE */
+    jmp .Lwrmsr
 .Lopend:
     ret
 
