@@ -7,6 +7,7 @@
 //!   the monitor where the entry points are;
 //! * [`BootInfo`]: what the monitor hands the guest at entry (pointer in `%rdi`);
 //! * [`hypercall`]: call numbers, their MMIO addresses and argument structs;
+//! * [`net`]: the network device and its rings;
 //! * [`manifest`]: the image's manifest note (what the builder wrote: platform,
 //!   memory default, args/env defaults, components, app entry, build id).
 //!
@@ -19,9 +20,10 @@ extern crate alloc;
 
 pub mod hypercall;
 pub mod manifest;
+pub mod net;
 
 /// Version of this ABI. The monitor refuses a kernel whose header carries another one.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Guest memory layout. The monitor builds page tables that follow it; the
 /// runtime relies on it. Every address named here is in one place.
@@ -163,4 +165,9 @@ pub struct BootInfo {
     /// address and length of a UTF-8 string inside the boot area.
     pub app_name: u64,
     pub app_name_len: u64,
+    /// Runtime options: guest-physical address and length of a string of
+    /// space-separated `KEY=VALUE` tokens (e.g. `UNIKERNEL_IP=10.0.0.2/24`)
+    /// inside the boot area; length 0 when there are none.
+    pub options: u64,
+    pub options_len: u64,
 }

@@ -148,6 +148,9 @@ pub struct BootParams {
     pub random: [u8; 16],
     pub tsc_khz: u64,
     pub flags: u64,
+    /// Runtime options for `BootInfo::options`: space-separated `KEY=VALUE`
+    /// tokens (empty: none).
+    pub options: String,
 }
 
 /// Where the boot structures ended up; what `vm` loads into the registers.
@@ -169,6 +172,28 @@ impl BootState {
     pub fn wall_clock_tsc_gpa(&self) -> u64 {
         self.boot_info + offset_of!(BootInfo, wall_clock_tsc) as u64
     }
+}
+
+/// Writes `s` at `at` if it fits in the descriptor page at `page`, else on
+/// fresh boot pages; returns its address (0 for an empty string).
+fn place_string(
+    mem: &mut GuestMemory,
+    alloc: &mut BootAllocator,
+    at: u64,
+    page: u64,
+    s: &str,
+) -> Result<u64, BootError> {
+    if s.is_empty() {
+        return Ok(0);
+    }
+    let len = s.len() as u64;
+    let gpa = if at + len <= page + PAGE_SIZE {
+        at
+    } else {
+        alloc.alloc_pages(len.div_ceil(PAGE_SIZE))?
+    };
+    mem.write(gpa, s.as_bytes())?;
+    Ok(gpa)
 }
 
 /// Builds the whole boot state in guest memory (the image is already loaded).
@@ -195,6 +220,13 @@ pub fn prepare(
         alloc.alloc_pages((m.name.len() as u64).div_ceil(PAGE_SIZE))?
     };
     mem.write(app_name, m.name.as_bytes())?;
+    let options = place_string(
+        mem,
+        &mut alloc,
+        app_name + m.name.len() as u64,
+        desc,
+        &params.options,
+    )?;
     let idt = alloc.alloc_pages(1)?;
     tables::write_idt(mem, idt, header)?;
 
@@ -259,6 +291,8 @@ pub fn prepare(
         app_stack_mapped_bottom: stack_bottom,
         app_name,
         app_name_len: m.name.len() as u64,
+        options,
+        options_len: params.options.len() as u64,
         ..Default::default()
     };
     info.free[..free.len()].copy_from_slice(&free);

@@ -57,6 +57,8 @@ pub enum HypercallError {
     BadStream(u32),
     #[error("timer: interrupt vector {0} is not an external interrupt (32..=255)")]
     BadVector(u32),
+    #[error("{call}: {msg}")]
+    Net { call: &'static str, msg: String },
 }
 
 /// Handles an MMIO write of `data` to `addr`.
@@ -139,9 +141,9 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
         }
         Call::Poll => {
             let mut a: Poll = args(mem, call, gpa)?;
-            // No devices in this ABI version: waiting is just sleeping.
-            std::thread::sleep(Duration::from_nanos(a.timeout_nsecs).min(MAX_POLL_SLEEP));
-            a.ready_set = 0;
+            // Without a network device, waiting is just sleeping.
+            let timeout = Duration::from_nanos(a.timeout_nsecs).min(MAX_POLL_SLEEP);
+            a.ready_set = crate::net::wait(mem, timeout);
             reply(mem, call, gpa, &a)?;
         }
         Call::Timer => {
@@ -155,6 +157,7 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
                 vector,
             });
         }
+        Call::NetInfo | Call::NetSetup | Call::NetNotify => crate::net::serve(mem, call, gpa)?,
         Call::Halt => {
             let a: Halt = args(mem, call, gpa)?;
             let _ = std::io::stdout().flush();
