@@ -45,6 +45,12 @@ pub struct Passt {
 impl Backend {
     /// Opens the existing tap device `name` (`TUNSETIFF`, `IFF_TAP | IFF_NO_PI`).
     pub fn open_tap(name: &str) -> Result<Backend, String> {
+        // TUNSETIFF would create a missing device (as root): only attach.
+        if !std::path::Path::new("/sys/class/net").join(name).exists() {
+            return Err(format!(
+                "--net tap:{name}: there is no network interface {name} (create it first: ip tuntap add {name} mode tap)"
+            ));
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
