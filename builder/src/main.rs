@@ -94,6 +94,26 @@ struct RunArgs {
     /// Kill the guest after this many seconds (exit code 124).
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// hvt: attach a network device: `user` (rootless, through passt) or
+    /// `tap:IFNAME` [default for an image with the net component: user].
+    #[arg(long, value_name = "user|tap:IF")]
+    net: Option<unikernel_hvt::net::NetBackend>,
+    /// hvt: publish a guest port on the host (repeatable; --net user):
+    /// HOST:GUEST (TCP), tcp:HOST:GUEST or udp:HOST:GUEST.
+    #[arg(short = 'p', long = "publish", value_name = "[udp:]HOST:GUEST")]
+    publish: Vec<unikernel_hvt::net::PortForward>,
+    /// hvt: the guest's static IPv4 address (default: DHCP), e.g. 10.0.2.15/24.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    ip: Option<unikernel_hvt::net::config::Ipv4Cidr>,
+    /// hvt: the guest's default gateway (with --ip).
+    #[arg(long, value_name = "ADDR", value_parser = |s: &str| unikernel_hvt::net::config::parse_host_addr("--gateway", s))]
+    gateway: Option<std::net::Ipv4Addr>,
+    /// hvt: a DNS server for the guest (repeatable).
+    #[arg(long, value_name = "ADDR", value_parser = |s: &str| unikernel_hvt::net::config::parse_host_addr("--dns", s))]
+    dns: Vec<std::net::Ipv4Addr>,
+    /// hvt: write every frame of the network device to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
     /// kvm: the VMM to start.
     #[arg(long, value_enum, value_name = "VMM")]
     vmm: Option<Vmm>,
@@ -237,6 +257,16 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                             platform.name()
                         ));
                     }
+                    let net = run::HvtNet {
+                        backend: args.net.clone(),
+                        ports: args.publish.clone(),
+                        pcap: args.pcap.clone(),
+                        options: unikernel_hvt::net::NetOptions {
+                            ip: args.ip,
+                            gateway: args.gateway,
+                            dns: args.dns.clone(),
+                        },
+                    };
                     run::boot(
                         &image,
                         args.mem.map(|m| m.0),
@@ -244,6 +274,7 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                         app_args,
                         args.trace_syscalls,
                         args.timeout,
+                        net,
                     )?
                 }
             };

@@ -8,8 +8,13 @@
 //! to the call's slot (see `hvt_abi::hypercall`).
 #![no_std]
 
+#[cfg(feature = "net")]
+extern crate alloc;
+
 mod clock;
 mod hypercall;
+#[cfg(feature = "net")]
+pub mod net;
 
 use clock::TscClock;
 use hvt_abi::hypercall as hc;
@@ -25,6 +30,49 @@ struct Hvt {
 static mut HVT: Hvt = Hvt {
     clock: TscClock::zero(),
 };
+
+/// The monitor's runtime options (`BootInfo::options`): space-separated
+/// `KEY=VALUE` tokens such as `UNIKERNEL_IP=10.0.2.15/24`; empty if none.
+static OPTIONS: spin_once::Once = spin_once::Once::new();
+
+/// The runtime options the monitor passed (`--ip`, `--gateway`, `--dns`
+/// become `UNIKERNEL_IP=…`, `UNIKERNEL_GATEWAY=…`, `UNIKERNEL_DNS=…`).
+pub fn boot_options() -> &'static str {
+    OPTIONS.get()
+}
+
+/// A write-once string slot (set in `hvt_main`, before anything reads it).
+mod spin_once {
+    use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+    pub struct Once {
+        ptr: AtomicPtr<u8>,
+        len: AtomicUsize,
+    }
+
+    impl Once {
+        pub const fn new() -> Once {
+            Once {
+                ptr: AtomicPtr::new(core::ptr::null_mut()),
+                len: AtomicUsize::new(0),
+            }
+        }
+        pub fn set(&self, s: &'static str) {
+            self.len.store(s.len(), Ordering::Relaxed);
+            self.ptr.store(s.as_ptr() as *mut u8, Ordering::Release);
+        }
+        pub fn get(&self) -> &'static str {
+            let p = self.ptr.load(Ordering::Acquire);
+            if p.is_null() {
+                return "";
+            }
+            let len = self.len.load(Ordering::Relaxed);
+            // SAFETY: `set` stored a &'static str's pointer and length.
+            let bytes = unsafe { core::slice::from_raw_parts(p, len) };
+            core::str::from_utf8(bytes).unwrap_or("")
+        }
+    }
+}
 
 impl Platform for Hvt {
     fn name(&self) -> &'static str {
@@ -134,6 +182,25 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
     let name =
         unsafe { core::slice::from_raw_parts(bi.app_name as *const u8, bi.app_name_len as usize) };
     let name = core::str::from_utf8(name).unwrap_or("app");
+    if bi.options != 0 && bi.options_len != 0 {
+        // SAFETY: the monitor wrote the options (ASCII tokens) into the boot
+        // area, which stays untouched.
+        let o = unsafe {
+            core::slice::from_raw_parts(bi.options as *const u8, bi.options_len as usize)
+        };
+        OPTIONS.set(core::str::from_utf8(o).unwrap_or(""));
+    }
+    #[cfg(feature = "net")]
+    {
+        // The driver allocates its rings on the heap: give the frame
+        // allocator the free RAM now (`start` then leaves it as it is).
+        let mut frames = unikernel_runtime::mm::frame::FRAMES.lock();
+        for r in &free[..n] {
+            frames.add_range(*r);
+        }
+    }
+    #[cfg(feature = "net")]
+    net::probe();
     let boot = BootInfo {
         mem_size: bi.mem_size,
         free,
