@@ -172,6 +172,17 @@ impl Backend {
 }
 
 impl Passt {
+    /// A backend on an already connected socket (the unit tests' fake passt).
+    #[cfg(test)]
+    pub(super) fn on_socket(sock: UnixStream) -> Passt {
+        sock.set_nonblocking(true).unwrap();
+        Passt {
+            sock,
+            child: Command::new("true").spawn().unwrap(),
+            pending: Vec::new(),
+        }
+    }
+
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
             if let Some(n) = frame_len(&self.pending) {

@@ -238,3 +238,178 @@ impl Server<'_> {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::GuestMemory;
+    use crate::net::backend::Passt;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    const RX: u64 = 0x1000;
+    const TX: u64 = 0x3000;
+    const BUFS: u64 = 0x10000;
+    const SLOTS: u32 = 4;
+    const BUF: u32 = 2048;
+
+    fn shared() -> Shared {
+        use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+        use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+        Shared {
+            kick: EventFd::new(EFD_NONBLOCK).unwrap(),
+            wake: EventFd::new(EFD_NONBLOCK).unwrap(),
+            stop: EventFd::new(EFD_NONBLOCK).unwrap(),
+            rings: std::sync::OnceLock::new(),
+            rx_produced: AtomicU32::new(0),
+            tx_room: AtomicBool::new(false),
+            fault: std::sync::Mutex::new(None),
+            stats: Default::default(),
+            vcpu_thread: AtomicU64::new(0),
+        }
+    }
+
+    /// Guest memory with both rings; rx descriptors point at their buffers.
+    fn guest() -> GuestMemory {
+        let mut mem = GuestMemory::new(0x10_0000).unwrap();
+        for i in 0..SLOTS {
+            let d = NetDesc {
+                addr: BUFS + u64::from(i * BUF),
+                len: 0,
+                _pad: 0,
+            };
+            mem.write_obj(RX + RING_DESCS + u64::from(i) * 16, &d)
+                .unwrap();
+        }
+        mem
+    }
+
+    fn server<'a>(sh: &'a Shared, mem: &GuestMemory) -> Server<'a> {
+        Server {
+            sh,
+            // SAFETY: `mem` outlives the server in every test.
+            ram: unsafe { mem.shared() },
+            rings: Rings {
+                rx: RX,
+                tx: TX,
+                slots: SLOTS,
+                buf_size: BUF,
+            },
+            tx_next: 0,
+            rx_next: 0,
+            tracer: Tracer::new(None).unwrap(),
+            frame: vec![0; MAX_HOST_FRAME],
+        }
+    }
+
+    fn stream_frame(len: usize, fill: u8) -> Vec<u8> {
+        let mut m = (len as u32).to_be_bytes().to_vec();
+        m.extend(std::iter::repeat_n(fill, len));
+        m
+    }
+
+    #[test]
+    fn runts_and_oversized_host_frames_are_dropped_and_a_full_ring_waits() {
+        let sh = shared();
+        let mem = guest();
+        let mut s = server(&sh, &mem);
+        let (ours, mut host) = UnixStream::pair().unwrap();
+        let mut backend = Backend::Passt(Passt::on_socket(ours));
+        for (len, fill) in [(1, 1), (13, 2), (60, 3), (3000, 4), (64, 5), (0, 6)] {
+            host.write_all(&stream_frame(len, fill)).unwrap();
+        }
+        for i in 0..4 {
+            host.write_all(&stream_frame(100 + i, 7)).unwrap();
+        }
+        // 2 of the 4 slots take 60 and 64; then 2 more of the 100s fill the ring.
+        assert!(matches!(s.fill_rx(&mut backend), Ok(true)));
+        assert_eq!(sh.stats.rx_dropped.load(Ordering::Relaxed), 4);
+        assert_eq!(mem.read_obj::<u32>(RX + RING_PRODUCER).unwrap(), 4);
+        assert_eq!(mem.read_obj::<u32>(RX + RING_DESCS + 8).unwrap(), 60);
+        assert_eq!(mem.slice(BUFS, 60).unwrap(), &[3u8; 60][..]);
+        assert_eq!(mem.read_obj::<u32>(RX + RING_DESCS + 16 + 8).unwrap(), 64);
+        // The guest takes one frame: one more fits.
+        let mut mem = mem;
+        mem.write_obj(RX + RING_CONSUMER, &1u32).unwrap();
+        assert!(matches!(s.fill_rx(&mut backend), Ok(true)));
+        assert_eq!(sh.rx_produced.load(Ordering::Relaxed), 5);
+        // A consumer ahead of the producer is a broken guest.
+        mem.write_obj(RX + RING_CONSUMER, &9u32).unwrap();
+        assert!(
+            matches!(s.fill_rx(&mut backend), Err(Stop::Guest(m)) if m.contains("rx ring: producer index 5"))
+        );
+    }
+
+    #[test]
+    fn tx_frames_reach_the_backend_and_bad_descriptors_stop_the_guest() {
+        let sh = shared();
+        let mut mem = guest();
+        let (ours, mut host) = UnixStream::pair().unwrap();
+        let mut backend = Backend::Passt(Passt::on_socket(ours));
+        let mut s = server(&sh, &mem);
+        mem.write(0x8000, &[0xab; 60]).unwrap();
+        let d = NetDesc {
+            addr: 0x8000,
+            len: 60,
+            _pad: 0,
+        };
+        mem.write_obj(TX + RING_DESCS, &d).unwrap();
+        mem.write_obj(TX + RING_PRODUCER, &1u32).unwrap();
+        assert!(s.drain_tx(&mut backend, true).is_ok());
+        assert_eq!(mem.read_obj::<u32>(TX + RING_CONSUMER).unwrap(), 1);
+        let mut got = [0u8; 64];
+        host.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..4], &60u32.to_be_bytes());
+        assert_eq!(&got[4..], &[0xab; 60][..]);
+
+        let bad = [
+            (
+                NetDesc {
+                    addr: 0x8000,
+                    len: 13,
+                    _pad: 0,
+                },
+                "frame length 13",
+            ),
+            (
+                NetDesc {
+                    addr: 0x8000,
+                    len: BUF + 1,
+                    _pad: 0,
+                },
+                "frame length 2049",
+            ),
+            (
+                NetDesc {
+                    addr: 0xfffc0,
+                    len: 100,
+                    _pad: 0,
+                },
+                "lies outside guest RAM",
+            ),
+            (
+                NetDesc {
+                    addr: u64::MAX,
+                    len: 60,
+                    _pad: 0,
+                },
+                "lies outside guest RAM",
+            ),
+        ];
+        for (d, msg) in bad {
+            let mut s = server(&sh, &mem);
+            s.tx_next = 1;
+            mem.write_obj(TX + RING_DESCS + 16, &d).unwrap();
+            mem.write_obj(TX + RING_PRODUCER, &2u32).unwrap();
+            assert!(
+                matches!(s.drain_tx(&mut backend, true), Err(Stop::Guest(m)) if m.contains(msg)),
+                "{msg}"
+            );
+        }
+        let mut s = server(&sh, &mem);
+        mem.write_obj(TX + RING_PRODUCER, &(SLOTS + 1)).unwrap();
+        assert!(
+            matches!(s.drain_tx(&mut backend, true), Err(Stop::Guest(m)) if m.contains("but the ring has 4 slots"))
+        );
+    }
+}
