@@ -24,6 +24,7 @@ const MODE_DHCP: u32 = 2;
 const MODE_BAD_INDEX: u32 = 3;
 const MODE_BAD_DESC: u32 = 4;
 const MODE_INFO: u32 = 5;
+const MODE_SYN: u32 = 6;
 
 fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED: {test}: {why}");
@@ -309,6 +310,65 @@ fn user_networking_starts_passt_and_dhcp_gets_an_offer() {
     assert!(o.starts_with("offer "), "no DHCP offer: {o:?}");
     assert_eq!(out.status.code(), Some(0));
     assert!(!stderr(&out).contains(NO_NETWORK_NOTE));
+}
+
+#[test]
+fn published_ports_reach_the_guest_through_passt() {
+    const T: &str = "published_ports_reach_the_guest_through_passt";
+    if !kvm_available(T) {
+        return;
+    }
+    if !have("passt") && !Path::new("/usr/bin/passt").exists() {
+        return skip(T, "passt is not installed (Debian package passt)");
+    }
+    let Some(img) = net_image(T, MODE_SYN, &[]) else {
+        return;
+    };
+    // A host port unlikely to be taken; the guest sees its own port 80.
+    let host_port = 20000 + (std::process::id() % 20000) as u16;
+    let pcap = std::env::temp_dir().join(format!("hvt-net-{}.pcap", std::process::id()));
+    let child = spawn_monitor(
+        Command::new("env"),
+        &[
+            "--net",
+            "user",
+            "-p",
+            &format!("{host_port}:80"),
+            "--pcap",
+            &pcap.display().to_string(),
+            &img,
+        ],
+    );
+    let pid = child.id();
+    // Connect (loopback only) until the guest has seen the SYN and halted.
+    let knock = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists() && t0.elapsed() < Duration::from_secs(20)
+        {
+            let _ = std::net::TcpStream::connect_timeout(
+                &([127, 0, 0, 1], host_port).into(),
+                Duration::from_millis(200),
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let out = wait_output(child, Duration::from_secs(30), "monitor --net user -p");
+    let _ = knock.join();
+    assert_eq!(stdout(&out), "syn to port 80\n");
+    assert_eq!(out.status.code(), Some(0));
+    // The pcap file holds the frames both ways: the DISCOVER and the SYN.
+    let p = std::fs::read(&pcap).unwrap();
+    let _ = std::fs::remove_file(&pcap);
+    assert_eq!(&p[..4], &0xa1b2_c3d4u32.to_le_bytes());
+    let mut at = 24;
+    let mut frames = 0;
+    while at + 16 <= p.len() {
+        let incl = u32::from_le_bytes(p[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + incl;
+        frames += 1;
+    }
+    assert_eq!(at, p.len(), "truncated pcap record");
+    assert!(frames >= 2, "{frames} frames in the pcap file");
 }
 
 #[test]

@@ -8,6 +8,8 @@
  *   3 badindex: publish a tx producer index far beyond the ring size
  *   4 baddesc:  publish a tx descriptor whose buffer lies outside RAM
  *   5 info:     print whether a device is attached
+ *   6 syn:      broadcast a DHCP DISCOVER (so passt learns our MAC), then
+ *               wait for a TCP SYN and print its destination port
  * No globals: the image's only segment is read-only; all state lives on
  * the stack and in a free RAM range from the BootInfo. */
 typedef unsigned long u64;
@@ -143,7 +145,7 @@ static u16 csum(const u8 *p, u32 n) {
     return ~sum;
 }
 
-static void dhcp(struct state *s) {
+static void send_discover(struct state *s) {
     u8 *f = tx_slot(s);
     for (int i = 0; i < 342; i++) f[i] = 0;
     for (int i = 0; i < 6; i++) f[i] = 0xff;
@@ -164,6 +166,35 @@ static void dhcp(struct state *s) {
     b[240] = 53; b[241] = 1; b[242] = 1; /* DISCOVER */
     b[243] = 255;
     tx_publish(s, 342);
+}
+
+/* Waits (10 s at most) for a TCP SYN; prints its destination port. */
+static void syn(struct state *s) {
+    send_discover(s);
+    for (int tries = 0; tries < 100; tries++) {
+        u32 p = load_acq(&s->rx->producer);
+        if (p == s->rxc) { poll_(100000000UL); continue; }
+        while (s->rxc != p) {
+            struct desc *d = &s->rx->d[s->rxc % SLOTS];
+            u8 *r = (u8 *)d->addr;
+            u32 len = d->len;
+            s->rxc++;
+            store_rel(&s->rx->consumer, s->rxc);
+            if (len < 54 || r[12] != 0x08 || r[13] != 0x00 || r[23] != 6) continue;
+            u8 *tcp = r + 14 + (r[14] & 15) * 4;
+            if (!(tcp[13] & 0x02)) continue;
+            puts_("syn to port ");
+            putnum((tcp[2] << 8) | tcp[3]);
+            puts_("\n");
+            halt(0);
+        }
+    }
+    puts_("no syn\n");
+    halt(1);
+}
+
+static void dhcp(struct state *s) {
+    send_discover(s);
     for (int tries = 0; tries < 100; tries++) {
         u32 p = load_acq(&s->rx->producer);
         if (p == s->rxc) { poll_(100000000UL); continue; }
@@ -199,6 +230,7 @@ void entry(u64 *bi) {
     setup(&s, bi);
     if (MODE == 1) echo(&s);
     if (MODE == 2) dhcp(&s);
+    if (MODE == 6) syn(&s);
     if (MODE == 3) {
         s.tx->producer = 1000;
         u64 dummy = 0;
