@@ -225,6 +225,24 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                     image.display()
                 ));
             }
+            let net_flags = [
+                (args.net.is_some(), "--net"),
+                (!args.publish.is_empty(), "-p/--publish"),
+                (args.ip.is_some(), "--ip"),
+                (args.gateway.is_some(), "--gateway"),
+                (!args.dns.is_empty(), "--dns"),
+                (args.pcap.is_some(), "--pcap"),
+            ];
+            if platform != Platform::Hvt {
+                if let Some((_, flag)) = net_flags.iter().find(|(given, _)| *given) {
+                    return Err(format!(
+                        "{flag} applies to hvt images only (the network device of {} images is not there yet), and {} is a {} image",
+                        platform.name(),
+                        image.display(),
+                        platform.name()
+                    ));
+                }
+            }
             let code = match platform {
                 Platform::Kvm => run::boot_kvm(&image, &args, app_args)?,
                 Platform::Xen => {
