@@ -40,6 +40,8 @@ pub struct Passt {
     child: Child,
     /// Bytes read from the socket that do not yet make a whole frame.
     pending: Vec<u8>,
+    /// The frame being sent, with its length prefix (reused).
+    out: Vec<u8>,
 }
 
 impl Backend {
@@ -119,6 +121,7 @@ impl Backend {
             sock: ours,
             child,
             pending: Vec::new(),
+            out: Vec::new(),
         }))
     }
 
@@ -149,10 +152,10 @@ impl Backend {
                 Err(e) => Err(e),
             },
             Backend::Passt(p) => {
-                let mut msg = Vec::with_capacity(4 + frame.len());
-                msg.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-                msg.extend_from_slice(frame);
-                write_fully(&mut p.sock, &msg)
+                p.out.clear();
+                p.out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+                p.out.extend_from_slice(frame);
+                write_fully(&mut p.sock, &p.out)
             }
         }
     }
@@ -180,6 +183,7 @@ impl Passt {
             sock,
             child: Command::new("true").spawn().unwrap(),
             pending: Vec::new(),
+            out: Vec::new(),
         }
     }
 
@@ -268,6 +272,7 @@ mod tests {
             sock: a,
             child,
             pending: Vec::new(),
+            out: Vec::new(),
         };
         let mut buf = vec![0u8; MAX_HOST_FRAME];
         assert_eq!(p.recv(&mut buf).unwrap(), None);

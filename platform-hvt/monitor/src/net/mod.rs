@@ -134,6 +134,7 @@ pub fn install(config: &NetConfig) -> Result<(), String> {
         stats: Stats::default(),
         vcpu_thread: AtomicU64::new(0),
     });
+    FAULTED.store(false, Ordering::Release);
     *device() = Some(Device {
         shared,
         pending: Some((backend, tracer)),
@@ -178,8 +179,15 @@ pub fn bind_vcpu(run: *mut kvm_run) {
     }
 }
 
+/// Set with every recorded fault: the run loop checks it after every exit
+/// without taking a lock.
+static FAULTED: AtomicBool = AtomicBool::new(false);
+
 /// A fault the I/O thread found in the guest's rings, if any (taken once).
 pub fn take_fault() -> Option<String> {
+    if !FAULTED.load(Ordering::Acquire) {
+        return None;
+    }
     let sh = shared()?;
     let f = sh.fault.lock().unwrap_or_else(|p| p.into_inner()).take();
     f
@@ -189,6 +197,7 @@ impl Shared {
     /// Records a broken ring and gets the vCPU thread to notice.
     fn fault(&self, what: String) {
         *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+        FAULTED.store(true, Ordering::Release);
         let _ = self.wake.write(1);
         let thread = self.vcpu_thread.load(Ordering::Acquire);
         if thread != 0 {
