@@ -60,17 +60,18 @@ pub(super) fn serve(
     };
     let mut backend_ok = true;
     let mut rx_full = false;
+    // The tx ring still had frames after a batch: the guest will not
+    // notify (the ring is not empty), so look again at once.
+    let mut tx_more = false;
     loop {
-        let listen_backend = backend_ok && !rx_full;
-        let timeout = if backend_ok && (rx_full || backend.has_buffered_frame()) {
-            if rx_full {
-                1
-            } else {
-                0
-            }
+        let timeout = if tx_more || (backend_ok && !rx_full && backend.has_buffered_frame()) {
+            0
+        } else if backend_ok && rx_full {
+            1
         } else {
             -1
         };
+        let listen_backend = backend_ok && !rx_full;
         let mut fds = [
             pollfd(sh.stop.as_raw_fd()),
             pollfd(sh.kick.as_raw_fd()),
@@ -86,7 +87,8 @@ pub(super) fn serve(
                 sh.stats.kicks.fetch_add(n, Ordering::Relaxed);
             }
         }
-        let result = s.drain_tx(&mut backend, backend_ok).and_then(|()| {
+        let result = s.drain_tx(&mut backend, backend_ok).and_then(|more| {
+            tx_more = more;
             if backend_ok {
                 s.fill_rx(&mut backend).map(|full| rx_full = full)
             } else {
@@ -139,8 +141,9 @@ impl Server<'_> {
             .map_err(|e| self.guest_error(format!("descriptor {index}: {e}")))
     }
 
-    /// Sends every frame the guest published in the tx ring.
-    fn drain_tx(&mut self, backend: &mut Backend, backend_ok: bool) -> Result<(), Stop> {
+    /// Sends the frames the guest published in the tx ring (a batch of
+    /// [`BATCH`] or so); true if more are waiting.
+    fn drain_tx(&mut self, backend: &mut Backend, backend_ok: bool) -> Result<bool, Stop> {
         let tx = self.rings.tx;
         let ram_err = |e| Stop::Guest(format!("tx ring: {e}"));
         let mut moved = 0;
@@ -148,7 +151,7 @@ impl Server<'_> {
             let producer = self.ram.load_acquire(tx + RING_PRODUCER).map_err(ram_err)?;
             let waiting = self.in_ring("tx", producer, self.tx_next)?;
             if waiting == 0 {
-                return Ok(());
+                return Ok(false);
             }
             let was_full = waiting == self.rings.slots;
             for _ in 0..waiting {
@@ -186,7 +189,7 @@ impl Server<'_> {
             }
             moved += waiting;
             if moved >= BATCH {
-                return Ok(());
+                return Ok(true);
             }
         }
     }
@@ -411,5 +414,34 @@ mod tests {
         assert!(
             matches!(s.drain_tx(&mut backend, true), Err(Stop::Guest(m)) if m.contains("but the ring has 4 slots"))
         );
+    }
+
+    #[test]
+    fn a_long_tx_ring_is_drained_in_batches_without_a_new_notification() {
+        let sh = shared();
+        let mut mem = guest();
+        let (ours, mut host) = UnixStream::pair().unwrap();
+        let mut backend = Backend::Passt(Passt::on_socket(ours));
+        let reader = std::thread::spawn(move || {
+            let mut all = vec![0u8; 300 * 64];
+            host.read_exact(&mut all).map(|()| all.len())
+        });
+        let mut s = server(&sh, &mem);
+        s.rings.slots = 512;
+        for i in 0..300u64 {
+            let d = NetDesc {
+                addr: 0x8000,
+                len: 60,
+                _pad: 0,
+            };
+            mem.write_obj(TX + RING_DESCS + i * 16, &d).unwrap();
+        }
+        mem.write_obj(TX + RING_PRODUCER, &300u32).unwrap();
+        assert!(matches!(s.drain_tx(&mut backend, true), Ok(true)));
+        assert!(matches!(s.drain_tx(&mut backend, true), Ok(false)));
+        assert_eq!(mem.read_obj::<u32>(TX + RING_CONSUMER).unwrap(), 300);
+        assert_eq!(sh.stats.tx_frames.load(Ordering::Relaxed), 300);
+        drop(backend);
+        assert_eq!(reader.join().unwrap().unwrap(), 300 * 64);
     }
 }
