@@ -95,6 +95,26 @@ struct RunArgs {
     /// Kill the guest after this many seconds (exit code 124).
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// hvt: attach a network device: `user` (rootless, through passt) or
+    /// `tap:IFNAME` [default for an image with the net component: user].
+    #[arg(long, value_name = "user|tap:IF")]
+    net: Option<unikernel_hvt::net::NetBackend>,
+    /// hvt: publish a guest port on the host (repeatable; --net user):
+    /// HOST:GUEST (TCP), tcp:HOST:GUEST or udp:HOST:GUEST.
+    #[arg(short = 'p', long = "publish", value_name = "[udp:]HOST:GUEST")]
+    publish: Vec<unikernel_hvt::net::PortForward>,
+    /// hvt: the guest's static IPv4 address (default: DHCP), e.g. 10.0.2.15/24.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    ip: Option<unikernel_hvt::net::config::Ipv4Cidr>,
+    /// hvt: the guest's default gateway (with --ip).
+    #[arg(long, value_name = "ADDR", value_parser = |s: &str| unikernel_hvt::net::config::parse_host_addr("--gateway", s))]
+    gateway: Option<std::net::Ipv4Addr>,
+    /// hvt: a DNS server for the guest (repeatable).
+    #[arg(long, value_name = "ADDR", value_parser = |s: &str| unikernel_hvt::net::config::parse_host_addr("--dns", s))]
+    dns: Vec<std::net::Ipv4Addr>,
+    /// hvt: write every frame of the network device to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
     /// kvm: the VMM to start.
     #[arg(long, value_enum, value_name = "VMM")]
     vmm: Option<Vmm>,
@@ -206,6 +226,24 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                     image.display()
                 ));
             }
+            let net_flags = [
+                (args.net.is_some(), "--net"),
+                (!args.publish.is_empty(), "-p/--publish"),
+                (args.ip.is_some(), "--ip"),
+                (args.gateway.is_some(), "--gateway"),
+                (!args.dns.is_empty(), "--dns"),
+                (args.pcap.is_some(), "--pcap"),
+            ];
+            if platform != Platform::Hvt {
+                if let Some((_, flag)) = net_flags.iter().find(|(given, _)| *given) {
+                    return Err(format!(
+                        "{flag} applies to hvt images only (the network device of {} images is not there yet), and {} is a {} image",
+                        platform.name(),
+                        image.display(),
+                        platform.name()
+                    ));
+                }
+            }
             let code = match platform {
                 Platform::Kvm => run::boot_kvm(&image, &args, app_args)?,
                 Platform::Xen => {
@@ -238,6 +276,16 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                             platform.name()
                         ));
                     }
+                    let net = run::HvtNet {
+                        backend: args.net.clone(),
+                        ports: args.publish.clone(),
+                        pcap: args.pcap.clone(),
+                        options: unikernel_hvt::net::NetOptions {
+                            ip: args.ip,
+                            gateway: args.gateway,
+                            dns: args.dns.clone(),
+                        },
+                    };
                     run::boot(
                         &image,
                         args.mem.map(|m| m.0),
@@ -245,6 +293,7 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                         app_args,
                         args.trace_syscalls,
                         args.timeout,
+                        net,
                     )?
                 }
             };

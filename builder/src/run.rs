@@ -10,9 +10,62 @@ use cargo_unikernel::kvm_run::{self, EXIT_SETUP_FAILED, EXIT_TIMEOUT};
 use cargo_unikernel::vmm::{
     find_qemu, firecracker_config, firecracker_path, Accel, Machine, QemuConfig, DEFAULT_MEMORY,
 };
+use unikernel_hvt::net::{NetBackend, NetConfig, NetOptions, PortForward};
 use unikernel_hvt::RunConfig;
 
 use crate::{Emit, RunArgs};
+
+/// The network flags of `cargo unikernel run` for an hvt image.
+#[derive(Clone, Debug, Default)]
+pub struct HvtNet {
+    /// `--net`; `None`: `user` for an image with the net component, else none.
+    pub backend: Option<NetBackend>,
+    /// `-p/--publish`.
+    pub ports: Vec<PortForward>,
+    /// `--pcap`.
+    pub pcap: Option<std::path::PathBuf>,
+    /// `--ip`, `--gateway`, `--dns`.
+    pub options: NetOptions,
+}
+
+/// The ports an image's manifest publishes by default (its `ports` list,
+/// entries like `8080:80` or `udp:5353:53`), as port forwards.
+pub fn manifest_ports(ports: &[String]) -> Result<Vec<PortForward>, String> {
+    ports
+        .iter()
+        .map(|p| {
+            p.parse()
+                .map_err(|e| format!("the image's manifest ports: {e}"))
+        })
+        .collect()
+}
+
+/// The network device for a run: the flags, else `--net user` for an image
+/// whose manifest lists the net component. Ports: `-p`, after the
+/// manifest's own (`manifest_ports`; a `-p` with the same host port wins).
+pub fn net_config(
+    flags: &HvtNet,
+    components: &[String],
+    manifest_ports: &[PortForward],
+) -> NetConfig {
+    let has_net = components.iter().any(|c| c == "net");
+    let backend = flags
+        .backend
+        .clone()
+        .or_else(|| has_net.then_some(NetBackend::User));
+    let mut ports: Vec<PortForward> = Vec::new();
+    if backend == Some(NetBackend::User) || !flags.ports.is_empty() {
+        for p in manifest_ports.iter().chain(&flags.ports) {
+            ports.retain(|q| (q.udp, q.host) != (p.udp, p.host));
+            ports.push(*p);
+        }
+    }
+    NetConfig {
+        backend,
+        ports,
+        pcap: flags.pcap.clone(),
+    }
+}
 
 /// Boot the hvt `image`. `args` `None` keeps the image's default arguments.
 /// Returns the monitor's exit code (the app's, or the monitor's own
@@ -24,7 +77,13 @@ pub fn boot(
     args: Option<Vec<String>>,
     trace_syscalls: bool,
     timeout: Option<f64>,
+    net: HvtNet,
 ) -> Result<u8, String> {
+    // The components decide the default network; an unreadable image is
+    // reported by the monitor itself.
+    let (components, ports) = unikernel_hvt::image::Image::open(image)
+        .map(|i| (i.manifest.components, i.manifest.ports))
+        .unwrap_or_default();
     if let Some(secs) = timeout {
         // The monitor runs in this process: the deadline ends the process.
         std::thread::spawn(move || {
@@ -39,6 +98,8 @@ pub fn boot(
         env,
         args,
         trace_syscalls,
+        net: net_config(&net, &components, &manifest_ports(&ports)?),
+        net_options: net.options,
     };
     let code = unikernel_hvt::run(&config);
     Ok((code & 0xff) as u8)
@@ -210,4 +271,52 @@ pub fn boot_xen(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         .status()
         .map_err(|e| format!("cannot start xl: {e}"))?;
     Ok(status.code().unwrap_or(i32::from(EXIT_SETUP_FAILED)) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(s: &str) -> PortForward {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn images_with_the_net_component_default_to_user_networking() {
+        let none = HvtNet::default();
+        let net = ["net".to_string()];
+        assert_eq!(net_config(&none, &[], &[]).backend, None);
+        assert_eq!(net_config(&none, &net, &[]).backend, Some(NetBackend::User));
+        let tap = HvtNet {
+            backend: Some(NetBackend::Tap("tap0".into())),
+            ..Default::default()
+        };
+        assert_eq!(
+            net_config(&tap, &net, &[]).backend,
+            Some(NetBackend::Tap("tap0".into()))
+        );
+    }
+
+    #[test]
+    fn publish_flags_override_the_manifest_ports() {
+        let flags = HvtNet {
+            ports: vec![port("8080:81"), port("udp:53:53")],
+            ..Default::default()
+        };
+        let from_manifest = manifest_ports(&["8080:80".into(), "9000:90".into()]).unwrap();
+        let c = net_config(&flags, &["net".into()], &from_manifest);
+        assert_eq!(
+            c.ports,
+            [port("9000:90"), port("8080:81"), port("udp:53:53")]
+        );
+        // A tap device gets no manifest ports (nothing to forward).
+        let tap = HvtNet {
+            backend: Some(NetBackend::Tap("tap0".into())),
+            ..Default::default()
+        };
+        assert!(net_config(&tap, &["net".into()], &from_manifest)
+            .ports
+            .is_empty());
+        assert!(manifest_ports(&["80".into()]).is_err());
+    }
 }

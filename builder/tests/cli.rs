@@ -288,4 +288,20 @@ fn one_line_errors() {
         e.contains("package unikernel-image has no binary target"),
         "{e}"
     );
+    let e = stderr(&run(bin().args(["run", "--net", "bridge", "/bin/true"])));
+    assert!(e.contains("expected `user` or `tap:IFNAME`"), "{e}");
+    let e = stderr(&run(bin().args(["run", "-p", "80", "/bin/true"])));
+    assert!(e.contains("expected HOST:GUEST"), "{e}");
+    let e = stderr(&run(bin().args([
+        "run",
+        "--ip",
+        "10.0.2.15/24",
+        "--gateway",
+        "x",
+        "/bin/true",
+    ])));
+    assert!(
+        e.contains("--gateway \"x\": expected an IPv4 address"),
+        "{e}"
+    );
 }

@@ -22,16 +22,25 @@ pub enum Call {
     Halt = 5,
     /// [`Timer`]: the one-shot timer interrupt (deadline in a shared [`TimerBlock`]).
     Timer = 6,
+    /// [`crate::net::NetInfo`]: is a network device attached, its MAC and MTU.
+    NetInfo = 7,
+    /// [`crate::net::NetSetup`]: hand the monitor the rx and tx rings.
+    NetSetup = 8,
+    /// [`crate::net::NetNotify`]: the tx ring went from empty to non-empty.
+    NetNotify = 9,
 }
 
 impl Call {
-    pub const ALL: [Call; 6] = [
+    pub const ALL: [Call; 9] = [
         Call::ConsoleWrite,
         Call::ConsoleRead,
         Call::WallTime,
         Call::Poll,
         Call::Halt,
         Call::Timer,
+        Call::NetInfo,
+        Call::NetSetup,
+        Call::NetNotify,
     ];
 
     /// The call whose MMIO slot is at `addr`, if any.
@@ -47,6 +56,9 @@ impl Call {
             Call::Poll => "poll",
             Call::Halt => "halt",
             Call::Timer => "timer",
+            Call::NetInfo => "net_info",
+            Call::NetSetup => "net_setup",
+            Call::NetNotify => "net_notify",
         }
     }
 }
@@ -90,7 +102,8 @@ pub struct WallTime {
 }
 
 /// Block until one of the attached devices is ready or `timeout_nsecs` passed.
-/// With no devices attached (this ABI version) it simply sleeps on the host.
+/// Without devices it simply sleeps on the host; with the network device it
+/// returns early when a frame waits in the rx ring ([`crate::net::NET_READY`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Poll {

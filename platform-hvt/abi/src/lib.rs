@@ -7,7 +7,8 @@
 //! * [`KernelHeader`]: the small header at the start of every kernel, telling
 //!   the monitor where the entry points are;
 //! * [`BootInfo`]: what the monitor hands the guest at entry (pointer in `%rdi`);
-//! * [`hypercall`]: call numbers, their MMIO addresses and argument structs.
+//! * [`hypercall`]: call numbers, their MMIO addresses and argument structs;
+//! * [`net`]: the network device and its rings.
 //!
 //! The image's manifest (what the builder wrote: platform, defaults,
 //! components, where the app is) is not hvt's: it is in the `unikernel-image`
@@ -18,6 +19,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod hypercall;
+pub mod net;
 
 /// Version of this ABI. The monitor refuses a kernel whose header carries another one.
 /// 3: `BootInfo` gained the runtime options string, the timer call became a

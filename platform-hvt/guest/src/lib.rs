@@ -13,6 +13,8 @@ extern crate alloc;
 mod clock;
 mod hypercall;
 mod timer;
+#[cfg(feature = "net")]
+pub mod net;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -168,6 +170,8 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
         }
     }
     let options = options(&bi);
+    #[cfg(feature = "net")]
+    net::probe();
     let boot = BootInfo {
         mem_size: bi.mem_size,
         free,

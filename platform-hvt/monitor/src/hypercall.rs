@@ -65,6 +65,8 @@ pub enum HypercallError {
     BadVector(u32),
     #[error("timer: the timer block at {0:#x} is not 8-byte aligned inside guest RAM")]
     BadTimerBlock(u64),
+    #[error("{call}: {msg}")]
+    Net { call: &'static str, msg: String },
 }
 
 /// Handles an MMIO write of `data` to `addr`.
@@ -147,9 +149,9 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
         }
         Call::Poll => {
             let mut a: Poll = args(mem, call, gpa)?;
-            // No devices in this ABI version: waiting is just sleeping.
-            std::thread::sleep(Duration::from_nanos(a.timeout_nsecs).min(MAX_POLL_SLEEP));
-            a.ready_set = 0;
+            // Without a network device, waiting is just sleeping.
+            let timeout = Duration::from_nanos(a.timeout_nsecs).min(MAX_POLL_SLEEP);
+            a.ready_set = crate::net::wait(mem, timeout);
             reply(mem, call, gpa, &a)?;
         }
         Call::Timer => {
@@ -168,6 +170,7 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
                 vector,
             });
         }
+        Call::NetInfo | Call::NetSetup | Call::NetNotify => crate::net::serve(mem, call, gpa)?,
         Call::Halt => {
             let a: Halt = args(mem, call, gpa)?;
             let _ = std::io::stdout().flush();

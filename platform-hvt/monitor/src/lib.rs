@@ -30,6 +30,7 @@ pub mod exit;
 pub mod hypercall;
 pub mod image;
 pub mod memory;
+pub mod net;
 pub mod paging;
 pub mod tables;
 pub mod timer;
@@ -55,6 +56,18 @@ pub struct RunConfig {
     pub args: Option<Vec<String>>,
     /// Ask the runtime to print every system call (strace style) on stderr.
     pub trace_syscalls: bool,
+    /// The network device (`--net`, `-p`, `--pcap`); default: none.
+    pub net: net::NetConfig,
+    /// Static addresses for the guest (`--ip`, `--gateway`, `--dns`).
+    pub net_options: net::NetOptions,
+}
+
+impl RunConfig {
+    /// The runtime options the guest gets in `BootInfo::options`
+    /// (space-separated `KEY=VALUE` tokens; today: [`net::NetOptions::tokens`]).
+    pub fn boot_options(&self) -> Vec<String> {
+        self.net_options.tokens()
+    }
 }
 
 /// Everything that stops the guest from starting (exit code [`EXIT_SETUP_FAILED`]).
@@ -249,11 +262,20 @@ pub fn launch(config: &RunConfig) -> Result<i32, Error> {
             .iter()
             .cloned(),
     );
-    let (option_overrides, app_env) = split_options(&config.env);
+    let (mut option_overrides, app_env) = split_options(&config.env);
+    // --ip/--gateway/--dns come after --env UNIKERNEL_*=: the flags win.
+    option_overrides.extend(config.boot_options());
     let envp = merge_env(&manifest.env, &app_env).map_err(Error::Config)?;
     let options = runtime_options(&manifest.options, &option_overrides).map_err(Error::Config)?;
+    config.net.validate().map_err(Error::Config)?;
+    config.net_options.validate().map_err(Error::Config)?;
+    if config.net.backend.is_none() && manifest.components.iter().any(|c| c == "net") {
+        eprintln!("{}", net::NO_NETWORK_NOTE);
+    }
 
     let mut vm = vm::Vm::new(mem_size)?;
+    // After the VM exists: its drop ends the device on every error path.
+    net::install(&config.net).map_err(Error::Config)?;
     img.load(&mut vm.mem).map_err(|e| match e {
         image::LoadError::Memory(m) => Error::Boot(boot::BootError::from(m)),
         image::LoadError::Read(source) => image_error(image::ImageError::Read {

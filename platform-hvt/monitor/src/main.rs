@@ -2,6 +2,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use unikernel_hvt::net::config::{parse_host_addr, Ipv4Cidr};
+use unikernel_hvt::net::{NetBackend, NetConfig, NetOptions, PortForward};
 use unikernel_hvt::{parse_size, run, RunConfig};
 
 /// Boot a unikernel image (built by `cargo unikernel build`) on KVM.
@@ -25,6 +27,26 @@ struct Cli {
     /// Print every system call the app makes on stderr (strace style).
     #[arg(long)]
     trace_syscalls: bool,
+    /// Attach a network device: `user` (rootless, through passt) or
+    /// `tap:IFNAME` (an existing tap device).
+    #[arg(long, value_name = "user|tap:IF")]
+    net: Option<NetBackend>,
+    /// Publish a guest port on the host (repeatable; needs --net user):
+    /// HOST:GUEST (TCP), tcp:HOST:GUEST or udp:HOST:GUEST.
+    #[arg(short = 'p', long = "publish", value_name = "[udp:]HOST:GUEST")]
+    publish: Vec<PortForward>,
+    /// The guest's static IPv4 address (default: DHCP), e.g. 10.0.2.15/24.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    ip: Option<Ipv4Cidr>,
+    /// The guest's default gateway (with --ip).
+    #[arg(long, value_name = "ADDR", value_parser = |s: &str| parse_host_addr("--gateway", s))]
+    gateway: Option<std::net::Ipv4Addr>,
+    /// A DNS server for the guest (repeatable).
+    #[arg(long, value_name = "ADDR", value_parser = |s: &str| parse_host_addr("--dns", s))]
+    dns: Vec<std::net::Ipv4Addr>,
+    /// Write every frame of the network device to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
     /// The unikernel image to boot.
     #[arg(value_name = "IMAGE")]
     image: PathBuf,
@@ -53,6 +75,16 @@ fn main() {
             .args
             .or_else(|| std::env::args_os().any(|a| a == "--").then(Vec::new)),
         trace_syscalls: cli.trace_syscalls,
+        net: NetConfig {
+            backend: cli.net,
+            ports: cli.publish,
+            pcap: cli.pcap,
+        },
+        net_options: NetOptions {
+            ip: cli.ip,
+            gateway: cli.gateway,
+            dns: cli.dns,
+        },
     };
     std::process::exit(run(&config));
 }

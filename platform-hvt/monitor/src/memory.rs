@@ -9,6 +9,7 @@
 //! monitor never writes costs nothing until the guest uses it.
 use std::io;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use thiserror::Error;
 
@@ -53,6 +54,14 @@ unsafe impl Pod for hvt_abi::hypercall::Poll {}
 unsafe impl Pod for hvt_abi::hypercall::Timer {}
 // SAFETY: as above.
 unsafe impl Pod for hvt_abi::hypercall::Halt {}
+// SAFETY: repr(C) u32/u64 fields and byte arrays, explicit padding, any bit pattern valid.
+unsafe impl Pod for hvt_abi::net::NetInfo {}
+// SAFETY: as above.
+unsafe impl Pod for hvt_abi::net::NetSetup {}
+// SAFETY: as above.
+unsafe impl Pod for hvt_abi::net::NetNotify {}
+// SAFETY: as above.
+unsafe impl Pod for hvt_abi::net::NetDesc {}
 
 /// Guest RAM, backed by an anonymous host mapping.
 #[derive(Debug)]
@@ -150,6 +159,131 @@ impl GuestMemory {
         // write_unaligned needs no alignment.
         unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast::<T>(), *value) };
         Ok(())
+    }
+}
+
+impl GuestMemory {
+    /// A view of this RAM that another host thread may use while the vCPU
+    /// runs (the network device's I/O thread).
+    ///
+    /// # Safety
+    /// The caller must stop every use of the returned view before this
+    /// `GuestMemory` is dropped (the network device joins its thread in
+    /// `net::stop`, which `Vm::run` and `Vm::drop` call).
+    pub unsafe fn shared(&self) -> SharedRam {
+        SharedRam {
+            base: self.base,
+            size: self.size,
+        }
+    }
+}
+
+/// Guest RAM as another host thread sees it while the guest runs: every
+/// access is bounds-checked like [`GuestMemory`]'s, indices are accessed
+/// atomically, and bytes are copied in and out (the guest may change them at
+/// any time, so the monitor only ever looks at its own copies).
+#[derive(Clone, Copy, Debug)]
+pub struct SharedRam {
+    base: NonNull<u8>,
+    size: u64,
+}
+
+// SAFETY: the view is a pointer and a length; all accesses through it are
+// atomic or raw copies of memory that the guest shares anyway, and its
+// creator guarantees the mapping outlives every use (see `shared`).
+unsafe impl Send for SharedRam {}
+// SAFETY: as above; no method hands out a reference to guest bytes.
+unsafe impl Sync for SharedRam {}
+
+impl SharedRam {
+    /// Size of guest RAM in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn check(&self, gpa: u64, len: u64) -> Result<usize, OutOfBounds> {
+        let err = OutOfBounds {
+            gpa,
+            len,
+            size: self.size,
+        };
+        match gpa.checked_add(len) {
+            Some(end) if end <= self.size => usize::try_from(gpa).map_err(|_| err),
+            _ => Err(err),
+        }
+    }
+
+    fn atomic_u32(&self, gpa: u64) -> Result<&AtomicU32, OutOfBounds> {
+        let off = self.check(gpa, 4)?;
+        if gpa % 4 != 0 {
+            return Err(OutOfBounds {
+                gpa,
+                len: 4,
+                size: self.size,
+            });
+        }
+        // SAFETY: [off, off + 4) lies inside the live mapping (checked) and
+        // is 4-byte aligned (the mapping is page-aligned); AtomicU32 has the
+        // size and alignment of u32, and every bit pattern is valid.
+        Ok(unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast::<u32>()) })
+    }
+
+    /// Loads the u32 at `gpa` (4-byte aligned) with acquire ordering.
+    pub fn load_acquire(&self, gpa: u64) -> Result<u32, OutOfBounds> {
+        Ok(self.atomic_u32(gpa)?.load(Ordering::Acquire))
+    }
+
+    /// Stores `v` at `gpa` (4-byte aligned) with release ordering.
+    pub fn store_release(&self, gpa: u64, v: u32) -> Result<(), OutOfBounds> {
+        self.atomic_u32(gpa)?.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes at `gpa` into `buf`.
+    pub fn read_into(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+        let off = self.check(gpa, buf.len() as u64)?;
+        // SAFETY: the source range lies inside the live mapping (checked),
+        // the destination is our own buffer; they cannot overlap. The guest
+        // may change the source concurrently: we only ever use the copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.as_ptr().add(off), buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `data` into guest RAM at `gpa`.
+    pub fn write_from(&self, gpa: u64, data: &[u8]) -> Result<(), OutOfBounds> {
+        let off = self.check(gpa, data.len() as u64)?;
+        // SAFETY: the destination range lies inside the live mapping
+        // (checked); the source is host memory, so they cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(off), data.len())
+        };
+        Ok(())
+    }
+
+    /// Reads a `T` at `gpa` (a copy).
+    pub fn read_obj<T: Pod>(&self, gpa: u64) -> Result<T, OutOfBounds> {
+        let mut v = T::default();
+        // SAFETY: `v` is a live, writable `T`; viewing it as its bytes is
+        // fine for a Pod type, which accepts any bit pattern.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                (&mut v as *mut T).cast::<u8>(),
+                std::mem::size_of::<T>(),
+            )
+        };
+        self.read_into(gpa, bytes)?;
+        Ok(v)
+    }
+
+    /// Writes `value` at `gpa`.
+    pub fn write_obj<T: Pod>(&self, gpa: u64, value: &T) -> Result<(), OutOfBounds> {
+        // SAFETY: a Pod value viewed as its bytes (no padding that matters).
+        let bytes = unsafe {
+            std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        };
+        self.write_from(gpa, bytes)
     }
 }
 

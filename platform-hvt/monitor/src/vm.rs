@@ -21,6 +21,7 @@ use crate::boot::BootState;
 use crate::exit::{EXIT_GUEST_CRASHED, EXIT_INVALID_HYPERCALL};
 use crate::hypercall::{self, Outcome};
 use crate::memory::GuestMemory;
+use crate::net;
 use crate::tables::{GDT_SIZE, IDT_SIZE, TSS_SIZE, TSS_TYPE_BUSY};
 use crate::timer;
 use std::os::fd::AsRawFd;
@@ -301,12 +302,16 @@ impl Vm {
     }
 
     pub fn run(&mut self, boot: &BootState) -> i32 {
-        let code = self.run_until_exit(boot);
+        let mut exits = 0;
+        let code = self.run_until_exit(boot, &mut exits);
         timer::stop();
+        if let Some(counts) = net::stop() {
+            net::report(counts, exits);
+        }
         code
     }
 
-    fn run_until_exit(&mut self, boot: &BootState) -> i32 {
+    fn run_until_exit(&mut self, boot: &BootState, exits: &mut u64) -> i32 {
         // SAFETY: rdtsc has no memory effects.
         let tsc = unsafe { _rdtsc() };
         let now = hypercall::wall_clock_ns();
@@ -324,6 +329,7 @@ impl Vm {
                 boot.boot_info + std::mem::offset_of!(hvt_abi::BootInfo, tsc_khz) as u64,
             )
             .unwrap_or(1);
+        net::bind_vcpu(self.vcpu.get_kvm_run());
         loop {
             if let Some(vector) = timer::before_run(self.vcpu.get_kvm_run()) {
                 if let Err(e) = self.inject(vector) {
@@ -331,6 +337,13 @@ impl Vm {
                     return EXIT_GUEST_CRASHED;
                 }
             }
+            // After before_run (which clears immediate_exit): a fault found
+            // later kicks the vCPU out of the KVM_RUN below.
+            if let Some(what) = net::take_fault() {
+                eprintln!("unikernel-hvt: guest broke the network ring protocol: {what}");
+                return EXIT_INVALID_HYPERCALL;
+            }
+            *exits += 1;
             let problem = match self.vcpu.run() {
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
                     // Copy the bytes out of the kvm_run page (KVM's MMIO data
@@ -433,6 +446,14 @@ impl Vm {
             }
         }
         s
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // The network I/O thread uses guest memory: end it before the
+        // memory is unmapped (a no-op when `run` already did).
+        net::stop();
     }
 }
 
