@@ -127,9 +127,13 @@ impl NetNs {
                 "--interface=tap0",
                 "--except-interface=lo",
                 &format!("--dhcp-range={DHCP_FIRST},10.0.3.99,255.255.255.0,1h"),
+                // The hvt device's MAC always gets the first address.
+                &format!("--dhcp-host=02:75:6b:00:00:01,{DHCP_FIRST}"),
                 &format!("--dhcp-option=option:router,{HOST_IP}"),
                 &format!("--dhcp-option=option:dns-server,{HOST_IP}"),
-                &format!("--address=/{DNS_NAME}/{DNS_ADDR}"),
+                &format!("--host-record={DNS_NAME},{DNS_ADDR}"),
+                // Authoritative for the test domain: no AAAA is NODATA, not REFUSED.
+                "--local=/unikernel.test/",
                 &format!("--dhcp-leasefile={}", lease.display()),
                 "--pid-file=",
                 "--log-facility=-",

@@ -63,6 +63,41 @@ fn poll(_now: u64) -> Option<u64> {
     s.deadline()
 }
 
+/// Seconds the boot waits for a DHCP lease before the app starts
+/// (`UNIKERNEL_DHCP_WAIT`; 0 = start at once, configured in the background).
+const DHCP_WAIT_DEFAULT_S: u64 = 10;
+
+/// Let DHCP configure the link before the app starts, so that the app's
+/// first connection or name lookup finds a configured network (the lease
+/// keeps being sought in the background when the wait runs out).
+fn wait_for_dhcp(s: &mut stack::Stack) {
+    let secs = option("UNIKERNEL_DHCP_WAIT")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(DHCP_WAIT_DEFAULT_S);
+    let p = unikernel_runtime::platform();
+    let start = p.monotonic_ns();
+    let end = start.saturating_add(secs.saturating_mul(1_000_000_000));
+    loop {
+        s.poll();
+        if s.config.dhcp_v4.is_some() {
+            return;
+        }
+        let now = p.monotonic_ns();
+        if now >= end {
+            unikernel_runtime::kprintln!(
+                "unikernel: net: no DHCP answer within {secs} s; the app starts unconfigured (DHCP goes on; set --ip for a static address)"
+            );
+            return;
+        }
+        let next = s
+            .deadline()
+            .unwrap_or(u64::MAX)
+            .min(now + 100_000_000)
+            .min(end);
+        p.block_until(next.max(now + 1_000_000));
+    }
+}
+
 /// Start the component (once, at boot).
 pub fn init() {
     let verbose = option("UNIKERNEL_VERBOSE").is_some_and(|v| v != "0");
@@ -86,6 +121,9 @@ pub fn init() {
         config::announce(&s, "no device");
     } else if static_v4 {
         config::announce(&s, "static");
+    }
+    if has_eth && !static_v4 {
+        wait_for_dhcp(&mut s);
     }
     *stack::STACK.lock() = Some(s);
     component::register_socket_provider(&PROVIDER);

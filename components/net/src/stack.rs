@@ -925,6 +925,7 @@ impl Stack {
                 crate::config::publish(&self.config);
                 crate::config::announce(self, "DHCP");
             }
+            Some(dhcpv4::Event::Deconfigured) if self.config.dhcp_v4.is_none() => {}
             Some(dhcpv4::Event::Deconfigured) => {
                 net.iface
                     .update_ip_addrs(|a| a.retain(|x| !matches!(x, IpCidr::Ipv4(_))));

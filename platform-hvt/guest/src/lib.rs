@@ -12,9 +12,9 @@ extern crate alloc;
 
 mod clock;
 mod hypercall;
-mod timer;
 #[cfg(feature = "net")]
 pub mod net;
+mod timer;
 
 use alloc::string::String;
 use alloc::vec::Vec;
