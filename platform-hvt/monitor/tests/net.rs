@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hvt_abi::manifest::Platform;
+use unikernel_image::manifest::Platform;
 use unikernel_hvt::net::{GUEST_MAC, NO_NETWORK_NOTE};
 
 const KERNEL_C: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/net/kernel.c");
