@@ -128,8 +128,9 @@ pub trait Platform: Sync {
     /// [`Platform::block_until`] uses the same hardware timer may let it
     /// clobber the deadline: the scheduler re-arms after every idle wait.
     fn set_timer(&self, deadline_ns: Option<u64>);
-    /// Acknowledge interrupt `vector` (LAPIC EOI); nothing where the
-    /// platform needs no acknowledgement.
+    /// Acknowledge interrupt `vector`: the runtime has taken it (LAPIC EOI;
+    /// on hvt, for the timer, it stops the monitor's resend); nothing where
+    /// the platform needs no acknowledgement.
     fn end_of_interrupt(&self, _vector: u8) {}
 
     // Paravirtualised platforms (Xen PV) below: the defaults are what a

@@ -9,8 +9,10 @@
 //!    over the `ud2`;
 //! 2. **an interrupt that hit the runtime's own code** (the syscall path,
 //!    the scheduler, a fault handler): the runtime is not reentrant, so the
-//!    vector is only recorded in `UNIKERNEL_PENDING_IRQS` and the runtime
-//!    handles it at its next safe point (system-call exit, end of a trap);
+//!    vector is only recorded in `UNIKERNEL_PENDING_IRQS` (and handed to
+//!    the platform's defer hook, if it set one: [`set_defer_hook`]) and the
+//!    runtime handles it at its next safe point (system-call exit, end of a
+//!    trap);
 //! 3. **a fault in the runtime's own code** (a bug): save the registers and
 //!    report from the dedicated fault stack;
 //! 4. **a fault or interrupt in the app**: copy the hardware frame to the
