@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use cargo_unikernel::config::{parse_env_pair, MemorySize};
 use cargo_unikernel::image::{Image, ImageError};
+use cargo_unikernel::netopt::{NetAttach, Publish};
 use cargo_unikernel::pipeline::{self, BuildOptions};
 use cargo_unikernel::progress::Progress;
 use cargo_unikernel::template;
@@ -115,6 +116,15 @@ struct RunArgs {
     /// xen: the xl config (<image>.xl.cfg); instead of running it.
     #[arg(long, value_enum, value_name = "VMM")]
     emit: Option<Emit>,
+    // --- network (shared with the hvt runner; types in builder/src/netopt.rs)
+    /// kvm: the guest's network device, attached to QEMU's user-mode NAT
+    /// (`user`) or a host tap device (`tap:IF`) [default: none].
+    #[arg(long, value_name = "user|tap:IF", default_value = "none")]
+    net: NetAttach,
+    /// With --net user: forward a host port to the guest ([tcp:|udp:]HOST:GUEST; repeatable).
+    #[arg(short = 'p', long = "publish", value_name = "[udp:]HOST:GUEST")]
+    publish: Vec<Publish>,
+    // --- end of network
     /// Arguments for the app (replace the image's default arguments).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
@@ -212,6 +222,8 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                         (args.vmm.is_some(), "--vmm"),
                         (args.machine.is_some(), "--machine"),
                         (args.accel.is_some(), "--accel"),
+                        (args.net != NetAttach::None, "--net"),
+                        (!args.publish.is_empty(), "-p"),
                     ];
                     if let Some((_, flag)) = kvm_only.iter().find(|(given, _)| *given) {
                         return Err(format!(
@@ -229,6 +241,8 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                         (args.verbose, "--verbose"),
                         (args.print_vmm_config, "--print-vmm-config"),
                         (args.emit.is_some(), "--emit"),
+                        (args.net != NetAttach::None, "--net"),
+                        (!args.publish.is_empty(), "-p"),
                     ];
                     if let Some((_, flag)) = kvm_only.iter().find(|(given, _)| *given) {
                         return Err(format!(

@@ -7,6 +7,7 @@ use cargo_unikernel::cmdline::{CommandLine, TRACE_SYSCALLS_TOKEN, VERBOSE_TOKEN}
 use cargo_unikernel::config::format_size;
 use cargo_unikernel::image::Image;
 use cargo_unikernel::kvm_run::{self, EXIT_SETUP_FAILED, EXIT_TIMEOUT};
+use cargo_unikernel::netopt::NetOptions;
 use cargo_unikernel::vmm::{
     find_qemu, firecracker_config, firecracker_path, Accel, Machine, QemuConfig, DEFAULT_MEMORY,
 };
@@ -94,10 +95,12 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
     let image = std::path::absolute(image)
         .map_err(|e| format!("cannot resolve {}: {e}", image.display()))?;
 
+    let net = NetOptions::new(run.net.clone(), run.publish.clone())?;
     if run.emit == Some(Emit::Firecracker) {
         let out = firecracker_path(&image);
-        let json = serde_json::to_string_pretty(&firecracker_config(&image, memory, &cmdline))
-            .map_err(|e| format!("cannot encode the Firecracker config: {e}"))?;
+        let json =
+            serde_json::to_string_pretty(&firecracker_config(&image, memory, &cmdline, &net)?)
+                .map_err(|e| format!("cannot encode the Firecracker config: {e}"))?;
         std::fs::write(&out, json + "\n")
             .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
         println!("{}", out.display());
@@ -126,6 +129,7 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         accel: run.accel.unwrap_or(Accel::Tcg),
         memory,
         cmdline,
+        net,
     };
     if run.print_vmm_config {
         println!("{}", config.shell_line());
