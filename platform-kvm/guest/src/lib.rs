@@ -106,6 +106,7 @@ impl Platform for Kvm {
         if vector == virtio_net::NET_VECTOR {
             virtio_net::ack_interrupts();
         }
+        #[cfg(not(feature = "net"))]
         let _ = vector;
         lapic::eoi();
     }
@@ -287,19 +288,7 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     #[cfg(feature = "net")]
     let pci_nets = unsafe { virtio_net::pci_functions() };
     #[cfg(feature = "net")]
-    {
-        for p in &pci_nets {
-            for &(addr, size) in &p.bars {
-                let mut page = addr & !0xfff;
-                while page < addr + size {
-                    tables.map_4k(page, paging::DEVICE);
-                    page += 4096;
-                }
-            }
-        }
-        tables.map_4k(ioapic::BASE, paging::DEVICE);
-        tables.map_4k(ioapic::BASE2, paging::DEVICE);
-    }
+    virtio_net::map_registers(&mut tables, &pci_nets);
     // SAFETY: ring 0; the new tables map the kernel, its stacks and data.
     unsafe {
         tables.activate();

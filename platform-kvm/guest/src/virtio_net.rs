@@ -188,6 +188,23 @@ pub unsafe fn pci_functions() -> Vec<PciNet> {
     out
 }
 
+/// Map (uncached) what the driver touches: the PCI functions' memory BARs
+/// and both I/O APIC pages (virtio-mmio regions are mapped with the
+/// discovery's).
+pub fn map_registers(tables: &mut crate::paging::Tables, pci: &[PciNet]) {
+    for p in pci {
+        for &(addr, size) in &p.bars {
+            let mut page = addr & !0xfff;
+            while page < addr + size {
+                tables.map_4k(page, crate::paging::DEVICE);
+                page += PAGE as u64;
+            }
+        }
+    }
+    tables.map_4k(ioapic::BASE, crate::paging::DEVICE);
+    tables.map_4k(ioapic::BASE2, crate::paging::DEVICE);
+}
+
 /// One receive or transmit buffer: a DMA page.
 type Buf = &'static mut [u8];
 
