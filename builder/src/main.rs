@@ -118,7 +118,7 @@ struct RunArgs {
     emit: Option<Emit>,
     // --- network (shared with the hvt runner; types in builder/src/netopt.rs)
     /// kvm: the guest's network device, attached to QEMU's user-mode NAT
-    /// (`user`) or a host tap device (`tap:IF`) [default: none].
+    /// (`user`) or a host tap device (`tap:IF`).
     #[arg(long, value_name = "user|tap:IF", default_value = "none")]
     net: NetAttach,
     /// With --net user: forward a host port to the guest ([tcp:|udp:]HOST:GUEST; repeatable).
