@@ -13,8 +13,12 @@
 //!   interrupt (vector 33: the guest counts its wake-ups by vector), which
 //!   shows the interrupt routed and acknowledged (a lost interrupt would
 //!   leave the guest asleep until its 20 s idle limit, a timer wake-up).
+//! * `late_frames_while_the_app_spins_*`: frames keep arriving while an
+//!   app runs; their interrupts must not wedge it.
 //! * `run_net_user_*`: `cargo unikernel run --net user` gives the guest a
 //!   device it finds, with QEMU's MAC.
+//! * `tap_selftest_*`: `cargo unikernel run --net tap:uk0` in a network
+//!   namespace of its own, the self-test against a python3 peer on the tap.
 //!
 //! The `net` feature is chosen here through a toolchain overlay (the
 //! builder's component selection turns it on once the net component
@@ -407,6 +411,132 @@ fn late_frames_while_the_app_spins_microvm() {
 #[test]
 fn late_frames_while_the_app_spins_q35() {
     late_frames("q35");
+}
+
+/// The tap peer (python3, AF_PACKET on the tap device): waits for the
+/// guest's hello, sends argv[2] frames one at a time, checks each echo.
+const TAP_PEER: &str = r#"
+import socket, sys, time
+ifname, n = sys.argv[1], int(sys.argv[2])
+ET = 0x88b5
+HELLO = b"unikernel-net-selftest hello"
+me = bytes.fromhex("020000000002")
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ET))
+s.bind((ifname, ET))
+s.settimeout(60)
+def recv():
+    while True:
+        f, addr = s.recvfrom(65536)
+        if addr[2] != socket.PACKET_OUTGOING:
+            return f
+while True:
+    f = recv()
+    if f[:6] == b"\xff" * 6 and f[14:14 + len(HELLO)] == HELLO:
+        break
+guest = f[6:12]
+t0 = time.monotonic()
+for i in range(n):
+    body = i.to_bytes(4, "big") + bytes((j * 7 + i) & 0xff for j in range(46 + (i * 397) % 1451))
+    frame = guest + me + ET.to_bytes(2, "big") + body
+    s.send(frame)
+    while True:
+        e = recv()
+        if e[:6] != b"\xff" * 6:
+            break
+    if e != me + guest + frame[12:]:
+        print("PEER MISMATCH", i, len(e), len(frame))
+        sys.exit(1)
+print("PEER OK", n, guest.hex(":"), round(n / (time.monotonic() - t0)))
+"#;
+
+/// The shell script run in a fresh network namespace: a tap device, the
+/// peer on it, and `cargo unikernel run --net tap:uk0` with the self-test.
+const TAP_SCRIPT: &str = r#"
+set -e
+ip tuntap add dev uk0 mode tap
+ip link set uk0 up
+python3 -c "$PEER" uk0 "$N" > "$OUT" 2>&1 &
+peer=$!
+code=0
+"$CU" run "$IMG" --machine "$MACHINE" --accel "$ACCEL" --timeout 120 --net tap:uk0 \
+    --env UNIKERNEL_NET_SELFTEST="$N" || code=$?
+wait $peer || true
+cat "$OUT"
+exit $code
+"#;
+
+/// Whether this host lets the test make a network namespace with a tap
+/// device in it (root, /dev/net/tun, unshare, python3); else SKIPPED.
+fn tap_available(test: &str) -> bool {
+    let ok = Command::new("unshare")
+        .args([
+            "--net",
+            "sh",
+            "-c",
+            "ip tuntap add dev uk0 mode tap && python3 -c 'import socket; socket.AF_PACKET'",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let line = format!("SKIPPED {test}: cannot make a tap device in a new network namespace (needs root, /dev/net/tun, unshare, ip, python3)\n");
+        eprint!("{line}");
+        print!("{line}");
+    }
+    ok
+}
+
+/// `cargo unikernel run --net tap:IF`: the self-test against a python3
+/// peer on the host side of the tap, in a network namespace of its own.
+fn tap_selftest(target: Target, machine: &str) {
+    let test = format!("tap_selftest_{machine}");
+    if !target.available(&test) || !tap_available(&test) {
+        return;
+    }
+    let n = 50;
+    let out = std::env::temp_dir().join(format!(
+        "unikernel-tap-peer-{}-{machine}",
+        std::process::id()
+    ));
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--net", "sh", "-c", TAP_SCRIPT])
+        .env("PEER", TAP_PEER)
+        .env("N", n.to_string())
+        .env("OUT", &out)
+        .env("CU", tool("cargo-unikernel"))
+        .env("IMG", net_image("hello-min"))
+        .env("MACHINE", machine)
+        .env("ACCEL", accel());
+    let o = run_with_deadline(cmd, b"", Duration::from_secs(150));
+    let _ = std::fs::remove_file(&out);
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert_eq!(o.code, 0, "{all}");
+    assert!(
+        all.contains(&format!("PEER OK {n} 52:54:00:12:34:56")),
+        "the peer did not get every echo\n{all}"
+    );
+    let line = all
+        .lines()
+        .find(|l| l.contains("net selftest virtio-net0"))
+        .unwrap_or_else(|| panic!("no self-test line\n{all}"));
+    eprintln!("{test}: guest: {line}");
+    if let Some(peer) = all.lines().find(|l| l.starts_with("PEER OK")) {
+        eprintln!("{test}: {peer} (frames/s, one at a time)");
+    }
+    assert!(
+        line.contains(&format!("echoed {n} of {n} frames")),
+        "{line}"
+    );
+    assert!(o.stdout.contains("hello from hello-min"), "{all}");
+}
+
+#[test]
+fn tap_selftest_microvm() {
+    tap_selftest(Target::Microvm, "microvm");
+}
+
+#[test]
+fn tap_selftest_q35() {
+    tap_selftest(Target::Kvm, "q35");
 }
 
 fn run_net_user(target: Target, machine: &str) {
