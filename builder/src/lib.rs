@@ -29,6 +29,7 @@ pub mod image;
 pub mod kernel;
 pub mod kvm_run;
 pub mod link;
+pub mod netopt;
 pub mod pipeline;
 pub mod progress;
 pub mod select;

@@ -95,11 +95,12 @@ struct RunArgs {
     /// Kill the guest after this many seconds (exit code 124).
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
-    /// hvt: attach a network device: `user` (rootless, through passt) or
-    /// `tap:IFNAME` [default for an image with the net component: user].
+    /// Attach a network device: `user` (rootless: passt on hvt, QEMU's
+    /// user-mode network on kvm) or `tap:IFNAME` [default for an image with
+    /// the net component: user].
     #[arg(long, value_name = "user|tap:IF")]
     net: Option<unikernel_hvt::net::NetBackend>,
-    /// hvt: publish a guest port on the host (repeatable; --net user):
+    /// Publish a guest port on the host (repeatable; --net user):
     /// HOST:GUEST (TCP), tcp:HOST:GUEST or udp:HOST:GUEST.
     #[arg(short = 'p', long = "publish", value_name = "[udp:]HOST:GUEST")]
     publish: Vec<unikernel_hvt::net::PortForward>,
@@ -227,8 +228,11 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                 ));
             }
             let net_flags = [
-                (args.net.is_some(), "--net"),
-                (!args.publish.is_empty(), "-p/--publish"),
+                (args.net.is_some() && platform == Platform::Xen, "--net"),
+                (
+                    !args.publish.is_empty() && platform == Platform::Xen,
+                    "-p/--publish",
+                ),
                 (args.ip.is_some(), "--ip"),
                 (args.gateway.is_some(), "--gateway"),
                 (!args.dns.is_empty(), "--dns"),
@@ -237,10 +241,9 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
             if platform != Platform::Hvt {
                 if let Some((_, flag)) = net_flags.iter().find(|(given, _)| *given) {
                     return Err(format!(
-                        "{flag} applies to hvt images only (the network device of {} images is not there yet), and {} is a {} image",
+                        "{flag} does not apply to {} images ({} is one): see docs/networking.md",
                         platform.name(),
-                        image.display(),
-                        platform.name()
+                        image.display()
                     ));
                 }
             }

@@ -7,6 +7,7 @@ use cargo_unikernel::cmdline::{CommandLine, TRACE_SYSCALLS_TOKEN, VERBOSE_TOKEN}
 use cargo_unikernel::config::format_size;
 use cargo_unikernel::image::Image;
 use cargo_unikernel::kvm_run::{self, EXIT_SETUP_FAILED, EXIT_TIMEOUT};
+use cargo_unikernel::netopt::{NetAttach, NetOptions as KvmNet, Proto, Publish};
 use cargo_unikernel::vmm::{
     find_qemu, firecracker_config, firecracker_path, Accel, Machine, QemuConfig, DEFAULT_MEMORY,
 };
@@ -105,6 +106,35 @@ pub fn boot(
     Ok((code & 0xff) as u8)
 }
 
+/// The kvm network device for a run: `--net` as given, else user-mode
+/// networking for an image with the net component (as on hvt).
+fn kvm_attach(run: &RunArgs, components: &[String]) -> NetAttach {
+    match &run.net {
+        Some(NetBackend::User) => NetAttach::User,
+        Some(NetBackend::Tap(t)) => NetAttach::Tap(t.clone()),
+        None if components.iter().any(|c| c == "net") => NetAttach::User,
+        None => NetAttach::None,
+    }
+}
+
+/// `-p` (and the manifest's ports, which `-p` overrides by host port) as
+/// QEMU port forwards.
+fn kvm_publish(flags: &[PortForward], manifest: &[String]) -> Result<Vec<Publish>, String> {
+    let mut all: Vec<PortForward> = Vec::new();
+    for p in manifest_ports(manifest)?.iter().chain(flags) {
+        all.retain(|q| (q.udp, q.host) != (p.udp, p.host));
+        all.push(*p);
+    }
+    Ok(all
+        .into_iter()
+        .map(|p| Publish {
+            proto: if p.udp { Proto::Udp } else { Proto::Tcp },
+            host: p.host,
+            guest: p.guest,
+        })
+        .collect())
+}
+
 /// MiB the kvm VM needs above the image (for its firmware).
 const KVM_FIRMWARE_HEADROOM_MIB: u64 = 4;
 
@@ -155,10 +185,15 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
     let image = std::path::absolute(image)
         .map_err(|e| format!("cannot resolve {}: {e}", image.display()))?;
 
+    let net = KvmNet::new(
+        kvm_attach(run, &manifest.components),
+        kvm_publish(&run.publish, &manifest.ports)?,
+    )?;
     if run.emit == Some(Emit::Firecracker) {
         let out = firecracker_path(&image);
-        let json = serde_json::to_string_pretty(&firecracker_config(&image, memory, &cmdline))
-            .map_err(|e| format!("cannot encode the Firecracker config: {e}"))?;
+        let json =
+            serde_json::to_string_pretty(&firecracker_config(&image, memory, &cmdline, &net)?)
+                .map_err(|e| format!("cannot encode the Firecracker config: {e}"))?;
         std::fs::write(&out, json + "\n")
             .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
         println!("{}", out.display());
@@ -187,6 +222,7 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         accel: run.accel.unwrap_or(Accel::Tcg),
         memory,
         cmdline,
+        net,
     };
     if run.print_vmm_config {
         println!("{}", config.shell_line());

@@ -4,6 +4,8 @@
 //! firecracker`). Nothing here starts a process; see [`crate::kvm_run`].
 use std::path::{Path, PathBuf};
 
+use crate::netopt::{NetAttach, NetOptions};
+
 /// The QEMU binary we start.
 pub const QEMU: &str = "qemu-system-x86_64";
 
@@ -50,6 +52,42 @@ pub struct QemuConfig {
     pub memory: u64,
     /// The encoded guest command line (see [`crate::cmdline`]).
     pub cmdline: String,
+    /// The network device (`--net`, `-p`).
+    pub net: NetOptions,
+}
+
+/// The id of the one network backend (`-netdev ...,id=net0`).
+pub const NETDEV_ID: &str = "net0";
+
+/// The `-netdev` value for `net` (None without a network device).
+pub fn qemu_netdev(net: &NetOptions) -> Option<String> {
+    match &net.attach {
+        NetAttach::None => None,
+        NetAttach::User => {
+            let mut s = format!("user,id={NETDEV_ID}");
+            for p in &net.publish {
+                s.push_str(&format!(
+                    ",hostfwd={}::{}-:{}",
+                    p.proto.name(),
+                    p.host,
+                    p.guest
+                ));
+            }
+            Some(s)
+        }
+        NetAttach::Tap(name) => Some(format!(
+            "tap,id={NETDEV_ID},ifname={name},script=no,downscript=no"
+        )),
+    }
+}
+
+/// The virtio-net device model on `machine`: virtio-mmio on microvm, PCI on q35.
+pub fn qemu_net_device(machine: Machine) -> String {
+    let model = match machine {
+        Machine::Microvm => "virtio-net-device",
+        Machine::Q35 => "virtio-net-pci",
+    };
+    format!("{model},netdev={NETDEV_ID}")
 }
 
 /// Whole MiB, rounded up.
@@ -107,6 +145,14 @@ impl QemuConfig {
             DEBUG_EXIT_DEVICE.into(),
             "-no-reboot".into(),
         ]);
+        if let Some(netdev) = qemu_netdev(&self.net) {
+            a.extend([
+                "-netdev".into(),
+                netdev,
+                "-device".into(),
+                qemu_net_device(self.machine),
+            ]);
+        }
         a
     }
 
@@ -160,9 +206,27 @@ pub fn firecracker_path(image: &Path) -> PathBuf {
 
 /// A Firecracker config file (`firecracker --no-api --config-file F`):
 /// the image as the kernel, the command line as boot args, one vCPU, the
-/// memory in MiB, no drives, no network.
-pub fn firecracker_config(image: &Path, memory: u64, cmdline: &str) -> serde_json::Value {
-    serde_json::json!({
+/// memory in MiB, no drives, and the network interface of `--net tap:IF`
+/// (Firecracker has no user-mode network and no port forwarding).
+pub fn firecracker_config(
+    image: &Path,
+    memory: u64,
+    cmdline: &str,
+    net: &NetOptions,
+) -> Result<serde_json::Value, String> {
+    let interfaces = match &net.attach {
+        NetAttach::None => vec![],
+        NetAttach::Tap(name) => vec![serde_json::json!({
+            "iface_id": NETDEV_ID,
+            "host_dev_name": name,
+        })],
+        NetAttach::User => {
+            return Err(
+                "--emit firecracker: Firecracker has no user-mode network; use --net tap:IF".into(),
+            )
+        }
+    };
+    Ok(serde_json::json!({
         "boot-source": {
             "kernel_image_path": image.display().to_string(),
             "boot_args": cmdline,
@@ -173,8 +237,8 @@ pub fn firecracker_config(image: &Path, memory: u64, cmdline: &str) -> serde_jso
             "mem_size_mib": memory_mib(memory),
             "smt": false,
         },
-        "network-interfaces": [],
-    })
+        "network-interfaces": interfaces,
+    }))
 }
 
 #[cfg(test)]
@@ -189,6 +253,7 @@ mod tests {
             accel,
             memory: 64 << 20,
             cmdline: r#"A="x y" -- b"#.into(),
+            net: NetOptions::default(),
         }
     }
 
@@ -231,7 +296,13 @@ mod tests {
     /// firecracker.yaml: BootSource, MachineConfiguration) name them.
     #[test]
     fn firecracker_config_uses_the_documented_schema() {
-        let v = firecracker_config(Path::new("/img/app"), (64 << 20) + 1, "A=1 -- x");
+        let v = firecracker_config(
+            Path::new("/img/app"),
+            (64 << 20) + 1,
+            "A=1 -- x",
+            &NetOptions::default(),
+        )
+        .unwrap();
         let top: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let mut sorted = top.clone();
         sorted.sort_unstable();
@@ -260,5 +331,44 @@ mod tests {
             firecracker_path(Path::new("/t/unikernel/kvm/app")),
             Path::new("/t/unikernel/kvm/app.firecracker.json")
         );
+    }
+
+    fn with_net(machine: Machine, net: &str, publish: &[&str]) -> QemuConfig {
+        let mut c = config(machine, Accel::Tcg);
+        c.net = NetOptions::new(
+            net.parse().unwrap(),
+            publish.iter().map(|p| p.parse().unwrap()).collect(),
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn network_devices_per_machine() {
+        let tail = |c: &QemuConfig| c.args()[c.args().len() - 4..].join(" ");
+        assert_eq!(
+            tail(&with_net(Machine::Microvm, "user", &["8080:80", "udp:5353:53"])),
+            "-netdev user,id=net0,hostfwd=tcp::8080-:80,hostfwd=udp::5353-:53 -device virtio-net-device,netdev=net0"
+        );
+        assert_eq!(
+            tail(&with_net(Machine::Q35, "tap:tap0", &[])),
+            "-netdev tap,id=net0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=net0"
+        );
+        let none = with_net(Machine::Q35, "none", &[]);
+        assert!(!none.args().iter().any(|a| a.contains("netdev")));
+    }
+
+    #[test]
+    fn firecracker_network_interfaces() {
+        let tap = NetOptions::new("tap:fc-tap0".parse().unwrap(), vec![]).unwrap();
+        let v = firecracker_config(Path::new("/img/app"), 64 << 20, "", &tap).unwrap();
+        // Firecracker's NetworkInterface schema: iface_id and host_dev_name are required.
+        assert_eq!(
+            v["network-interfaces"],
+            serde_json::json!([{"iface_id": "net0", "host_dev_name": "fc-tap0"}])
+        );
+        let user = NetOptions::new(NetAttach::User, vec![]).unwrap();
+        let e = firecracker_config(Path::new("/img/app"), 64 << 20, "", &user).unwrap_err();
+        assert!(e.contains("no user-mode network"), "{e}");
     }
 }

@@ -241,6 +241,60 @@ fn print_vmm_config_and_emit_firecracker() {
     assert_eq!(v["boot-source"]["kernel_image_path"], image.as_str());
     assert_eq!(v["boot-source"]["boot_args"], "A=1");
     assert_eq!(v["machine-config"]["mem_size_mib"], 32);
+    assert_eq!(v["network-interfaces"], serde_json::json!([]));
+
+    // The same file again (not in a test of its own: they would race on it).
+    let o = run(&["--emit", "firecracker", "--net", "tap:fc0"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        v["network-interfaces"],
+        serde_json::json!([{"iface_id": "net0", "host_dev_name": "fc0"}])
+    );
+    let o = run(&["--emit", "firecracker", "--net", "user"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no user-mode network"));
+}
+
+#[test]
+fn network_flags() {
+    let o = run(&[
+        "--print-vmm-config",
+        "--net",
+        "user",
+        "-p",
+        "8080:80",
+        "-p",
+        "udp:5353:53",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let line = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        line.contains(" -netdev user,id=net0,hostfwd=tcp::8080-:80,hostfwd=udp::5353-:53 -device virtio-net-device,netdev=net0"),
+        "{line}"
+    );
+    let o = run(&[
+        "--print-vmm-config",
+        "--machine",
+        "q35",
+        "--net",
+        "tap:tap0",
+    ]);
+    let line = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        line.contains(" -netdev tap,id=net0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=net0"),
+        "{line}"
+    );
+    let o = run(&["--print-vmm-config"]);
+    assert!(!String::from_utf8(o.stdout).unwrap().contains("netdev"));
+
+    let o = run(&["--print-vmm-config", "-p", "8080:80"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-p needs --net user"));
+    let o = run(&["--print-vmm-config", "--net", "tap:"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad tap device name"));
 }
 
 #[test]

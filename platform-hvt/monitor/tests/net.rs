@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use unikernel_image::manifest::Platform;
 use unikernel_hvt::net::{GUEST_MAC, NO_NETWORK_NOTE};
+use unikernel_image::manifest::Platform;
 
 const KERNEL_C: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/net/kernel.c");
 const LINK_LD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/net/link.ld");

@@ -19,11 +19,17 @@ extern crate alloc;
 mod clock;
 mod cpu;
 mod entry;
+#[cfg(feature = "net")]
+mod ioapic;
 mod lapic;
+#[cfg(feature = "net")]
+mod netcheck;
 mod paging;
 mod serial;
 mod start_info;
 mod virtio;
+#[cfg(feature = "net")]
+mod virtio_net;
 
 use alloc::format;
 use alloc::string::String;
@@ -105,6 +111,12 @@ impl Platform for Kvm {
     }
 
     fn end_of_interrupt(&self, vector: u8) {
+        #[cfg(feature = "net")]
+        if vector == virtio_net::NET_VECTOR {
+            virtio_net::ack_interrupts();
+        }
+        #[cfg(not(feature = "net"))]
+        let _ = vector;
         lapic::eoi(vector);
     }
 }
@@ -280,6 +292,12 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
             mmio.push((addr, size, irq));
         }
     }
+    // virtio-net (feature net): the PCI functions' BARs and the I/O APICs.
+    // SAFETY: ring 0, at boot.
+    #[cfg(feature = "net")]
+    let pci_nets = unsafe { virtio_net::pci_functions() };
+    #[cfg(feature = "net")]
+    virtio_net::map_registers(&mut tables, &pci_nets);
     // SAFETY: ring 0; the new tables map the kernel, its stacks and data.
     unsafe {
         tables.activate();
@@ -294,6 +312,13 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     // SAFETY: ring 0, at boot.
     let clock = unsafe { Clock::init() };
     let kvm = KVM.call_once(|| Kvm { clock });
+    #[cfg(feature = "net")]
+    let net_lines = virtio_net::init_all(
+        &mmio,
+        cl.virtio_mmio.is_empty(),
+        boot.info.rsdp_paddr != 0,
+        &pci_nets,
+    );
     if verbose {
         let (src, khz) = kvm.clock.describe();
         let mut out = format!(
@@ -332,7 +357,27 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
         for d in &devices {
             out.push_str(&format!("[unikernel] kvm: {}\n", virtio::describe(d)));
         }
+        #[cfg(feature = "net")]
+        for l in &net_lines {
+            out.push_str(&format!("[unikernel] kvm: {l}\n"));
+        }
         serial::write(serial::stderr_port(), out.as_bytes());
+    }
+
+    #[cfg(feature = "net")]
+    if let Some(n) = cl
+        .option("NET_SELFTEST")
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        // Interrupts that end the self-test's `hlt` are deferred like the
+        // runtime's own (the same values `unikernel_runtime::start` sets).
+        unikernel_runtime::arch::x86_64::trap::init(
+            cpu::fault_stack_top(),
+            KERNEL_BASE,
+            manifest.app_base,
+        );
+        let report = netcheck::run(kvm, n);
+        serial::write(serial::stderr_port(), report.as_bytes());
     }
 
     let mut argv = Vec::new();
