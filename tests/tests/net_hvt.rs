@@ -192,38 +192,28 @@ fn http_template_serves_256_connections_in_32m_and_survives_garbage() {
     assert!(!out.stderr.contains("panic"), "guest: {}", out.stderr);
 }
 
-/// Rootless: `--net user` through passt, a published port on loopback.
-#[test]
-fn user_mode_network_publishes_a_port_on_loopback() {
-    let test = "user_mode_network_publishes_a_port_on_loopback";
-    if !needs(test, &["passt", "curl"]) {
-        return;
-    }
-    let port = 20000 + (std::process::id() % 20000) as u16;
-    let img = image("http-template");
+/// Boot `img` with `cargo unikernel run` and a published port (rootless
+/// user-mode networking: passt on hvt, QEMU's on kvm), then curl it on
+/// loopback.
+fn published_port_answers(img: &std::path::Path, extra: &[&str], port: u16) {
     let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
     cmd.arg("run")
-        .arg(&img)
-        .args(["-p", &format!("{port}:8080"), "--timeout", "60"]);
+        .arg(img)
+        .args(["-p", &format!("{port}:8080"), "--timeout", "120"])
+        .args(extra);
     let mut g = netns::Guest::spawn(cmd);
     assert!(
-        g.wait_for("listening on", Duration::from_secs(30)),
+        g.wait_for("listening on", Duration::from_secs(90)),
         "guest: {} {}",
         g.stdout(),
         g.stderr()
     );
     let url = format!("http://127.0.0.1:{port}/");
     let mut body = String::new();
-    for _ in 0..50 {
-        let o = run_with_deadline(
-            {
-                let mut c = std::process::Command::new("curl");
-                c.args(["-sS", "--max-time", "5", &url]);
-                c
-            },
-            b"",
-            Duration::from_secs(10),
-        );
+    for _ in 0..100 {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-sS", "--max-time", "5", &url]);
+        let o = run_with_deadline(c, b"", Duration::from_secs(10));
         if o.code == 0 {
             body = o.stdout;
             break;
@@ -231,11 +221,34 @@ fn user_mode_network_publishes_a_port_on_loopback() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = g.kill();
-    assert_eq!(
-        body, "hello from the unikernel\n",
-        "guest: {} {}",
-        out.stdout, out.stderr
-    );
+    assert_eq!(body, "hello from the unikernel\n", "guest: {} {}", out.stdout, out.stderr);
+}
+
+fn free_port(salt: u32) -> u16 {
+    20000 + ((std::process::id() * 7 + salt) % 20000) as u16
+}
+
+/// Rootless: `--net user` through passt (the default for a net image), a
+/// published port on loopback.
+#[test]
+fn user_mode_network_publishes_a_port_on_loopback() {
+    let test = "user_mode_network_publishes_a_port_on_loopback";
+    if !needs(test, &["passt", "curl"]) {
+        return;
+    }
+    published_port_answers(&image("http-template"), &[], free_port(1));
+}
+
+/// The same on kvm: virtio-net under QEMU (TCG) with its user-mode network.
+#[test]
+fn kvm_user_mode_network_publishes_a_port_on_loopback() {
+    let test = "kvm_user_mode_network_publishes_a_port_on_loopback";
+    if !qemu_available(test) || !needs(test, &["curl"]) {
+        return;
+    }
+    let img = image_for(&root().join("tests/apps/http-template"), "http-template", "kvm");
+    published_port_answers(&img, &["--machine", "microvm"], free_port(2));
+    published_port_answers(&img, &["--machine", "q35"], free_port(3));
 }
 
 /// Without a device: one note on stderr, and the service still runs on loopback.
