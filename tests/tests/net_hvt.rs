@@ -158,6 +158,32 @@ fn http_template_serves_256_connections_in_32m_and_survives_garbage() {
     let url = "http://10.0.3.2:8080/";
     let o = ns.curl_until_up(url, Duration::from_secs(20));
     assert_eq!(o.stdout, "hello from the unikernel\n", "curl: {}", o.stderr);
+    // A body far larger than the socket buffers, both ways (a lost
+    // writability edge once stalled this after ~60 KB).
+    let body: String = (0..600_000u32)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    let file = tempfile_dir().join("body.txt");
+    std::fs::write(&file, &body).unwrap();
+    let o = ns.client(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "20",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("{url}echo"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        o.stdout == body,
+        "echo of {} bytes came back as {} bytes: {}",
+        body.len(),
+        o.stdout.len(),
+        o.stderr
+    );
     let o = ns.client(
         "wrk",
         &["-t2", "-c256", "-d4s", "--timeout", "5s", url],
@@ -221,7 +247,11 @@ fn published_port_answers(img: &std::path::Path, extra: &[&str], port: u16) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = g.kill();
-    assert_eq!(body, "hello from the unikernel\n", "guest: {} {}", out.stdout, out.stderr);
+    assert_eq!(
+        body, "hello from the unikernel\n",
+        "guest: {} {}",
+        out.stdout, out.stderr
+    );
 }
 
 fn free_port(salt: u32) -> u16 {
@@ -246,7 +276,11 @@ fn kvm_user_mode_network_publishes_a_port_on_loopback() {
     if !qemu_available(test) || !needs(test, &["curl"]) {
         return;
     }
-    let img = image_for(&root().join("tests/apps/http-template"), "http-template", "kvm");
+    let img = image_for(
+        &root().join("tests/apps/http-template"),
+        "http-template",
+        "kvm",
+    );
     published_port_answers(&img, &["--machine", "microvm"], free_port(2));
     published_port_answers(&img, &["--machine", "q35"], free_port(3));
 }

@@ -60,7 +60,11 @@ fn poll(_now: u64) -> Option<u64> {
     let mut g = stack::STACK.lock();
     let s = g.as_mut()?;
     s.poll();
-    s.deadline()
+    let d = s.deadline();
+    if option("UNIKERNEL_NET_DEBUG").is_some() {
+        s.debug_dump(d);
+    }
+    d
 }
 
 /// Seconds the boot waits for a DHCP lease before the app starts

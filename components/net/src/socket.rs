@@ -43,6 +43,14 @@ impl NetSocket {
             s.poll();
             let r = f(s, self.id);
             s.poll();
+            if matches!(r, Err(EAGAIN)) {
+                // The app saw "not ready": whatever readiness there is now
+                // (packets moved since) is a new edge for it.
+                s.forget_readiness(self.id);
+            }
+            if s.refresh(self.id) {
+                unikernel_runtime::sched::notify_io();
+            }
             r
         })
     }
@@ -495,8 +503,16 @@ impl Socket for NetSocket {
     fn send_to(&self, buf: &[u8], flags: u32, to: Option<&[u8]>) -> Result<usize, Errno> {
         let _ = flags;
         if self.ty == SOCK_STREAM {
-            // Linux ignores the address on a connected stream socket.
-            return self.op(|s, id| tcp_send(s, id, buf));
+            // Linux ignores the address on a connected stream socket. A
+            // short write means "full" to an edge-triggered app, as EAGAIN.
+            let n = buf.len();
+            return self.op(|s, id| {
+                let r = tcp_send(s, id, buf);
+                if matches!(r, Ok(k) if k < n) {
+                    s.forget_readiness(id);
+                }
+                r
+            });
         }
         let to = match to {
             Some(a) => Some(addr::parse(self.family, a)?),
@@ -514,8 +530,17 @@ impl Socket for NetSocket {
             return Err(EINVAL);
         }
         if self.ty == SOCK_STREAM {
+            // A short read means "drained" to an edge-triggered app (tokio
+            // waits for the next edge), as EAGAIN does.
+            let want = buf.len();
             return self
-                .op(|s, id| tcp_recv(s, id, buf, flags))
+                .op(|s, id| {
+                    let r = tcp_recv(s, id, buf, flags);
+                    if matches!(r, Ok(k) if k < want) {
+                        s.forget_readiness(id);
+                    }
+                    r
+                })
                 .map(|n| (n, n, None));
         }
         self.op(|s, id| udp_recv(s, id, buf, flags))

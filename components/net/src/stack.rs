@@ -145,6 +145,9 @@ pub struct Sock {
     /// Bytes (or queued connections) waiting at the last refresh: new data
     /// is a new edge for edge-triggered epoll even when readiness stays.
     pub pending: usize,
+    /// Free send-buffer bytes at the last refresh: more room is a new edge
+    /// too (an app that saw a short write waits for it, as on Linux).
+    pub room: usize,
 }
 
 pub struct Stack {
@@ -159,6 +162,10 @@ pub struct Stack {
     next_id: SockId,
     next_port: u16,
     pub verbose: bool,
+    /// Listening sockets (serviced after every incoming packet).
+    listening: Vec<SockId>,
+    /// When readiness of every socket was last recomputed.
+    last_full_refresh: Option<Instant>,
 }
 
 pub static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -204,6 +211,8 @@ impl Stack {
             next_id: 1,
             next_port: *EPHEMERAL.start() + (seed() % 8192) as u16,
             verbose: false,
+            listening: Vec::new(),
+            last_full_refresh: None,
         };
         if let Some(mut e) = eth {
             let mac = e.dev.mac();
@@ -344,6 +353,7 @@ impl Stack {
                 ready: 0,
                 seq: 1,
                 pending: 0,
+                room: 0,
             },
         );
         id
@@ -490,6 +500,7 @@ impl Stack {
             listeners: Vec::new(),
             queue: VecDeque::new(),
         };
+        self.listening.push(id);
         self.replenish(id);
         Ok(())
     }
@@ -585,12 +596,11 @@ impl Stack {
     }
 
     fn replenish_all(&mut self) {
-        let ids: Vec<SockId> = self
-            .socks
-            .iter()
-            .filter(|(_, s)| matches!(s.kind, Kind::TcpListen { .. }))
-            .map(|(id, _)| *id)
-            .collect();
+        if self.listening.is_empty() && self.lo_dev.full_ports.is_empty() {
+            return;
+        }
+        self.listening.retain(|id| self.socks.contains_key(id));
+        let ids = self.listening.clone();
         for id in ids.iter() {
             self.replenish(*id);
         }
@@ -680,6 +690,7 @@ impl Stack {
                     ready: 0,
                     seq: 1,
                     pending: 0,
+                    room: 0,
                 },
             );
             // Accepted connections do not hold the port as bound sockets do.
@@ -842,6 +853,7 @@ impl Stack {
     /// readiness (waking waiters when it changed).
     pub fn poll(&mut self) {
         let t = now();
+        let mut moved = false;
         for _round in 0..64 {
             let mut busy = false;
             // Loopback: what one side sends is the other side's ingress.
@@ -889,11 +901,22 @@ impl Stack {
             if !busy {
                 break;
             }
+            moved = true;
         }
         self.dhcp_events();
-        self.replenish_all();
-        self.reap();
-        self.refresh_all();
+        // Nothing moved: no socket but the caller's own can have changed
+        // (the caller refreshes it), except through timers (smoltcp's
+        // timers emit packets, which counts as moved).
+        if moved
+            || self
+                .last_full_refresh
+                .is_none_or(|l| t - l > Duration::from_millis(50))
+        {
+            self.last_full_refresh = Some(t);
+            self.replenish_all();
+            self.reap();
+            self.refresh_all();
+        }
     }
 
     fn dhcp_events(&mut self) {
@@ -1116,17 +1139,43 @@ impl Stack {
         }
     }
 
+    /// The app saw `id` not ready (EAGAIN, a short write): the next refresh
+    /// reports whatever readiness there is as a change.
+    pub fn forget_readiness(&mut self, id: SockId) {
+        if let Some(s) = self.socks.get_mut(&id) {
+            s.ready = 0;
+            s.pending = 0;
+            s.room = 0;
+        }
+    }
+
+    /// Free bytes in `id`'s TCP send buffer (0 for other sockets).
+    fn send_room(&mut self, id: SockId) -> usize {
+        match self.socks.get(&id).map(|s| &s.kind) {
+            Some(Kind::TcpConn { link, handle, .. }) => {
+                let (l, h) = (*link, *handle);
+                self.net(l).map_or(0, |n| {
+                    let t = n.sockets.get::<tcp::Socket>(h);
+                    t.send_capacity() - t.send_queue()
+                })
+            }
+            _ => 0,
+        }
+    }
+
     /// Recompute `id`'s readiness; true (and a new event sequence number)
-    /// when it changed or new input arrived.
+    /// when it changed, new input arrived or send room grew.
     pub fn refresh(&mut self, id: SockId) -> bool {
         self.track(id);
         let r = self.readiness(id);
         let pending = self.pending_input(id);
+        let room = self.send_room(id);
         let Some(s) = self.socks.get_mut(&id) else {
             return false;
         };
-        let more = pending > s.pending;
+        let more = pending > s.pending || room > s.room;
         s.pending = pending;
+        s.room = room;
         if s.ready != r || more {
             s.ready = r;
             s.seq += 1;
@@ -1144,6 +1193,29 @@ impl Stack {
         }
         if changed {
             unikernel_runtime::sched::notify_io();
+        }
+    }
+
+    /// Print every connection's state (`UNIKERNEL_NET_DEBUG`).
+    pub fn debug_dump(&mut self, deadline: Option<u64>) {
+        let ids: Vec<SockId> = self.socks.keys().copied().collect();
+        for id in ids {
+            let (ready, seq) = (self.socks[&id].ready, self.socks[&id].seq);
+            if let Kind::TcpConn { link, handle, .. } = self.socks[&id].kind {
+                let t = self
+                    .net(link)
+                    .expect("link")
+                    .sockets
+                    .get::<tcp::Socket>(handle);
+                unikernel_runtime::kprintln!(
+                    "net-debug: sock {id} {} sendq {} recvq {} can_send {} ready {ready:#x} seq {seq} deadline {deadline:?} now {}",
+                    t.state(),
+                    t.send_queue(),
+                    t.recv_queue(),
+                    t.can_send(),
+                    now().total_micros()
+                );
+            }
         }
     }
 

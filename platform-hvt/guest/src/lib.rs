@@ -74,6 +74,8 @@ impl Platform for Hvt {
         if deadline_ns <= now {
             return;
         }
+        #[cfg(feature = "net")]
+        net::kick_pending_tx();
         let mut a = hc::Poll {
             timeout_nsecs: deadline_ns - now,
             ready_set: 0,

@@ -128,11 +128,33 @@ pub fn probe() {
     hypercall::call(Call::NetSetup, &mut setup);
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&info.mac[..6]);
-    register_net(Arc::new(HvtNet {
+    let dev = Arc::new(HvtNet {
         mac,
         mtu: info.mtu as usize,
         q: Mutex::new(q),
-    }));
+    });
+    DEVICE.call_once(|| dev.clone());
+    register_net(dev);
+}
+
+static DEVICE: spin::Once<Arc<HvtNet>> = spin::Once::new();
+
+/// Before the guest idles: if transmit frames still wait in the ring,
+/// notify the monitor again. The empty-to-non-empty notification alone can
+/// be missed when the monitor's I/O thread is between batches; a ring left
+/// full would then stall transmission until some other event.
+pub fn kick_pending_tx() {
+    let Some(dev) = DEVICE.get() else {
+        return;
+    };
+    let pending = {
+        let q = dev.q.lock();
+        q.tx.consumer().load(Ordering::Acquire) != q.tx_next
+    };
+    if pending {
+        let mut n = NetNotify::default();
+        hypercall::call(Call::NetNotify, &mut n);
+    }
 }
 
 impl NetDevice for HvtNet {
@@ -152,6 +174,9 @@ impl NetDevice for HvtNet {
         let mut q = self.q.lock();
         let old = q.tx_next;
         if old.wrapping_sub(q.tx.consumer().load(Ordering::Acquire)) >= SLOTS {
+            // Full: make sure the monitor is draining it.
+            drop(q);
+            kick_pending_tx();
             return false;
         }
         if frame.len() < 14 || frame.len() > BUF_SIZE as usize {
@@ -185,10 +210,16 @@ impl NetDevice for HvtNet {
     }
 
     fn can_transmit(&self) -> bool {
-        let q = self.q.lock();
-        q.tx_next
-            .wrapping_sub(q.tx.consumer().load(Ordering::Acquire))
-            < SLOTS
+        let room = {
+            let q = self.q.lock();
+            q.tx_next
+                .wrapping_sub(q.tx.consumer().load(Ordering::Acquire))
+                < SLOTS
+        };
+        if !room {
+            kick_pending_tx();
+        }
+        room
     }
 
     fn receive(&self, buf: &mut [u8]) -> Option<usize> {

@@ -210,6 +210,16 @@ pub fn readv(fd: u64, iov: u64, cnt: u64) -> SysResult {
 pub fn writev(fd: u64, iov: u64, cnt: u64) -> SysResult {
     let e = fdtable::file(fd as i64)?;
     writable(&e)?;
+    if let Some(s) = e.file.as_socket() {
+        // One send for the whole vector: a TCP stack with Nagle's algorithm
+        // would otherwise hold the second part back until an ACK (which a
+        // peer's delayed ACK makes 40 ms), and datagrams stay whole.
+        let mut data = alloc::vec::Vec::new();
+        for v in iovecs(iov, cnt)? {
+            data.extend_from_slice(user::bytes(v.base, v.len as usize)?);
+        }
+        return super::ipc::net_send(&e, s, &data, 0, None);
+    }
     let mut total = 0i64;
     for v in iovecs(iov, cnt)? {
         if v.len == 0 {

@@ -247,7 +247,13 @@ fn sock(fd: u64) -> Result<FdEntry, Errno> {
 /// Send on a network socket: a stream socket on a blocking descriptor
 /// sends everything (waiting for room), like `write`; EPIPE raises
 /// SIGPIPE unless MSG_NOSIGNAL.
-fn net_send(e: &FdEntry, s: &dyn Socket, b: &[u8], flags: u64, to: Option<&[u8]>) -> SysResult {
+pub(super) fn net_send(
+    e: &FdEntry,
+    s: &dyn Socket,
+    b: &[u8],
+    flags: u64,
+    to: Option<&[u8]>,
+) -> SysResult {
     let dontwait = flags & MSG_DONTWAIT != 0;
     let blocking = may_wait(e, dontwait);
     let deadline = if blocking {

@@ -13,6 +13,32 @@ async fn serve_conn(mut c: TcpStream, stop: tokio::sync::mpsc::Sender<()>) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        // Bulk modes for the benchmark: "sink\n" reads to the end and
+        // answers the byte count; "source N\n" writes N bytes and closes.
+        if buf[..n].starts_with(b"sink\n") {
+            let mut total = (n - 5) as u64;
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => total += k as u64,
+                }
+            }
+            let _ = c.write_all(format!("{total}\n").as_bytes()).await;
+            return;
+        }
+        if buf[..n].starts_with(b"source ") {
+            let text = String::from_utf8_lossy(&buf[7..n]).trim().to_string();
+            let mut left: u64 = text.parse().unwrap_or(0);
+            let chunk = vec![0x5au8; 64 * 1024];
+            while left > 0 {
+                let k = left.min(chunk.len() as u64) as usize;
+                if c.write_all(&chunk[..k]).await.is_err() {
+                    return;
+                }
+                left -= k as u64;
+            }
+            return;
+        }
         if &buf[..n] == b"quit\n" {
             let _ = c.write_all(b"bye\n").await;
             let _ = stop.send(()).await;
