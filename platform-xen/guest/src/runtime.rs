@@ -191,6 +191,11 @@ impl Platform for XenPlatform {
             if now >= deadline {
                 break;
             }
+            // A netfront event (a frame, transmit slots back) ends the idle.
+            #[cfg(feature = "net")]
+            if crate::netfront::take_wakeup() {
+                break;
+            }
             events::take_fired(port);
             arm_timer(now);
             events::block(); // unmasks atomically with the check; the upcall runs
@@ -358,6 +363,10 @@ fn xen_main(xen: &'static Xen) -> ! {
         boot_ns,
         verbose,
     });
+
+    // The vif (before the runtime starts the network component).
+    #[cfg(feature = "net")]
+    crate::netfront::init(xen, verbose);
 
     // SAFETY: the stub moves to the thread's kernel stack before events
     // can be delivered (registered with events masked).
