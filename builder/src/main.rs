@@ -109,6 +109,11 @@ struct RunArgs {
     /// TSC stamps; xen: memory, boot and exit times from the PV clock).
     #[arg(long)]
     verbose: bool,
+    /// xen: the xl `vif` spec for images with the net component, e.g.
+    /// "bridge=xenbr0,mac=00:16:3e:00:00:02" [default: "", xl's defaults:
+    /// the bridge xenbr0 and a random MAC].
+    #[arg(long, value_name = "SPEC")]
+    xen_vif: Option<String>,
     /// kvm: print the QEMU command line (xen: the xl config) instead of running it.
     #[arg(long)]
     print_vmm_config: bool,

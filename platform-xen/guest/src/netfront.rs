@@ -8,7 +8,8 @@
 //! 64 bytes, then the slots), grants them and one page per posted receive
 //! buffer, allocates an event channel the backend binds to, and publishes
 //! `tx-ring-ref`, `rx-ring-ref`, `event-channel`, `request-rx-copy = 1` and
-//! `feature-rx-notify = 1` before switching its `state` to Connected and
+//! `feature-rx-notify = 1` (and `feature-no-csum-offload = 1`: the
+//! backend completes checksums dom0's stack left blank) before switching its `state` to Connected and
 //! waiting for the backend's `state` to become Connected (xenbus states).
 //!
 //! Transmit: a frame is copied into a free granted page, a request
@@ -96,13 +97,21 @@ pub struct RxResponse {
     pub status: i16,
 }
 
+/// Transmit slot size (the larger of request and response).
+pub const TX_SLOT_BYTES: usize = 12;
+/// Receive slot size.
+pub const RX_SLOT_BYTES: usize = 8;
+
 const _: () = {
+    assert!(core::mem::size_of::<TxRequest>() == TX_SLOT_BYTES);
+    assert!(core::mem::size_of::<TxResponse>() <= TX_SLOT_BYTES);
+    assert!(core::mem::size_of::<RxResponse>() == RX_SLOT_BYTES);
     assert!(core::mem::size_of::<TxRequest>() == 12);
     assert!(core::mem::size_of::<TxResponse>() == 4);
     assert!(core::mem::size_of::<RxRequest>() == 8);
     assert!(core::mem::size_of::<RxResponse>() == 8);
     // A ring's slots fit its page.
-    assert!(RING_SLOTS_OFFSET + RING_SIZE as usize * 12 <= 4096);
+    assert!(RING_SLOTS_OFFSET + RING_SIZE as usize * TX_SLOT_BYTES <= 4096);
     assert!(RX_BUFS <= RING_SIZE as usize);
 };
 
@@ -206,14 +215,17 @@ mod target {
     /// One shared ring page, seen from the frontend.
     struct Ring {
         page: *mut u8,
+        /// Slot size: requests and responses share the slots (a union).
+        slot_bytes: usize,
         req_prod_pvt: RingIndex,
         rsp_cons: RingIndex,
     }
 
     impl Ring {
-        fn new(page: u64) -> Ring {
+        fn new(page: u64, slot_bytes: usize) -> Ring {
             Ring {
                 page: page as *mut u8,
+                slot_bytes,
                 req_prod_pvt: 0,
                 rsp_cons: 0,
             }
@@ -235,9 +247,10 @@ mod target {
 
         /// A slot as a `T` (a request or response structure).
         fn slot_ptr<T>(&self, i: RingIndex) -> *mut T {
-            // SAFETY (of the arithmetic): slot() < RING_SIZE and the slots
+            // Inside the page: slot() < RING_SIZE and the slots
             // fit the page (checked at compile time above).
-            (self.page as usize + RING_SLOTS_OFFSET + slot(i) * core::mem::size_of::<T>()) as *mut T
+            debug_assert!(core::mem::size_of::<T>() <= self.slot_bytes);
+            (self.page as usize + RING_SLOTS_OFFSET + slot(i) * self.slot_bytes) as *mut T
         }
 
         fn write_request<T>(&mut self, req: T) {
@@ -568,8 +581,8 @@ mod target {
             ))
         });
         let mut q = Queues {
-            tx: Ring::new(tx_page.va),
-            rx: Ring::new(rx_page.va),
+            tx: Ring::new(tx_page.va, TX_SLOT_BYTES),
+            rx: Ring::new(rx_page.va, RX_SLOT_BYTES),
             tx_bufs,
             tx_free: (0..TX_BUFS as u16).rev().collect(),
             tx_in_flight: [false; TX_BUFS],
@@ -593,6 +606,9 @@ mod target {
         st.write(&format!("{dev}/event-channel"), &format!("{port}"));
         st.write(&format!("{dev}/request-rx-copy"), "1");
         st.write(&format!("{dev}/feature-rx-notify"), "1");
+        // Frames from dom0's own stack carry blank checksums
+        // (NETRXF_csum_blank) unless we say we cannot fill them in.
+        st.write(&format!("{dev}/feature-no-csum-offload"), "1");
         st.write(&format!("{dev}/state"), &format!("{}", xenbus::CONNECTED));
         st.wait_state(&backend_state, "Connected", |s| s == xenbus::CONNECTED);
 
