@@ -49,6 +49,33 @@ print("quit answer: %r" % (s.recv(100),))
 PY
 "#;
 
+/// dom0 as a DHCP server (busybox udhcpd on xenbr0, a pool of one address,
+/// 10.0.99.50) and then a client of the guest at the leased address.
+const DHCP_SERVER_AND_CLIENT: &str = r#"
+cat > /tmp/udhcpd.conf <<'CONF'
+start 10.0.99.50
+end 10.0.99.50
+interface xenbr0
+lease_file /tmp/udhcpd.leases
+option subnet 255.255.255.0
+option router 10.0.99.1
+option lease 600
+CONF
+touch /tmp/udhcpd.leases
+busybox udhcpd -f /tmp/udhcpd.conf >/dev/null 2>&1 &
+for i in $(seq 1 90); do
+    if busybox ping -c 1 -W 1 10.0.99.50 >/dev/null 2>&1; then echo "leased address answers ping"; break; fi
+done
+python3 - <<'PY'
+import socket
+s = socket.create_connection(("10.0.99.50", 7), timeout=10)
+s.sendall(b"over dhcp\n")
+print("tcp echo: %r" % (s.recv(100),))
+s.sendall(b"quit\n")
+print("quit answer: %r" % (s.recv(100),))
+PY
+"#;
+
 cases! {
     /// One boot: ICMP echo (smoltcp answers), TCP bulk echo and round
     /// trips, UDP echo, all through netfront/netback; the guest exits 0
@@ -76,6 +103,38 @@ cases! {
             assert!(dom0.contains(&line), "dom0 did not say {line:?}; output: {}", o.stderr);
         }
         assert!(o.stdout.contains("listening on 0.0.0.0:7"), "output: {}", o.stderr);
+        assert_eq!(o.code, 0, "output: {}", o.stderr);
+    }
+
+    /// No static address: the guest takes a DHCP lease from dom0's udhcpd
+    /// over netfront and serves on it.
+    fn netfront_dhcp_lease_from_dom0(t) on [xen] {
+        let extras = XenLabExtras {
+            options: &["UNIKERNEL_VERBOSE=1"],
+            net: true,
+            dom0_script: Some(DHCP_SERVER_AND_CLIENT),
+        };
+        let o = boot_xen_lab(&t.image("net-tokio"), &[], &["serve", "7"], &extras);
+        let dom0: Vec<&str> = o
+            .stdout_lines()
+            .into_iter()
+            .filter_map(|l| l.strip_prefix("dom0: "))
+            .collect();
+        for line in [
+            "leased address answers ping",
+            "tcp echo: b'over dhcp\\n'",
+            "quit answer: b'bye\\n'",
+            "exit 0",
+        ] {
+            assert!(dom0.contains(&line), "dom0 did not say {line:?}; output: {}", o.stderr);
+        }
+        assert!(
+            o.stdout
+                .lines()
+                .any(|l| l.contains("(DHCP):") && l.contains("10.0.99.50/24 gateway 10.0.99.1")),
+            "no DHCP lease line; output: {}",
+            o.stderr
+        );
         assert_eq!(o.code, 0, "output: {}", o.stderr);
     }
 }
