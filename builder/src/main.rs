@@ -45,7 +45,7 @@ enum Command {
     Build(BuildArgs),
     /// Build (unless given an image), then boot it: hvt images on the bundled
     /// monitor, kvm images under QEMU.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what is inside an image: manifest, segments, sizes.
     Inspect {
         /// The image file.
@@ -130,6 +130,11 @@ struct RunArgs {
     /// TSC stamps; xen: memory, boot and exit times from the PV clock).
     #[arg(long)]
     verbose: bool,
+    /// xen: the xl `vif` spec for images with the net component, e.g.
+    /// "bridge=xenbr0,mac=00:16:3e:00:00:02" [default: "", xl's defaults:
+    /// the bridge xenbr0 and a random MAC].
+    #[arg(long, value_name = "SPEC")]
+    xen_vif: Option<String>,
     /// kvm: print the QEMU command line (xen: the xl config) instead of running it.
     #[arg(long)]
     print_vmm_config: bool,
@@ -185,6 +190,7 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
+            let args = *args;
             if let Some(t) = args.timeout {
                 if !(t > 0.0 && t.is_finite()) {
                     return Err(format!(

@@ -277,6 +277,11 @@ pub fn boot_xen(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         kernel: image.clone(),
         memory_mib,
         cmdline,
+        vif: manifest
+            .components
+            .iter()
+            .any(|c| c == "net")
+            .then(|| run.xen_vif.clone().unwrap_or_default()),
     };
     let path = xl::config_path(&image);
     std::fs::write(&path, config.render())

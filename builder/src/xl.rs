@@ -26,6 +26,11 @@ pub struct XlConfig {
     pub kernel: PathBuf,
     pub memory_mib: u64,
     pub cmdline: String,
+    /// The `vif` spec for images with the net component (`""`: xl's
+    /// defaults, a random MAC on the host's default bridge, `xenbr0`;
+    /// `"bridge=br1,mac=00:16:3e:00:00:02"`: libxl's `key=value` list);
+    /// `None`: no network device.
+    pub vif: Option<String>,
 }
 
 /// `<image>.xl.cfg`.
@@ -69,6 +74,9 @@ impl XlConfig {
         let _ = writeln!(out, "memory = {}", self.memory_mib);
         let _ = writeln!(out, "vcpus = 1");
         let _ = writeln!(out, "cmdline = {}", quote(&self.cmdline));
+        if let Some(vif) = &self.vif {
+            let _ = writeln!(out, "vif = [ {} ]", quote(vif));
+        }
         for event in ["poweroff", "reboot", "crash", "watchdog", "soft_reset"] {
             let _ = writeln!(out, "on_{event} = \"destroy\"");
         }
@@ -116,6 +124,7 @@ mod tests {
             kernel: "/img/hello".into(),
             memory_mib: 64,
             cmdline: "K=\"a b\" -- x\\y".into(),
+            vif: None,
         };
         let text = c.render();
         for line in [
@@ -134,6 +143,32 @@ mod tests {
                 "{line} missing in:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn net_images_get_a_vif() {
+        let mut c = XlConfig {
+            name: "web".into(),
+            kernel: "/img/web".into(),
+            memory_mib: 64,
+            cmdline: String::new(),
+            vif: None,
+        };
+        assert!(!c.render().contains("vif"), "{}", c.render());
+        c.vif = Some(String::new());
+        assert!(
+            c.render().lines().any(|l| l == "vif = [ \"\" ]"),
+            "{}",
+            c.render()
+        );
+        c.vif = Some("bridge=xenbr0,mac=00:16:3e:00:00:02".into());
+        assert!(
+            c.render()
+                .lines()
+                .any(|l| l == "vif = [ \"bridge=xenbr0,mac=00:16:3e:00:00:02\" ]"),
+            "{}",
+            c.render()
+        );
     }
 
     #[test]

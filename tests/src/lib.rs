@@ -312,6 +312,25 @@ fn xl_unquote(s: &str) -> String {
 /// xl config `cargo unikernel run` writes for these options and args, so
 /// the encoding under test is the toolchain's own.
 pub fn boot_xen(image: &Path, opts: &[&str], args: &[&str]) -> Outcome {
+    boot_xen_lab(image, opts, args, &XenLabExtras::default())
+}
+
+/// What a network boot adds to [`boot_xen`].
+#[derive(Default)]
+pub struct XenLabExtras<'a> {
+    /// Runtime options (`UNIKERNEL_IP=...`) put before the command line
+    /// the toolchain wrote.
+    pub options: &'a [&'a str],
+    /// A vif on the lab's bridge (`--net`): the xl config must have a
+    /// `vif` line for the image.
+    pub net: bool,
+    /// A shell script run in dom0 beside the guest (`--dom0-script`); its
+    /// lines come out as `dom0: ...`, then `dom0: exit N`.
+    pub dom0_script: Option<&'a str>,
+}
+
+/// [`boot_xen`] with a vif and a dom0 script (see [`XenLabExtras`]).
+pub fn boot_xen_lab(image: &Path, opts: &[&str], args: &[&str], extras: &XenLabExtras) -> Outcome {
     let mut cmd = Command::new(tool("cargo-unikernel"));
     cmd.arg("run")
         .arg(image)
@@ -326,13 +345,40 @@ pub fn boot_xen(image: &Path, opts: &[&str], args: &[&str]) -> Outcome {
         return o;
     }
     let memory = xl_value(&o.stdout, "memory").to_string();
-    let cmdline = xl_unquote(xl_value(&o.stdout, "cmdline"));
+    let mut cmdline = xl_unquote(xl_value(&o.stdout, "cmdline"));
+    for opt in extras.options.iter().rev() {
+        cmdline = format!("{opt} {cmdline}");
+    }
     let _lab = XEN_LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut cmd = Command::new(xen_lab());
     cmd.arg("run")
         .arg(image)
         .args(["--mem", &memory, "--cmdline", &cmdline, "--timeout", "120"]);
+    if extras.net {
+        // The lab attaches its own vif; the toolchain's config must ask for one.
+        let vif = xl_value(&o.stdout, "vif");
+        assert!(vif.starts_with('['), "the vif line is not a list: {vif}");
+        cmd.arg("--net");
+    }
+    let script = extras.dom0_script.map(|text| {
+        let path = std::env::temp_dir().join(format!(
+            "unikernel-test-{}-dom0-{}.sh",
+            std::process::id(),
+            image
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        std::fs::write(&path, text).expect("write the dom0 script");
+        path
+    });
+    if let Some(path) = &script {
+        cmd.arg("--dom0-script").arg(path);
+    }
     let mut o = run_with_deadline(cmd, b"", Duration::from_secs(200));
+    if let Some(path) = script {
+        let _ = std::fs::remove_file(path);
+    }
     // One console ring: the guest's stderr is in stdout; the lab's own
     // lines are on stderr. Assertions on "stderr" look at both.
     o.stderr = format!("{}{}", o.stdout, o.stderr);

@@ -41,6 +41,7 @@ pub mod console;
 pub mod events;
 pub mod fmtbuf;
 pub mod grant;
+pub mod netfront;
 pub mod notes;
 pub mod start_info;
 pub mod time;

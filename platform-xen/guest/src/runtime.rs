@@ -35,7 +35,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use unikernel_image::layout::{USER_STACK_RESERVE, USER_STACK_TOP};
 use unikernel_image::manifest::Manifest;
 use unikernel_runtime::arch::x86_64::TrapFrame;
@@ -190,6 +190,11 @@ impl Platform for XenPlatform {
         loop {
             let now = self.xen.system_time_ns();
             if now >= deadline {
+                break;
+            }
+            // A netfront event (a frame, transmit slots back) ends the idle.
+            #[cfg(feature = "net")]
+            if crate::netfront::take_wakeup() {
                 break;
             }
             events::take_fired(port);
@@ -359,6 +364,10 @@ fn xen_main(xen: &'static Xen) -> ! {
         boot_ns,
         verbose,
     });
+
+    // The vif (before the runtime starts the network component).
+    #[cfg(feature = "net")]
+    crate::netfront::init(xen, verbose);
 
     // SAFETY: the stub moves to the thread's kernel stack before events
     // can be delivered (registered with events masked).
