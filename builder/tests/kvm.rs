@@ -294,7 +294,7 @@ fn network_flags() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("-p needs --net user"));
     let o = run(&["--print-vmm-config", "--net", "tap:"]);
     assert_ne!(o.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bad tap device name"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("an interface name is 1 to 15 characters"));
 }
 
 #[test]
