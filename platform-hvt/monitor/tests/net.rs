@@ -89,6 +89,10 @@ fn net_image(test: &str, mode: u32, components: &[&str]) -> Option<String> {
     let code = test_kernel(test, mode)?;
     let mut m = manifest(Platform::Hvt);
     m.components = components.iter().map(|c| c.to_string()).collect();
+    m.component_reasons = components
+        .iter()
+        .map(|_| "listed by the test".to_string())
+        .collect();
     let bytes = elf(&[kernel(&code, &[])], Some(&m));
     Some(
         write_image(&format!("net-{test}"), &bytes)
