@@ -110,6 +110,9 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
         devices: spec.devices.clone(),
         ports: spec.ports.clone(),
         options: spec.options.clone(),
+        disks: Vec::new(),
+        files_addr: 0,
+        files_len: 0,
         build_id: vec![0; BUILD_ID_LEN],
     };
     // kvm: the boot manifest segment sits right after the kernel. Its size

@@ -50,6 +50,18 @@ pub const ECONNREFUSED: Errno = 111;
 pub const EHOSTUNREACH: Errno = 113;
 pub const EALREADY: Errno = 114;
 pub const EINPROGRESS: Errno = 115;
+pub const ENXIO: Errno = 6;
+pub const E2BIG: Errno = 7;
+pub const EBUSY: Errno = 16;
+pub const EXDEV: Errno = 18;
+pub const ETXTBSY: Errno = 26;
+pub const EFBIG: Errno = 27;
+pub const ENOSPC: Errno = 28;
+pub const EMLINK: Errno = 31;
+pub const ENOLCK: Errno = 37;
+pub const EOVERFLOW: Errno = 75;
+pub const EUCLEAN: Errno = 117;
+pub const EDQUOT: Errno = 122;
 
 pub fn name(e: Errno) -> &'static str {
     match e {
@@ -100,6 +112,18 @@ pub fn name(e: Errno) -> &'static str {
         EHOSTUNREACH => "EHOSTUNREACH",
         EALREADY => "EALREADY",
         EINPROGRESS => "EINPROGRESS",
+        ENXIO => "ENXIO",
+        E2BIG => "E2BIG",
+        EBUSY => "EBUSY",
+        EXDEV => "EXDEV",
+        ETXTBSY => "ETXTBSY",
+        EFBIG => "EFBIG",
+        ENOSPC => "ENOSPC",
+        EMLINK => "EMLINK",
+        ENOLCK => "ENOLCK",
+        EOVERFLOW => "EOVERFLOW",
+        EUCLEAN => "EUCLEAN",
+        EDQUOT => "EDQUOT",
         _ => "E?",
     }
 }

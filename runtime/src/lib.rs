@@ -188,3 +188,28 @@ fn build_app_stack(app: &AppImage, spec: &AppSpec) -> u64 {
     }
     stack.rsp
 }
+
+/// The image's declared data volumes, `NAME=MOUNT` each (parse with
+/// `unikernel_image::disks::DiskDecl::parse`); empty before [`start`].
+pub fn declared_disks() -> &'static [alloc::string::String] {
+    BOOT.get().map_or(&[], |b| b.disks.as_slice())
+}
+
+/// The embedded-files archive the image carries (`unikernel_image::files`),
+/// empty when it carries none or when the platform's range for it does not
+/// lie inside the app's loaded range.
+pub fn embedded_files() -> &'static [u8] {
+    let Some(b) = BOOT.get() else { return &[] };
+    let (start, len) = (b.files_addr, b.files_len);
+    let Some(end) = start.checked_add(len) else {
+        return &[];
+    };
+    if len == 0 || start < b.app.base || end > b.app.end {
+        return &[];
+    }
+    // SAFETY: [start, end) lies inside the app's range, which the platform
+    // loaded and identity-mapped before starting the runtime and which the
+    // frame allocator never hands out; the archive segment is read-only
+    // data nobody writes.
+    unsafe { core::slice::from_raw_parts(start as *const u8, len as usize) }
+}

@@ -81,6 +81,14 @@ pub struct BootInfo {
     /// platform's overrides (kvm/xen: the command line's `UNIKERNEL_*`
     /// tokens; hvt: what the monitor passed) replacing them by key.
     pub options: alloc::vec::Vec<alloc::string::String>,
+    /// The image's declared data volumes, `NAME=MOUNT` each, as the
+    /// manifest keeps them (`unikernel_image::disks`).
+    pub disks: alloc::vec::Vec<alloc::string::String>,
+    /// Guest address and length of the embedded-files archive
+    /// (`unikernel_image::files`; both 0: none). The platform loaded it
+    /// with the app; the runtime checks it lies inside the app's range.
+    pub files_addr: u64,
+    pub files_len: u64,
 }
 
 /// A segment base the runtime sets (see [`Platform::set_segment_base`]).

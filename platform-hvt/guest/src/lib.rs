@@ -197,6 +197,10 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
         },
         app_spec: None,
         options,
+        // Filled from the hvt boot structures once the monitor passes them.
+        disks: alloc::vec::Vec::new(),
+        files_addr: 0,
+        files_len: 0,
     };
     unikernel_runtime::start(boot, hvt)
 }

@@ -421,6 +421,9 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
             phnum: manifest.app_phnum as u64,
         }),
         options,
+        disks: manifest.disks.clone(),
+        files_addr: manifest.files_addr,
+        files_len: manifest.files_len,
     };
     if verbose {
         // SAFETY: written once by the entry code.

@@ -426,6 +426,9 @@ fn xen_main(xen: &'static Xen) -> ! {
             phnum: manifest.app_phnum as u64,
         }),
         options,
+        disks: manifest.disks.clone(),
+        files_addr: manifest.files_addr,
+        files_len: manifest.files_len,
     };
     if verbose {
         let now = xen.system_time_ns();

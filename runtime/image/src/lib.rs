@@ -7,6 +7,8 @@
 //! * [`layout`]: the platform-neutral memory layout (where the kernel is
 //!   linked, the app's stack and `mmap` areas, the memory limits);
 //! * [`ports`]: the syntax of a published port (`"tcp:8080:80"`);
+//! * [`disks`]: declared data volumes (`NAME=MOUNT`) and their syntax;
+//! * [`files`]: the embedded-files archive format;
 //! * [`options`]: the runtime options (`UNIKERNEL_*=VALUE` tokens) the image
 //!   can carry defaults for, and the syntax of their values.
 //!
@@ -18,6 +20,8 @@
 #[cfg(any(feature = "alloc", test))]
 extern crate alloc;
 
+pub mod disks;
+pub mod files;
 pub mod manifest;
 pub mod options;
 pub mod ports;

@@ -11,14 +11,17 @@
 //! app_entry, app_base, app_phdr, app_end   u64 each (guest addresses)
 //! app_phnum, app_phent                     u32 each
 //! name              string
-//! args, env, components, component_reasons, devices, ports, options
+//! args, env, components, component_reasons, devices, ports, options, disks
 //!                   list of strings each
+//! files_addr, files_len  u64 each (the embedded-files archive; 0, 0 = none)
 //! build_id          bytes
 //! string/bytes: u32 length + bytes; list: u32 count + strings
 //! ```
 //!
 //! Version 2 added `component_reasons`, `devices`, `ports` and `options`;
-//! version 1 images are refused (rebuild them).
+//! version 3 added `disks` (`NAME=MOUNT`, see [`crate::disks`]) and the
+//! embedded-files archive (see [`crate::files`]); older images are refused
+//! (rebuild them).
 //!
 //! Decoding never panics: any short or malformed note is a [`ManifestError`].
 #[cfg(any(feature = "alloc", test))]
@@ -31,7 +34,7 @@ use alloc::{string::String, vec::Vec};
 pub const NOTE_NAME: &str = "UKM";
 pub const NOTE_TYPE: u32 = 0x4d46; // "MF"
 pub const MAGIC: &[u8; 8] = b"UKMANIF1";
-pub const MANIFEST_VERSION: u32 = 2;
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// The platform an image was built for.
 #[repr(u32)]
@@ -119,6 +122,13 @@ pub struct Manifest {
     pub ports: Vec<String>,
     /// Runtime option defaults, `UNIKERNEL_*=VALUE` each (see [`crate::options`]).
     pub options: Vec<String>,
+    /// Declared data volumes, `NAME=MOUNT` each (see [`crate::disks`]).
+    pub disks: Vec<String>,
+    /// Guest address and length of the embedded-files archive (see
+    /// [`crate::files`]); both 0 when the image embeds no files. The
+    /// archive is loaded as part of the app's range (`app_end` covers it).
+    pub files_addr: u64,
+    pub files_len: u64,
     pub build_id: Vec<u8>,
 }
 
@@ -160,9 +170,12 @@ impl Manifest {
             &self.devices,
             &self.ports,
             &self.options,
+            &self.disks,
         ] {
             list(&mut out, l);
         }
+        out.extend_from_slice(&self.files_addr.to_le_bytes());
+        out.extend_from_slice(&self.files_len.to_le_bytes());
         bytes(&mut out, &self.build_id);
         out
     }
@@ -196,6 +209,9 @@ impl Manifest {
             devices: r.list()?,
             ports: r.list()?,
             options: r.list()?,
+            disks: r.list()?,
+            files_addr: r.u64()?,
+            files_len: r.u64()?,
             build_id: r.bytes()?.to_vec(),
         };
         if m.component_reasons.len() != m.components.len() {
@@ -280,6 +296,9 @@ mod tests {
             devices: vec!["net".into()],
             ports: vec!["8080:80".into(), "udp:5353:53".into()],
             options: vec!["UNIKERNEL_IP=10.0.0.2/24".into()],
+            disks: vec!["data=/data".into()],
+            files_addr: 0x29_0000,
+            files_len: 1234,
             build_id: vec![1, 2, 3],
         }
     }
@@ -322,7 +341,7 @@ mod tests {
         assert_eq!(err, ManifestError::UnsupportedVersion(1));
         assert_eq!(
             err.to_string(),
-            "manifest version 1 is not supported (this tool reads version 2)"
+            "manifest version 1 is not supported (this tool reads version 3)"
         );
     }
 

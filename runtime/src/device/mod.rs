@@ -47,3 +47,57 @@ pub fn register_net(dev: Arc<dyn NetDevice>) {
 pub fn net_devices() -> Vec<Arc<dyn NetDevice>> {
     NET_DEVICES.lock().clone()
 }
+
+/// A block device (a data volume). Sectors are [`BlockDevice::sector_size`]
+/// bytes; `buf.len()` of every call is a non-zero multiple of it.
+///
+/// Calls are synchronous: they return when the device has done the
+/// request (a driver may idle the vCPU meanwhile, or let other threads run
+/// through the scheduler). A request that runs past the end of the device
+/// answers `EINVAL` without reaching it; a write to a read-only device
+/// `EROFS`; a request the device failed `EIO`. Drivers split requests
+/// larger than their device takes at once.
+pub trait BlockDevice: Send + Sync {
+    /// A short name for messages ("hvt-blk0", "virtio-blk0", "xvda").
+    fn name(&self) -> &str;
+    /// The disk name the user attached it under (`--disk data=FILE` gives
+    /// "data"), when the platform carries it (hvt; kvm through the
+    /// virtio-blk serial); `None` otherwise (the runtime then matches
+    /// devices to the image's declared disks in declaration order).
+    fn label(&self) -> Option<&str> {
+        None
+    }
+    /// Bytes per sector (512 on every device we drive today).
+    fn sector_size(&self) -> usize {
+        512
+    }
+    /// Capacity in sectors.
+    fn sectors(&self) -> u64;
+    /// The device refuses writes (a read-only file on the host).
+    fn read_only(&self) -> bool;
+    /// Whether [`BlockDevice::flush`] reaches stable storage (virtio-blk
+    /// without VIRTIO_BLK_F_FLUSH cannot promise it).
+    fn can_flush(&self) -> bool {
+        true
+    }
+    /// Read `buf.len() / sector_size()` sectors starting at `sector`.
+    fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), crate::errno::Errno>;
+    /// Write `buf.len() / sector_size()` sectors starting at `sector`.
+    fn write(&self, sector: u64, buf: &[u8]) -> Result<(), crate::errno::Errno>;
+    /// Make every completed write durable (the host's `fdatasync`, a
+    /// virtio FLUSH, a Xen FLUSH_DISKCACHE).
+    fn flush(&self) -> Result<(), crate::errno::Errno>;
+}
+
+static BLOCK_DEVICES: Mutex<Vec<Arc<dyn BlockDevice>>> = Mutex::new(Vec::new());
+
+/// A driver found a block device (called by the platform at boot, before
+/// the components start).
+pub fn register_block(dev: Arc<dyn BlockDevice>) {
+    BLOCK_DEVICES.lock().push(dev);
+}
+
+/// Every registered block device, in registration order.
+pub fn block_devices() -> Vec<Arc<dyn BlockDevice>> {
+    BLOCK_DEVICES.lock().clone()
+}

@@ -10,6 +10,7 @@ pub mod eventfd;
 pub mod fdtable;
 pub mod pipe;
 pub mod tree;
+pub mod vfs;
 
 use crate::errno::*;
 
@@ -64,6 +65,35 @@ pub trait File: Send + Sync {
     }
     fn seek(&self, _offset: i64, _whence: u32) -> Result<u64, Errno> {
         Err(ESPIPE)
+    }
+    /// Write at an offset without moving the file position (`pwrite64`).
+    fn pwrite(&self, _buf: &[u8], _offset: u64) -> Result<usize, Errno> {
+        Err(ESPIPE)
+    }
+    /// `ftruncate(2)`.
+    fn set_len(&self, _len: u64) -> Result<(), Errno> {
+        Err(EINVAL)
+    }
+    /// `fallocate(2)` mode 0: make `[offset, offset + len)` allocated (the
+    /// size grows to cover it; `ENOSPC` when the volume is full).
+    fn allocate(&self, _offset: u64, _len: u64) -> Result<(), Errno> {
+        Err(ENODEV)
+    }
+    /// `fsync(2)` (`data_only`: `fdatasync(2)`): durable when it returns.
+    fn sync(&self, _data_only: bool) -> Result<(), Errno> {
+        Err(EINVAL)
+    }
+    /// `futimens(2)`: set the access and/or modification time.
+    fn set_times(
+        &self,
+        _atime: Option<vfs::Timespec>,
+        _mtime: Option<vfs::Timespec>,
+    ) -> Result<(), Errno> {
+        Err(EPERM)
+    }
+    /// `fstatfs(2)`: the filesystem this file is on.
+    fn statfs(&self) -> Result<vfs::StatFs, Errno> {
+        Err(ENOSYS)
     }
     fn stat(&self) -> Stat;
     /// Fill `buf` with `linux_dirent64` records; 0 at the end.

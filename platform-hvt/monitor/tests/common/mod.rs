@@ -160,6 +160,9 @@ pub fn manifest(platform: Platform) -> Manifest {
         devices: vec![],
         ports: vec![],
         options: vec![],
+        disks: vec![],
+        files_addr: 0,
+        files_len: 0,
         build_id: vec![0xab; 8],
     }
 }
