@@ -8,6 +8,7 @@
 //!    `x86_64-unknown-linux-musl` (through [`cargo`], under [`progress`]);
 //! 3. [`elf_input`]: refuse an app the unikernel cannot run, with one line;
 //! 4. [`select`]: the components, from the metadata and the app's symbols;
+//!    [`files`]: the embedded read-only files;
 //!    [`kernel`]: generate the glue crate and build the kernel;
 //! 5. [`link`]: kernel + app + manifest note -> the image;
 //! 6. [`image`]: read an image back (`run IMAGE`, `inspect`).
@@ -25,6 +26,7 @@ pub mod cmdline;
 pub mod config;
 pub mod console;
 pub mod elf_input;
+pub mod files;
 pub mod image;
 pub mod kernel;
 pub mod kvm_run;

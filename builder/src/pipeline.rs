@@ -43,6 +43,8 @@ pub struct BuiltImage {
     pub kernel_bytes: u64,
     pub app_bytes: u64,
     pub file_size: u64,
+    /// Embedded files: (count, bytes of contents).
+    pub files: Option<(usize, u64)>,
 }
 
 /// Build the image.
@@ -99,7 +101,8 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
 
     // 3. The components, then the kernel for this platform and component
     //    set (cached).
-    let (choices, warnings) = choose(&meta.components, &app_symbols(&app));
+    let disk_names: Vec<String> = meta.disks.iter().map(|d| d.name.clone()).collect();
+    let (choices, warnings) = choose(&meta.components, &disk_names, &app_symbols(&app));
     for w in &warnings {
         progress.warn(w);
     }
@@ -112,7 +115,24 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
     let kernel = read(&kernel_path, "the kernel")?;
     step.finish(&human_bytes(kernel.len() as u64));
 
-    // 4. The image.
+    // 4. The embedded files, then the image.
+    let disks = meta.disk_entries();
+    let mounts: Vec<String> = disks
+        .iter()
+        .filter_map(|d| d.split_once('=').map(|x| x.1.to_string()))
+        .collect();
+    let embedded = crate::files::collect(
+        crate_dir,
+        &meta.files,
+        meta.files_root.as_deref().unwrap_or("/"),
+        &mounts,
+    )
+    .map_err(|e| {
+        format!(
+            "{}: [package.metadata.unikernel] files: {e}",
+            manifest_path.display()
+        )
+    })?;
     let step = progress.spinner("Linking image");
     let spec = ImageSpec {
         platform,
@@ -125,6 +145,8 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         devices: devices(&choices),
         ports: meta.ports.clone(),
         options: meta.options(),
+        disks,
+        files: embedded.as_ref().map(|e| e.archive.clone()),
     };
     let image = link(&kernel, &app, &spec)?;
     let output = opts
@@ -145,6 +167,7 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         kernel_bytes: image.kernel_bytes,
         app_bytes: image.app_bytes,
         file_size: image.bytes.len() as u64,
+        files: embedded.map(|e| (e.files, e.bytes)),
     })
 }
 
@@ -170,6 +193,19 @@ pub fn summary(image: &BuiltImage) -> String {
     let m = &image.manifest;
     for (c, why) in m.components.iter().zip(&m.component_reasons) {
         s.push_str(&format!("\n  component {c}: {why}"));
+    }
+    if let Some((files, bytes)) = image.files {
+        s.push_str(&format!(
+            "\n  embedded files: {files}, {}",
+            human_bytes(bytes)
+        ));
+    }
+    for d in &m.disks {
+        if let Some((name, mount)) = d.split_once('=') {
+            s.push_str(&format!(
+                "\n  disk {name} at {mount} (run with --disk {name}=FILE)"
+            ));
+        }
     }
     s
 }
