@@ -82,7 +82,15 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         sh,
         "{cargo} build {release...} --target {APP_TARGET} --message-format=json-render-diagnostics --bin {bin} --manifest-path {manifest_path}"
     );
-    let artifacts = run_build(command, &step, &format!("the app {bin}"))?;
+    let c_hint = missing_c_compiler(&metadata);
+    if let Some(h) = &c_hint {
+        progress.warn(h);
+    }
+    let artifacts =
+        run_build(command, &step, &format!("the app {bin}")).map_err(|e| match &c_hint {
+            Some(h) => format!("{e}; {h}"),
+            None => e,
+        })?;
     let app_path = artifacts
         .iter()
         .filter(|a| a.package_id == package.id && a.target.name == bin && a.target.is_bin())
@@ -168,6 +176,31 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         app_bytes: image.app_bytes,
         file_size: image.bytes.len() as u64,
         files: embedded.map(|e| (e.files, e.bytes)),
+    })
+}
+
+/// A hint when a dependency builds C code (the `cc` crate is in the graph)
+/// and no C compiler for musl is there: musl-gcc (Debian's `musl-tools`),
+/// or a `CC_x86_64_unknown_linux_musl` / `TARGET_CC` the user set.
+fn missing_c_compiler(metadata: &Metadata) -> Option<String> {
+    if !metadata.packages.iter().any(|p| p.name.as_str() == "cc") {
+        return None;
+    }
+    for var in [
+        "CC_x86_64_unknown_linux_musl",
+        "CC_x86_64-unknown-linux-musl",
+        "TARGET_CC",
+    ] {
+        if std::env::var_os(var).is_some() {
+            return None;
+        }
+    }
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|d| d.join("musl-gcc").is_file() || d.join("x86_64-linux-musl-gcc").is_file())
+    });
+    (!found).then(|| {
+        "a dependency builds C code (the cc crate) and no musl C compiler was found: install musl-gcc (Debian: apt-get install musl-tools) or set CC_x86_64_unknown_linux_musl".to_string()
     })
 }
 
