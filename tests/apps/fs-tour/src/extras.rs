@@ -89,6 +89,7 @@ pub fn run(t: &mut Tour, dir: &str) {
         same("mode", io("meta", fs::metadata(&f))?.permissions().mode() & 0o7777, 0o600)
     })());
     t.check("rename across mounts", same("EXDEV", os_err(fs::rename(format!("{base}/hard"), "/proc/x")), Some(libc::EXDEV)));
+    t.check("raw calls", raw_calls(&format!("{base}/raw.bin")));
     t.check("mmap shared write-back", mmap_shared(&format!("{base}/map.bin")));
     t.check("unlinked but open", (|| {
         let path = format!("{base}/open.txt");
@@ -99,6 +100,50 @@ pub fn run(t: &mut Tour, dir: &str) {
         io("read_at", std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, 0))?;
         same("contents", &b, b"still here")
     })());
+}
+
+/// preadv/pwritev, fallocate, statx, and the access-mode checks.
+fn raw_calls(path: &str) -> Result<(), String> {
+    let f = io("create", OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path))?;
+    let fd = f.as_raw_fd();
+    let (a, b) = (*b"abc", *b"defg");
+    let iov = [
+        libc::iovec { iov_base: a.as_ptr() as *mut _, iov_len: 3 },
+        libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: 4 },
+    ];
+    // SAFETY: the iovecs point at live buffers of the given lengths.
+    same("pwritev", unsafe { libc::pwritev(fd, iov.as_ptr(), 2, 100) }, 7)?;
+    let (mut x, mut y) = ([0u8; 5], [0u8; 2]);
+    let iov = [
+        libc::iovec { iov_base: x.as_mut_ptr() as *mut _, iov_len: 5 },
+        libc::iovec { iov_base: y.as_mut_ptr() as *mut _, iov_len: 2 },
+    ];
+    // SAFETY: as above, writable buffers.
+    same("preadv", unsafe { libc::preadv(fd, iov.as_ptr(), 2, 100) }, 7)?;
+    same("preadv bytes", (&x, &y), (b"abcde", b"fg"))?;
+    // SAFETY: fd is open.
+    same("fallocate", unsafe { libc::fallocate(fd, 0, 0, 10000) }, 0)?;
+    same("size after fallocate", io("meta", f.metadata())?.len(), 10000)?;
+    // SAFETY: as above. Mode 1 (KEEP_SIZE): the unikernel has only mode 0
+    // (EOPNOTSUPP); Linux's filesystems do it without growing the file.
+    let r = unsafe { libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, 20000) };
+    if r != 0 {
+        same("fallocate KEEP_SIZE", last_errno(), Some(libc::EOPNOTSUPP))?;
+    }
+    same("size after KEEP_SIZE", io("meta", f.metadata())?.len(), 10000)?;
+    let mut sx = [0u8; 256];
+    let c = cstr(path);
+    // SAFETY: c is NUL-terminated and sx has room for a struct statx.
+    let r = unsafe { libc::syscall(libc::SYS_statx, libc::AT_FDCWD, c.as_ptr(), 0, 0x7ff, sx.as_mut_ptr()) };
+    same("statx", r, 0)?;
+    let size = u64::from_le_bytes(sx[40..48].try_into().unwrap_or_default());
+    let mode = u16::from_le_bytes([sx[28], sx[29]]) as u32;
+    same("statx size, type", (size, mode & libc::S_IFMT), (10000, libc::S_IFREG))?;
+    let ro = io("open ro", File::open(path))?;
+    // SAFETY: writing a valid buffer to a read-only descriptor must fail.
+    let r = unsafe { libc::write(ro.as_raw_fd(), a.as_ptr() as *const _, 3) };
+    same("write on read-only fd", (r, last_errno()), (-1, Some(libc::EBADF)))?;
+    same("ftruncate on read-only fd", os_err(ro.set_len(0)), Some(libc::EINVAL))
 }
 
 fn mmap_shared(path: &str) -> Result<(), String> {
