@@ -31,8 +31,6 @@ pub const DNS: &str = "UNIKERNEL_DNS";
 pub const TMP_SIZE: &str = "UNIKERNEL_TMP_SIZE";
 /// `1`: the runtime prints its boot diagnostics (among them the options).
 pub const VERBOSE: &str = "UNIKERNEL_VERBOSE";
-/// The size limit of `/tmp` in bytes (default: a quarter of guest memory).
-pub const TMP_SIZE: &str = "UNIKERNEL_TMP_SIZE";
 
 /// Why an option token or value is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
