@@ -8,9 +8,10 @@
 //! VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX and
 //! VIRTIO_F_VERSION_1 and accepts what the device offers of them (the
 //! intersection, written back before FEATURES_OK). So FLUSH is negotiated
-//! exactly when the device offers it (QEMU always does; Firecracker only
-//! for a drive with `cache_type` "Writeback"), and [`BlockDevice::can_flush`]
-//! says so. Indirect descriptors need the crate's `alloc` feature, which is
+//! exactly when the device offers it (QEMU and Firecracker always do;
+//! Firecracker's flush reaches the host file only for a drive with
+//! `cache_type` "Writeback", which `--emit firecracker` writes), and
+//! [`BlockDevice::can_flush`] says so. Indirect descriptors need the crate's `alloc` feature, which is
 //! off: each request takes 3 descriptors of the 16-entry queue.
 //!
 //! Requests: a read or write is split into requests of at most [`CHUNK`]
