@@ -50,10 +50,8 @@ fn fnv1a(data: &[u8]) -> u64 {
 
 /// The toolchain overlay whose kernel glue turns on the platform's `block`.
 fn overlay() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "unikernel-block-toolchain-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("unikernel-block-toolchain-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     let src = root();
@@ -135,11 +133,36 @@ fn block_image() -> PathBuf {
 
 /// The QEMU command `cargo unikernel run --platform kvm --disk NAME=FILE`
 /// starts (builder/src/vmm.rs), without its console relay.
-fn qemu_with_disk(machine: &str, image: &Path, cmdline: &str, name: &str, file: &Path, ro: bool) -> Command {
+fn qemu_with_disk(
+    machine: &str,
+    image: &Path,
+    cmdline: &str,
+    name: &str,
+    file: &Path,
+    ro: bool,
+) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     let cpu = if accel() == "kvm" { "EPYC" } else { "qemu64" };
-    c.args(["-M", machine, "-accel", accel(), "-cpu", cpu, "-m", "64M", "-smp", "1"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"]);
+    c.args([
+        "-M",
+        machine,
+        "-accel",
+        accel(),
+        "-cpu",
+        cpu,
+        "-m",
+        "64M",
+        "-smp",
+        "1",
+    ])
+    .args([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+    ]);
     if machine == "q35" {
         c.args(["-serial", "file:/proc/self/fd/2"]);
     }
@@ -243,17 +266,27 @@ fn selftest_rw(machine: &str) {
     assert!(line.contains("flush ok"), "{line}");
     let (lo, hi) = ((half * 512) as usize, (SECTORS * 512) as usize);
     assert_eq!(after.len(), before.len(), "the file changed size");
-    assert!(after[..lo] == before[..lo], "the guest changed sectors it only read");
+    assert!(
+        after[..lo] == before[..lo],
+        "the guest changed sectors it only read"
+    );
     let bad = (lo..hi).find(|&i| after[i] != pattern_byte(i as u64));
-    assert_eq!(bad, None, "the pattern is not on the host file at byte {bad:?}");
-    assert!(after[hi..] == before[hi..], "the guest wrote past its region");
+    assert_eq!(
+        bad, None,
+        "the pattern is not on the host file at byte {bad:?}"
+    );
+    assert!(
+        after[hi..] == before[hi..],
+        "the guest wrote past its region"
+    );
     // The 8 MiB read alone takes 128 requests: some of their waits must
     // have been ended by the device's interrupt (an interrupt that is not
     // delivered or acknowledged shows as 0 here, or as a hang).
     let waits: u64 = line
         .split("waits ended by vector 34: ")
         .nth(1)
-        .and_then(|r| r.trim().parse().ok())
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no wake-up count: {line}"));
     assert!(waits > 0, "no wait ended by the device's interrupt: {line}");
 }
@@ -296,7 +329,8 @@ fn run_refuses_undeclared_disk() {
         return;
     }
     let image = block_image();
-    let file = std::env::temp_dir().join(format!("unikernel-undeclared-{}.img", std::process::id()));
+    let file =
+        std::env::temp_dir().join(format!("unikernel-undeclared-{}.img", std::process::id()));
     std::fs::write(&file, [0u8; 4096]).unwrap();
     let mut cmd = Command::new(tool("cargo-unikernel"));
     cmd.arg("run")
@@ -310,5 +344,9 @@ fn run_refuses_undeclared_disk() {
         o.stderr.trim(),
         "error: --disk extra: the image declares no disk \"extra\" (it declares none)"
     );
-    assert!(!o.stdout.contains("[unikernel]"), "the guest ran: {}", o.stdout);
+    assert!(
+        !o.stdout.contains("[unikernel]"),
+        "the guest ran: {}",
+        o.stdout
+    );
 }

@@ -15,7 +15,7 @@
 //! read and write rates and how many of the driver's waits ended by the
 //! device's interrupt; the app then starts as usual.
 
-use crate::virtio_blk::{serial_of, BLK_VECTOR, IRQ_WAKEUPS};
+use crate::virtio_blk::{serial_of, BLK_VECTOR, HALTS, IRQ_WAKEUPS, SPINS};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -73,6 +73,7 @@ fn check(dev: &dyn BlockDevice, want: u64) -> String {
     let bytes = (n * SECTOR) as usize;
     let mut buf = vec![0u8; bytes];
     let wake0 = IRQ_WAKEUPS.load(Ordering::Relaxed);
+    let (halts0, spins0) = (HALTS.load(Ordering::Relaxed), SPINS.load(Ordering::Relaxed));
     let t0 = crate::now_ns();
     if let Err(e) = dev.read(0, &mut buf) {
         return format!("{head} read of sectors 0..{n} failed: {}\n", err(e));
@@ -123,8 +124,10 @@ fn check(dev: &dyn BlockDevice, want: u64) -> String {
         Ok(()) => out.push_str("; past the end: read succeeded"),
     }
     out.push_str(&format!(
-        "; waits ended by vector {BLK_VECTOR}: {}\n",
-        IRQ_WAKEUPS.load(Ordering::Relaxed) - wake0
+        "; waits ended by vector {BLK_VECTOR}: {} ({} halts, {} polls without a halt)\n",
+        IRQ_WAKEUPS.load(Ordering::Relaxed) - wake0,
+        HALTS.load(Ordering::Relaxed) - halts0,
+        SPINS.load(Ordering::Relaxed) - spins0
     ));
     out
 }

@@ -72,6 +72,10 @@ const CONFIG_SIZE_MAX: usize = 8;
 static MMIO_ACK: MmioAcks = MmioAcks::new();
 /// Interrupts of [`BLK_VECTOR`] that ended a wait of this driver.
 pub static IRQ_WAKEUPS: AtomicU32 = AtomicU32::new(0);
+/// Halts of the wait loop, and its polls that could not halt (another
+/// interrupt was waiting, or the device has no routed interrupt).
+pub static HALTS: AtomicU32 = AtomicU32::new(0);
+pub static SPINS: AtomicU32 = AtomicU32::new(0);
 
 /// Acknowledge the interrupt of every virtio-mmio block device (called
 /// from the platform's `end_of_interrupt` for [`BLK_VECTOR`], and by the
@@ -114,7 +118,6 @@ impl<T: Transport> State<T> {
     /// its token, or `None` after [`TIMEOUT_NS`].
     fn wait_used(&mut self) -> Option<u16> {
         let start = crate::now_ns();
-        let mut halted = false;
         loop {
             if let Some(t) = self.blk.peek_used() {
                 return Some(t);
@@ -124,18 +127,18 @@ impl<T: Transport> State<T> {
             }
             let (own, others) = take_own_interrupt();
             if own {
-                if halted {
-                    IRQ_WAKEUPS.fetch_add(1, Ordering::Relaxed);
-                }
                 // Look at the used ring again before halting.
                 continue;
             }
             if self.irq && !others {
                 // Returns at once if an interrupt came since the look above.
                 privileged::halt();
-                halted = true;
+                HALTS.fetch_add(1, Ordering::Relaxed);
+                if take_own_interrupt().0 {
+                    IRQ_WAKEUPS.fetch_add(1, Ordering::Relaxed);
+                }
             } else {
-                halted = false;
+                SPINS.fetch_add(1, Ordering::Relaxed);
                 core::hint::spin_loop();
             }
         }
