@@ -32,7 +32,10 @@
 //! one waits (a timer tick) the wait is a poll of the used ring. A device
 //! without a routed interrupt is polled. Other threads do not run during
 //! the wait (a caller may hold locks the scheduler cannot see); a request
-//! that has not completed after [`TIMEOUT_NS`] fails with EIO.
+//! that has not completed after [`TIMEOUT_NS`] fails with EIO, and so
+//! does every later one (the device may still own the slot's buffer). A
+//! flush goes through `VirtIOBlk::flush`, which waits by polling (the
+//! crate has no non-blocking flush): no halt, no time limit.
 
 use crate::virtio_hw::{self, KvmHal, MmioAcks, PciFunction, PortCam, PAGE};
 use alloc::format;
@@ -100,6 +103,9 @@ struct State<T: Transport> {
     slots: Vec<Slot>,
     /// Whether the device's interrupt reaches [`BLK_VECTOR`].
     irq: bool,
+    /// A request timed out: the device may still own its slot's buffer,
+    /// so every later request fails (EIO) without reaching it.
+    broken: bool,
 }
 
 // SAFETY: the bounce buffers are frames owned by this state alone and the
@@ -218,6 +224,9 @@ impl<T: Transport> State<T> {
         len: usize,
         chunk: usize,
     ) -> Result<(), Errno> {
+        if self.broken {
+            return Err(EIO);
+        }
         let mut next = 0usize;
         let mut in_flight = 0usize;
         let mut failed = false;
@@ -240,11 +249,17 @@ impl<T: Transport> State<T> {
                 next += n;
             }
             if in_flight == 0 {
+                if next < len && !failed {
+                    // No slot free with nothing in flight: cannot happen
+                    // unless the state is broken; never report success.
+                    return Err(EIO);
+                }
                 break;
             }
             let Some((i, ok)) = self.complete(dir) else {
                 // The device stopped answering: its slots stay busy (it may
                 // still write into them); the device is unusable.
+                self.broken = true;
                 return Err(EIO);
             };
             in_flight -= 1;
@@ -365,9 +380,15 @@ impl<T: Transport> BlockDevice for VirtioBlk<T> {
             // Nothing to send: the device has no write cache it lets us flush.
             return Ok(());
         }
-        // VIRTIO_BLK_T_FLUSH (waits by polling: nothing else is in flight
-        // under the lock, and a flush is rare).
-        self.state.lock().blk.flush().map_err(|_| EIO)
+        // VIRTIO_BLK_T_FLUSH. `virtio-drivers` has no non-blocking flush:
+        // this waits by polling the used ring, without a halt or a time
+        // limit (nothing else is in flight under the lock; the host's
+        // fdatasync bounds it).
+        let mut s = self.state.lock();
+        if s.broken {
+            return Err(EIO);
+        }
+        s.blk.flush().map_err(|_| EIO)
     }
 }
 
@@ -431,6 +452,7 @@ fn start<T: Transport>(
             blk,
             slots,
             irq: false,
+            broken: false,
         }),
     })
 }
