@@ -14,7 +14,8 @@
 //! 6. [`image`]: read an image back (`run IMAGE`, `inspect`).
 //!
 //! `cargo unikernel run` of a kvm image: [`cmdline`] encodes args and env,
-//! [`vmm`] builds the QEMU command line (or a Firecracker config),
+//! [`netopt`] and [`diskopt`] parse the network and disk flags, [`vmm`]
+//! builds the QEMU command line (or a Firecracker config),
 //! [`kvm_run`] starts QEMU and relays the console through [`console`].
 //!
 //! `cargo unikernel run` of a xen image: [`xl`] writes the `xl` config and
@@ -25,6 +26,7 @@ pub mod cargo;
 pub mod cmdline;
 pub mod config;
 pub mod console;
+pub mod diskopt;
 pub mod elf_input;
 pub mod files;
 pub mod image;

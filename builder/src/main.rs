@@ -116,6 +116,12 @@ struct RunArgs {
     /// hvt: write every frame of the network device to this pcap file.
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
+    /// Attach the raw disk image FILE as the disk the image declares under
+    /// NAME (repeatable; every declared disk needs one; a file you cannot
+    /// write attaches read-only). kvm: a virtio-blk device (QEMU `-drive
+    /// ...,cache=writeback`, Firecracker `drives`); see docs/storage.md.
+    #[arg(long = "disk", value_name = "NAME=FILE")]
+    disk: Vec<cargo_unikernel::diskopt::DiskArg>,
     /// kvm: the VMM to start.
     #[arg(long, value_enum, value_name = "VMM")]
     vmm: Option<Vmm>,
@@ -252,6 +258,13 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                         image.display()
                     ));
                 }
+            }
+            if platform != Platform::Kvm && !args.disk.is_empty() {
+                return Err(format!(
+                    "--disk: this runner attaches disks to kvm images only so far, and {} is a {} image",
+                    image.display(),
+                    platform.name()
+                ));
             }
             let code = match platform {
                 Platform::Kvm => run::boot_kvm(&image, &args, app_args)?,
