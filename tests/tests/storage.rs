@@ -35,3 +35,164 @@ fn inspect_shows_embedded_files() {
     );
     assert!(text.contains("  disks       (none)"), "{text}");
 }
+
+/// A fresh volume made by `cargo unikernel disk create` (no root, no loop
+/// devices), unique per test and target.
+fn new_volume(name: &str, size: &str, seed: Option<&std::path::Path>) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("unikernel-test-{}-{name}.img", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
+    cmd.args(["disk", "create"])
+        .arg(&path)
+        .args(["--size", size]);
+    if let Some(s) = seed {
+        cmd.arg("--from").arg(s);
+    }
+    let o = run_with_deadline(cmd, b"", std::time::Duration::from_secs(120));
+    assert_eq!(o.code, 0, "disk create failed:\n{}\n{}", o.stdout, o.stderr);
+    path
+}
+
+/// `fsck.fat -n` (check only, change nothing) says the volume is clean.
+fn assert_fsck_clean(img: &std::path::Path) {
+    let o = std::process::Command::new("fsck.fat")
+        .arg("-n")
+        .arg(img)
+        .output()
+        .expect("run fsck.fat (Debian's dosfstools)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "fsck.fat -n {}:\n{text}", img.display());
+}
+
+/// A file's bytes as mtools reads them from the volume.
+fn mtype(img: &std::path::Path, path: &str) -> Vec<u8> {
+    let o = std::process::Command::new("mtype")
+        .arg("-i")
+        .arg(img)
+        .arg(format!("::{path}"))
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .expect("run mtype (Debian's mtools)");
+    assert!(
+        o.status.success(),
+        "mtype {path}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+fn disk_opt(img: &std::path::Path) -> String {
+    format!("data={}", img.display())
+}
+
+cases! {
+    /// The std::fs tour writes in one boot and verifies in a second boot of
+    /// the same volume; the host's tools then find it clean and read the
+    /// files.
+    fn disk_tour_survives_a_reboot(t) on [hvt, kvm, microvm, xen] {
+        let img = new_volume(&format!("tour-{}", t.platform()), "64M", None);
+        let d = disk_opt(&img);
+        let o = t.boot("fs-disk", &["--disk", &d], &["write", "/data"]);
+        assert_eq!(o.code, 0, "write boot:\n{}\n{}", o.stdout, o.stderr);
+        assert!(!o.stdout.contains("FAIL"), "{}", o.stdout);
+        let o = t.boot("fs-disk", &["--disk", &d], &["verify", "/data"]);
+        assert_eq!(o.code, 0, "verify boot:\n{}\n{}", o.stdout, o.stderr);
+        assert!(o.stdout.contains("checks passed"), "{}", o.stdout);
+        assert_fsck_clean(&img);
+        let o = t.boot("fs-disk", &["--disk", &d], &["ls", "/data"]);
+        assert!(o.stdout.lines().any(|l| l == "tour"), "{}", o.stdout);
+        let _ = std::fs::remove_file(&img);
+    }
+
+    /// An image that declares a disk refuses to start without it, naming it.
+    fn missing_disk_is_refused(t) on [hvt, kvm] {
+        let o = t.boot("fs-disk", &[], &["ls", "/data"]);
+        assert_eq!(o.code, 125, "{}\n{}", o.stdout, o.stderr);
+        assert!(
+            o.stderr.contains("image declares disk \"data\" but no --disk data=FILE was given"),
+            "{}",
+            o.stderr
+        );
+        assert_eq!(o.stdout, "");
+    }
+
+    /// A file that is not a volume of ours stops the boot before the app,
+    /// with one line and exit code 252.
+    fn foreign_disk_is_refused(t) on [hvt, microvm] {
+        let img = std::env::temp_dir().join(format!(
+            "unikernel-test-{}-zeros-{}.img",
+            std::process::id(),
+            t.platform()
+        ));
+        std::fs::write(&img, vec![0u8; 8 << 20]).unwrap();
+        let d = disk_opt(&img);
+        let o = t.boot("fs-disk", &["--disk", &d], &["ls", "/data"]);
+        assert_eq!(o.code, 252, "{}\n{}", o.stdout, o.stderr);
+        assert!(o.stderr.contains("unikernel: disk \"data\":"), "{}", o.stderr);
+        let _ = std::fs::remove_file(&img);
+    }
+
+    /// A file the user cannot write is mounted read-only: reads work, writes
+    /// give EROFS, and the file is unchanged.
+    fn read_only_file_mounts_read_only(t) on [hvt, microvm] {
+        let seed = tempfile_dir("seed");
+        std::fs::write(seed.join("hello.txt"), b"seeded\n").unwrap();
+        let img = new_volume(&format!("ro-{}", t.platform()), "32M", Some(&seed));
+        let before = std::fs::read(&img).unwrap();
+        set_read_only(&img);
+        let d = disk_opt(&img);
+        let o = t.boot("fs-disk", &["--disk", &d], &["ls", "/data"]);
+        assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+        assert!(o.stdout.lines().any(|l| l == "hello.txt"), "{}", o.stdout);
+        let o = t.boot("fs-disk", &["--disk", &d], &["write", "/data"]);
+        assert!(o.stdout.contains("Read-only file system") || o.stdout.contains("os error 30"), "{}\n{}", o.stdout, o.stderr);
+        assert_ne!(o.code, 0);
+        assert!(std::fs::read(&img).unwrap() == before, "the read-only volume changed");
+        let _ = std::fs::remove_file(&img);
+    }
+
+    /// A full volume gives ENOSPC and stays consistent.
+    fn full_volume_gives_enospc(t) on [hvt] {
+        let img = new_volume(&format!("full-{}", t.platform()), "8M", None);
+        let d = disk_opt(&img);
+        let o = t.boot("fs-disk", &["--disk", &d], &["fill", "/data"]);
+        assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+        assert!(!o.stdout.contains("FAIL"), "{}", o.stdout);
+        assert_fsck_clean(&img);
+        let _ = std::fs::remove_file(&img);
+    }
+
+    /// `disk create --from DIR` seeds the volume; the guest reads the seed,
+    /// and what the guest writes, mtools reads back on the host.
+    fn seeded_volume_and_host_readback(t) on [hvt, microvm] {
+        let seed = tempfile_dir("seed2");
+        std::fs::create_dir_all(seed.join("conf")).unwrap();
+        std::fs::write(seed.join("conf/app.toml"), b"answer = 42\n").unwrap();
+        let img = new_volume(&format!("seed-{}", t.platform()), "32M", Some(&seed));
+        let d = disk_opt(&img);
+        let o = t.boot("fs-disk", &["--disk", &d], &["ls", "/data/conf"]);
+        assert_eq!(o.stdout.trim(), "app.toml", "{}", o.stderr);
+        let o = t.boot("fs-disk", &["--disk", &d], &["write", "/data"]);
+        assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+        assert_fsck_clean(&img);
+        assert_eq!(mtype(&img, "/conf/app.toml"), b"answer = 42\n");
+        let _ = std::fs::remove_file(&img);
+    }
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("unikernel-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn set_read_only(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+}
