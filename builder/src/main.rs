@@ -116,6 +116,11 @@ struct RunArgs {
     /// hvt: write every frame of the network device to this pcap file.
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
+    /// Attach a disk the image declares (repeatable): NAME=FILE, a raw
+    /// volume file. A file you cannot write (`chmod a-w`) is attached
+    /// read-only.
+    #[arg(long = "disk", value_name = "NAME=FILE")]
+    disk: Vec<unikernel_hvt::block::DiskArg>,
     /// kvm: the VMM to start.
     #[arg(long, value_enum, value_name = "VMM")]
     vmm: Option<Vmm>,
@@ -303,6 +308,7 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                         args.trace_syscalls,
                         args.timeout,
                         net,
+                        args.disk.clone(),
                     )?
                 }
             };

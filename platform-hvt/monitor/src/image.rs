@@ -61,7 +61,9 @@ pub enum ImageError {
     Overlap { a: u64, b: u64 },
     #[error("image has no loadable segment at KERNEL_BASE ({KERNEL_BASE:#x})")]
     NoKernel,
-    #[error("the manifest's embedded files at {addr:#x} ({len} bytes) lie outside the image's segments")]
+    #[error(
+        "the manifest's embedded files at {addr:#x} ({len} bytes) lie outside the image's segments"
+    )]
     FilesOutOfRange { addr: u64, len: u64 },
     #[error("kernel header at {KERNEL_BASE:#x} has magic {0:#x}, not the hvt kernel magic (is this really an hvt kernel?)")]
     BadKernelMagic(u64),

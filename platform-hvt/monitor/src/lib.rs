@@ -273,8 +273,7 @@ pub fn launch(config: &RunConfig) -> Result<i32, Error> {
     let options = runtime_options(&manifest.options, &option_overrides).map_err(Error::Config)?;
     config.net.validate().map_err(Error::Config)?;
     config.net_options.validate().map_err(Error::Config)?;
-    block::config::check_against_manifest(&config.disks, &manifest.disks)
-        .map_err(Error::Config)?;
+    block::config::check_against_manifest(&config.disks, &manifest.disks).map_err(Error::Config)?;
     if config.net.backend.is_none() && manifest.components.iter().any(|c| c == "net") {
         eprintln!("{}", net::NO_NETWORK_NOTE);
     }

@@ -17,11 +17,11 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use thiserror::Error;
 
+use crate::block;
 use crate::boot::BootState;
 use crate::exit::{EXIT_GUEST_CRASHED, EXIT_INVALID_HYPERCALL};
 use crate::hypercall::{self, Outcome};
 use crate::memory::GuestMemory;
-use crate::block;
 use crate::net;
 use crate::tables::{GDT_SIZE, IDT_SIZE, TSS_SIZE, TSS_TYPE_BUSY};
 use crate::timer;

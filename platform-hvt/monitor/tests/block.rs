@@ -173,7 +173,10 @@ fn the_guest_sees_every_disk_and_the_declared_disks() {
         o.contains("disk 0 data sectors 16 flags 5 max 1048576\n"),
         "{o}"
     );
-    assert!(o.contains("disk 1 logs sectors 8 flags 7 max 1048576\n"), "{o}");
+    assert!(
+        o.contains("disk 1 logs sectors 8 flags 7 max 1048576\n"),
+        "{o}"
+    );
     assert!(o.contains("declared data=/data logs=/var/log\n"), "{o}");
     assert!(o.contains("files 0 0\n"), "{o}");
 }
@@ -250,7 +253,10 @@ fn sectors_the_guest_writes_reach_the_file() {
     // Everything else is untouched.
     assert_eq!(after[..8 * 512], before[..8 * 512]);
     assert_eq!(after[16 * 512..64 * 512], before[16 * 512..64 * 512]);
-    assert_eq!(after[64 * 512 + (1 << 20)..], before[64 * 512 + (1 << 20)..]);
+    assert_eq!(
+        after[64 * 512 + (1 << 20)..],
+        before[64 * 512 + (1 << 20)..]
+    );
     let e = stderr(&out);
     assert!(
         e.contains("disk \"data\": 3 reads (1056768 bytes), 9 writes (1052672 bytes), 1 flushes, 0 refused writes, 0 I/O errors"),

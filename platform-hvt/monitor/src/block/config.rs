@@ -65,7 +65,10 @@ pub fn check_against_manifest(args: &[DiskArg], declared: &[String]) -> Result<(
         .collect();
     for (i, a) in args.iter().enumerate() {
         if args[..i].iter().any(|b| b.name == a.name) {
-            return Err(format!("--disk {}: the disk {:?} is given twice", a, a.name));
+            return Err(format!(
+                "--disk {}: the disk {:?} is given twice",
+                a, a.name
+            ));
         }
         if !names.contains(&a.name.as_str()) {
             let known = if names.is_empty() {
@@ -190,9 +193,12 @@ mod tests {
             check_against_manifest(&args(&["data=a"]), &declared).unwrap_err(),
             "image declares disk \"logs\" but no --disk logs=FILE was given"
         );
-        let e = check_against_manifest(&args(&["data=a", "logs=b", "cache=c"]), &declared)
-            .unwrap_err();
-        assert!(e.contains("declares no disk \"cache\" (it declares data, logs)"), "{e}");
+        let e =
+            check_against_manifest(&args(&["data=a", "logs=b", "cache=c"]), &declared).unwrap_err();
+        assert!(
+            e.contains("declares no disk \"cache\" (it declares data, logs)"),
+            "{e}"
+        );
         let e = check_against_manifest(&args(&["data=a", "data=b"]), &declared).unwrap_err();
         assert!(e.contains("given twice"), "{e}");
         let e = check_against_manifest(&args(&["x=a"]), &[]).unwrap_err();
@@ -217,10 +223,15 @@ mod tests {
             path: p(n),
         };
         let e = open(&arg("odd.img")).unwrap_err();
-        assert!(e.contains("1000 bytes is not a multiple of the 512-byte sector"), "{e}");
+        assert!(
+            e.contains("1000 bytes is not a multiple of the 512-byte sector"),
+            "{e}"
+        );
         assert!(open(&arg("empty.img")).unwrap_err().contains("empty"));
         assert!(open(&arg("missing.img")).is_err());
-        assert!(open(&dir_arg(&dir)).unwrap_err().contains("not a regular file"));
+        assert!(open(&dir_arg(&dir))
+            .unwrap_err()
+            .contains("not a regular file"));
         let d = open(&arg("ok.img")).unwrap();
         assert_eq!((d.sectors, d.read_only), (8, false));
         // A second read-write open of the same file is refused (locked).

@@ -233,9 +233,7 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<(), Hypercal
         call: call.name(),
         gpa,
     };
-    let attached = || {
-        device().as_ref().map_or(0, |d| d.disks.len() as u32)
-    };
+    let attached = || device().as_ref().map_or(0, |d| d.disks.len() as u32);
     let no_disk = |i: u32| {
         let n = attached();
         err(format!(
