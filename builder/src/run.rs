@@ -73,6 +73,7 @@ pub fn net_config(
 /// against the image's declared disks).
 /// Returns the monitor's exit code (the app's, or the monitor's own
 /// 125/254/255, whose message it has already printed).
+#[allow(clippy::too_many_arguments)] // the flags of `run`, one by one
 pub fn boot(
     image: &Path,
     mem: Option<u64>,
