@@ -341,3 +341,120 @@ impl BlockDevice for HvtDisk {
         self.finish(&mut r)
     }
 }
+
+/// The option that runs [`selftest`]: `UNIKERNEL_BLOCK_SELFTEST=MIB`.
+pub const SELFTEST_OPTION: &str = "UNIKERNEL_BLOCK_SELFTEST";
+
+/// A boot-time check of the driver below any filesystem, for tests and
+/// measurements: with `UNIKERNEL_BLOCK_SELFTEST=MIB` among the runtime
+/// options, before the app starts, on every disk: **overwrites** its first
+/// MIB MiB (at most 1024, at most the disk) with a pattern through
+/// [`BlockDevice::write`] in 1 MiB calls, flushes, reads it back and
+/// compares, makes 256 reads of 4 KiB at scattered offsets, and checks the
+/// errors (past the end: `EINVAL`; a write to a read-only disk: `EROFS`).
+/// Prints one line per disk through `print`. Destroys the disk's data:
+/// never set it on a volume you keep.
+pub fn selftest(options: &[String], now_ns: &dyn Fn() -> u64, print: &dyn Fn(&str)) {
+    let Some(mib) = options
+        .iter()
+        .find_map(|o| o.strip_prefix(SELFTEST_OPTION)?.strip_prefix('='))
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    for dev in unikernel_runtime::device::block_devices() {
+        let line = run_selftest(&*dev, mib.clamp(1, 1024), now_ns);
+        print(&line);
+    }
+}
+
+fn run_selftest(dev: &dyn BlockDevice, mib: u64, now_ns: &dyn Fn() -> u64) -> String {
+    use alloc::format;
+    let name = dev.label().unwrap_or(dev.name());
+    let chunk = 1usize << 20;
+    let per_chunk = (chunk as u64) / SECTOR_SIZE;
+    let mib = mib.min(dev.sectors() / per_chunk);
+    let Some(buf) = alloc_pages(chunk) else {
+        return format!("[unikernel] hvt: block selftest {name}: no memory\n");
+    };
+    // SAFETY: a fresh allocation of `chunk` bytes, ours for the whole test
+    // (never freed: a test boot).
+    let buf = unsafe { core::slice::from_raw_parts_mut(buf, chunk) };
+    let fill = |buf: &mut [u8], m: u64| {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i as u64 ^ (m * 131) ^ (i as u64 >> 9)) as u8;
+        }
+    };
+    let ms = |t0: u64, t1: u64| (t1 - t0) as f64 / 1e6;
+    let rate = |mib: u64, t0: u64, t1: u64| mib as f64 / ((t1 - t0).max(1) as f64 / 1e9);
+    let wrote = if dev.read_only() { 0 } else { mib };
+    let mut errors = alloc::vec::Vec::new();
+    let ro = dev.read_only();
+    if ro {
+        errors.push(match dev.write(0, &buf[..512]) {
+            Err(EROFS) => "EROFS on write ok",
+            _ => "write to a read-only disk did not give EROFS",
+        });
+    }
+    let t0 = now_ns();
+    if !ro {
+        for m in 0..mib {
+            fill(buf, m);
+            if let Err(e) = dev.write(m * per_chunk, buf) {
+                return format!(
+                    "[unikernel] hvt: block selftest {name}: write of MiB {m} failed: errno {e}\n"
+                );
+            }
+        }
+    }
+    let t1 = now_ns();
+    let flushed = dev.flush();
+    let t2 = now_ns();
+    let mut same = true;
+    for m in 0..mib {
+        if let Err(e) = dev.read(m * per_chunk, buf) {
+            return format!(
+                "[unikernel] hvt: block selftest {name}: read of MiB {m} failed: errno {e}\n"
+            );
+        }
+        if !ro {
+            let ok = buf
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i as u64 ^ (m * 131) ^ (i as u64 >> 9)) as u8);
+            same &= ok;
+        }
+    }
+    let t3 = now_ns();
+    let span = dev.sectors().saturating_sub(8).max(1);
+    for i in 0..256u64 {
+        let sector = (i.wrapping_mul(2_654_435_761) % span) & !7;
+        if dev.read(sector, &mut buf[..4096]).is_err() {
+            errors.push("a 4 KiB read failed");
+            break;
+        }
+    }
+    let t4 = now_ns();
+    errors.push(match dev.read(dev.sectors(), &mut buf[..512]) {
+        Err(EINVAL) => "EINVAL past the end ok",
+        _ => "a read past the end did not give EINVAL",
+    });
+    errors.push(match dev.read(0, &mut buf[..100]) {
+        Err(EINVAL) => "EINVAL for 100 bytes ok",
+        _ => "a read of 100 bytes did not give EINVAL",
+    });
+    format!(
+        "[unikernel] hvt: block selftest {name}: {} sectors{}; wrote {wrote} MiB in {:.1} ms ({:.0} MiB/s), flush {} in {:.1} ms, read {mib} MiB in {:.1} ms ({:.0} MiB/s), compare {}, 256 reads of 4 KiB in {:.1} ms; {}\n",
+        dev.sectors(),
+        if ro { " (read-only)" } else { "" },
+        ms(t0, t1),
+        rate(wrote, t0, t1),
+        if flushed.is_ok() { "ok" } else { "FAILED" },
+        ms(t1, t2),
+        ms(t2, t3),
+        rate(mib, t2, t3),
+        if ro { "skipped" } else if same { "ok" } else { "FAILED" },
+        ms(t3, t4),
+        errors.join(", ")
+    )
+}

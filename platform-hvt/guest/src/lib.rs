@@ -198,7 +198,12 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
     #[cfg(feature = "net")]
     net::probe();
     #[cfg(feature = "block")]
-    block::probe(bi.mem_size);
+    {
+        block::probe(bi.mem_size);
+        block::selftest(&options, &|| hvt.monotonic_ns(), &|s| {
+            hvt.console_write(Stream::Stderr, s.as_bytes())
+        });
+    }
     let boot = BootInfo {
         mem_size: bi.mem_size,
         free,
