@@ -374,12 +374,16 @@ fn run_selftest(dev: &dyn BlockDevice, mib: u64, now_ns: &dyn Fn() -> u64) -> St
     let chunk = 1usize << 20;
     let per_chunk = (chunk as u64) / SECTOR_SIZE;
     let mib = mib.min(dev.sectors() / per_chunk);
-    let Some(buf) = alloc_pages(chunk) else {
+    // Contiguous identity-mapped frames (the heap cannot always give 1 MiB
+    // in one piece), never returned: a test boot.
+    let frames = unikernel_runtime::mm::frame::FRAMES
+        .lock()
+        .alloc_contiguous(chunk as u64 / 4096);
+    let Some(buf) = frames else {
         return format!("[unikernel] hvt: block selftest {name}: no memory\n");
     };
-    // SAFETY: a fresh allocation of `chunk` bytes, ours for the whole test
-    // (never freed: a test boot).
-    let buf = unsafe { core::slice::from_raw_parts_mut(buf, chunk) };
+    // SAFETY: `chunk` bytes of frames nobody else owns, identity-mapped.
+    let buf = unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, chunk) };
     let fill = |buf: &mut [u8], m: u64| {
         for (i, b) in buf.iter_mut().enumerate() {
             *b = (i as u64 ^ (m * 131) ^ (i as u64 >> 9)) as u8;
