@@ -7,7 +7,9 @@
 //! 512-byte sectors and flags. For every disk it uses, it allocates a ring
 //! in identity-mapped RAM and hands it over with [`BlockSetup`] (call
 //! `block_setup`). From then on one I/O thread of the monitor per disk
-//! serves that ring, never the vCPU thread:
+//! serves that ring (and the vCPU thread, while it is out of the guest for
+//! a `block_notify`, serves small reads and writes at the ring's head
+//! itself; either way requests complete in ring order):
 //!
 //! * The guest is the producer. It writes a [`BlockDesc`] (op, sector,
 //!   buffer, length) into the next slot and publishes it by storing
