@@ -13,7 +13,8 @@
  *   5 badbuf:    a read whose buffer lies outside RAM
  *   6 badsector: a read of sectors past the end of the disk
  *   7 badlen:    a read whose length is near 2^64
- *   8 badspin:   a bad buffer, then spin: the monitor must kick us out
+ *   8 badspin:   a request past the end that the I/O thread serves, then
+ *                spin: the monitor must kick us out
  *   9 bench:     write 64 MiB sequentially (1 MiB requests, 16 in
  *                flight), flush, read it back; print TSC cycles of each
  *  10 badop:     a request with an unknown op
@@ -238,7 +239,9 @@ void entry(u64 *bi) {
     if (MODE == 7) submit(&s, OP_READ, 0, (u64)s.buf, ~0UL - 511);
     if (MODE == 10) submit(&s, 77, 0, (u64)s.buf, 512);
     if (MODE == 8) {
-        submit(&s, OP_READ, 0, 0xfffff000UL, 8192);
+        /* 128 KiB: too large for block_notify to serve, so the I/O
+         * thread finds it runs past the end while the guest spins. */
+        submit(&s, OP_READ, 0, 0xfffff000UL, 128 << 10);
         for (volatile u64 i = 0;; i++) {} /* the monitor must kick us out */
     }
     drain(&s);
