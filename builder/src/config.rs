@@ -11,6 +11,11 @@
 //! components = ["net"]           # also chosen from the app's symbols (see `select`)
 //! ports = ["8080:8080", "udp:5353:53"]   # published ports, [tcp:|udp:]HOST:GUEST
 //!
+//! files = ["static/**", "config.toml"]  # read-only files embedded in the image (globs, crate-relative)
+//! files_root = "/srv"            # where they appear (default "/": static/a.css -> /static/a.css)
+//! disks = [{ name = "data", mount = "/data" }]   # data volumes (--disk data=FILE at run time)
+//! tmp_size = "16M"               # size limit of /tmp (default: a quarter of guest memory)
+//!
 //! [package.metadata.unikernel.net]       # absent: DHCP
 //! ip = "10.0.0.2/24"
 //! gateway = "10.0.0.1"
@@ -31,7 +36,7 @@ use unikernel_image::options;
 use unikernel_image::ports::PortSpec;
 
 /// Components that exist in this version (`components/<name>`).
-pub const AVAILABLE_COMPONENTS: &[&str] = &["net"];
+pub const AVAILABLE_COMPONENTS: &[&str] = &["fs", "net"];
 
 /// A guest memory size in bytes, checked to be page-aligned and within what
 /// the monitor accepts.
@@ -157,6 +162,120 @@ pub struct UnikernelMetadata {
     /// `[package.metadata.unikernel.net]`: the network configuration.
     #[serde(default)]
     pub net: Option<NetConfig>,
+    /// Globs (relative to the crate) of read-only files to embed.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// The absolute directory the embedded files appear under (default `/`).
+    #[serde(default)]
+    pub files_root: Option<String>,
+    /// Declared data volumes.
+    #[serde(default)]
+    pub disks: Vec<DiskMetadata>,
+    /// The size limit of `/tmp` (`UNIKERNEL_TMP_SIZE`).
+    #[serde(default)]
+    pub tmp_size: Option<ByteSize>,
+}
+
+/// One `disks = [{ name = "data", mount = "/data" }]` entry.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { name = \"data\", mount = \"/data\" }"
+)]
+pub struct DiskMetadata {
+    pub name: String,
+    /// Default [`unikernel_image::disks::DEFAULT_MOUNT`].
+    #[serde(default)]
+    pub mount: Option<String>,
+}
+
+impl DiskMetadata {
+    /// `NAME=MOUNT` as the manifest keeps it.
+    pub fn manifest_entry(&self) -> String {
+        format!(
+            "{}={}",
+            self.name,
+            self.mount
+                .as_deref()
+                .unwrap_or(unikernel_image::disks::DEFAULT_MOUNT)
+        )
+    }
+}
+
+/// A byte count written like a memory size (`"16M"` or an integer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size: a string like \"16M\" or an integer number of bytes")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("size {v} is negative")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                parse_size(v).map(ByteSize).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Check the disk declarations: names and mounts valid, none twice.
+pub fn check_disks(disks: &[DiskMetadata]) -> Result<(), String> {
+    use unikernel_image::disks::{DiskDecl, MAX_DISKS};
+    if disks.len() > MAX_DISKS {
+        return Err(format!(
+            "{} disks declared: at most {MAX_DISKS}",
+            disks.len()
+        ));
+    }
+    for (i, d) in disks.iter().enumerate() {
+        let entry = d.manifest_entry();
+        DiskDecl::parse(&entry).map_err(|e| {
+            format!(
+                "bad disk {{ name = {:?}, mount = {:?} }}: {e}",
+                d.name,
+                d.mount
+                    .as_deref()
+                    .unwrap_or(unikernel_image::disks::DEFAULT_MOUNT)
+            )
+        })?;
+        for o in &disks[..i] {
+            if o.name == d.name {
+                return Err(format!("disk \"{}\" is declared twice", d.name));
+            }
+            if o.manifest_entry().split_once('=').map(|x| x.1) == entry.split_once('=').map(|x| x.1)
+            {
+                return Err(format!(
+                    "disks \"{}\" and \"{}\" have the same mount point",
+                    o.name, d.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check `files_root`: an absolute path of plain components (or `/`).
+pub fn check_files_root(root: &str) -> Result<(), String> {
+    let bad = || {
+        format!("bad files_root \"{root}\": write an absolute directory like \"/srv\" (no '.', '..' or trailing '/'), not under /dev, /proc or /tmp")
+    };
+    if root == "/" {
+        return Ok(());
+    }
+    // The same rules as a mount point.
+    unikernel_image::disks::check_mount(root).map_err(|_| bad())
 }
 
 /// The `[package.metadata.unikernel.net]` table: a static network
@@ -271,15 +390,44 @@ impl UnikernelMetadata {
             net.check()
                 .map_err(|(key, e)| format!("{}: {e}", where_(key)))?;
         }
+        check_disks(&parsed.disks).map_err(|e| format!("{}: {e}", where_("disks")))?;
+        if let Some(root) = &parsed.files_root {
+            check_files_root(root).map_err(|e| format!("{}: {e}", where_("files_root")))?;
+        }
+        if parsed.files.iter().any(|f| f.trim().is_empty()) {
+            return Err(format!("{}: an empty pattern", where_("files")));
+        }
+        if let Some(t) = parsed.tmp_size {
+            if t.0 < 4096 {
+                return Err(format!(
+                    "{}: /tmp needs at least 4K (got {})",
+                    where_("tmp_size"),
+                    t.0
+                ));
+            }
+        }
         Ok(parsed)
     }
 
     /// The runtime option defaults the image carries (`UNIKERNEL_*=VALUE`).
     pub fn options(&self) -> Vec<String> {
-        self.net
+        let mut out = self
+            .net
             .as_ref()
             .map(NetConfig::options)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(t) = self.tmp_size {
+            out.push(format!("{}={}", options::TMP_SIZE, t.0));
+        }
+        out
+    }
+
+    /// The declared disks as the manifest keeps them (`NAME=MOUNT`).
+    pub fn disk_entries(&self) -> Vec<String> {
+        self.disks
+            .iter()
+            .map(DiskMetadata::manifest_entry)
+            .collect()
     }
 
     /// The environment as `K=V` strings (sorted by key).
@@ -470,9 +618,9 @@ mod tests {
         );
         let m = parse(json!({"unikernel": {"components": ["net"]}})).unwrap();
         assert_eq!(m.components, ["net"]);
-        let e = parse(json!({"unikernel": {"components": ["fs"]}})).unwrap_err();
+        let e = parse(json!({"unikernel": {"components": ["gpu"]}})).unwrap_err();
         assert!(
-            e.contains("components: unknown component fs (available: net)"),
+            e.contains("components: unknown component gpu (available: fs, net)"),
             "{e}"
         );
         assert_eq!(parse_platform("hvt"), Ok(Platform::Hvt));
@@ -591,6 +739,45 @@ mod tests {
         }
         let e = parse(json!({"unikernel": {"net": "dhcp"}})).unwrap_err();
         assert!(e.contains("net") && e.contains("expected a table"), "{e}");
+    }
+
+    #[test]
+    fn storage_keys() {
+        let m = parse(json!({"unikernel": {
+            "files": ["static/**"], "files_root": "/srv",
+            "disks": [{"name": "data"}, {"name": "logs", "mount": "/var/log"}],
+            "tmp_size": "16M"
+        }}))
+        .unwrap();
+        assert_eq!(m.disk_entries(), ["data=/data", "logs=/var/log"]);
+        assert_eq!(m.options(), ["UNIKERNEL_TMP_SIZE=16777216"]);
+        assert_eq!(m.files_root.as_deref(), Some("/srv"));
+        for (v, want) in [
+            (json!({"disks": [{"name": "Data"}]}), "bad disk"),
+            (
+                json!({"disks": [{"name": "a"}, {"name": "a", "mount": "/b"}]}),
+                "declared twice",
+            ),
+            (
+                json!({"disks": [{"name": "a"}, {"name": "b"}]}),
+                "same mount point",
+            ),
+            (
+                json!({"disks": [{"name": "a", "mount": "/tmp"}]}),
+                "mount point",
+            ),
+            (
+                json!({"disks": [{"name": "a", "size": 3}]}),
+                "unknown field `size`",
+            ),
+            (json!({"files_root": "srv"}), "bad files_root"),
+            (json!({"files": [""]}), "empty pattern"),
+            (json!({"tmp_size": "1K"}), "at least 4K"),
+            (json!({"tmp_size": "lots"}), "bad memory size"),
+        ] {
+            let e = parse(json!({ "unikernel": v })).unwrap_err();
+            assert!(e.contains(want), "{e} (wanted {want})");
+        }
     }
 
     #[test]

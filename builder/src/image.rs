@@ -43,6 +43,9 @@ pub struct Image {
     pub file_size: u64,
     /// kvm: address of the boot manifest segment (u32 length + manifest).
     pub boot_manifest: Option<u64>,
+    /// The embedded-files archive: Ok((files, bytes)) when the manifest
+    /// names one and it parses, Err(why) when it names one that does not.
+    pub files: Option<Result<(usize, u64), String>>,
 }
 
 /// Why a file is not a readable image.
@@ -128,12 +131,14 @@ impl Image {
                         == Some(&expected[..])
             })
             .map(|s| s.vaddr);
+        let files = (manifest.files_len != 0).then(|| embedded_files(data, &segments, &manifest));
         Ok(Image {
             entry: header.e_entry(LE),
             segments,
             manifest,
             file_size: data.len() as u64,
             boot_manifest,
+            files,
         })
     }
 
@@ -219,6 +224,32 @@ impl Image {
         let _ = writeln!(out, "  devices     {}", list(&m.devices));
         let _ = writeln!(out, "  ports       {}", list(&m.ports));
         let _ = writeln!(out, "  options     {}", list(&m.options));
+        if m.disks.is_empty() {
+            let _ = writeln!(out, "  disks       (none)");
+        } else {
+            let _ = writeln!(out, "  disks");
+            for d in &m.disks {
+                let (name, mount) = d.split_once('=').unwrap_or((d.as_str(), "?"));
+                let _ = writeln!(out, "    {name}: mounted at {mount} (--disk {name}=FILE)");
+            }
+        }
+        match &self.files {
+            None => {
+                let _ = writeln!(out, "  files       (none)");
+            }
+            Some(Ok((n, bytes))) => {
+                let _ = writeln!(
+                    out,
+                    "  files       {n} embedded, {} at {:#x} ({} bytes of archive)",
+                    human_bytes(*bytes),
+                    m.files_addr,
+                    m.files_len
+                );
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "  files       BAD: {e}");
+            }
+        }
         let _ = writeln!(out, "  kernel entry {:#x}", self.entry);
         let _ = writeln!(out, "  app entry   {:#x}", m.app_entry);
         let _ = writeln!(out, "  app base    {:#x}", m.app_base);
@@ -259,6 +290,35 @@ impl Image {
         let _ = writeln!(out, "  image file  {}", human_bytes(self.file_size));
         out
     }
+}
+
+/// Find the archive the manifest names in a loaded segment and count it.
+fn embedded_files(
+    data: &[u8],
+    segments: &[ImageSegment],
+    m: &Manifest,
+) -> Result<(usize, u64), String> {
+    let seg = segments
+        .iter()
+        .find(|s| {
+            s.p_type == raw::PT_LOAD
+                && s.vaddr <= m.files_addr
+                && m.files_addr
+                    .checked_add(m.files_len)
+                    .is_some_and(|end| end <= s.vaddr + s.filesz)
+        })
+        .ok_or("no loaded segment holds the archive the manifest names")?;
+    let start = seg.offset + (m.files_addr - seg.vaddr);
+    let bytes = data
+        .get(start as usize..(start + m.files_len) as usize)
+        .ok_or("the archive lies past the end of the file")?;
+    let a = unikernel_image::files::Archive::parse(bytes).map_err(|e| e.to_string())?;
+    let (mut n, mut total) = (0, 0u64);
+    for e in a.entries().filter(|e| !e.is_dir()) {
+        n += 1;
+        total += e.data.len() as u64;
+    }
+    Ok((n, total))
 }
 
 /// `PF_R|PF_X` -> `"R-X"`.
@@ -316,6 +376,8 @@ mod tests {
             devices: vec![],
             ports: vec![],
             options: vec![],
+            disks: vec![],
+            files: None,
         };
         let kernel = match platform {
             Platform::Kvm => synthetic_kvm_kernel(),
@@ -340,6 +402,19 @@ mod tests {
                 devices: vec!["net".into()],
                 ports: vec!["8080:80".into(), "udp:5353:53".into()],
                 options: vec!["UNIKERNEL_IP=10.0.0.2/24".into()],
+                disks: vec!["data=/data".into()],
+                files: Some(unikernel_image::files::encode(&[
+                    (
+                        "static".into(),
+                        unikernel_image::files::S_IFDIR | 0o555,
+                        vec![],
+                    ),
+                    (
+                        "static/a.txt".into(),
+                        unikernel_image::files::S_IFREG | 0o444,
+                        b"hello".to_vec(),
+                    ),
+                ])),
             };
             let kernel = match platform {
                 Platform::Kvm => synthetic_kvm_kernel(),
@@ -365,9 +440,17 @@ mod tests {
                 r.contains("  options     \"UNIKERNEL_IP=10.0.0.2/24\"\n"),
                 "{r}"
             );
+            assert!(
+                r.contains("  disks\n    data: mounted at /data (--disk data=FILE)\n"),
+                "{r}"
+            );
+            assert!(r.contains("  files       1 embedded, 5 bytes at 0x"), "{r}");
+            // The archive sits inside the app's range, after its segments.
+            let m = &img.manifest;
+            assert!(m.files_addr >= m.app_base && m.files_addr + m.files_len <= m.app_end);
         }
         let r = Image::parse(&image()).unwrap().report();
-        assert!(r.contains("  components  (none)\n  devices     (none)\n  ports       (none)\n  options     (none)\n"), "{r}");
+        assert!(r.contains("  components  (none)\n  devices     (none)\n  ports       (none)\n  options     (none)\n  disks       (none)\n  files       (none)\n"), "{r}");
     }
 
     #[test]

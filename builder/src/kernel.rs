@@ -153,10 +153,10 @@ pub fn component_features_toml(components: &[ComponentCrate]) -> String {
     components
         .iter()
         .map(|c| {
-            format!(
-                "{} = [\"dep:{}\", \"platform/{}\"]\n",
-                c.name, c.package, c.name
-            )
+            let driver = crate::select::platform_feature(&c.name)
+                .map(|f| format!(", \"platform/{f}\""))
+                .unwrap_or_default();
+            format!("{} = [\"dep:{}\"{driver}]\n", c.name, c.package)
         })
         .collect()
 }
@@ -337,6 +337,10 @@ mod tests {
         assert_eq!(
             component_features_toml(&[krate("net", "0.1.0")]),
             "net = [\"dep:unikernel-net\", \"platform/net\"]\n"
+        );
+        assert_eq!(
+            component_features_toml(&[krate("fs", "0.1.0")]),
+            "fs = [\"dep:unikernel-fs\", \"platform/block\"]\n"
         );
     }
 

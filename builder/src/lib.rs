@@ -8,12 +8,14 @@
 //!    `x86_64-unknown-linux-musl` (through [`cargo`], under [`progress`]);
 //! 3. [`elf_input`]: refuse an app the unikernel cannot run, with one line;
 //! 4. [`select`]: the components, from the metadata and the app's symbols;
+//!    [`files`]: the embedded read-only files;
 //!    [`kernel`]: generate the glue crate and build the kernel;
 //! 5. [`link`]: kernel + app + manifest note -> the image;
 //! 6. [`image`]: read an image back (`run IMAGE`, `inspect`).
 //!
 //! `cargo unikernel run` of a kvm image: [`cmdline`] encodes args and env,
-//! [`vmm`] builds the QEMU command line (or a Firecracker config),
+//! [`netopt`] and [`diskopt`] parse the network and disk flags, [`vmm`]
+//! builds the QEMU command line (or a Firecracker config),
 //! [`kvm_run`] starts QEMU and relays the console through [`console`].
 //!
 //! `cargo unikernel run` of a xen image: [`xl`] writes the `xl` config and
@@ -24,7 +26,9 @@ pub mod cargo;
 pub mod cmdline;
 pub mod config;
 pub mod console;
+pub mod diskopt;
 pub mod elf_input;
+pub mod files;
 pub mod image;
 pub mod kernel;
 pub mod kvm_run;

@@ -64,6 +64,11 @@ pub struct ImageSpec {
     pub ports: Vec<String>,
     /// Runtime option defaults (`UNIKERNEL_*=VALUE`), already checked.
     pub options: Vec<String>,
+    /// Declared disks, `NAME=MOUNT` each, already checked.
+    pub disks: Vec<String>,
+    /// The embedded-files archive (`unikernel_image::files`), if any: a
+    /// read-only segment right after the app, inside the app's range.
+    pub files: Option<Vec<u8>>,
 }
 
 /// A linked image.
@@ -110,7 +115,7 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
         devices: spec.devices.clone(),
         ports: spec.ports.clone(),
         options: spec.options.clone(),
-        disks: Vec::new(),
+        disks: spec.disks.clone(),
         files_addr: 0,
         files_len: 0,
         build_id: vec![0; BUILD_ID_LEN],
@@ -140,7 +145,13 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
         }
         0
     };
-    let app_end = page_align_up(base + app_elf.end());
+    let mut app_end = page_align_up(base + app_elf.end());
+    let files_addr = app_end;
+    if let Some(files) = &spec.files {
+        manifest.files_addr = files_addr;
+        manifest.files_len = files.len() as u64;
+        app_end = page_align_up(files_addr + files.len() as u64);
+    }
     if app_end > MAX_MEMORY {
         return Err(format!(
             "the app {} ends at {app_end:#x}, above the largest guest memory ({MAX_MEMORY:#x})",
@@ -149,7 +160,7 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
     }
     if spec.memory != 0 && app_end > spec.memory {
         return Err(format!(
-            "the image needs {app_end:#x} bytes of memory for the kernel and app alone but memory is {:#x}: raise `memory` in [package.metadata.unikernel]",
+            "the image needs {app_end:#x} bytes of memory for the kernel, the app and its embedded files alone but memory is {:#x}: raise `memory` in [package.metadata.unikernel]",
             spec.memory
         ));
     }
@@ -158,7 +169,7 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
     manifest.app_phdr = base + phdr;
     manifest.app_end = app_end;
     manifest.build_id = Vec::new();
-    manifest.build_id = build_id(kernel, app, &manifest);
+    manifest.build_id = build_id(kernel, app, spec.files.as_deref().unwrap_or(&[]), &manifest);
     let encoded = manifest.encode();
 
     let mut segments = vec![OutSegment::not_loaded(
@@ -197,6 +208,16 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
         });
     }
     segments.extend(load_segments(app, &app_elf, base));
+    if let Some(files) = spec.files.as_deref().filter(|f| !f.is_empty()) {
+        segments.push(OutSegment {
+            p_type: raw::PT_LOAD,
+            flags: raw::PF_R,
+            vaddr: files_addr,
+            memsz: files.len() as u64,
+            align: PAGE_SIZE,
+            data: Cow::Borrowed(files),
+        });
+    }
     // kvm images carry the manifest only in their boot-manifest segment:
     // with a second PT_NOTE next to the PVH note, QEMU's ELF loader crashed
     // in about a third of q35 boots (reproduced with QEMU 10.0 TCG).
@@ -216,10 +237,11 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
     })
 }
 
-/// 20 bytes of SHA-256 over the kernel, the app and the manifest fields.
-fn build_id(kernel: &[u8], app: &[u8], manifest: &Manifest) -> Vec<u8> {
+/// 20 bytes of SHA-256 over the kernel, the app, the embedded files and
+/// the manifest fields.
+fn build_id(kernel: &[u8], app: &[u8], files: &[u8], manifest: &Manifest) -> Vec<u8> {
     let mut h = Sha256::new();
-    for part in [kernel, app, &manifest.encode()] {
+    for part in [kernel, app, files, &manifest.encode()] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
@@ -365,6 +387,8 @@ mod tests {
             devices: vec![],
             ports: vec![],
             options: vec![],
+            disks: vec![],
+            files: None,
         }
     }
 

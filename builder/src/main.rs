@@ -116,11 +116,13 @@ struct RunArgs {
     /// hvt: write every frame of the network device to this pcap file.
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
-    /// Attach a disk the image declares (repeatable): NAME=FILE, a raw
-    /// volume file. A file you cannot write (`chmod a-w`) is attached
-    /// read-only.
+    /// Attach the raw disk image FILE as the disk the image declares under
+    /// NAME (repeatable; every declared disk needs one; a file you cannot
+    /// write attaches read-only). hvt: the monitor's block device; kvm: a
+    /// virtio-blk device (QEMU `-drive ...,cache=writeback`, Firecracker
+    /// `drives`); see docs/storage.md.
     #[arg(long = "disk", value_name = "NAME=FILE")]
-    disk: Vec<unikernel_hvt::block::DiskArg>,
+    disk: Vec<cargo_unikernel::diskopt::DiskArg>,
     /// kvm: the VMM to start.
     #[arg(long, value_enum, value_name = "VMM")]
     vmm: Option<Vmm>,
@@ -258,6 +260,13 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                     ));
                 }
             }
+            if platform == Platform::Xen && !args.disk.is_empty() {
+                return Err(format!(
+                    "--disk: this runner attaches disks to hvt and kvm images only so far, and {} is a {} image",
+                    image.display(),
+                    platform.name()
+                ));
+            }
             let code = match platform {
                 Platform::Kvm => run::boot_kvm(&image, &args, app_args)?,
                 Platform::Xen => {
@@ -308,7 +317,13 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                         args.trace_syscalls,
                         args.timeout,
                         net,
-                        args.disk.clone(),
+                        args.disk
+                            .iter()
+                            .map(|d| unikernel_hvt::block::DiskArg {
+                                name: d.name.clone(),
+                                path: d.file.clone(),
+                            })
+                            .collect(),
                     )?
                 }
             };

@@ -43,6 +43,8 @@ pub struct BuiltImage {
     pub kernel_bytes: u64,
     pub app_bytes: u64,
     pub file_size: u64,
+    /// Embedded files: (count, bytes of contents).
+    pub files: Option<(usize, u64)>,
 }
 
 /// Build the image.
@@ -80,7 +82,15 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         sh,
         "{cargo} build {release...} --target {APP_TARGET} --message-format=json-render-diagnostics --bin {bin} --manifest-path {manifest_path}"
     );
-    let artifacts = run_build(command, &step, &format!("the app {bin}"))?;
+    let c_hint = missing_c_compiler(&metadata);
+    if let Some(h) = &c_hint {
+        progress.warn(h);
+    }
+    let artifacts =
+        run_build(command, &step, &format!("the app {bin}")).map_err(|e| match &c_hint {
+            Some(h) => format!("{e}; {h}"),
+            None => e,
+        })?;
     let app_path = artifacts
         .iter()
         .filter(|a| a.package_id == package.id && a.target.name == bin && a.target.is_bin())
@@ -99,7 +109,8 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
 
     // 3. The components, then the kernel for this platform and component
     //    set (cached).
-    let (choices, warnings) = choose(&meta.components, &app_symbols(&app));
+    let disk_names: Vec<String> = meta.disks.iter().map(|d| d.name.clone()).collect();
+    let (choices, warnings) = choose(&meta.components, &disk_names, &app_symbols(&app));
     for w in &warnings {
         progress.warn(w);
     }
@@ -112,7 +123,24 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
     let kernel = read(&kernel_path, "the kernel")?;
     step.finish(&human_bytes(kernel.len() as u64));
 
-    // 4. The image.
+    // 4. The embedded files, then the image.
+    let disks = meta.disk_entries();
+    let mounts: Vec<String> = disks
+        .iter()
+        .filter_map(|d| d.split_once('=').map(|x| x.1.to_string()))
+        .collect();
+    let embedded = crate::files::collect(
+        crate_dir,
+        &meta.files,
+        meta.files_root.as_deref().unwrap_or("/"),
+        &mounts,
+    )
+    .map_err(|e| {
+        format!(
+            "{}: [package.metadata.unikernel] files: {e}",
+            manifest_path.display()
+        )
+    })?;
     let step = progress.spinner("Linking image");
     let spec = ImageSpec {
         platform,
@@ -125,6 +153,8 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         devices: devices(&choices),
         ports: meta.ports.clone(),
         options: meta.options(),
+        disks,
+        files: embedded.as_ref().map(|e| e.archive.clone()),
     };
     let image = link(&kernel, &app, &spec)?;
     let output = opts
@@ -145,6 +175,32 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         kernel_bytes: image.kernel_bytes,
         app_bytes: image.app_bytes,
         file_size: image.bytes.len() as u64,
+        files: embedded.map(|e| (e.files, e.bytes)),
+    })
+}
+
+/// A hint when a dependency builds C code (the `cc` crate is in the graph)
+/// and no C compiler for musl is there: musl-gcc (Debian's `musl-tools`),
+/// or a `CC_x86_64_unknown_linux_musl` / `TARGET_CC` the user set.
+fn missing_c_compiler(metadata: &Metadata) -> Option<String> {
+    if !metadata.packages.iter().any(|p| p.name.as_str() == "cc") {
+        return None;
+    }
+    for var in [
+        "CC_x86_64_unknown_linux_musl",
+        "CC_x86_64-unknown-linux-musl",
+        "TARGET_CC",
+    ] {
+        if std::env::var_os(var).is_some() {
+            return None;
+        }
+    }
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|d| d.join("musl-gcc").is_file() || d.join("x86_64-linux-musl-gcc").is_file())
+    });
+    (!found).then(|| {
+        "a dependency builds C code (the cc crate) and no musl C compiler was found: install musl-gcc (Debian: apt-get install musl-tools) or set CC_x86_64_unknown_linux_musl".to_string()
     })
 }
 
@@ -170,6 +226,19 @@ pub fn summary(image: &BuiltImage) -> String {
     let m = &image.manifest;
     for (c, why) in m.components.iter().zip(&m.component_reasons) {
         s.push_str(&format!("\n  component {c}: {why}"));
+    }
+    if let Some((files, bytes)) = image.files {
+        s.push_str(&format!(
+            "\n  embedded files: {files}, {}",
+            human_bytes(bytes)
+        ));
+    }
+    for d in &m.disks {
+        if let Some((name, mount)) = d.split_once('=') {
+            s.push_str(&format!(
+                "\n  disk {name} at {mount} (run with --disk {name}=FILE)"
+            ));
+        }
     }
     s
 }

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use cargo_unikernel::cmdline::{CommandLine, TRACE_SYSCALLS_TOKEN, VERBOSE_TOKEN};
 use cargo_unikernel::config::format_size;
+use cargo_unikernel::diskopt;
 use cargo_unikernel::image::Image;
 use cargo_unikernel::kvm_run::{self, EXIT_SETUP_FAILED, EXIT_TIMEOUT};
 use cargo_unikernel::netopt::{NetAttach, NetOptions as KvmNet, Proto, Publish};
 use cargo_unikernel::vmm::{
-    find_qemu, firecracker_config, firecracker_path, Accel, Machine, QemuConfig, DEFAULT_MEMORY,
+    find_qemu, firecracker_config, firecracker_drives, firecracker_path, Accel, Machine,
+    QemuConfig, DEFAULT_MEMORY,
 };
 use unikernel_hvt::net::{NetBackend, NetConfig, NetOptions, PortForward};
 use unikernel_hvt::RunConfig;
@@ -194,20 +196,50 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         kvm_attach(run, &manifest.components),
         kvm_publish(&run.publish, &manifest.ports)?,
     )?;
+    // The image's declared disks against --disk: refused in one line
+    // before anything starts.
+    let declared = diskopt::declared_names(&manifest.disks);
     if run.emit == Some(Emit::Firecracker) {
+        // A declared disk without --disk gets a placeholder path to edit.
+        let disks = match diskopt::resolve_given(&declared, &run.disk) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(EXIT_SETUP_FAILED);
+            }
+        };
+        let placeholders: Vec<&String> = declared
+            .iter()
+            .filter(|n| !disks.iter().any(|d| &d.name == *n))
+            .collect();
+        let drives = firecracker_drives(&declared, &disks);
         let out = firecracker_path(&image);
-        let json =
-            serde_json::to_string_pretty(&firecracker_config(&image, memory, &cmdline, &net)?)
-                .map_err(|e| format!("cannot encode the Firecracker config: {e}"))?;
+        let json = serde_json::to_string_pretty(&firecracker_config(
+            &image, memory, &cmdline, &net, drives,
+        )?)
+        .map_err(|e| format!("cannot encode the Firecracker config: {e}"))?;
         std::fs::write(&out, json + "\n")
             .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
         println!("{}", out.display());
+        for name in placeholders {
+            eprintln!(
+                "note: disk \"{name}\" has no --disk {name}=FILE: put its image's path in the drives entry \"{name}\" of {}",
+                out.display()
+            );
+        }
         eprintln!(
             "boot it with: firecracker --no-api --config-file {}",
             out.display()
         );
         return Ok(0);
     }
+    let disks = match diskopt::resolve(&declared, &run.disk) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_SETUP_FAILED);
+        }
+    };
     let qemu = match find_qemu() {
         Ok(q) => q,
         Err(e) if run.print_vmm_config => {
@@ -228,6 +260,7 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         memory,
         cmdline,
         net,
+        disks,
     };
     if run.print_vmm_config {
         println!("{}", config.shell_line());

@@ -4,6 +4,9 @@
 //! to it, `component_reasons`; `cargo unikernel inspect` prints them):
 //!
 //! * the metadata's `components = [...]`;
+//! * the metadata's `disks = [...]`: a declared data volume needs `fs` (the
+//!   block cache and the on-disk filesystem; the platform's block driver
+//!   comes with it);
 //! * the app itself. A static musl executable holds a libc function only
 //!   when the program calls it (the linker drops unreferenced archive
 //!   members and, for Rust, unused std code), and the symbol table
@@ -72,9 +75,14 @@ pub fn app_symbols(app: &[u8]) -> AppSymbols {
     AppSymbols::Present(names)
 }
 
-/// The components for `listed` (from the metadata, already checked) and
-/// the app's symbols, sorted by name; plus warnings to print.
-pub fn choose(listed: &[String], symbols: &AppSymbols) -> (Vec<Choice>, Vec<String>) {
+/// The components for `listed` (from the metadata, already checked), the
+/// declared disks' names and the app's symbols, sorted by name; plus
+/// warnings to print.
+pub fn choose(
+    listed: &[String],
+    disks: &[String],
+    symbols: &AppSymbols,
+) -> (Vec<Choice>, Vec<String>) {
     let mut warnings = Vec::new();
     let net_calls: Vec<&str> = match symbols {
         AppSymbols::Present(names) => NET_SYMBOLS
@@ -95,6 +103,9 @@ pub fn choose(listed: &[String], symbols: &AppSymbols) -> (Vec<Choice>, Vec<Stri
     if !net_calls.is_empty() {
         names.push("net");
     }
+    if !disks.is_empty() {
+        names.push("fs");
+    }
     names.sort_unstable();
     names.dedup();
     let choices = names
@@ -107,6 +118,11 @@ pub fn choose(listed: &[String], symbols: &AppSymbols) -> (Vec<Choice>, Vec<Stri
             if name == "net" && !net_calls.is_empty() {
                 why.push(format!("the app calls {}", net_calls.join(", ")));
             }
+            if name == "fs" && !disks.is_empty() {
+                let quoted: Vec<String> = disks.iter().map(|d| format!("\"{d}\"")).collect();
+                let noun = if disks.len() == 1 { "disk" } else { "disks" };
+                why.push(format!("the image declares {noun} {}", quoted.join(", ")));
+            }
             Choice {
                 name: name.to_string(),
                 reason: why.join("; "),
@@ -116,13 +132,23 @@ pub fn choose(listed: &[String], symbols: &AppSymbols) -> (Vec<Choice>, Vec<Stri
     (choices, warnings)
 }
 
-/// The devices the chosen components need from the platform.
+/// The devices the chosen components need from the platform (`net`,
+/// `block`).
 pub fn devices(choices: &[Choice]) -> Vec<String> {
     choices
         .iter()
-        .filter(|c| c.name == "net")
-        .map(|_| "net".to_string())
+        .filter_map(|c| platform_feature(&c.name))
+        .map(str::to_string)
         .collect()
+}
+
+/// The platform crate's driver feature a component needs (`fs` -> `block`).
+pub fn platform_feature(component: &str) -> Option<&'static str> {
+    match component {
+        "net" => Some("net"),
+        "fs" => Some("block"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -136,14 +162,14 @@ mod tests {
 
     #[test]
     fn nothing_for_a_plain_app() {
-        let (c, w) = choose(&[], &syms(&["main", "write", "socketpair", "sendmsg"]));
+        let (c, w) = choose(&[], &[], &syms(&["main", "write", "socketpair", "sendmsg"]));
         assert!(c.is_empty() && w.is_empty(), "{c:?} {w:?}");
         assert!(devices(&c).is_empty());
     }
 
     #[test]
     fn net_from_symbols_names_the_calls_in_order() {
-        let (c, _) = choose(&[], &syms(&["accept4", "main", "bind", "socket"]));
+        let (c, _) = choose(&[], &[], &syms(&["accept4", "main", "bind", "socket"]));
         assert_eq!(
             c,
             [Choice {
@@ -156,13 +182,13 @@ mod tests {
 
     #[test]
     fn net_from_the_metadata() {
-        let (c, w) = choose(&["net".into()], &syms(&["main"]));
+        let (c, w) = choose(&["net".into()], &[], &syms(&["main"]));
         assert_eq!(
             c[0].reason,
             "listed in [package.metadata.unikernel] components"
         );
         assert!(w.is_empty());
-        let (c, _) = choose(&["net".into()], &syms(&["getaddrinfo"]));
+        let (c, _) = choose(&["net".into()], &[], &syms(&["getaddrinfo"]));
         assert_eq!(
             c[0].reason,
             "listed in [package.metadata.unikernel] components; the app calls getaddrinfo"
@@ -171,11 +197,36 @@ mod tests {
     }
 
     #[test]
+    fn fs_from_declared_disks() {
+        let (c, w) = choose(&[], &["data".into()], &syms(&["main"]));
+        assert!(w.is_empty());
+        assert_eq!(
+            c,
+            [Choice {
+                name: "fs".into(),
+                reason: "the image declares disk \"data\"".into()
+            }]
+        );
+        assert_eq!(devices(&c), ["block"]);
+        let (c, _) = choose(
+            &["fs".into()],
+            &["a".into(), "b".into()],
+            &syms(&["socket"]),
+        );
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c[0].reason,
+            "listed in [package.metadata.unikernel] components; the image declares disks \"a\", \"b\""
+        );
+        assert_eq!(devices(&c), ["block", "net"]);
+    }
+
+    #[test]
     fn stripped_apps_warn_unless_listed() {
-        let (c, w) = choose(&[], &AppSymbols::Stripped);
+        let (c, w) = choose(&[], &[], &AppSymbols::Stripped);
         assert!(c.is_empty());
         assert!(w[0].contains("components = [\"net\"]"), "{w:?}");
-        let (c, w) = choose(&["net".into()], &AppSymbols::Stripped);
+        let (c, w) = choose(&["net".into()], &[], &AppSymbols::Stripped);
         assert_eq!(c.len(), 1);
         assert!(w.is_empty());
     }

@@ -4,6 +4,7 @@
 //! firecracker`). Nothing here starts a process; see [`crate::kvm_run`].
 use std::path::{Path, PathBuf};
 
+use crate::diskopt::Disk;
 use crate::netopt::{NetAttach, NetOptions};
 
 /// The QEMU binary we start.
@@ -54,6 +55,8 @@ pub struct QemuConfig {
     pub cmdline: String,
     /// The network device (`--net`, `-p`).
     pub net: NetOptions,
+    /// The disks (`--disk`), in the image's declaration order.
+    pub disks: Vec<Disk>,
 }
 
 /// The id of the one network backend (`-netdev ...,id=net0`).
@@ -88,6 +91,34 @@ pub fn qemu_net_device(machine: Machine) -> String {
         Machine::Q35 => "virtio-net-pci",
     };
     format!("{model},netdev={NETDEV_ID}")
+}
+
+/// A value inside a QEMU option list: a ',' is written twice.
+fn qemu_opt_value(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+/// The `-drive` value of `disk`: a raw image, no guest-visible interface
+/// of its own (the virtio-blk device names it), the host page cache with
+/// flushes honoured (`cache=writeback`: a guest FLUSH becomes
+/// `fdatasync`; never `unsafe`, which drops them).
+pub fn qemu_drive(disk: &Disk) -> String {
+    format!(
+        "file={},if=none,id=disk-{},format=raw,cache=writeback{}",
+        qemu_opt_value(&disk.file.display().to_string()),
+        disk.name,
+        if disk.read_only { ",readonly=on" } else { "" }
+    )
+}
+
+/// The virtio-blk device of `disk` on `machine` (virtio-mmio on microvm,
+/// PCI on q35); its serial (VIRTIO_BLK_T_GET_ID) is the disk's name.
+pub fn qemu_blk_device(machine: Machine, disk: &Disk) -> String {
+    let model = match machine {
+        Machine::Microvm => "virtio-blk-device",
+        Machine::Q35 => "virtio-blk-pci",
+    };
+    format!("{model},drive=disk-{0},serial={0}", disk.name)
 }
 
 /// Whole MiB, rounded up.
@@ -153,6 +184,14 @@ impl QemuConfig {
                 qemu_net_device(self.machine),
             ]);
         }
+        for d in &self.disks {
+            a.extend([
+                "-drive".into(),
+                qemu_drive(d),
+                "-device".into(),
+                qemu_blk_device(self.machine, d),
+            ]);
+        }
         a
     }
 
@@ -204,15 +243,44 @@ pub fn firecracker_path(image: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// What `path_on_host` says for a declared disk that no `--disk` named:
+/// the user puts the image's path there before booting.
+pub fn firecracker_placeholder(name: &str) -> String {
+    format!("EDIT-ME: path of the {name} disk image")
+}
+
+/// The `drives` of a Firecracker config: one per declared disk
+/// (`declared`: names, in order), from `disks` (`--disk`) or with a
+/// placeholder path; never the root device; `cache_type` Writeback, so a
+/// guest FLUSH becomes an fsync of the file (Firecracker's default,
+/// Unsafe, acknowledges flushes without doing them).
+pub fn firecracker_drives(declared: &[String], disks: &[Disk]) -> Vec<serde_json::Value> {
+    declared
+        .iter()
+        .map(|name| {
+            let d = disks.iter().find(|d| &d.name == name);
+            serde_json::json!({
+                "drive_id": name,
+                "path_on_host": d.map_or_else(|| firecracker_placeholder(name), |d| d.file.display().to_string()),
+                "is_root_device": false,
+                "is_read_only": d.is_some_and(|d| d.read_only),
+                "cache_type": "Writeback",
+            })
+        })
+        .collect()
+}
+
 /// A Firecracker config file (`firecracker --no-api --config-file F`):
 /// the image as the kernel, the command line as boot args, one vCPU, the
-/// memory in MiB, no drives, and the network interface of `--net tap:IF`
-/// (Firecracker has no user-mode network and no port forwarding).
+/// memory in MiB, the `drives` ([`firecracker_drives`]), and the network
+/// interface of `--net tap:IF` (Firecracker has no user-mode network and
+/// no port forwarding).
 pub fn firecracker_config(
     image: &Path,
     memory: u64,
     cmdline: &str,
     net: &NetOptions,
+    drives: Vec<serde_json::Value>,
 ) -> Result<serde_json::Value, String> {
     let interfaces = match &net.attach {
         NetAttach::None => vec![],
@@ -231,7 +299,7 @@ pub fn firecracker_config(
             "kernel_image_path": image.display().to_string(),
             "boot_args": cmdline,
         },
-        "drives": [],
+        "drives": drives,
         "machine-config": {
             "vcpu_count": 1,
             "mem_size_mib": memory_mib(memory),
@@ -254,6 +322,7 @@ mod tests {
             memory: 64 << 20,
             cmdline: r#"A="x y" -- b"#.into(),
             net: NetOptions::default(),
+            disks: Vec::new(),
         }
     }
 
@@ -301,6 +370,7 @@ mod tests {
             (64 << 20) + 1,
             "A=1 -- x",
             &NetOptions::default(),
+            Vec::new(),
         )
         .unwrap();
         let top: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -361,14 +431,89 @@ mod tests {
     #[test]
     fn firecracker_network_interfaces() {
         let tap = NetOptions::new("tap:fc-tap0".parse().unwrap(), vec![]).unwrap();
-        let v = firecracker_config(Path::new("/img/app"), 64 << 20, "", &tap).unwrap();
+        let v = firecracker_config(Path::new("/img/app"), 64 << 20, "", &tap, vec![]).unwrap();
         // Firecracker's NetworkInterface schema: iface_id and host_dev_name are required.
         assert_eq!(
             v["network-interfaces"],
             serde_json::json!([{"iface_id": "net0", "host_dev_name": "fc-tap0"}])
         );
         let user = NetOptions::new(NetAttach::User, vec![]).unwrap();
-        let e = firecracker_config(Path::new("/img/app"), 64 << 20, "", &user).unwrap_err();
+        let e = firecracker_config(Path::new("/img/app"), 64 << 20, "", &user, vec![]).unwrap_err();
         assert!(e.contains("no user-mode network"), "{e}");
+    }
+
+    fn disk(name: &str, file: &str, read_only: bool) -> Disk {
+        Disk {
+            name: name.into(),
+            file: PathBuf::from(file),
+            read_only,
+        }
+    }
+
+    /// `--disk NAME=FILE` on each machine: a raw drive with the host
+    /// cache in writeback mode (flushes honoured, never `cache=unsafe`),
+    /// `readonly=on` for a file the user cannot write, and a virtio-blk
+    /// device whose serial is the disk's name.
+    #[test]
+    fn disks_per_machine() {
+        for (machine, model) in [
+            (Machine::Microvm, "virtio-blk-device"),
+            (Machine::Q35, "virtio-blk-pci"),
+        ] {
+            let mut c = config(machine, Accel::Tcg);
+            c.disks = vec![
+                disk("data", "/d/data.img", false),
+                disk("logs", "/d/a,b.img", true),
+            ];
+            let a = c.args();
+            let tail = a[a.len() - 8..].join(" ");
+            assert_eq!(
+                tail,
+                format!("-drive file=/d/data.img,if=none,id=disk-data,format=raw,cache=writeback -device {model},drive=disk-data,serial=data -drive file=/d/a,,b.img,if=none,id=disk-logs,format=raw,cache=writeback,readonly=on -device {model},drive=disk-logs,serial=logs")
+            );
+            assert!(!a.iter().any(|w| w.contains("cache=unsafe")));
+        }
+        let none = config(Machine::Q35, Accel::Tcg);
+        assert!(!none.args().iter().any(|a| a == "-drive"));
+    }
+
+    /// Firecracker's Drive schema (src/firecracker/swagger/firecracker.yaml):
+    /// drive_id, path_on_host, is_root_device and is_read_only (required
+    /// but for path_on_host and is_read_only), cache_type Unsafe|Writeback.
+    #[test]
+    fn firecracker_drives_entry() {
+        let declared = vec!["data".to_string(), "logs".to_string()];
+        let drives = firecracker_drives(&declared, &[disk("logs", "/d/logs.img", true)]);
+        let v = firecracker_config(
+            Path::new("/img/app"),
+            64 << 20,
+            "",
+            &NetOptions::default(),
+            drives,
+        )
+        .unwrap();
+        assert_eq!(
+            v["drives"],
+            serde_json::json!([
+                {
+                    "drive_id": "data",
+                    "path_on_host": "EDIT-ME: path of the data disk image",
+                    "is_root_device": false,
+                    "is_read_only": false,
+                    "cache_type": "Writeback",
+                },
+                {
+                    "drive_id": "logs",
+                    "path_on_host": "/d/logs.img",
+                    "is_root_device": false,
+                    "is_read_only": true,
+                    "cache_type": "Writeback",
+                },
+            ])
+        );
+        assert_eq!(
+            firecracker_drives(&[], &[]),
+            Vec::<serde_json::Value>::new()
+        );
     }
 }

@@ -293,7 +293,7 @@ fn one_line_errors() {
     let e = stderr(&run(bin().args(["run", "-p", "80", "/bin/true"])));
     assert!(e.contains("expected HOST:GUEST"), "{e}");
     let e = stderr(&run(bin().args(["run", "--disk", "data", "/bin/true"])));
-    assert!(e.contains("--disk \"data\": expected NAME=FILE"), "{e}");
+    assert!(e.contains("bad --disk \"data\": write NAME=FILE"), "{e}");
     let e = stderr(&run(bin().args([
         "run",
         "--ip",

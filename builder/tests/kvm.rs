@@ -89,6 +89,8 @@ fn stub_image() -> &'static Path {
             devices: vec![],
             ports: vec![],
             options: vec![],
+            disks: vec![],
+            files: None,
         };
         let img = link(
             &std::fs::read(&kernel).unwrap(),

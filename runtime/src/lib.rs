@@ -57,6 +57,11 @@ pub fn platform() -> &'static dyn Platform {
     }
 }
 
+/// The platform, or `None` before [`start`] (host unit tests).
+pub(crate) fn try_platform() -> Option<&'static dyn Platform> {
+    PLATFORM.get().copied()
+}
+
 pub(crate) fn app_name() -> &'static str {
     BOOT.get().map_or("app", |b| b.app.name)
 }
@@ -115,6 +120,7 @@ fn init_components() {
 
 /// End the app with `code` (flushes nothing: the console writes through).
 pub fn exit(code: u32) -> ! {
+    syscall::flush_shared_mappings();
     if syscall::tracing() {
         syscall::report_unknown();
     }
@@ -149,6 +155,7 @@ pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
     aspace.add_stack(boot.app.stack_reserve_bottom, boot.app.stack_top);
     *mm::vm::ASPACE.lock() = Some(aspace);
     report_options(&boot.options);
+    fs::root::init(boot.mem_size);
     init_components();
     let sp = match &boot.app_spec {
         Some(spec) => build_app_stack(&boot.app, spec),

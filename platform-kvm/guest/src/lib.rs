@@ -16,10 +16,12 @@
 
 extern crate alloc;
 
+#[cfg(feature = "block")]
+mod blockcheck;
 mod clock;
 mod cpu;
 mod entry;
-#[cfg(feature = "net")]
+#[cfg(any(feature = "net", feature = "block"))]
 mod ioapic;
 mod lapic;
 #[cfg(feature = "net")]
@@ -28,6 +30,10 @@ mod paging;
 mod serial;
 mod start_info;
 mod virtio;
+#[cfg(feature = "block")]
+mod virtio_blk;
+#[cfg(any(feature = "net", feature = "block"))]
+mod virtio_hw;
 #[cfg(feature = "net")]
 mod virtio_net;
 
@@ -50,6 +56,12 @@ struct Kvm {
 }
 
 static KVM: spin::Once<Kvm> = spin::Once::new();
+
+/// Monotonic nanoseconds (0 before the clock is up).
+#[cfg(feature = "block")]
+pub(crate) fn now_ns() -> u64 {
+    KVM.get().map_or(0, |k| k.clock.monotonic_ns())
+}
 
 impl Platform for Kvm {
     fn name(&self) -> &'static str {
@@ -115,7 +127,11 @@ impl Platform for Kvm {
         if vector == virtio_net::NET_VECTOR {
             virtio_net::ack_interrupts();
         }
-        #[cfg(not(feature = "net"))]
+        #[cfg(feature = "block")]
+        if vector == virtio_blk::BLK_VECTOR {
+            virtio_blk::ack_interrupts();
+        }
+        #[cfg(not(any(feature = "net", feature = "block")))]
         let _ = vector;
         lapic::eoi(vector);
     }
@@ -292,12 +308,21 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
             mmio.push((addr, size, irq));
         }
     }
-    // virtio-net (feature net): the PCI functions' BARs and the I/O APICs.
-    // SAFETY: ring 0, at boot.
-    #[cfg(feature = "net")]
-    let pci_nets = unsafe { virtio_net::pci_functions() };
-    #[cfg(feature = "net")]
-    virtio_net::map_registers(&mut tables, &pci_nets);
+    // virtio-net (feature net), virtio-blk (feature block): the PCI
+    // functions' BARs and the I/O APICs.
+    #[cfg(any(feature = "net", feature = "block"))]
+    let pci_virtio = {
+        let kinds = [
+            #[cfg(feature = "net")]
+            1,
+            #[cfg(feature = "block")]
+            2,
+        ];
+        // SAFETY: ring 0, at boot.
+        let f = unsafe { virtio_hw::pci_functions(&kinds) };
+        virtio_hw::map_registers(&mut tables, &f);
+        f
+    };
     // SAFETY: ring 0; the new tables map the kernel, its stacks and data.
     unsafe {
         tables.activate();
@@ -317,7 +342,15 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
         &mmio,
         cl.virtio_mmio.is_empty(),
         boot.info.rsdp_paddr != 0,
-        &pci_nets,
+        &pci_virtio,
+    );
+    #[cfg(feature = "block")]
+    let blk_lines = virtio_blk::init_all(
+        &mmio,
+        cl.virtio_mmio.is_empty(),
+        boot.info.rsdp_paddr != 0,
+        &pci_virtio,
+        &manifest.disks,
     );
     if verbose {
         let (src, khz) = kvm.clock.describe();
@@ -361,6 +394,10 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
         for l in &net_lines {
             out.push_str(&format!("[unikernel] kvm: {l}\n"));
         }
+        #[cfg(feature = "block")]
+        for l in &blk_lines {
+            out.push_str(&format!("[unikernel] kvm: {l}\n"));
+        }
         serial::write(serial::stderr_port(), out.as_bytes());
     }
 
@@ -377,6 +414,22 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
             manifest.app_base,
         );
         let report = netcheck::run(kvm, n);
+        serial::write(serial::stderr_port(), report.as_bytes());
+    }
+
+    #[cfg(feature = "block")]
+    if let Some(n) = cl
+        .option("BLOCK_SELFTEST")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        // As for the net self-test: the trap path must know the runtime's
+        // range, so that the device's interrupts ending a `hlt` are deferred.
+        unikernel_runtime::arch::x86_64::trap::init(
+            cpu::fault_stack_top(),
+            KERNEL_BASE,
+            manifest.app_base,
+        );
+        let report = blockcheck::run(n);
         serial::write(serial::stderr_port(), report.as_bytes());
     }
 

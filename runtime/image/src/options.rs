@@ -12,6 +12,7 @@
 //! | [`IP`] | address/prefix length, IPv4 or IPv6 | `10.0.0.2/24`, `fd00::2/64` |
 //! | [`GATEWAY`] | an address | `10.0.0.1` |
 //! | [`DNS`] | addresses, comma-separated | `10.0.0.1,9.9.9.9` |
+//! | [`TMP_SIZE`] | bytes, optional `K`/`M`/`G` suffix | `64M` |
 //!
 //! No `UNIKERNEL_IP` means DHCP. Other `UNIKERNEL_*` keys (such as
 //! [`VERBOSE`]) are not checked here.
@@ -25,6 +26,9 @@ pub const IP: &str = "UNIKERNEL_IP";
 pub const GATEWAY: &str = "UNIKERNEL_GATEWAY";
 /// DNS servers, comma-separated.
 pub const DNS: &str = "UNIKERNEL_DNS";
+/// The size limit of `/tmp` in bytes, with an optional `K`, `M` or `G`
+/// suffix (powers of 1024); default a quarter of guest memory.
+pub const TMP_SIZE: &str = "UNIKERNEL_TMP_SIZE";
 /// `1`: the runtime prints its boot diagnostics (among them the options).
 pub const VERBOSE: &str = "UNIKERNEL_VERBOSE";
 
@@ -43,6 +47,8 @@ pub enum OptionError {
     PrefixLength,
     /// An empty list of addresses (or an empty entry in it).
     EmptyEntry,
+    /// Not a size (digits with an optional K, M or G suffix).
+    Size,
 }
 
 impl core::fmt::Display for OptionError {
@@ -60,6 +66,9 @@ impl core::fmt::Display for OptionError {
                 "the prefix length must be 0-32 for IPv4 and 0-128 for IPv6"
             }
             OptionError::EmptyEntry => "the list has an empty entry",
+            OptionError::Size => {
+                "not a size (write bytes with an optional K, M or G suffix, e.g. 64M)"
+            }
         })
     }
 }
@@ -94,6 +103,22 @@ pub fn parse_addr_list(s: &str) -> impl Iterator<Item = Result<IpAddr, OptionErr
     })
 }
 
+/// A size in bytes: digits with an optional `K`, `M` or `G` suffix
+/// (powers of 1024, either case).
+pub fn parse_size(s: &str) -> Result<u64, OptionError> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 10),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 20),
+        Some(b'g' | b'G') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(OptionError::Size);
+    }
+    let n: u64 = digits.parse().map_err(|_| OptionError::Size)?;
+    n.checked_mul(1 << shift).ok_or(OptionError::Size)
+}
+
 /// Check a value for `key`: the keys of the table above are parsed, other
 /// keys are accepted as they are.
 pub fn check_value(key: &str, value: &str) -> Result<(), OptionError> {
@@ -101,6 +126,7 @@ pub fn check_value(key: &str, value: &str) -> Result<(), OptionError> {
         IP => parse_cidr(value).map(|_| ()),
         GATEWAY => parse_addr(value).map(|_| ()),
         DNS => parse_addr_list(value).try_for_each(|a| a.map(|_| ())),
+        TMP_SIZE => parse_size(value).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -175,6 +201,14 @@ mod tests {
             Err(OptionError::EmptyEntry)
         );
         assert_eq!(check_token("UNIKERNEL_DNS="), Err(OptionError::EmptyEntry));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("3m"), Ok(3 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("G"), Err(OptionError::Size));
+        assert_eq!(parse_size("-1"), Err(OptionError::Size));
+        assert_eq!(parse_size("99999999999999999999G"), Err(OptionError::Size));
+        assert_eq!(check_token("UNIKERNEL_TMP_SIZE=1x"), Err(OptionError::Size));
         assert_eq!(
             check_token("UNIKERNEL_GATEWAY=10.0.0.1/24"),
             Err(OptionError::Address)

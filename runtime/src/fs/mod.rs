@@ -1,16 +1,26 @@
 //! Files: the `File` interface every open file implements, the
-//! file-descriptor table, and the in-memory root tree.
+//! file-descriptor table, the VFS (mount table, path resolution), the
+//! in-memory filesystem behind `/` and `/tmp`, and the device files.
 //!
-//! A later storage component mounts real filesystems behind the same
-//! interface; sockets and pipes implement it too.
+//! Filesystems (`memfs`, the `fs` component's volumes) implement
+//! [`vfs::Filesystem`] and are mounted in the VFS; sockets, pipes, eventfd
+//! and epoll implement [`File`] too.
 
 pub mod dev;
+pub mod dirfile;
 pub mod epoll;
 pub mod eventfd;
 pub mod fdtable;
+pub mod memfs;
+pub mod path;
 pub mod pipe;
-pub mod tree;
+pub mod root;
 pub mod vfs;
+
+/// The old home of [`root::set_etc_file`] (components call it by this path).
+pub mod tree {
+    pub use super::root::set_etc_file;
+}
 
 use crate::errno::*;
 
@@ -91,6 +101,10 @@ pub trait File: Send + Sync {
     ) -> Result<(), Errno> {
         Err(EPERM)
     }
+    /// `fchmod(2)`: set the permission bits.
+    fn chmod(&self, _mode: u32) -> Result<(), Errno> {
+        Err(EPERM)
+    }
     /// `fstatfs(2)`: the filesystem this file is on.
     fn statfs(&self) -> Result<vfs::StatFs, Errno> {
         Err(ENOSYS)
@@ -134,8 +148,9 @@ pub trait File: Send + Sync {
     fn mappable(&self) -> bool {
         false
     }
-    /// The tree node of an open directory (for `*at` calls).
-    fn dir_node(&self) -> Option<tree::Node> {
+    /// The absolute path of an open directory (for `*at` calls and
+    /// `fchdir`); the VFS wraps every directory it opens to know it.
+    fn dir_path(&self) -> Option<&str> {
         None
     }
 }

@@ -116,6 +116,11 @@ pub trait Filesystem: Send + Sync {
     fn link(&self, _from: &str, _to: &str) -> Result<(), Errno> {
         Err(EPERM)
     }
+    /// `chmod(2)`: set the permission bits (`EPERM` where the format
+    /// keeps none).
+    fn chmod(&self, _path: &str, _mode: u32) -> Result<(), Errno> {
+        Err(EPERM)
+    }
     fn statfs(&self) -> StatFs;
     /// Make everything written so far durable (`sync`, `syncfs`).
     fn sync(&self) -> Result<(), Errno>;

@@ -1,10 +1,32 @@
-//! Memory system calls: mmap, munmap, mprotect, brk, madvise.
+//! Memory system calls: mmap, munmap, mprotect, brk, madvise, msync.
+//!
+//! A file mapping is a copy of the file's bytes in anonymous memory
+//! (`pread` at `mmap` time). `MAP_PRIVATE` needs nothing more. A writable
+//! `MAP_SHARED` mapping is remembered: `msync`, `munmap` and the app's exit
+//! write its pages back to the file with `pwrite` (up to the file's size at
+//! that moment, as pages past the end are not part of the file). Until then
+//! `read` does not see what was stored through the mapping, and two
+//! mappings of one file do not see each other's stores.
 
 use super::SysResult;
 use crate::errno::*;
 use crate::fs::fdtable;
 use crate::mm::user;
 use crate::mm::vm::{ASPACE, PROT_EXEC, PROT_READ, PROT_WRITE};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use spin::Mutex;
+
+/// A writable `MAP_SHARED` file mapping: `[start, start+len)` holds the
+/// file's bytes from `offset`.
+struct SharedMap {
+    start: u64,
+    len: u64,
+    file: Arc<dyn crate::fs::File>,
+    offset: u64,
+}
+
+static SHARED: Mutex<Vec<SharedMap>> = Mutex::new(Vec::new());
 
 const MAP_SHARED: u64 = 0x01;
 const MAP_PRIVATE: u64 = 0x02;
@@ -36,11 +58,18 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
     if flags & MAP_ANONYMOUS != 0 {
         return with_aspace(|a| a.mmap(addr, len, prot, fixed, noreplace)).map(|v| v as i64);
     }
-    // A file mapping is a private copy of the file's contents (nothing here
-    // is shared with another process, and our files are read-only).
+    // A copy of the file's contents; a writable shared one is written back.
     let e = fdtable::file(fd as i64)?;
     if !e.file.mappable() {
         return Err(ENODEV);
+    }
+    let acc = e.flags as u64 & super::fs::O_ACCMODE;
+    let shared_writable = flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0;
+    if acc == 1 || (shared_writable && acc != 2) {
+        return Err(EACCES);
+    }
+    if len == 0 {
+        return Err(EINVAL);
     }
     let start = with_aspace(|a| a.mmap(addr, len, PROT_READ | PROT_WRITE, fixed, noreplace))?;
     let buf = user::bytes_mut(start, len as usize)?;
@@ -56,11 +85,118 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
         }
     }
     with_aspace(|a| a.mprotect(start, len, prot))?;
+    if shared_writable {
+        let mut maps = SHARED.lock();
+        // A MAP_FIXED mapping replaces what was there: write that back first.
+        let _ = write_back(&maps, start, len);
+        forget(&mut maps, start, len);
+        maps.push(SharedMap {
+            start,
+            len: len.next_multiple_of(4096),
+            file: e.file.clone(),
+            offset: off,
+        });
+    }
     Ok(start as i64)
 }
 
+/// Write the shared pages inside `[addr, addr+len)` back to their files.
+/// Returns the first error.
+fn write_back(maps: &[SharedMap], addr: u64, len: u64) -> Result<(), Errno> {
+    let end = addr.saturating_add(len);
+    let mut first = Ok(());
+    for m in maps {
+        let (s, e) = (m.start.max(addr), (m.start + m.len).min(end));
+        if s >= e {
+            continue;
+        }
+        let file_off = m.offset + (s - m.start);
+        let size = m.file.stat().size.max(0) as u64;
+        if file_off >= size {
+            continue;
+        }
+        let n = (e - s).min(size - file_off);
+        let r = user::bytes(s, n as usize).and_then(|b| m.file.pwrite(b, file_off));
+        if let Err(err) = r {
+            if first.is_ok() {
+                first = Err(err);
+            }
+        }
+    }
+    first
+}
+
+/// Drop `[addr, addr+len)` from the shared mappings (trimming or splitting them).
+fn forget(maps: &mut Vec<SharedMap>, addr: u64, len: u64) {
+    let end = addr.saturating_add(len);
+    let mut kept = Vec::new();
+    for m in maps.drain(..) {
+        let m_end = m.start + m.len;
+        if m_end <= addr || m.start >= end {
+            kept.push(m);
+            continue;
+        }
+        if m.start < addr {
+            kept.push(SharedMap {
+                start: m.start,
+                len: addr - m.start,
+                file: m.file.clone(),
+                offset: m.offset,
+            });
+        }
+        if m_end > end {
+            kept.push(SharedMap {
+                start: end,
+                len: m_end - end,
+                file: m.file.clone(),
+                offset: m.offset + (end - m.start),
+            });
+        }
+    }
+    *maps = kept;
+}
+
 pub fn munmap(addr: u64, len: u64) -> SysResult {
-    with_aspace(|a| a.munmap(addr, len)).map(|_| 0)
+    if addr & 0xfff != 0 || len == 0 {
+        return Err(EINVAL);
+    }
+    let mut maps = SHARED.lock();
+    let wb = write_back(&maps, addr, len);
+    forget(&mut maps, addr, len);
+    drop(maps);
+    with_aspace(|a| a.munmap(addr, len))?;
+    wb.map(|_| 0)
+}
+
+const MS_ASYNC: u64 = 1;
+const MS_INVALIDATE: u64 = 2;
+const MS_SYNC: u64 = 4;
+
+pub fn msync(addr: u64, len: u64, flags: u64) -> SysResult {
+    if addr & 0xfff != 0
+        || flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0
+        || flags & (MS_ASYNC | MS_SYNC) == (MS_ASYNC | MS_SYNC)
+    {
+        return Err(EINVAL);
+    }
+    let maps = SHARED.lock();
+    write_back(&maps, addr, len)?;
+    if flags & MS_SYNC != 0 {
+        let end = addr.saturating_add(len);
+        for m in maps
+            .iter()
+            .filter(|m| m.start < end && m.start + m.len > addr)
+        {
+            m.file.sync(false)?;
+        }
+    }
+    Ok(0)
+}
+
+/// At exit: every shared mapping's pages go back to their files.
+pub fn flush_shared_mappings() {
+    let maps = SHARED.lock();
+    let _ = write_back(&maps, 0, u64::MAX);
 }
 
 pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {

@@ -2,10 +2,12 @@
 //! in this folder. Unknown calls return `-ENOSYS` and are counted;
 //! `--trace-syscalls` prints every call strace-style on stderr.
 
+mod fdctl;
 mod fs;
 mod ipc;
 mod mem;
 mod names;
+mod path;
 mod poll;
 mod process;
 mod signal;
@@ -14,6 +16,7 @@ mod time;
 use crate::errno::*;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+pub use mem::flush_shared_mappings;
 pub use names::name;
 
 /// What the entry stub saved: every app register. `rax` holds the call
@@ -173,11 +176,11 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
     match nr {
         0 => fs::read(a[0], a[1], a[2]),
         1 => fs::write(a[0], a[1], a[2]),
-        2 => fs::openat(fs::AT_FDCWD, a[0], a[1], a[2]),
+        2 => path::openat(fs::AT_FDCWD, a[0], a[1], a[2]),
         3 => fs::close(a[0]),
-        4 => fs::stat_path(fs::AT_FDCWD, a[0], a[1], 0),
+        4 => path::stat_path(fs::AT_FDCWD, a[0], a[1], 0),
         5 => fs::fstat(a[0], a[1]),
-        6 => fs::stat_path(fs::AT_FDCWD, a[0], a[1], fs::AT_SYMLINK_NOFOLLOW),
+        6 => path::stat_path(fs::AT_FDCWD, a[0], a[1], fs::AT_SYMLINK_NOFOLLOW),
         7 => poll::poll(a[0], a[1], a[2]),
         8 => fs::lseek(a[0], a[1], a[2]),
         9 => mem::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
@@ -186,11 +189,13 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         12 => mem::brk(a[0]),
         13 => crate::signal::rt_sigaction(a[0], a[1], a[2], a[3]),
         14 => crate::signal::rt_sigprocmask(a[0], a[1], a[2], a[3]),
-        16 => fs::ioctl(a[0], a[1], a[2]),
+        16 => fdctl::ioctl(a[0], a[1], a[2]),
         17 => fs::pread64(a[0], a[1], a[2], a[3]),
+        18 => fs::pwrite64(a[0], a[1], a[2], a[3]),
         19 => fs::readv(a[0], a[1], a[2]),
         20 => fs::writev(a[0], a[1], a[2]),
-        21 => fs::faccessat(fs::AT_FDCWD, a[0], a[1]),
+        21 => path::faccessat(fs::AT_FDCWD, a[0], a[1], 0),
+        26 => mem::msync(a[0], a[1], a[2]),
         22 => ipc::pipe2(a[0], 0),
         23 => poll::select(a[0], a[1], a[2], a[3], a[4]),
         24 => {
@@ -198,8 +203,8 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
             Ok(0)
         }
         28 => mem::madvise(a[0], a[1], a[2]),
-        32 => fs::dup(a[0]),
-        33 => fs::dup3(a[0], a[1], 0, true),
+        32 => fdctl::dup(a[0]),
+        33 => fdctl::dup3(a[0], a[1], 0, true),
         35 => time::nanosleep(a[0], a[1]),
         34 => process::pause(),
         39 => Ok(process::PID),
@@ -225,11 +230,25 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         62 => signal::kill(a[0], a[1]),
         200 => signal::tkill(a[0], a[1]),
         63 => process::uname(a[0]),
-        72 => fs::fcntl(a[0], a[1], a[2]),
-        74 | 75 => fs::fsync(a[0]),
-        79 => fs::getcwd(a[0], a[1]),
-        80 => fs::chdir(a[0]),
-        89 => fs::readlinkat(fs::AT_FDCWD, a[0], a[1], a[2]),
+        72 => fdctl::fcntl(a[0], a[1], a[2]),
+        73 => fdctl::flock(a[0], a[1]),
+        74 => fdctl::fsync(a[0], false),
+        75 => fdctl::fsync(a[0], true),
+        76 => path::truncate(a[0], a[1]),
+        77 => fdctl::ftruncate(a[0], a[1]),
+        79 => path::getcwd(a[0], a[1]),
+        80 => path::chdir(a[0]),
+        81 => path::fchdir(a[0]),
+        82 => path::renameat2(fs::AT_FDCWD, a[0], fs::AT_FDCWD, a[1], 0),
+        83 => path::mkdirat(fs::AT_FDCWD, a[0], a[1]),
+        84 => path::unlinkat(fs::AT_FDCWD, a[0], 0x200),
+        85 => path::creat(a[0], a[1]),
+        86 => path::linkat(fs::AT_FDCWD, a[0], fs::AT_FDCWD, a[1], 0),
+        87 => path::unlinkat(fs::AT_FDCWD, a[0], 0),
+        88 => path::symlinkat(a[0], fs::AT_FDCWD, a[1]),
+        89 => path::readlinkat(fs::AT_FDCWD, a[0], a[1], a[2]),
+        90 => path::fchmodat(fs::AT_FDCWD, a[0], a[1], 0),
+        91 => fdctl::fchmod(a[0], a[1]),
         95 => process::umask(a[0]),
         96 => time::gettimeofday(a[0], a[1]),
         97 => process::prlimit64(0, a[0], 0, a[1]),
@@ -242,6 +261,9 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         158 => process::arch_prctl(a[0], a[1]),
         160 => Ok(0), // setrlimit: accepted
         127 => crate::signal::rt_sigpending(a[0], a[1]),
+        137 => path::statfs(a[0], a[1]),
+        138 => fdctl::fstatfs(a[0], a[1]),
+        162 => fdctl::sync(),
         201 => time::time(a[0]),
         202 => crate::sched::futex::futex(a[0], a[1], a[2], a[3], a[4], a[5]),
         204 => process::sched_getaffinity(a[0], a[1], a[2]),
@@ -251,10 +273,27 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         229 => time::clock_getres(a[0], a[1]),
         230 => time::clock_nanosleep(a[0], a[1], a[2], a[3]),
         234 => signal::tgkill(a[0], a[1], a[2]),
-        257 => fs::openat(a[0] as i64, a[1], a[2], a[3]),
-        262 => fs::stat_path(a[0] as i64, a[1], a[2], a[3]),
-        267 => fs::readlinkat(a[0] as i64, a[1], a[2], a[3]),
-        269 | 439 => fs::faccessat(a[0] as i64, a[1], a[2]),
+        257 => path::openat(a[0] as i64, a[1], a[2], a[3]),
+        258 => path::mkdirat(a[0] as i64, a[1], a[2]),
+        263 => path::unlinkat(a[0] as i64, a[1], a[2]),
+        264 => path::renameat2(a[0] as i64, a[1], a[2] as i64, a[3], 0),
+        265 => path::linkat(a[0] as i64, a[1], a[2] as i64, a[3], a[4]),
+        266 => path::symlinkat(a[0], a[1] as i64, a[2]),
+        268 => path::fchmodat(a[0] as i64, a[1], a[2], 0),
+        280 => path::utimensat(a[0] as i64, a[1], a[2], a[3]),
+        285 => fdctl::fallocate(a[0], a[1], a[2], a[3]),
+        295 => fs::preadv(a[0], a[1], a[2], a[3], 0, false),
+        296 => fs::pwritev(a[0], a[1], a[2], a[3], 0, false),
+        306 => fdctl::syncfs(a[0]),
+        316 => path::renameat2(a[0] as i64, a[1], a[2] as i64, a[3], a[4]),
+        327 => fs::preadv(a[0], a[1], a[2], a[3], a[5], true),
+        328 => fs::pwritev(a[0], a[1], a[2], a[3], a[5], true),
+        332 => path::statx(a[0] as i64, a[1], a[2], a[3], a[4]),
+        452 => path::fchmodat(a[0] as i64, a[1], a[2], a[3]),
+        262 => path::stat_path(a[0] as i64, a[1], a[2], a[3]),
+        267 => path::readlinkat(a[0] as i64, a[1], a[2], a[3]),
+        269 => path::faccessat(a[0] as i64, a[1], a[2], 0),
+        439 => path::faccessat(a[0] as i64, a[1], a[2], a[3]),
         232 => poll::epoll_wait(a[0], a[1], a[2], a[3]),
         233 => poll::epoll_ctl(a[0], a[1], a[2], a[3]),
         270 => poll::pselect6(a[0], a[1], a[2], a[3], a[4]),
@@ -266,7 +305,7 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         291 => poll::epoll_create1(a[0]),
         213 => poll::epoll_create1(0),
         273 => Ok(0), // set_robust_list: accepted (robust mutexes are not recovered)
-        292 => fs::dup3(a[0], a[1], a[2], false),
+        292 => fdctl::dup3(a[0], a[1], a[2], false),
         293 => ipc::pipe2(a[0], a[1]),
         302 => process::prlimit64(a[0], a[1], a[2], a[3]),
         318 => process::getrandom(a[0], a[1], a[2]),

@@ -31,6 +31,11 @@ pub fn uname(buf: u64) -> SysResult {
 
 static UMASK: Mutex<u64> = Mutex::new(0o022);
 
+/// The file-creation mask.
+pub fn current_umask() -> u32 {
+    *UMASK.lock() as u32
+}
+
 pub fn umask(mask: u64) -> SysResult {
     let mut m = UMASK.lock();
     let old = *m;

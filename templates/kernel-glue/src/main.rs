@@ -14,4 +14,6 @@ use unikernel_runtime as _;
 pub fn unikernel_components_init() {
     #[cfg(feature = "net")]
     unikernel_net::init();
+    #[cfg(feature = "fs")]
+    unikernel_fs::init();
 }

@@ -1,0 +1,128 @@
+//! The root tree and `/tmp`, built at boot before the components start.
+//!
+//! `/` is a [`MemFs`] the app cannot change (`EROFS`). It holds
+//! `/dev/{null,zero,random,urandom}`, `/proc/self/exe` (a symbolic link to
+//! `/<app name>`, an empty entry standing for the executable), the files
+//! components synthesize in `/etc` ([`set_etc_file`]), the image's embedded
+//! files (`[package.metadata.unikernel] files`, read in place from the
+//! image), and a directory for every mount point: `/tmp` and the declared
+//! disks' mounts, so that `ls /` shows them.
+//!
+//! `/tmp` is a second, writable [`MemFs`] limited to `UNIKERNEL_TMP_SIZE`
+//! bytes (default: a quarter of guest memory).
+
+use super::dev::{Null, Random, Zero};
+use super::memfs::{MemFs, RAMFS_MAGIC, TMPFS_MAGIC};
+use super::vfs;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use spin::Once;
+use unikernel_image::files::Archive;
+
+static ROOT: Once<Arc<MemFs>> = Once::new();
+
+/// The root filesystem (built on first use).
+pub fn root() -> &'static Arc<MemFs> {
+    ROOT.call_once(|| Arc::new(build()))
+}
+
+fn build() -> MemFs {
+    let fs = MemFs::new("rootfs", RAMFS_MAGIC, true, u64::MAX);
+    for d in ["dev", "proc", "proc/self", "tmp"] {
+        let _ = fs.add_dir(d, 0o755);
+    }
+    let _ = fs.add_device("dev/null", Arc::new(Null));
+    let _ = fs.add_device("dev/zero", Arc::new(Zero));
+    let _ = fs.add_device("dev/random", Arc::new(Random));
+    let _ = fs.add_device("dev/urandom", Arc::new(Random));
+    let app = crate::app_name();
+    let _ = fs.add_static_file(app, 0o755, &[]);
+    let _ = fs.add_symlink("proc/self/exe", &alloc::format!("/{app}"));
+    add_embedded(&fs, crate::embedded_files());
+    for d in crate::declared_disks() {
+        if let Some((_, mount)) = d.split_once('=') {
+            add_dirs(&fs, mount.trim_start_matches('/'));
+        }
+    }
+    fs
+}
+
+/// Create `path` and its parents as directories (existing ones are kept).
+fn add_dirs(fs: &MemFs, path: &str) {
+    let mut at = 0;
+    while at < path.len() {
+        let end = path[at..].find('/').map_or(path.len(), |i| at + i);
+        let _ = fs.add_dir(&path[..end], 0o755);
+        at = end + 1;
+    }
+}
+
+/// Put the entries of an embedded-files archive into the root.
+pub(crate) fn add_embedded(fs: &MemFs, bytes: &'static [u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let archive = match Archive::parse(bytes) {
+        Ok(a) => a,
+        Err(e) => {
+            crate::kprintln!("unikernel: embedded files: {e}");
+            return;
+        }
+    };
+    for e in archive.entries() {
+        if let Some((dir, _)) = e.path.rsplit_once('/') {
+            add_dirs(fs, dir);
+        }
+        let r = if e.is_dir() {
+            fs.add_dir(e.path, e.mode)
+        } else {
+            fs.add_static_file(e.path, e.mode, e.data)
+        };
+        if let Err(err) = r {
+            crate::kprintln!(
+                "unikernel: embedded files: {}: {}",
+                e.path,
+                crate::errno::name(err)
+            );
+        }
+    }
+}
+
+/// Create or replace the read-only file `/etc/<name>` (components call it
+/// at init: the network component's `resolv.conf` and `hosts`).
+pub fn set_etc_file(name: &'static str, data: Vec<u8>) {
+    let fs = root();
+    let _ = fs.add_dir("etc", 0o755);
+    let mut path = String::from("etc/");
+    path.push_str(name);
+    if let Err(e) = fs.set_shared_file(&path, 0o644, Arc::new(data)) {
+        crate::kprintln!("unikernel: /etc/{name}: {}", crate::errno::name(e));
+    }
+}
+
+/// The size limit of `/tmp`: `UNIKERNEL_TMP_SIZE` or a quarter of `mem_size`.
+fn tmp_size(mem_size: u64) -> u64 {
+    let default = mem_size / 4;
+    match crate::option(unikernel_image::options::TMP_SIZE) {
+        None => default,
+        Some(v) => match unikernel_image::options::parse_size(v) {
+            Ok(n) => n,
+            Err(e) => {
+                crate::kprintln!(
+                    "unikernel: {}={v}: {e}; /tmp gets {default} bytes",
+                    unikernel_image::options::TMP_SIZE
+                );
+                default
+            }
+        },
+    }
+}
+
+/// Mount `/` and `/tmp` (called once at boot, before the components).
+pub fn init(mem_size: u64) {
+    let _ = vfs::mount("/", root().clone());
+    let tmp = MemFs::new("tmpfs", TMPFS_MAGIC, false, tmp_size(mem_size));
+    let _ = tmp.chmod_root(0o1777);
+    let _ = vfs::mount("/tmp", Arc::new(tmp));
+}
