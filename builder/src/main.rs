@@ -118,8 +118,9 @@ struct RunArgs {
     pcap: Option<PathBuf>,
     /// Attach the raw disk image FILE as the disk the image declares under
     /// NAME (repeatable; every declared disk needs one; a file you cannot
-    /// write attaches read-only). kvm: a virtio-blk device (QEMU `-drive
-    /// ...,cache=writeback`, Firecracker `drives`); see docs/storage.md.
+    /// write attaches read-only). hvt: the monitor's block device; kvm: a
+    /// virtio-blk device (QEMU `-drive ...,cache=writeback`, Firecracker
+    /// `drives`); see docs/storage.md.
     #[arg(long = "disk", value_name = "NAME=FILE")]
     disk: Vec<cargo_unikernel::diskopt::DiskArg>,
     /// kvm: the VMM to start.
@@ -259,9 +260,9 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                     ));
                 }
             }
-            if platform != Platform::Kvm && !args.disk.is_empty() {
+            if platform == Platform::Xen && !args.disk.is_empty() {
                 return Err(format!(
-                    "--disk: this runner attaches disks to kvm images only so far, and {} is a {} image",
+                    "--disk: this runner attaches disks to hvt and kvm images only so far, and {} is a {} image",
                     image.display(),
                     platform.name()
                 ));
@@ -316,6 +317,13 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                         args.trace_syscalls,
                         args.timeout,
                         net,
+                        args.disk
+                            .iter()
+                            .map(|d| unikernel_hvt::block::DiskArg {
+                                name: d.name.clone(),
+                                path: d.file.clone(),
+                            })
+                            .collect(),
                     )?
                 }
             };

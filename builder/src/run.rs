@@ -70,9 +70,12 @@ pub fn net_config(
     }
 }
 
-/// Boot the hvt `image`. `args` `None` keeps the image's default arguments.
+/// Boot the hvt `image`. `args` `None` keeps the image's default arguments;
+/// `disks` are the `--disk NAME=FILE` flags (the monitor checks them
+/// against the image's declared disks).
 /// Returns the monitor's exit code (the app's, or the monitor's own
 /// 125/254/255, whose message it has already printed).
+#[allow(clippy::too_many_arguments)] // the flags of `run`, one by one
 pub fn boot(
     image: &Path,
     mem: Option<u64>,
@@ -81,6 +84,7 @@ pub fn boot(
     trace_syscalls: bool,
     timeout: Option<f64>,
     net: HvtNet,
+    disks: Vec<unikernel_hvt::block::DiskArg>,
 ) -> Result<u8, String> {
     // The components decide the default network; an unreadable image is
     // reported by the monitor itself.
@@ -103,6 +107,7 @@ pub fn boot(
         trace_syscalls,
         net: net_config(&net, &components, &manifest_ports(&ports)?),
         net_options: net.options,
+        disks,
     };
     let code = unikernel_hvt::run(&config);
     Ok((code & 0xff) as u8)

@@ -49,4 +49,22 @@ fn hello_template_boots_and_exits_with_its_code() {
     assert!(app
         .join("target/unikernel/hvt/boot-hello.kernel.debug")
         .is_file());
+
+    // `--disk` reaches the monitor, which matches it against the image's
+    // declared disks (the hello template declares none).
+    let disk = tmp.path().join("data.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let out = Command::new(bin)
+        .arg("run")
+        .arg("--disk")
+        .arg(format!("data={}", disk.display()))
+        .arg(&image)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("the image declares no disk \"data\" (it declares none)"),
+        "{stderr}"
+    );
 }

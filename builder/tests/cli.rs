@@ -292,6 +292,8 @@ fn one_line_errors() {
     assert!(e.contains("expected `user` or `tap:IFNAME`"), "{e}");
     let e = stderr(&run(bin().args(["run", "-p", "80", "/bin/true"])));
     assert!(e.contains("expected HOST:GUEST"), "{e}");
+    let e = stderr(&run(bin().args(["run", "--disk", "data", "/bin/true"])));
+    assert!(e.contains("bad --disk \"data\": write NAME=FILE"), "{e}");
     let e = stderr(&run(bin().args([
         "run",
         "--ip",

@@ -28,10 +28,18 @@ pub enum Call {
     NetSetup = 8,
     /// [`crate::net::NetNotify`]: the tx ring went from empty to non-empty.
     NetNotify = 9,
+    /// [`crate::block::BlockInfo`]: a disk's name, size and flags.
+    BlockInfo = 10,
+    /// [`crate::block::BlockSetup`]: hand the monitor a disk's request ring.
+    BlockSetup = 11,
+    /// [`crate::block::BlockNotify`]: a request ring went from empty to non-empty.
+    BlockNotify = 12,
+    /// [`crate::block::BlockWait`]: block until requests completed.
+    BlockWait = 13,
 }
 
 impl Call {
-    pub const ALL: [Call; 9] = [
+    pub const ALL: [Call; 13] = [
         Call::ConsoleWrite,
         Call::ConsoleRead,
         Call::WallTime,
@@ -41,6 +49,10 @@ impl Call {
         Call::NetInfo,
         Call::NetSetup,
         Call::NetNotify,
+        Call::BlockInfo,
+        Call::BlockSetup,
+        Call::BlockNotify,
+        Call::BlockWait,
     ];
 
     /// The call whose MMIO slot is at `addr`, if any.
@@ -59,6 +71,10 @@ impl Call {
             Call::NetInfo => "net_info",
             Call::NetSetup => "net_setup",
             Call::NetNotify => "net_notify",
+            Call::BlockInfo => "block_info",
+            Call::BlockSetup => "block_setup",
+            Call::BlockNotify => "block_notify",
+            Call::BlockWait => "block_wait",
         }
     }
 }

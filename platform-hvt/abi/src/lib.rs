@@ -8,7 +8,8 @@
 //!   the monitor where the entry points are;
 //! * [`BootInfo`]: what the monitor hands the guest at entry (pointer in `%rdi`);
 //! * [`hypercall`]: call numbers, their MMIO addresses and argument structs;
-//! * [`net`]: the network device and its rings.
+//! * [`net`]: the network device and its rings;
+//! * [`block`]: the block device (disks) and its request rings.
 //!
 //! The image's manifest (what the builder wrote: platform, defaults,
 //! components, where the app is) is not hvt's: it is in the `unikernel-image`
@@ -18,13 +19,16 @@
 //! same bytes; all fields are little-endian `u64`/`u32`.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod block;
 pub mod hypercall;
 pub mod net;
 
 /// Version of this ABI. The monitor refuses a kernel whose header carries another one.
 /// 3: `BootInfo` gained the runtime options string, the timer call became a
 /// one-shot deadline (shared timer block), the network device calls came.
-pub const ABI_VERSION: u32 = 3;
+/// 4: the block device calls; `BootInfo` gained the declared disks and the
+/// embedded-files archive.
+pub const ABI_VERSION: u32 = 4;
 
 /// Guest memory layout. The monitor builds page tables that follow it; the
 /// runtime relies on it. Every address named here is in one place: the
@@ -158,4 +162,13 @@ pub struct BootInfo {
     /// manifest's defaults with the monitor's overrides. Length 0: none.
     pub options: u64,
     pub options_len: u64,
+    /// The image's declared disks (manifest `disks`): guest-physical
+    /// address and length of `NAME=MOUNT` entries separated by NUL bytes
+    /// (no entry contains one), inside the boot area. Length 0: none.
+    pub disks: u64,
+    pub disks_len: u64,
+    /// The embedded-files archive (manifest `files_addr`, `files_len`),
+    /// loaded with the image; both 0 when the image embeds no files.
+    pub files_addr: u64,
+    pub files_len: u64,
 }

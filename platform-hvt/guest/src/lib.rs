@@ -10,6 +10,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "block")]
+pub mod block;
 mod clock;
 mod hypercall;
 #[cfg(feature = "net")]
@@ -129,6 +131,26 @@ fn options(bi: &HvtBootInfo) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The image's declared disks the monitor wrote: `NAME=MOUNT` entries
+/// separated by NUL bytes (none when the string is empty or not UTF-8).
+fn disks(bi: &HvtBootInfo) -> Vec<String> {
+    if bi.disks_len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the monitor wrote `disks_len` bytes at `disks` inside the
+    // boot area (identity-mapped, never reused while the guest runs).
+    let bytes =
+        unsafe { core::slice::from_raw_parts(bi.disks as *const u8, bi.disks_len as usize) };
+    core::str::from_utf8(bytes)
+        .map(|s| {
+            s.split('\0')
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Called by the entry stub with the monitor's boot info.
 #[no_mangle]
 extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
@@ -172,8 +194,16 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
         }
     }
     let options = options(&bi);
+    let disks = disks(&bi);
     #[cfg(feature = "net")]
     net::probe();
+    #[cfg(feature = "block")]
+    {
+        block::probe(bi.mem_size);
+        block::selftest(&options, &|| hvt.monotonic_ns(), &|s| {
+            hvt.console_write(Stream::Stderr, s.as_bytes())
+        });
+    }
     let boot = BootInfo {
         mem_size: bi.mem_size,
         free,
@@ -197,10 +227,9 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
         },
         app_spec: None,
         options,
-        // Filled from the hvt boot structures once the monitor passes them.
-        disks: alloc::vec::Vec::new(),
-        files_addr: 0,
-        files_len: 0,
+        disks,
+        files_addr: bi.files_addr,
+        files_len: bi.files_len,
     };
     unikernel_runtime::start(boot, hvt)
 }

@@ -6,8 +6,9 @@
 //!
 //! 1. [`BootAllocator`] hands out zeroed pages from the boot area
 //!    `[BOOT_AREA_START, KERNEL_BASE)`, then from above the image.
-//! 2. One page holds the GDT, the TSS, the [`BootInfo`], the app's name and
-//!    the runtime options string (each on pages of its own if it does not fit);
+//! 2. One page holds the GDT, the TSS, the [`BootInfo`], the app's name,
+//!    the runtime options string and the declared disks (each on pages of
+//!    its own if it does not fit);
 //!    another the IDT ([`crate::tables`]).
 //! 3. The page tables identity-map RAM with the image's permissions
 //!    ([`crate::paging`]).
@@ -213,6 +214,27 @@ pub fn prepare(
     if !options.is_empty() {
         mem.write(options_addr, options.as_bytes())?;
     }
+    // The declared disks, NUL-separated, after the options or on pages of
+    // their own.
+    let disks = m.disks.join("\0");
+    let disks_in_page = if options_addr == 0 {
+        app_name + m.name.len() as u64
+    } else {
+        options_addr + options.len() as u64
+    };
+    let disks_addr = if disks.is_empty() {
+        0
+    } else if disks_in_page >= desc
+        && disks_in_page < desc + PAGE_SIZE
+        && disks_in_page + disks.len() as u64 <= desc + PAGE_SIZE
+    {
+        disks_in_page
+    } else {
+        alloc.alloc_pages((disks.len() as u64).div_ceil(PAGE_SIZE))?
+    };
+    if !disks.is_empty() {
+        mem.write(disks_addr, disks.as_bytes())?;
+    }
     let idt = alloc.alloc_pages(1)?;
     tables::write_idt(mem, idt, header)?;
 
@@ -279,6 +301,10 @@ pub fn prepare(
         app_name_len: m.name.len() as u64,
         options: options_addr,
         options_len: options.len() as u64,
+        disks: disks_addr,
+        disks_len: disks.len() as u64,
+        files_addr: m.files_addr,
+        files_len: m.files_len,
         ..Default::default()
     };
     info.free[..free.len()].copy_from_slice(&free);

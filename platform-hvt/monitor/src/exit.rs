@@ -12,7 +12,8 @@ pub const EXIT_SETUP_FAILED: i32 = 125;
 
 /// The guest made an invalid hypercall (unknown MMIO address, an MMIO read or
 /// a write of the wrong size, an argument struct or buffer outside guest RAM,
-/// an invalid stream number). The monitor stopped the guest.
+/// an invalid stream number), or broke the network or block device's ring
+/// protocol. The monitor stopped the guest.
 pub const EXIT_INVALID_HYPERCALL: i32 = 254;
 
 /// The guest crashed or stopped in a way that is not a halt hypercall (triple

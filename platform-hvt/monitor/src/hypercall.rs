@@ -67,6 +67,8 @@ pub enum HypercallError {
     BadTimerBlock(u64),
     #[error("{call}: {msg}")]
     Net { call: &'static str, msg: String },
+    #[error("{call}: {msg}")]
+    Block { call: &'static str, msg: String },
 }
 
 /// Handles an MMIO write of `data` to `addr`.
@@ -171,6 +173,9 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
             });
         }
         Call::NetInfo | Call::NetSetup | Call::NetNotify => crate::net::serve(mem, call, gpa)?,
+        Call::BlockInfo | Call::BlockSetup | Call::BlockNotify | Call::BlockWait => {
+            crate::block::serve(mem, call, gpa)?
+        }
         Call::Halt => {
             let a: Halt = args(mem, call, gpa)?;
             let _ = std::io::stdout().flush();

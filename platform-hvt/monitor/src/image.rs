@@ -61,6 +61,10 @@ pub enum ImageError {
     Overlap { a: u64, b: u64 },
     #[error("image has no loadable segment at KERNEL_BASE ({KERNEL_BASE:#x})")]
     NoKernel,
+    #[error(
+        "the manifest's embedded files at {addr:#x} ({len} bytes) lie outside the image's segments"
+    )]
+    FilesOutOfRange { addr: u64, len: u64 },
     #[error("kernel header at {KERNEL_BASE:#x} has magic {0:#x}, not the hvt kernel magic (is this really an hvt kernel?)")]
     BadKernelMagic(u64),
     #[error("kernel speaks hvt ABI version {found}, this monitor speaks version {ABI_VERSION}; rebuild the image with the matching toolchain")]

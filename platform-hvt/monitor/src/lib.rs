@@ -21,10 +21,11 @@
 //! [`RunConfig`]; the `unikernel-hvt` binary is a thin CLI around it.
 use std::path::PathBuf;
 
-use hvt_abi::layout::{MAX_MEMORY, MIN_MEMORY, PAGE_SIZE};
+use hvt_abi::layout::{KERNEL_BASE, MAX_MEMORY, MIN_MEMORY, PAGE_SIZE};
 use hvt_abi::BOOT_FLAG_TRACE_SYSCALLS;
 use thiserror::Error;
 
+pub mod block;
 pub mod boot;
 pub mod exit;
 pub mod hypercall;
@@ -60,6 +61,9 @@ pub struct RunConfig {
     pub net: net::NetConfig,
     /// Static addresses for the guest (`--ip`, `--gateway`, `--dns`).
     pub net_options: net::NetOptions,
+    /// The disks (`--disk NAME=FILE`), in order; each must be one the
+    /// image declares, and every declared disk needs one.
+    pub disks: Vec<block::DiskArg>,
 }
 
 impl RunConfig {
@@ -269,12 +273,26 @@ pub fn launch(config: &RunConfig) -> Result<i32, Error> {
     let options = runtime_options(&manifest.options, &option_overrides).map_err(Error::Config)?;
     config.net.validate().map_err(Error::Config)?;
     config.net_options.validate().map_err(Error::Config)?;
+    block::config::check_against_manifest(&config.disks, &manifest.disks).map_err(Error::Config)?;
     if config.net.backend.is_none() && manifest.components.iter().any(|c| c == "net") {
         eprintln!("{}", net::NO_NETWORK_NOTE);
     }
 
+    if manifest.files_len != 0
+        && manifest
+            .files_addr
+            .checked_add(manifest.files_len)
+            .is_none_or(|end| manifest.files_addr < KERNEL_BASE || end > img.end())
+    {
+        return Err(image_error(image::ImageError::FilesOutOfRange {
+            addr: manifest.files_addr,
+            len: manifest.files_len,
+        }));
+    }
+
     let mut vm = vm::Vm::new(mem_size)?;
-    // After the VM exists: its drop ends the device on every error path.
+    // After the VM exists: its drop ends the devices on every error path.
+    block::install(&config.disks, &manifest.disks).map_err(Error::Config)?;
     net::install(&config.net).map_err(Error::Config)?;
     img.load(&mut vm.mem).map_err(|e| match e {
         image::LoadError::Memory(m) => Error::Boot(boot::BootError::from(m)),

@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use unikernel_hvt::block::DiskArg;
 use unikernel_hvt::net::config::{parse_host_addr, Ipv4Cidr};
 use unikernel_hvt::net::{NetBackend, NetConfig, NetOptions, PortForward};
 use unikernel_hvt::{parse_size, run, RunConfig};
@@ -47,6 +48,11 @@ struct Cli {
     /// Write every frame of the network device to this pcap file.
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
+    /// Attach a disk the image declares (repeatable): NAME=FILE, a raw
+    /// file whose size is a multiple of 512. A file you cannot write
+    /// (`chmod a-w`) is attached read-only.
+    #[arg(long = "disk", value_name = "NAME=FILE")]
+    disks: Vec<DiskArg>,
     /// The unikernel image to boot.
     #[arg(value_name = "IMAGE")]
     image: PathBuf,
@@ -85,6 +91,7 @@ fn main() {
             gateway: cli.gateway,
             dns: cli.dns,
         },
+        disks: cli.disks,
     };
     std::process::exit(run(&config));
 }

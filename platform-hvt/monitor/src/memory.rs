@@ -62,6 +62,17 @@ unsafe impl Pod for hvt_abi::net::NetSetup {}
 unsafe impl Pod for hvt_abi::net::NetNotify {}
 // SAFETY: as above.
 unsafe impl Pod for hvt_abi::net::NetDesc {}
+// SAFETY: the block device's structs: repr(C), integer fields and byte
+// arrays only, explicit padding; any bit pattern is valid.
+unsafe impl Pod for hvt_abi::block::BlockInfo {}
+// SAFETY: as above.
+unsafe impl Pod for hvt_abi::block::BlockSetup {}
+// SAFETY: as above.
+unsafe impl Pod for hvt_abi::block::BlockNotify {}
+// SAFETY: as above.
+unsafe impl Pod for hvt_abi::block::BlockWait {}
+// SAFETY: as above.
+unsafe impl Pod for hvt_abi::block::BlockDesc {}
 
 /// Guest RAM, backed by an anonymous host mapping.
 #[derive(Debug)]
@@ -260,6 +271,18 @@ impl SharedRam {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(off), data.len())
         };
         Ok(())
+    }
+
+    /// The host address of `[gpa, gpa + len)`, checked to lie inside RAM:
+    /// for host calls that move bytes straight between a file and guest
+    /// memory (`pread`/`pwrite` of the block device). The guest may change
+    /// those bytes at any time; the pointer must only be handed to such
+    /// calls, never turned into a Rust reference.
+    pub fn host_range(&self, gpa: u64, len: u64) -> Result<*mut u8, OutOfBounds> {
+        let off = self.check(gpa, len)?;
+        // SAFETY: `off` is inside the mapping (checked), so the result
+        // points into it (or one past its end for an empty range).
+        Ok(unsafe { self.base.as_ptr().add(off) })
     }
 
     /// Reads a `T` at `gpa` (a copy).

@@ -17,6 +17,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use thiserror::Error;
 
+use crate::block;
 use crate::boot::BootState;
 use crate::exit::{EXIT_GUEST_CRASHED, EXIT_INVALID_HYPERCALL};
 use crate::hypercall::{self, Outcome};
@@ -308,6 +309,7 @@ impl Vm {
         if let Some(counts) = net::stop() {
             net::report(counts, exits);
         }
+        block::report(&block::stop());
         code
     }
 
@@ -330,6 +332,7 @@ impl Vm {
             )
             .unwrap_or(1);
         net::bind_vcpu(self.vcpu.get_kvm_run());
+        block::bind_vcpu(self.vcpu.get_kvm_run());
         loop {
             if let Some(vector) = timer::before_run(self.vcpu.get_kvm_run()) {
                 if let Err(e) = self.inject(vector) {
@@ -341,6 +344,10 @@ impl Vm {
             // later kicks the vCPU out of the KVM_RUN below.
             if let Some(what) = net::take_fault() {
                 eprintln!("unikernel-hvt: guest broke the network ring protocol: {what}");
+                return EXIT_INVALID_HYPERCALL;
+            }
+            if let Some(what) = block::take_fault() {
+                eprintln!("unikernel-hvt: guest broke the block ring protocol: {what}");
                 return EXIT_INVALID_HYPERCALL;
             }
             *exits += 1;
@@ -452,8 +459,10 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         // The network I/O thread uses guest memory: end it before the
-        // memory is unmapped (a no-op when `run` already did).
+        // memory is unmapped (a no-op when `run` already did); so do the
+        // block device's.
         net::stop();
+        block::stop();
     }
 }
 

@@ -1,0 +1,470 @@
+//! The hvt block driver: asks the monitor for its disks (`block_info`),
+//! allocates one request ring per disk on the kernel heap (identity-mapped
+//! RAM: a virtual address is the guest-physical one the monitor needs),
+//! hands it over (`block_setup`) and registers a [`BlockDevice`] per disk
+//! whose [`BlockDevice::label`] is the disk's name (`--disk data=FILE`).
+//!
+//! The ring protocol and its memory ordering are in `hvt_abi::block`. This
+//! side is the producer: a call splits its buffer into requests of at most
+//! the monitor's `max_request` bytes, keeps up to [`SLOTS`] of them in
+//! flight, notifies only when the ring was empty, and waits for the
+//! completion index: a short spin at ring 3 (cheap everywhere, native on
+//! kvm-pvm), then the `block_wait` call, which blocks on the host, so a
+//! waiting guest never spins for long and never runs ring-0 code.
+//!
+//! Buffers outside identity-mapped RAM (app memory in virtual-only
+//! regions) go through a bounce buffer, one request at a time.
+
+use alloc::alloc::{alloc_zeroed, Layout};
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::sync::atomic::{fence, AtomicU32, Ordering};
+
+use hvt_abi::block::{
+    ring_bytes, BlockDesc, BlockInfo, BlockNotify, BlockSetup, BlockWait, BLOCK_ATTACHED,
+    BLOCK_CAN_FLUSH, BLOCK_OP_FLUSH, BLOCK_OP_READ, BLOCK_OP_WRITE, BLOCK_READ_ONLY, BLOCK_S_OK,
+    BLOCK_S_READ_ONLY, MAX_DISKS, MAX_REQUEST, NAME_LEN, RING_CONSUMER, RING_DESCS, RING_PRODUCER,
+    SECTOR_SIZE,
+};
+use hvt_abi::hypercall::Call;
+use spin::Mutex;
+use unikernel_runtime::device::{register_block, BlockDevice};
+use unikernel_runtime::errno::{Errno, EINVAL, EIO, EROFS};
+
+use crate::hypercall;
+
+/// Descriptors per ring.
+const SLOTS: u32 = 32;
+/// Bytes of the bounce buffer (for buffers outside identity-mapped RAM).
+const BOUNCE: usize = 256 << 10;
+/// Checks of the completion index before the `block_wait` call.
+const SPINS: u32 = 2000;
+/// Timeout of one `block_wait` call (it is simply made again).
+const WAIT_NS: u64 = 500_000_000;
+/// The lowest identity-mapped address (the low 64 KiB are never mapped).
+const RAM_START: u64 = hvt_abi::layout::BOOT_AREA_START;
+
+/// The ring and our end of it.
+struct Ring {
+    base: *mut u8,
+    /// Next index to publish.
+    next: u32,
+    /// Requests below this index have had their status looked at.
+    checked: u32,
+    /// The first bad status among the requests since the call began.
+    status: u32,
+    bounce: Option<*mut u8>,
+}
+
+impl Ring {
+    fn index(&self, offset: u64) -> &AtomicU32 {
+        // SAFETY: `base` is a live, 4096-aligned allocation of
+        // `ring_bytes(SLOTS)` bytes that is never freed; the producer and
+        // consumer offsets are 4-byte aligned and inside it.
+        unsafe { &*self.base.add(offset as usize).cast::<AtomicU32>() }
+    }
+    fn completed(&self) -> u32 {
+        self.index(RING_CONSUMER).load(Ordering::Acquire)
+    }
+    fn desc(&self, i: u32) -> *mut BlockDesc {
+        let off = RING_DESCS as usize + (i % SLOTS) as usize * core::mem::size_of::<BlockDesc>();
+        // SAFETY: slot `i % SLOTS` is inside the allocation (ring_bytes).
+        unsafe { self.base.add(off).cast::<BlockDesc>() }
+    }
+}
+
+/// One disk of the monitor's.
+pub struct HvtDisk {
+    index: u32,
+    name: String,
+    label: String,
+    sectors: u64,
+    read_only: bool,
+    can_flush: bool,
+    max_request: u64,
+    /// Guest RAM is `[0, mem_size)`, identity-mapped.
+    mem_size: u64,
+    ring: Mutex<Ring>,
+}
+
+// SAFETY: the raw pointers name heap memory owned by the device for the
+// whole run (never freed); every access goes through the lock or is an
+// atomic index access.
+unsafe impl Send for HvtDisk {}
+// SAFETY: as above.
+unsafe impl Sync for HvtDisk {}
+
+fn alloc_pages(bytes: usize) -> Option<*mut u8> {
+    let layout = Layout::from_size_align(bytes, 4096).ok()?;
+    // SAFETY: a non-zero size with a valid alignment.
+    let p = unsafe { alloc_zeroed(layout) };
+    (!p.is_null()).then_some(p)
+}
+
+/// Finds the monitor's disks, hands each its ring and registers it. Runs
+/// in `hvt_main` before the runtime starts (the heap already has frames).
+pub fn probe(mem_size: u64) {
+    let mut first = BlockInfo::default();
+    hypercall::call(Call::BlockInfo, &mut first);
+    for index in 0..first.count.min(MAX_DISKS) {
+        let mut info = BlockInfo {
+            disk: index,
+            ..Default::default()
+        };
+        hypercall::call(Call::BlockInfo, &mut info);
+        if info.flags & BLOCK_ATTACHED == 0 {
+            continue;
+        }
+        let Some(base) = alloc_pages(ring_bytes(SLOTS) as usize) else {
+            // Without memory for the ring the disk stays unused (the fs
+            // component then reports it missing).
+            return;
+        };
+        let mut setup = BlockSetup {
+            disk: index,
+            slots: SLOTS,
+            ring: base as u64,
+        };
+        hypercall::call(Call::BlockSetup, &mut setup);
+        let n = info.name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        let label = String::from(core::str::from_utf8(&info.name[..n]).unwrap_or(""));
+        let mut name = String::from("hvt-blk");
+        name.push(char::from(b'0' + index as u8));
+        let max_request = u64::from(info.max_request)
+            .clamp(SECTOR_SIZE, MAX_REQUEST)
+            .next_multiple_of(SECTOR_SIZE);
+        register_block(Arc::new(HvtDisk {
+            index,
+            name,
+            label,
+            sectors: info.sectors,
+            read_only: info.flags & BLOCK_READ_ONLY != 0,
+            can_flush: info.flags & BLOCK_CAN_FLUSH != 0,
+            max_request,
+            mem_size,
+            ring: Mutex::new(Ring {
+                base,
+                next: 0,
+                checked: 0,
+                status: BLOCK_S_OK,
+                bounce: None,
+            }),
+        }));
+    }
+}
+
+impl HvtDisk {
+    /// Waits until the completion index reaches `until` (wrapping).
+    fn wait_for(&self, r: &Ring, until: u32) {
+        let reached = |c: u32| until.wrapping_sub(c) as i32 <= 0;
+        for _ in 0..SPINS {
+            if reached(r.completed()) {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        while !reached(r.completed()) {
+            let mut w = BlockWait {
+                disk: self.index,
+                until,
+                timeout_nsecs: WAIT_NS,
+                ..Default::default()
+            };
+            hypercall::call(Call::BlockWait, &mut w);
+        }
+    }
+
+    /// Looks at the statuses of the completed requests below `upto`.
+    fn check(&self, r: &mut Ring, upto: u32) {
+        while (upto.wrapping_sub(r.checked) as i32) > 0 {
+            // SAFETY: the request completed (the caller waited for it), so
+            // the monitor wrote its status and will not touch the slot.
+            let s = unsafe { core::ptr::addr_of!((*r.desc(r.checked)).status).read_volatile() };
+            if r.status == BLOCK_S_OK {
+                r.status = s;
+            }
+            r.checked = r.checked.wrapping_add(1);
+        }
+    }
+
+    /// Publishes one request (waiting for a free slot first).
+    fn submit(&self, r: &mut Ring, op: u32, sector: u64, addr: u64, len: u64) {
+        let i = r.next;
+        if i.wrapping_sub(r.completed()) >= SLOTS {
+            self.wait_for(r, i.wrapping_sub(SLOTS).wrapping_add(1));
+        }
+        self.check(r, i.wrapping_sub(SLOTS).wrapping_add(1));
+        // SAFETY: slot `i % SLOTS` is free (the request that used it
+        // completed); the monitor reads it only after the producer store.
+        unsafe {
+            r.desc(i).write_volatile(BlockDesc {
+                op,
+                status: u32::MAX,
+                sector,
+                addr,
+                len,
+            })
+        };
+        r.next = i.wrapping_add(1);
+        r.index(RING_PRODUCER).store(r.next, Ordering::Release);
+        // Store producer, full fence, load the completion index: notify if
+        // the monitor had drained the ring (see hvt_abi::block).
+        fence(Ordering::SeqCst);
+        if r.completed() == i {
+            let mut n = BlockNotify {
+                disk: self.index,
+                _pad: 0,
+            };
+            hypercall::call(Call::BlockNotify, &mut n);
+        }
+    }
+
+    /// Waits for every published request; the first bad status, if any.
+    fn finish(&self, r: &mut Ring) -> Result<(), Errno> {
+        let end = r.next;
+        self.wait_for(r, end);
+        self.check(r, end);
+        let s = core::mem::replace(&mut r.status, BLOCK_S_OK);
+        match s {
+            BLOCK_S_OK => Ok(()),
+            BLOCK_S_READ_ONLY => Err(EROFS),
+            _ => Err(EIO),
+        }
+    }
+
+    fn check_range(&self, sector: u64, len: usize) -> Result<(), Errno> {
+        let len = len as u64;
+        if len == 0 || !len.is_multiple_of(SECTOR_SIZE) {
+            return Err(EINVAL);
+        }
+        let count = len / SECTOR_SIZE;
+        if sector > self.sectors || count > self.sectors - sector {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+
+    fn identity_mapped(&self, addr: u64, len: usize) -> bool {
+        addr >= RAM_START
+            && addr
+                .checked_add(len as u64)
+                .is_some_and(|e| e <= self.mem_size)
+    }
+
+    /// Moves `len` bytes between the disk at `sector` and the buffer at
+    /// `addr` (`write`: to the disk).
+    fn transfer(&self, write: bool, sector: u64, addr: *mut u8, len: usize) -> Result<(), Errno> {
+        self.check_range(sector, len)?;
+        if write && self.read_only {
+            return Err(EROFS);
+        }
+        let op = if write { BLOCK_OP_WRITE } else { BLOCK_OP_READ };
+        let mut r = self.ring.lock();
+        if self.identity_mapped(addr as u64, len) {
+            let mut done = 0usize;
+            while done < len {
+                let n = (len - done).min(self.max_request as usize);
+                let s = sector + (done as u64) / SECTOR_SIZE;
+                self.submit(&mut r, op, s, addr as u64 + done as u64, n as u64);
+                done += n;
+            }
+            return self.finish(&mut r);
+        }
+        let bounce = match r.bounce {
+            Some(b) => b,
+            None => {
+                let b = alloc_pages(BOUNCE).ok_or(EIO)?;
+                r.bounce = Some(b);
+                b
+            }
+        };
+        let piece = BOUNCE.min(self.max_request as usize);
+        let mut done = 0usize;
+        while done < len {
+            let n = (len - done).min(piece);
+            let s = sector + (done as u64) / SECTOR_SIZE;
+            // SAFETY: `addr + done .. + n` is inside the caller's buffer;
+            // the bounce buffer holds BOUNCE >= n bytes and is ours (no
+            // request using it is in flight: each piece is finished).
+            unsafe {
+                if write {
+                    core::ptr::copy_nonoverlapping(addr.add(done), bounce, n);
+                }
+                self.submit(&mut r, op, s, bounce as u64, n as u64);
+                self.finish(&mut r)?;
+                if !write {
+                    core::ptr::copy_nonoverlapping(bounce, addr.add(done), n);
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl BlockDevice for HvtDisk {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn label(&self) -> Option<&str> {
+        Some(&self.label)
+    }
+
+    fn sectors(&self) -> u64 {
+        self.sectors
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn can_flush(&self) -> bool {
+        self.can_flush
+    }
+
+    fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        self.transfer(false, sector, buf.as_mut_ptr(), buf.len())
+    }
+
+    fn write(&self, sector: u64, buf: &[u8]) -> Result<(), Errno> {
+        // The monitor only reads the buffer of a write.
+        self.transfer(true, sector, buf.as_ptr().cast_mut(), buf.len())
+    }
+
+    fn flush(&self) -> Result<(), Errno> {
+        if self.read_only {
+            return Ok(());
+        }
+        let mut r = self.ring.lock();
+        self.submit(&mut r, BLOCK_OP_FLUSH, 0, 0, 0);
+        self.finish(&mut r)
+    }
+}
+
+/// The option that runs [`selftest`]: `UNIKERNEL_BLOCK_SELFTEST=MIB`.
+pub const SELFTEST_OPTION: &str = "UNIKERNEL_BLOCK_SELFTEST";
+
+/// A boot-time check of the driver below any filesystem, for tests and
+/// measurements: with `UNIKERNEL_BLOCK_SELFTEST=MIB` among the runtime
+/// options, before the app starts, on every disk: **overwrites** its first
+/// MIB MiB (at most 1024, at most the disk) with a pattern through
+/// [`BlockDevice::write`] in 1 MiB calls, flushes, reads it back and
+/// compares, makes 256 reads of 4 KiB at scattered offsets, and checks the
+/// errors (past the end: `EINVAL`; a write to a read-only disk: `EROFS`).
+/// Prints one line per disk through `print`. Destroys the disk's data:
+/// never set it on a volume you keep.
+pub fn selftest(options: &[String], now_ns: &dyn Fn() -> u64, print: &dyn Fn(&str)) {
+    let Some(mib) = options
+        .iter()
+        .find_map(|o| o.strip_prefix(SELFTEST_OPTION)?.strip_prefix('='))
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    for dev in unikernel_runtime::device::block_devices() {
+        let line = run_selftest(&*dev, mib.clamp(1, 1024), now_ns);
+        print(&line);
+    }
+}
+
+fn run_selftest(dev: &dyn BlockDevice, mib: u64, now_ns: &dyn Fn() -> u64) -> String {
+    use alloc::format;
+    let name = dev.label().unwrap_or(dev.name());
+    let chunk = 1usize << 20;
+    let per_chunk = (chunk as u64) / SECTOR_SIZE;
+    let mib = mib.min(dev.sectors() / per_chunk);
+    // Contiguous identity-mapped frames (the heap cannot always give 1 MiB
+    // in one piece), never returned: a test boot.
+    let frames = unikernel_runtime::mm::frame::FRAMES
+        .lock()
+        .alloc_contiguous(chunk as u64 / 4096);
+    let Some(buf) = frames else {
+        return format!("[unikernel] hvt: block selftest {name}: no memory\n");
+    };
+    // SAFETY: `chunk` bytes of frames nobody else owns, identity-mapped.
+    let buf = unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, chunk) };
+    let fill = |buf: &mut [u8], m: u64| {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i as u64 ^ (m * 131) ^ (i as u64 >> 9)) as u8;
+        }
+    };
+    let ms = |t0: u64, t1: u64| (t1 - t0) as f64 / 1e6;
+    let rate = |mib: u64, ns: u64| mib as f64 / (ns.max(1) as f64 / 1e9);
+    let wrote = if dev.read_only() { 0 } else { mib };
+    let mut errors = alloc::vec::Vec::new();
+    let ro = dev.read_only();
+    if ro {
+        errors.push(match dev.write(0, &buf[..512]) {
+            Err(EROFS) => "EROFS on write ok",
+            _ => "write to a read-only disk did not give EROFS",
+        });
+    }
+    // Only the device calls are timed (not filling or comparing the buffer).
+    let mut write_ns = 0;
+    if !ro {
+        for m in 0..mib {
+            fill(buf, m);
+            let t = now_ns();
+            if let Err(e) = dev.write(m * per_chunk, buf) {
+                return format!(
+                    "[unikernel] hvt: block selftest {name}: write of MiB {m} failed: errno {e}\n"
+                );
+            }
+            write_ns += now_ns() - t;
+        }
+    }
+    let t1 = now_ns();
+    let flushed = dev.flush();
+    let t2 = now_ns();
+    let mut same = true;
+    let mut read_ns = 0;
+    for m in 0..mib {
+        let t = now_ns();
+        if let Err(e) = dev.read(m * per_chunk, buf) {
+            return format!(
+                "[unikernel] hvt: block selftest {name}: read of MiB {m} failed: errno {e}\n"
+            );
+        }
+        read_ns += now_ns() - t;
+        if !ro {
+            let ok = buf
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i as u64 ^ (m * 131) ^ (i as u64 >> 9)) as u8);
+            same &= ok;
+        }
+    }
+    let t3 = now_ns();
+    let span = dev.sectors().saturating_sub(8).max(1);
+    for i in 0..256u64 {
+        let sector = (i.wrapping_mul(2_654_435_761) % span) & !7;
+        if dev.read(sector, &mut buf[..4096]).is_err() {
+            errors.push("a 4 KiB read failed");
+            break;
+        }
+    }
+    let t4 = now_ns();
+    errors.push(match dev.read(dev.sectors(), &mut buf[..512]) {
+        Err(EINVAL) => "EINVAL past the end ok",
+        _ => "a read past the end did not give EINVAL",
+    });
+    errors.push(match dev.read(0, &mut buf[..100]) {
+        Err(EINVAL) => "EINVAL for 100 bytes ok",
+        _ => "a read of 100 bytes did not give EINVAL",
+    });
+    format!(
+        "[unikernel] hvt: block selftest {name}: {} sectors{}; wrote {wrote} MiB in {:.1} ms ({:.0} MiB/s), flush {} in {:.1} ms, read {mib} MiB in {:.1} ms ({:.0} MiB/s), compare {}, 256 reads of 4 KiB in {:.1} ms; {}\n",
+        dev.sectors(),
+        if ro { " (read-only)" } else { "" },
+        write_ns as f64 / 1e6,
+        rate(wrote, write_ns),
+        if flushed.is_ok() { "ok" } else { "FAILED" },
+        ms(t1, t2),
+        read_ns as f64 / 1e6,
+        rate(mib, read_ns),
+        if ro { "skipped" } else if same { "ok" } else { "FAILED" },
+        ms(t3, t4),
+        errors.join(", ")
+    )
+}
