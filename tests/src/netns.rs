@@ -286,6 +286,14 @@ impl Guest {
         }
     }
 
+    /// Send signal `sig` (a name: `"TERM"`, `"INT"`) to the monitor process.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
     /// Stop the guest now.
     pub fn kill(self) -> Outcome {
         let mut s = self;

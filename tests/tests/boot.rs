@@ -499,3 +499,30 @@ fn assert_app_saw_no_options(o: &Outcome) {
         o.stdout
     );
 }
+
+/// SIGTERM stops a running guest cleanly: the monitor leaves the run loop,
+/// ends its devices (their stats print then) and exits with 143.
+#[test]
+fn sigterm_stops_the_monitor_cleanly() {
+    if !kvm_available("sigterm_stops_the_monitor_cleanly") {
+        return;
+    }
+    let mut cmd = std::process::Command::new(tool("unikernel-hvt"));
+    cmd.arg(image("probe")).args(["--", "sleep"]);
+    let mut g = unikernel_tests::netns::Guest::spawn(cmd);
+    assert!(
+        g.wait_for("sleeping", std::time::Duration::from_secs(30)),
+        "{}",
+        g.stderr()
+    );
+    g.signal("TERM");
+    let o = g.finish(std::time::Duration::from_secs(10));
+    assert_eq!(o.code, 143, "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+    assert!(
+        o.stderr
+            .contains("unikernel-hvt: stopped by SIGTERM (exit 143)"),
+        "{}",
+        o.stderr
+    );
+    assert!(!o.stdout.contains("woke up"), "{}", o.stdout);
+}

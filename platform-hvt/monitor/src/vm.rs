@@ -23,6 +23,7 @@ use crate::exit::{EXIT_GUEST_CRASHED, EXIT_INVALID_HYPERCALL};
 use crate::hypercall::{self, Outcome};
 use crate::memory::GuestMemory;
 use crate::net;
+use crate::stop;
 use crate::tables::{GDT_SIZE, IDT_SIZE, TSS_SIZE, TSS_TYPE_BUSY};
 use crate::timer;
 use std::os::fd::AsRawFd;
@@ -304,7 +305,15 @@ impl Vm {
 
     pub fn run(&mut self, boot: &BootState) -> i32 {
         let mut exits = 0;
+        stop::install(self.vcpu.get_kvm_run());
         let code = self.run_until_exit(boot, &mut exits);
+        stop::uninstall();
+        if let Some(code) = stop::requested() {
+            eprintln!(
+                "unikernel-hvt: stopped by {} (exit {code})",
+                if code == 130 { "SIGINT" } else { "SIGTERM" }
+            );
+        }
         timer::stop();
         if let Some(counts) = net::stop() {
             net::report(counts, exits);
@@ -349,6 +358,9 @@ impl Vm {
             if let Some(what) = block::take_fault() {
                 eprintln!("unikernel-hvt: guest broke the block ring protocol: {what}");
                 return EXIT_INVALID_HYPERCALL;
+            }
+            if let Some(code) = stop::requested() {
+                return code;
             }
             *exits += 1;
             let problem = match self.vcpu.run() {

@@ -319,7 +319,14 @@ fn start(mem: &GuestMemory, rings: Rings) -> Result<(), String> {
 /// [`NET_READY`]) or returns 0 at the timeout. Without a device it sleeps.
 pub fn wait(mem: &GuestMemory, timeout: Duration) -> u64 {
     let Some((sh, rings)) = shared().and_then(|s| s.rings.get().copied().map(|r| (s, r))) else {
-        std::thread::sleep(timeout);
+        // One sleep that a signal (a stop request) cuts short: the guest
+        // simply polls again.
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: a valid timespec; the remainder is not wanted.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
         return 0;
     };
     let deadline = Instant::now() + timeout;
@@ -342,6 +349,9 @@ pub fn wait(mem: &GuestMemory, timeout: Duration) -> u64 {
         };
         // SAFETY: one valid pollfd and timespec, for the duration of the call.
         let r = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        if r < 0 && crate::stop::requested().is_some() {
+            return 0;
+        }
         if r > 0 {
             let _ = sh.wake.read();
             sh.stats.poll_wakeups.fetch_add(1, Ordering::Relaxed);

@@ -49,6 +49,11 @@ fn main() {
         "mem" => mem(),
         "guard" => guard(),
         "time" => time(),
+        "sleep" => {
+            println!("sleeping");
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            println!("woke up");
+        }
         "stdin" => {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s).unwrap();
