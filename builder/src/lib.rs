@@ -24,6 +24,7 @@ pub mod cargo;
 pub mod cmdline;
 pub mod config;
 pub mod console;
+pub mod diskopt;
 pub mod elf_input;
 pub mod image;
 pub mod kernel;

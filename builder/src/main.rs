@@ -135,6 +135,11 @@ struct RunArgs {
     /// the bridge xenbr0 and a random MAC].
     #[arg(long, value_name = "SPEC")]
     xen_vif: Option<String>,
+    /// Attach a raw file as the disk NAME the image declares (repeatable).
+    /// xen: the xl config's `disk` list (`access=ro` for a file without
+    /// write permission).
+    #[arg(long = "disk", value_name = "NAME=FILE", value_parser = cargo_unikernel::diskopt::parse_disk_flag)]
+    disk: Vec<(String, PathBuf)>,
     /// kvm: print the QEMU command line (xen: the xl config) instead of running it.
     #[arg(long)]
     print_vmm_config: bool,
@@ -244,6 +249,13 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                 (!args.dns.is_empty(), "--dns"),
                 (args.pcap.is_some(), "--pcap"),
             ];
+            if platform != Platform::Xen && !args.disk.is_empty() {
+                return Err(format!(
+                    "--disk is not supported for {} images yet ({} is one): only xen images take disks so far",
+                    platform.name(),
+                    image.display()
+                ));
+            }
             if platform != Platform::Hvt {
                 if let Some((_, flag)) = net_flags.iter().find(|(given, _)| *given) {
                     return Err(format!(

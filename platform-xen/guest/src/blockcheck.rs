@@ -10,18 +10,19 @@
 //! 3. checks that a read past the end and a read of a partial sector
 //!    answer EINVAL without reaching the device;
 //! 4. unless read-only (then: a write answers EROFS): writes 100 sectors
-//!    at `UNIKERNEL_BLOCK_SELFTEST_SECTOR` (default 2048) and 8192 sectors
-//!    (4 MiB) right after them with the pattern of [`pattern_byte`],
+//!    at `UNIKERNEL_BLOCK_SELFTEST_SECTOR` (default 2048) and 4096 sectors
+//!    (2 MiB) right after them with the pattern of [`pattern_byte`],
 //!    flushes when the device can, reads both back and compares;
 //!
 //! then prints `blockcheck: N devices ok` and powers off (0), or
 //! `blockcheck: FAILED: ...` and shuts down with 1. The host test checks
-//! the lines and the bytes of the disk file afterwards.
+//! the lines and the bytes of the disk file afterwards. The buffers take
+//! about 5 MiB of heap (give the guest 32 MiB or more).
 
 use crate::boot::Xen;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
+use alloc::vec::Vec;
 use unikernel_runtime::device::block_devices;
 use unikernel_runtime::errno::{EINVAL, EROFS};
 
@@ -29,7 +30,7 @@ use unikernel_runtime::errno::{EINVAL, EROFS};
 /// 11-segment requests: the partial segment and request paths).
 const SMALL: u64 = 100;
 /// Sectors of the large write (several rounds of bounce pages).
-const LARGE: u64 = 8192;
+const LARGE: u64 = 4096;
 /// Sectors read and hashed at the start of the disk.
 const HEAD: u64 = 2048;
 
@@ -49,6 +50,16 @@ pub fn fnv1a64(data: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// A zeroed buffer of `sectors` sectors, or a message (no heap panic).
+fn buffer(sectors: u64) -> Result<Vec<u8>, String> {
+    let len = sectors as usize * 512;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| format!("no memory for a {len}-byte buffer (give the guest more)"))?;
+    v.resize(len, 0);
+    Ok(v)
 }
 
 fn say(line: &str) {
@@ -120,7 +131,7 @@ fn check(
         return Err("an empty disk".into());
     }
     let head = HEAD.min(n);
-    let mut buf = vec![0u8; head as usize * 512];
+    let mut buf = buffer(head)?;
     let t0 = xen.system_time_ns();
     d.read(0, &mut buf)
         .map_err(|e| format!("reading {head} sectors at 0: errno {e}"))?;
@@ -162,12 +173,13 @@ fn check(
             SMALL + LARGE
         ));
     }
-    let mut small = vec![0u8; SMALL as usize * 512];
+    let mut small = buffer(SMALL)?;
     fill(seed, start, &mut small);
     d.write(start, &small)
         .map_err(|e| format!("writing {SMALL} sectors at {start}: errno {e}"))?;
     let big_at = start + SMALL;
-    let mut big = vec![0u8; LARGE as usize * 512];
+    drop(buf);
+    let mut big = buffer(LARGE)?;
     fill(seed, big_at, &mut big);
     let t0 = xen.system_time_ns();
     d.write(big_at, &big)
@@ -180,13 +192,14 @@ fn check(
         "not flushed (the backend offers no flush)"
     };
     let t2 = xen.system_time_ns();
-    let mut back = vec![0u8; small.len()];
+    let mut back = buffer(SMALL)?;
     d.read(start, &mut back)
         .map_err(|e| format!("reading back at {start}: errno {e}"))?;
     if back != small {
         return Err(format!("the {SMALL} sectors at {start} read back differ"));
     }
-    let mut back = vec![0u8; big.len()];
+    drop(back);
+    let mut back = buffer(LARGE)?;
     let t3 = xen.system_time_ns();
     d.read(big_at, &mut back)
         .map_err(|e| format!("reading back at {big_at}: errno {e}"))?;
