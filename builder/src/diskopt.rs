@@ -32,7 +32,9 @@ mod tests {
             parse_disk_flag("data=a=b.img").unwrap().1,
             PathBuf::from("a=b.img")
         );
-        assert!(parse_disk_flag("data.img").unwrap_err().contains("NAME=FILE"));
+        assert!(parse_disk_flag("data.img")
+            .unwrap_err()
+            .contains("NAME=FILE"));
         assert!(parse_disk_flag("Data=x").unwrap_err().contains("disk name"));
         assert!(parse_disk_flag("data=").unwrap_err().contains("no file"));
     }

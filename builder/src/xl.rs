@@ -101,9 +101,8 @@ pub fn disks(
         let file = given.iter().find(|(n, _)| n == d.name).map(|(_, f)| f);
         let (target, read_only) = match file {
             Some(f) => {
-                let meta = std::fs::metadata(f).map_err(|e| {
-                    format!("--disk {}={}: {e}", d.name, f.display())
-                })?;
+                let meta = std::fs::metadata(f)
+                    .map_err(|e| format!("--disk {}={}: {e}", d.name, f.display()))?;
                 if !meta.is_file() {
                     return Err(format!(
                         "--disk {}={}: not a regular file (a disk is a raw image file)",
@@ -350,7 +349,10 @@ mod tests {
             data.display(),
             logs.display()
         );
-        assert!(text.lines().any(|l| l == want), "{want} missing in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == want),
+            "{want} missing in:\n{text}"
+        );
         assert!(
             text.contains("# disk \"logs\" (mounted at /var/log) is xvdb: read-only"),
             "{text}"
@@ -378,7 +380,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.lines().any(|l| l.starts_with("# disk \"data\" (mounted at /data) is xvda: no --disk given")),
+            text.lines()
+                .any(|l| l
+                    .starts_with("# disk \"data\" (mounted at /data) is xvda: no --disk given")),
             "{text}"
         );
         assert_eq!(
@@ -386,7 +390,10 @@ mod tests {
             "image declares disk \"data\" but no --disk data=FILE was given"
         );
         let e = disks(&declared, &[("logs".into(), "/x".into())], false).unwrap_err();
-        assert!(e.contains("declares no disk \"logs\" (it declares: data)"), "{e}");
+        assert!(
+            e.contains("declares no disk \"logs\" (it declares: data)"),
+            "{e}"
+        );
         let e = disks(&[], &[("logs".into(), "/x".into())], false).unwrap_err();
         assert!(e.contains("declares no disks"), "{e}");
         let e = disks(
@@ -396,8 +403,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("given twice"), "{e}");
-        let e = disks(&declared, &[("data".into(), "/nonexistent/d.img".into())], false)
-            .unwrap_err();
+        let e = disks(
+            &declared,
+            &[("data".into(), "/nonexistent/d.img".into())],
+            false,
+        )
+        .unwrap_err();
         assert!(e.starts_with("--disk data=/nonexistent/d.img: "), "{e}");
         assert_eq!(vdev(0), "xvda");
         assert_eq!(vdev(7), "xvdh");

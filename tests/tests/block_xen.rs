@@ -63,7 +63,10 @@ fn overlay_root() -> PathBuf {
         "default = [\"runtime\", \"block\", \"net\"]",
         1,
     );
-    assert_ne!(manifest, with_block, "platform-xen's default features moved");
+    assert_ne!(
+        manifest, with_block,
+        "platform-xen's default features moved"
+    );
     let path = guest.join("Cargo.toml");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(with_block.as_str()) {
         std::fs::write(&path, with_block).unwrap();
@@ -90,7 +93,11 @@ fn block_image() -> PathBuf {
                 .arg("-o")
                 .arg(&out);
             let o = run_with_deadline(cmd, b"", Duration::from_secs(1200));
-            assert_eq!(o.code, 0, "building the block image failed:\n{}\n{}", o.stdout, o.stderr);
+            assert_eq!(
+                o.code, 0,
+                "building the block image failed:\n{}\n{}",
+                o.stdout, o.stderr
+            );
             out
         })
         .clone()
@@ -124,6 +131,14 @@ fn boot_selftest(disk: Option<&Path>, net: bool, options: &[&str]) -> Outcome {
 /// read hashes as the host's copy did, the written range holds the pattern,
 /// and every other byte is as before.
 fn check_selftest(o: &Outcome, before: &[u8], after: &[u8], seed: u8, start: u64) {
+    // The figures, for the record (cargo test -- --nocapture).
+    for l in o
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("blockcheck:") || l.contains(" connected to "))
+    {
+        eprintln!("{l}");
+    }
     let head_hash = fnv1a64(&before[..2048 * 512]);
     let last = DISK_SECTORS - 1;
     let last_hash = fnv1a64(&before[last as usize * 512..]);
@@ -144,9 +159,15 @@ fn check_selftest(o: &Outcome, before: &[u8], after: &[u8], seed: u8, start: u64
         let range = s as usize * 512..(s as usize + 1) * 512;
         if (start..end).contains(&s) {
             let want: Vec<u8> = (0..512).map(|i| pattern_byte(seed, s, i)).collect();
-            assert!(after[range] == want[..], "sector {s} does not hold the pattern the guest wrote");
+            assert!(
+                after[range] == want[..],
+                "sector {s} does not hold the pattern the guest wrote"
+            );
         } else {
-            assert!(after[range.clone()] == before[range], "sector {s} changed, outside the range written");
+            assert!(
+                after[range.clone()] == before[range],
+                "sector {s} changed, outside the range written"
+            );
         }
     }
 }
@@ -172,10 +193,6 @@ cases! {
             .lines()
             .find(|l| l.contains("xvda (device/vbd/51712) connected to"))
             .unwrap_or_else(|| panic!("no blkfront line; output: {}", o.stderr));
-        eprintln!("{connected}");
-        for l in o.stdout.lines().filter(|l| l.starts_with("blockcheck:")) {
-            eprintln!("{l}");
-        }
         assert!(connected.contains("read-write, flush yes"), "{connected}");
         assert!(connected.contains("(using 32)"), "indirect requests not in use: {connected}");
         // Netfront connected first (the lab's vif), from the same grant table.
