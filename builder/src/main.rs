@@ -120,7 +120,8 @@ struct RunArgs {
     /// NAME (repeatable; every declared disk needs one; a file you cannot
     /// write attaches read-only). hvt: the monitor's block device; kvm: a
     /// virtio-blk device (QEMU `-drive ...,cache=writeback`, Firecracker
-    /// `drives`); see docs/storage.md.
+    /// `drives`); xen: the xl config's `disk` list (`access=ro` for a file
+    /// without write permission); see docs/storage.md.
     #[arg(long = "disk", value_name = "NAME=FILE")]
     disk: Vec<cargo_unikernel::diskopt::DiskArg>,
     /// kvm: the VMM to start.
@@ -259,13 +260,6 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                         image.display()
                     ));
                 }
-            }
-            if platform == Platform::Xen && !args.disk.is_empty() {
-                return Err(format!(
-                    "--disk: this runner attaches disks to hvt and kvm images only so far, and {} is a {} image",
-                    image.display(),
-                    platform.name()
-                ));
             }
             let code = match platform {
                 Platform::Kvm => run::boot_kvm(&image, &args, app_args)?,

@@ -320,8 +320,29 @@ pub fn boot_xen(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
             .iter()
             .any(|c| c == "net")
             .then(|| run.xen_vif.clone().unwrap_or_default()),
+        disks: Vec::new(),
     };
     let path = xl::config_path(&image);
+    // Booting now needs every declared disk; a config to write or print
+    // may name placeholders (and says so in a comment).
+    let booting = run.emit.is_none() && !run.print_vmm_config;
+    let config = xl::XlConfig {
+        disks: match xl::disks(
+            &manifest.disks,
+            &run.disk
+                .iter()
+                .map(|d| (d.name.clone(), d.file.clone()))
+                .collect::<Vec<_>>(),
+            booting,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(EXIT_SETUP_FAILED);
+            }
+        },
+        ..config
+    };
     std::fs::write(&path, config.render())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     if run.emit == Some(Emit::Xl) {
@@ -333,8 +354,15 @@ pub fn boot_xen(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         return Ok(0);
     }
     if !xl::in_dom0() {
+        // The lab attaches one file, as xvda.
+        let lab_disk = config
+            .disks
+            .first()
+            .and_then(|d| d.target.as_ref())
+            .map(|t| format!(" --disk {}", t.display()))
+            .unwrap_or_default();
         eprintln!(
-            "not in a Xen dom0 (no /proc/xen): wrote {}; boot it on a Xen host with `xl create -c {}`, or here with ../shared/xen-lab/xen-lab.sh run {} --mem {} --cmdline '{}'",
+            "not in a Xen dom0 (no /proc/xen): wrote {}; boot it on a Xen host with `xl create -c {}`, or here with ../shared/xen-lab/xen-lab.sh run {} --mem {} --cmdline '{}'{lab_disk}",
             path.display(),
             path.display(),
             image.display(),

@@ -31,6 +31,124 @@ pub struct XlConfig {
     /// `"bridge=br1,mac=00:16:3e:00:00:02"`: libxl's `key=value` list);
     /// `None`: no network device.
     pub vif: Option<String>,
+    /// The image's declared disks, in declaration order (the guest
+    /// matches its vbds to them in that order): `disk = [ ... ]`.
+    pub disks: Vec<XlDisk>,
+}
+
+/// One entry of the `disk` list: a disk the image declares and the raw
+/// file it gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XlDisk {
+    /// The declared name (`data`).
+    pub name: String,
+    /// Where the image mounts it (`/data`), for the comment line.
+    pub mount: String,
+    /// The raw file (`--disk NAME=FILE`, absolute), or `None`: the config
+    /// names `NAME.img` and says so in a comment.
+    pub target: Option<PathBuf>,
+    /// Attach read-only (the file's write permission bits are all clear).
+    pub read_only: bool,
+}
+
+/// The guest device of the `index`-th declared disk: `xvda`, `xvdb`, ...
+pub fn vdev(index: usize) -> String {
+    let mut letters = Vec::new();
+    let mut n = index + 1;
+    while n > 0 {
+        n -= 1;
+        letters.push(b'a' + (n % 26) as u8);
+        n /= 26;
+    }
+    letters.reverse();
+    format!("xvd{}", String::from_utf8_lossy(&letters))
+}
+
+/// The disks of an image that declares `declared` (manifest `disks`,
+/// `NAME=MOUNT` each) for the `--disk NAME=FILE` flags `given`: in
+/// declaration order; a flag naming no declared disk, or one given twice,
+/// is an error. With `require_all`, a declared disk without a flag is an
+/// error too (an xl config to boot now); without, it gets a placeholder.
+pub fn disks(
+    declared: &[String],
+    given: &[(String, PathBuf)],
+    require_all: bool,
+) -> Result<Vec<XlDisk>, String> {
+    let mut decls = Vec::new();
+    for d in declared {
+        let decl = unikernel_image::disks::DiskDecl::parse(d)
+            .map_err(|e| format!("the image's disk declaration {d:?} is unreadable: {e}"))?;
+        decls.push(decl);
+    }
+    for (i, (name, _)) in given.iter().enumerate() {
+        if !decls.iter().any(|d| d.name == name) {
+            let names: Vec<&str> = decls.iter().map(|d| d.name).collect();
+            return Err(if names.is_empty() {
+                format!("--disk {name}=...: the image declares no disks")
+            } else {
+                format!(
+                    "--disk {name}=...: the image declares no disk \"{name}\" (it declares: {})",
+                    names.join(", ")
+                )
+            });
+        }
+        if given[..i].iter().any(|(n, _)| n == name) {
+            return Err(format!("--disk {name}=... is given twice"));
+        }
+    }
+    let mut out = Vec::new();
+    for d in decls {
+        let file = given.iter().find(|(n, _)| n == d.name).map(|(_, f)| f);
+        let (target, read_only) = match file {
+            Some(f) => {
+                let meta = std::fs::metadata(f)
+                    .map_err(|e| format!("--disk {}={}: {e}", d.name, f.display()))?;
+                if !meta.is_file() {
+                    return Err(format!(
+                        "--disk {}={}: not a regular file (a disk is a raw image file)",
+                        d.name,
+                        f.display()
+                    ));
+                }
+                let abs = std::path::absolute(f)
+                    .map_err(|e| format!("cannot resolve {}: {e}", f.display()))?;
+                (Some(abs), meta.permissions().readonly())
+            }
+            None if require_all => {
+                return Err(format!(
+                    "image declares disk \"{}\" but no --disk {}=FILE was given",
+                    d.name, d.name
+                ))
+            }
+            None => (None, false),
+        };
+        out.push(XlDisk {
+            name: d.name.to_string(),
+            mount: d.mount.to_string(),
+            target,
+            read_only,
+        });
+    }
+    Ok(out)
+}
+
+/// A `disk` list element: `'format=raw, vdev=xvda, access=rw, target=PATH'`
+/// (libxl's disk spec: `target=` last, it takes the rest of the string).
+pub fn disk_spec(index: usize, d: &XlDisk) -> String {
+    let target = d
+        .target
+        .as_ref()
+        .map_or_else(|| format!("{}.img", d.name), |p| p.display().to_string());
+    let spec = format!(
+        "format=raw, vdev={}, access={}, target={target}",
+        vdev(index),
+        if d.read_only { "ro" } else { "rw" }
+    );
+    if spec.contains('\'') || spec.contains('\\') {
+        quote(&spec)
+    } else {
+        format!("'{spec}'")
+    }
 }
 
 /// `<image>.xl.cfg`.
@@ -76,6 +194,29 @@ impl XlConfig {
         let _ = writeln!(out, "cmdline = {}", quote(&self.cmdline));
         if let Some(vif) = &self.vif {
             let _ = writeln!(out, "vif = [ {} ]", quote(vif));
+        }
+        if !self.disks.is_empty() {
+            for (i, d) in self.disks.iter().enumerate() {
+                let how = match &d.target {
+                    Some(_) if d.read_only => "read-only: the file is not writable",
+                    Some(_) => "read-write",
+                    None => "no --disk given: NAME.img is a placeholder, point target= at its raw volume",
+                };
+                let _ = writeln!(
+                    out,
+                    "# disk \"{}\" (mounted at {}) is {}: {how}",
+                    d.name,
+                    d.mount,
+                    vdev(i)
+                );
+            }
+            let specs: Vec<String> = self
+                .disks
+                .iter()
+                .enumerate()
+                .map(|(i, d)| disk_spec(i, d))
+                .collect();
+            let _ = writeln!(out, "disk = [ {} ]", specs.join(", "));
         }
         for event in ["poweroff", "reboot", "crash", "watchdog", "soft_reset"] {
             let _ = writeln!(out, "on_{event} = \"destroy\"");
@@ -125,6 +266,7 @@ mod tests {
             memory_mib: 64,
             cmdline: "K=\"a b\" -- x\\y".into(),
             vif: None,
+            disks: Vec::new(),
         };
         let text = c.render();
         for line in [
@@ -153,8 +295,10 @@ mod tests {
             memory_mib: 64,
             cmdline: String::new(),
             vif: None,
+            disks: Vec::new(),
         };
         assert!(!c.render().contains("vif"), "{}", c.render());
+        assert!(!c.render().contains("disk"), "{}", c.render());
         c.vif = Some(String::new());
         assert!(
             c.render().lines().any(|l| l == "vif = [ \"\" ]"),
@@ -168,6 +312,117 @@ mod tests {
                 .any(|l| l == "vif = [ \"bridge=xenbr0,mac=00:16:3e:00:00:02\" ]"),
             "{}",
             c.render()
+        );
+    }
+
+    #[test]
+    fn disk_line_in_declaration_order() {
+        let dir = std::env::temp_dir().join(format!("xl-disk-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("data.img");
+        let logs = dir.join("logs.img");
+        std::fs::write(&data, [0u8; 512]).unwrap();
+        std::fs::write(&logs, [0u8; 512]).unwrap();
+        let mut ro = std::fs::metadata(&logs).unwrap().permissions();
+        ro.set_readonly(true);
+        std::fs::set_permissions(&logs, ro).unwrap();
+        let declared = ["data=/data".to_string(), "logs=/var/log".to_string()];
+        let given = [
+            ("logs".to_string(), logs.clone()),
+            ("data".to_string(), data.clone()),
+        ];
+        let d = disks(&declared, &given, true).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].name.as_str(), d[0].read_only), ("data", false));
+        assert_eq!((d[1].name.as_str(), d[1].read_only), ("logs", true));
+        let c = XlConfig {
+            name: "db".into(),
+            kernel: "/img/db".into(),
+            memory_mib: 64,
+            cmdline: String::new(),
+            vif: None,
+            disks: d,
+        };
+        let text = c.render();
+        let want = format!(
+            "disk = [ 'format=raw, vdev=xvda, access=rw, target={}', 'format=raw, vdev=xvdb, access=ro, target={}' ]",
+            data.display(),
+            logs.display()
+        );
+        assert!(
+            text.lines().any(|l| l == want),
+            "{want} missing in:\n{text}"
+        );
+        assert!(
+            text.contains("# disk \"logs\" (mounted at /var/log) is xvdb: read-only"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn disk_placeholders_and_errors() {
+        let declared = ["data=/data".to_string()];
+        let d = disks(&declared, &[], false).unwrap();
+        assert_eq!(d[0].target, None);
+        let c = XlConfig {
+            name: "db".into(),
+            kernel: "/img/db".into(),
+            memory_mib: 64,
+            cmdline: String::new(),
+            vif: None,
+            disks: d,
+        };
+        let text = c.render();
+        assert!(
+            text.lines()
+                .any(|l| l == "disk = [ 'format=raw, vdev=xvda, access=rw, target=data.img' ]"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l
+                    .starts_with("# disk \"data\" (mounted at /data) is xvda: no --disk given")),
+            "{text}"
+        );
+        assert_eq!(
+            disks(&declared, &[], true).unwrap_err(),
+            "image declares disk \"data\" but no --disk data=FILE was given"
+        );
+        let e = disks(&declared, &[("logs".into(), "/x".into())], false).unwrap_err();
+        assert!(
+            e.contains("declares no disk \"logs\" (it declares: data)"),
+            "{e}"
+        );
+        let e = disks(&[], &[("logs".into(), "/x".into())], false).unwrap_err();
+        assert!(e.contains("declares no disks"), "{e}");
+        let e = disks(
+            &declared,
+            &[("data".into(), "/x".into()), ("data".into(), "/y".into())],
+            false,
+        )
+        .unwrap_err();
+        assert!(e.contains("given twice"), "{e}");
+        let e = disks(
+            &declared,
+            &[("data".into(), "/nonexistent/d.img".into())],
+            false,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("--disk data=/nonexistent/d.img: "), "{e}");
+        assert_eq!(vdev(0), "xvda");
+        assert_eq!(vdev(7), "xvdh");
+        assert_eq!(vdev(26), "xvdaa");
+        // A path with a quote gets xl's double-quoted form.
+        let odd = XlDisk {
+            name: "data".into(),
+            mount: "/data".into(),
+            target: Some("/d/it's.img".into()),
+            read_only: false,
+        };
+        assert_eq!(
+            disk_spec(0, &odd),
+            "\"format=raw, vdev=xvda, access=rw, target=/d/it's.img\""
         );
     }
 

@@ -327,6 +327,13 @@ pub struct XenLabExtras<'a> {
     /// A shell script run in dom0 beside the guest (`--dom0-script`); its
     /// lines come out as `dom0: ...`, then `dom0: exit N`.
     pub dom0_script: Option<&'a str>,
+    /// With `net`: attach the lab's vif without checking the image's xl
+    /// config for a `vif` line (a kernel with netfront but without the net
+    /// component, whose config has none).
+    pub vif_unchecked: bool,
+    /// A raw file the lab attaches as the guest's `xvda` (`--disk`;
+    /// writes persist in the file).
+    pub disk: Option<&'a Path>,
 }
 
 /// [`boot_xen`] with a vif and a dom0 script (see [`XenLabExtras`]).
@@ -356,8 +363,10 @@ pub fn boot_xen_lab(image: &Path, opts: &[&str], args: &[&str], extras: &XenLabE
         .args(["--mem", &memory, "--cmdline", &cmdline, "--timeout", "120"]);
     if extras.net {
         // The lab attaches its own vif; the toolchain's config must ask for one.
-        let vif = xl_value(&o.stdout, "vif");
-        assert!(vif.starts_with('['), "the vif line is not a list: {vif}");
+        if !extras.vif_unchecked {
+            let vif = xl_value(&o.stdout, "vif");
+            assert!(vif.starts_with('['), "the vif line is not a list: {vif}");
+        }
         cmd.arg("--net");
     }
     let script = extras.dom0_script.map(|text| {
@@ -374,6 +383,9 @@ pub fn boot_xen_lab(image: &Path, opts: &[&str], args: &[&str], extras: &XenLabE
     });
     if let Some(path) = &script {
         cmd.arg("--dom0-script").arg(path);
+    }
+    if let Some(disk) = extras.disk {
+        cmd.arg("--disk").arg(disk);
     }
     let mut o = run_with_deadline(cmd, b"", Duration::from_secs(200));
     if let Some(path) = script {

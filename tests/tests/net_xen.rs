@@ -85,6 +85,8 @@ cases! {
             options: &STATIC_IP,
             net: true,
             dom0_script: Some(ECHO_CLIENT),
+            vif_unchecked: false,
+            disk: None,
         };
         let o = boot_xen_lab(&t.image("net-tokio"), &[], &["serve", "7"], &extras);
         let dom0: Vec<&str> = o
@@ -113,6 +115,8 @@ cases! {
             options: &["UNIKERNEL_VERBOSE=1"],
             net: true,
             dom0_script: Some(DHCP_SERVER_AND_CLIENT),
+            vif_unchecked: false,
+            disk: None,
         };
         let o = boot_xen_lab(&t.image("net-tokio"), &[], &["serve", "7"], &extras);
         let dom0: Vec<&str> = o

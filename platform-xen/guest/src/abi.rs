@@ -321,12 +321,16 @@ pub enum GrantOpError {
     Hypercall(XenError),
     /// The operation ran and reported this `GNTST_*` status.
     Status(i16),
+    /// The guest's shared grant table is locked already (a driver asked
+    /// for it while holding it: a bug of ours).
+    Busy,
 }
 
 impl core::fmt::Display for GrantOpError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             GrantOpError::Hypercall(e) => write!(f, "grant_table_op failed: {e}"),
+            GrantOpError::Busy => write!(f, "the grant table is already in use (re-entered)"),
             GrantOpError::Status(s) => {
                 let name = match s {
                     -1 => "GNTST_general_error",

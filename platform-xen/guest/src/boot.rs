@@ -13,7 +13,7 @@ use crate::abi::{self, SharedInfo, StartInfo, XenstoreInterface};
 use crate::console::ConsoleRing;
 use crate::events::{self, PortKind};
 use crate::fmtbuf::FmtBuf;
-use crate::grant::GrantTable;
+use crate::grant::{GrantTable, SharedGrants, GRANTS};
 use crate::mm::{self, MapReport, PageTables, PhysMap, PAGE_SIZE};
 use crate::start_info::{self, MagicError};
 use crate::xenstore::{Transport, Xenstore};
@@ -348,21 +348,25 @@ impl Xen {
         }
     }
 
-    /// Set up grant table v1 frames and map them; returns the table.
-    pub fn grant_table(&self) -> Result<GrantTable, abi::GrantOpError> {
-        let (cur, max) = hypercall::gnttab_query_size()?;
-        let n = GNTTAB_FRAMES.min(max.max(1) as usize);
-        let _ = cur;
-        let mut frames = [0u64; GNTTAB_FRAMES];
-        hypercall::gnttab_setup_table(&mut frames[..n])?;
-        let base = core::ptr::addr_of_mut!(GNTTAB_AREA) as u64;
-        for (i, mfn) in frames[..n].iter().enumerate() {
-            // SAFETY: the area is reserved for the grant table.
-            unsafe { mm::map_machine_frame(base + i as u64 * PAGE_SIZE, *mfn)? };
-        }
-        let per_frame = (PAGE_SIZE as usize / core::mem::size_of::<abi::GrantEntryV1>()) as u32;
-        // SAFETY: n frames of entries are now mapped there for the whole run.
-        Ok(unsafe { GrantTable::new(base as *mut abi::GrantEntryV1, n as u32 * per_frame) })
+    /// The guest's grant table (v1), shared by every split driver
+    /// (netfront, blkfront): the first call sets up its frames
+    /// (`GNTTABOP_setup_table`) and maps them; every call returns the same
+    /// table, locked until the guard is dropped (see [`crate::grant`]).
+    pub fn grant_table(&self) -> Result<SharedGrants, abi::GrantOpError> {
+        GRANTS.get_or_init(|| {
+            let (_cur, max) = hypercall::gnttab_query_size()?;
+            let n = GNTTAB_FRAMES.min(max.max(1) as usize);
+            let mut frames = [0u64; GNTTAB_FRAMES];
+            hypercall::gnttab_setup_table(&mut frames[..n])?;
+            let base = core::ptr::addr_of_mut!(GNTTAB_AREA) as u64;
+            for (i, mfn) in frames[..n].iter().enumerate() {
+                // SAFETY: the area is reserved for the grant table.
+                unsafe { mm::map_machine_frame(base + i as u64 * PAGE_SIZE, *mfn)? };
+            }
+            let per_frame = (PAGE_SIZE as usize / core::mem::size_of::<abi::GrantEntryV1>()) as u32;
+            // SAFETY: n frames of entries are now mapped there for the whole run.
+            Ok(unsafe { GrantTable::new(base as *mut abi::GrantEntryV1, n as u32 * per_frame) })
+        })
     }
 
     /// Machine frame of the page holding `va` (identity-mapped RAM).

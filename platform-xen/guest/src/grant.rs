@@ -11,11 +11,18 @@
 //! fails if the backend has it mapped (`GTF_reading`/`GTF_writing` set).
 //! Refs 0..8 are reserved for the toolstack.
 //!
-//! The entry logic is host-tested over ordinary memory.
+//! A guest has one table, shared by every split driver (netfront,
+//! blkfront): [`GRANTS`] holds it, set up on first use by
+//! `Xen::grant_table`, which hands out a guard ([`SharedGrants`]) that
+//! keeps it locked while a driver allocates or ends grants. Drivers take it
+//! at boot only (never from the event upcall), one at a time.
+//!
+//! The entry logic and the shared cell are host-tested over ordinary memory.
 
 use crate::abi::gnttab::*;
-use crate::abi::GrantEntryV1;
-use core::sync::atomic::{fence, AtomicU16, Ordering};
+use crate::abi::{GrantEntryV1, GrantOpError};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{fence, AtomicBool, AtomicU16, Ordering};
 
 /// A grant reference: index into the table.
 pub type GrantRef = u32;
@@ -132,6 +139,100 @@ impl GrantTable {
     }
 }
 
+/// The guest's one grant table, behind a lock (see the module docs).
+pub struct GrantCell {
+    busy: AtomicBool,
+    table: UnsafeCell<Option<GrantTable>>,
+}
+
+// SAFETY: the table is reached only through a `SharedGrants` guard, and the
+// `busy` flag lets at most one guard exist at a time.
+unsafe impl Sync for GrantCell {}
+
+impl GrantCell {
+    pub const fn new() -> GrantCell {
+        GrantCell {
+            busy: AtomicBool::new(false),
+            table: UnsafeCell::new(None),
+        }
+    }
+
+    /// Lock the table, building it with `init` on first use. Fails with
+    /// `init`'s error (the next call tries again) or with
+    /// [`GrantOpError::Busy`] while a guard is alive.
+    pub fn get_or_init(
+        &'static self,
+        init: impl FnOnce() -> Result<GrantTable, GrantOpError>,
+    ) -> Result<SharedGrants, GrantOpError> {
+        if self
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(GrantOpError::Busy);
+        }
+        // SAFETY: `busy` is ours: nobody else looks at the slot.
+        let slot = unsafe { &mut *self.table.get() };
+        if slot.is_none() {
+            match init() {
+                Ok(t) => *slot = Some(t),
+                Err(e) => {
+                    self.busy.store(false, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(SharedGrants { cell: self })
+    }
+}
+
+impl Default for GrantCell {
+    fn default() -> Self {
+        GrantCell::new()
+    }
+}
+
+/// The guest's grant table (`Xen::grant_table` sets it up).
+pub static GRANTS: GrantCell = GrantCell::new();
+
+/// The locked shared table; unlocks when dropped.
+pub struct SharedGrants {
+    cell: &'static GrantCell,
+}
+
+impl SharedGrants {
+    fn table(&self) -> *mut GrantTable {
+        // SAFETY: a guard exists only once the slot holds a table
+        // (`get_or_init`), and the slot is never emptied.
+        match unsafe { &mut *self.cell.table.get() } {
+            Some(t) => t,
+            None => unreachable!("a SharedGrants guard without a table"),
+        }
+    }
+}
+
+impl core::ops::Deref for SharedGrants {
+    type Target = GrantTable;
+    fn deref(&self) -> &GrantTable {
+        // SAFETY: the guard holds the lock (see `table`).
+        unsafe { &*self.table() }
+    }
+}
+
+impl core::ops::DerefMut for SharedGrants {
+    fn deref_mut(&mut self) -> &mut GrantTable {
+        // SAFETY: the guard holds the lock, and `&mut self` makes this the
+        // only reference through it.
+        unsafe { &mut *self.table() }
+    }
+}
+
+impl Drop for SharedGrants {
+    fn drop(&mut self) {
+        self.cell.busy.store(false, Ordering::Release);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +285,41 @@ mod tests {
         // SAFETY: as above.
         unsafe { (*mem.as_mut_ptr().add(r as usize)).flags &= !GTF_READING };
         assert_eq!(t.end_access(r), Ok(()));
+    }
+
+    #[test]
+    fn shared_table_is_built_once_and_locked() {
+        static CELL: GrantCell = GrantCell::new();
+        static mut MEM: [GrantEntryV1; 64] = [GrantEntryV1 {
+            flags: 0,
+            domid: 0,
+            frame: 0,
+        }; 64];
+        // A failing setup leaves the cell unlocked and empty.
+        assert_eq!(
+            CELL.get_or_init(|| Err(GrantOpError::Status(-1))).err(),
+            Some(GrantOpError::Status(-1))
+        );
+        let mut builds = 0;
+        let mut a = CELL
+            .get_or_init(|| {
+                builds += 1;
+                // SAFETY: the static array outlives the table; only this test uses it.
+                Ok(unsafe { GrantTable::new(core::ptr::addr_of_mut!(MEM).cast(), 64) })
+            })
+            .unwrap();
+        let r1 = a.grant_access(0, 1, false).unwrap();
+        // A second user while the first holds it: refused, not a second table.
+        assert_eq!(
+            CELL.get_or_init(|| unreachable!()).err(),
+            Some(GrantOpError::Busy)
+        );
+        drop(a);
+        // Netfront and blkfront allocate from the same table.
+        let mut b = CELL.get_or_init(|| unreachable!()).unwrap();
+        let r2 = b.grant_access(0, 2, false).unwrap();
+        assert_eq!(r2, r1 + 1);
+        assert_eq!(builds, 1);
     }
 
     #[test]

@@ -29,7 +29,7 @@
 //!
 //! Modules with pure logic (ABI layouts, note parsing, `start_info`
 //! checks, rings, PV-clock arithmetic, event scanning, xs_wire, grant
-//! entries) build and are unit-tested on the host; hypercalls, entry code
+//! entries, blkif layouts) build and are unit-tested on the host; hypercalls, entry code
 //! and page tables build only for `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
 
@@ -37,6 +37,9 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod blkfront;
+#[cfg(all(target_os = "none", feature = "runtime", feature = "block"))]
+mod blockcheck;
 pub mod console;
 pub mod events;
 pub mod fmtbuf;

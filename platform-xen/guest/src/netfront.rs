@@ -575,6 +575,8 @@ mod target {
         let rx_page = granted_page(&mut gt, xen, domid, false);
         let tx_bufs = [(); TX_BUFS].map(|_| granted_page(&mut gt, xen, domid, true));
         let rx_bufs = [(); RX_BUFS].map(|_| granted_page(&mut gt, xen, domid, false));
+        // The table is shared with blkfront: unlock it before waiting on the backend.
+        drop(gt);
         let port = hypercall::evtchn_alloc_unbound(domid).unwrap_or_else(|e| {
             fail(&format!(
                 "cannot allocate an event channel for dom{domid}: {e:?}"

@@ -90,6 +90,42 @@ fn arm_timer(now: u64) {
     }
 }
 
+/// Xen system time (the clock blkfront's deadlines use).
+#[cfg(feature = "block")]
+pub(crate) fn xen_now() -> u64 {
+    platform().xen.system_time_ns()
+}
+
+/// Idle until `port` fires (true) or Xen time reaches `deadline` (false):
+/// blkfront's wait for a completion. As in `block_until`, the runtime's
+/// own timer stays armed, and a tick that comes meanwhile is deferred to
+/// its next safe point; the caller has unmasked `port`.
+#[cfg(feature = "block")]
+pub(crate) fn wait_port(port: u32, deadline: u64) -> bool {
+    let p = platform();
+    let timer_port = TIMER_PORT.load(Ordering::Relaxed) as u32;
+    let was_masked = events::mask();
+    SLEEP_UNTIL.store(deadline, Ordering::Relaxed);
+    let fired = loop {
+        if events::take_fired(port) {
+            break true;
+        }
+        let now = p.xen.system_time_ns();
+        if now >= deadline {
+            break false;
+        }
+        events::take_fired(timer_port);
+        arm_timer(now);
+        events::block(); // unmasks atomically with the check; the upcall runs
+        events::mask();
+    };
+    SLEEP_UNTIL.store(u64::MAX, Ordering::Relaxed);
+    if !was_masked {
+        events::unmask();
+    }
+    fired
+}
+
 /// After the upcall scanned the ports: the single-shot timer may be the
 /// runtime's. From the app, the runtime takes the frame over as the timer
 /// interrupt (like hvt's); from the runtime (only possible while it
@@ -368,6 +404,19 @@ fn xen_main(xen: &'static Xen) -> ! {
     // The vif (before the runtime starts the network component).
     #[cfg(feature = "net")]
     crate::netfront::init(xen, verbose);
+    // The vbds (before the runtime starts the storage component), and the
+    // platform's block self-test (`UNIKERNEL_BLOCK_SELFTEST=SEED`), which
+    // ends the boot.
+    #[cfg(feature = "block")]
+    {
+        crate::blkfront::init(xen, verbose, cl.option("XEN_BLK_INDIRECT") != Some("0"));
+        if let Some(seed) = cl.option("BLOCK_SELFTEST") {
+            let start = cl
+                .option("BLOCK_SELFTEST_SECTOR")
+                .and_then(|v| v.parse().ok());
+            crate::blockcheck::run(xen, seed, start);
+        }
+    }
 
     // SAFETY: the stub moves to the thread's kernel stack before events
     // can be delivered (registered with events masked).
