@@ -228,7 +228,17 @@ impl Target {
             return boot_with_input(image, opts, args, input);
         }
         if self == Target::Xen {
-            return boot_xen(image, opts, args);
+            // The lab attaches one disk (xvda): the file of the first --disk.
+            let disk = opts
+                .windows(2)
+                .find(|w| w[0] == "--disk")
+                .and_then(|w| w[1].split_once('='))
+                .map(|(_, file)| PathBuf::from(file));
+            let extras = XenLabExtras {
+                disk: disk.as_deref(),
+                ..XenLabExtras::default()
+            };
+            return boot_xen_lab(image, opts, args, &extras);
         }
         let machine = if self == Target::Kvm {
             "q35"
