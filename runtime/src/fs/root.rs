@@ -126,3 +126,71 @@ pub fn init(mem_size: u64) {
     let _ = tmp.chmod_root(0o1777);
     let _ = vfs::mount("/tmp", Arc::new(tmp));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::vfs::{Filesystem, OpenFlags};
+    use crate::fs::S_IFDIR;
+    use alloc::string::ToString;
+    use unikernel_image::files::{encode, S_IFREG};
+
+    fn read(fs: &dyn Filesystem, path: &str) -> Vec<u8> {
+        let f = fs
+            .open(
+                path,
+                OpenFlags {
+                    read: true,
+                    ..OpenFlags::default()
+                },
+            )
+            .unwrap();
+        let mut buf = alloc::vec![0u8; 256];
+        let n = f.pread(&mut buf, 0).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn embedded_files_are_read_in_place() {
+        let bytes: &'static [u8] = Box::leak(
+            encode(&[
+                ("static".to_string(), S_IFDIR | 0o555, alloc::vec![]),
+                (
+                    "static/index.html".to_string(),
+                    S_IFREG | 0o444,
+                    b"<h1>hi</h1>".to_vec(),
+                ),
+                (
+                    "config.toml".to_string(),
+                    S_IFREG | 0o644,
+                    b"x = 1\n".to_vec(),
+                ),
+            ])
+            .into_boxed_slice(),
+        );
+        let fs = MemFs::new("rootfs", RAMFS_MAGIC, true, u64::MAX);
+        add_embedded(&fs, bytes);
+        assert_eq!(read(&fs, "static/index.html"), b"<h1>hi</h1>");
+        assert_eq!(read(&fs, "config.toml"), b"x = 1\n");
+        assert_eq!(fs.stat("static").unwrap().mode, S_IFDIR | 0o555);
+        assert_eq!(fs.stat("config.toml").unwrap().mode, S_IFREG | 0o644);
+        assert_eq!(fs.used_pages(), 0, "nothing copied");
+        // A damaged archive adds nothing (and prints one line).
+        let bad = MemFs::new("rootfs", RAMFS_MAGIC, true, u64::MAX);
+        add_embedded(&bad, b"UKFILES1\x05\x00\x00\x00");
+        assert_eq!(bad.stat("static").err(), Some(crate::errno::ENOENT));
+    }
+
+    #[test]
+    fn root_tree_and_etc_files() {
+        let fs = root();
+        assert_eq!(fs.readlink("proc/self/exe").unwrap(), "/app");
+        assert!(fs.stat("tmp").is_ok() && fs.stat("dev/null").is_ok());
+        set_etc_file("hosts", b"127.0.0.1\tlocalhost\n".to_vec());
+        assert_eq!(read(&**fs, "etc/hosts"), b"127.0.0.1\tlocalhost\n");
+        set_etc_file("hosts", b"x".to_vec());
+        assert_eq!(read(&**fs, "etc/hosts"), b"x");
+        assert_eq!(fs.unlink("etc/hosts"), Err(crate::errno::EROFS));
+    }
+}
