@@ -28,6 +28,16 @@ pub fn root() -> &'static Arc<MemFs> {
 }
 
 fn build() -> MemFs {
+    build_from(
+        crate::app_name(),
+        crate::embedded_files(),
+        crate::declared_disks(),
+    )
+}
+
+/// The root for app `app` with the embedded-files archive `files` and the
+/// declared disks `disks` (`NAME=MOUNT` each).
+fn build_from(app: &str, files: &'static [u8], disks: &[String]) -> MemFs {
     let fs = MemFs::new("rootfs", RAMFS_MAGIC, true, u64::MAX);
     for d in ["dev", "proc", "proc/self", "tmp"] {
         let _ = fs.add_dir(d, 0o755);
@@ -36,11 +46,10 @@ fn build() -> MemFs {
     let _ = fs.add_device("dev/zero", Arc::new(Zero));
     let _ = fs.add_device("dev/random", Arc::new(Random));
     let _ = fs.add_device("dev/urandom", Arc::new(Random));
-    let app = crate::app_name();
     let _ = fs.add_static_file(app, 0o755, &[]);
     let _ = fs.add_symlink("proc/self/exe", &alloc::format!("/{app}"));
-    add_embedded(&fs, crate::embedded_files());
-    for d in crate::declared_disks() {
+    add_embedded(&fs, files);
+    for d in disks {
         if let Some((_, mount)) = d.split_once('=') {
             add_dirs(&fs, mount.trim_start_matches('/'));
         }
@@ -180,6 +189,25 @@ mod tests {
         let bad = MemFs::new("rootfs", RAMFS_MAGIC, true, u64::MAX);
         add_embedded(&bad, b"UKFILES1\x05\x00\x00\x00");
         assert_eq!(bad.stat("static").err(), Some(crate::errno::ENOENT));
+    }
+
+    #[test]
+    fn mount_points_of_declared_disks_are_directories() {
+        let disks = ["data=/data".to_string(), "logs=/var/log/app".to_string()];
+        let fs = build_from("svc", &[], &disks);
+        for d in [
+            "data",
+            "var",
+            "var/log",
+            "var/log/app",
+            "tmp",
+            "dev",
+            "proc/self",
+        ] {
+            assert_eq!(fs.stat(d).unwrap().mode & 0o170000, S_IFDIR, "{d}");
+        }
+        assert_eq!(fs.readlink("proc/self/exe").unwrap(), "/svc");
+        assert_eq!(fs.stat("svc").unwrap().size, 0);
     }
 
     #[test]
