@@ -6,6 +6,7 @@
 
 use crate::errno::*;
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -18,19 +19,32 @@ pub struct Space<'a> {
 }
 
 impl Space<'_> {
-    fn take(&mut self) -> Result<(), Errno> {
+    /// A zeroed page counted against the limit: `ENOSPC` past the limit or
+    /// when the kernel heap has no memory left (never a panic).
+    fn take(&mut self) -> Result<Box<[u8]>, Errno> {
         if *self.used >= self.limit {
             return Err(ENOSPC);
         }
+        // Exactly the layout a Box<[u8]> of PAGE bytes frees with.
+        let layout = core::alloc::Layout::array::<u8>(PAGE).map_err(|_| ENOMEM)?;
+        // SAFETY: the layout has a nonzero size.
+        let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        if p.is_null() {
+            return Err(ENOSPC);
+        }
         *self.used += 1;
-        Ok(())
+        // SAFETY: p is a fresh, zeroed allocation from the global allocator
+        // with the layout of a [u8; PAGE], which is what dropping the Box
+        // deallocates with.
+        Ok(unsafe { Box::from_raw(core::ptr::slice_from_raw_parts_mut(p, PAGE)) })
     }
 }
 
 pub enum Data {
-    /// Written by the app: page `i` holds bytes `[i*PAGE, (i+1)*PAGE)`.
+    /// Written by the app: page `i` holds bytes `[i*PAGE, (i+1)*PAGE)`; a
+    /// missing page is a hole.
     Pages {
-        pages: Vec<Option<Box<[u8]>>>,
+        pages: BTreeMap<u64, Box<[u8]>>,
         len: u64,
     },
     /// Read in place (embedded files; the root is read-only, so never written).
@@ -42,7 +56,7 @@ pub enum Data {
 impl Default for Data {
     fn default() -> Self {
         Data::Pages {
-            pages: Vec::new(),
+            pages: BTreeMap::new(),
             len: 0,
         }
     }
@@ -60,7 +74,7 @@ impl Data {
     /// Pages counted against the filesystem's size limit.
     pub fn pages(&self) -> u64 {
         match self {
-            Data::Pages { pages, .. } => pages.iter().filter(|p| p.is_some()).count() as u64,
+            Data::Pages { pages, .. } => pages.len() as u64,
             _ => 0,
         }
     }
@@ -82,7 +96,7 @@ impl Data {
                     let pos = off + done;
                     let (pi, po) = (pos / PAGE, pos % PAGE);
                     let chunk = (PAGE - po).min(n - done);
-                    match pages.get(pi).and_then(|p| p.as_ref()) {
+                    match pages.get(&(pi as u64)) {
                         Some(p) => buf[done..done + chunk].copy_from_slice(&p[po..po + chunk]),
                         None => buf[done..done + chunk].fill(0),
                     }
@@ -124,21 +138,15 @@ impl Data {
             let pos = offset as usize + done;
             let (pi, po) = (pos / PAGE, pos % PAGE);
             let chunk = (PAGE - po).min(src.len() - done);
-            if pages.len() <= pi {
-                pages.resize_with(pi + 1, || None);
-            }
-            if pages[pi].is_none() {
-                if let Err(e) = space.take() {
-                    if done == 0 {
-                        return Err(e);
-                    }
-                    break;
-                }
-                pages[pi] = Some(alloc::vec![0u8; PAGE].into_boxed_slice());
-            }
-            if let Some(p) = pages[pi].as_mut() {
-                p[po..po + chunk].copy_from_slice(&src[done..done + chunk]);
-            }
+            let page = match pages.entry(pi as u64) {
+                alloc::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                alloc::collections::btree_map::Entry::Vacant(v) => match space.take() {
+                    Ok(p) => v.insert(p),
+                    Err(e) if done == 0 => return Err(e),
+                    Err(_) => break,
+                },
+            };
+            page[po..po + chunk].copy_from_slice(&src[done..done + chunk]);
             done += chunk;
         }
         *len = (*len).max(offset + done as u64);
@@ -156,18 +164,16 @@ impl Data {
             return Err(EIO);
         };
         if new_len < *len {
-            let keep = (new_len as usize).div_ceil(PAGE);
-            for p in pages.drain(keep.min(pages.len())..).flatten() {
-                drop(p);
-                *space.used -= 1;
-            }
+            let keep = (new_len as usize).div_ceil(PAGE) as u64;
+            let gone = pages.split_off(&keep);
+            *space.used -= gone.len() as u64;
+            drop(gone);
             let tail = new_len as usize % PAGE;
             if tail != 0 {
-                if let Some(Some(p)) = pages.get_mut(keep - 1) {
+                if let Some(p) = pages.get_mut(&(keep - 1)) {
                     p[tail..].fill(0);
                 }
             }
-            pages.shrink_to_fit();
         }
         *len = new_len;
         Ok(())
@@ -184,22 +190,23 @@ impl Data {
         let Data::Pages { pages, len } = self else {
             return Err(EIO);
         };
-        let (first, last) = ((offset as usize) / PAGE, (end as usize).div_ceil(PAGE));
-        let missing = (first..last)
-            .filter(|&i| pages.get(i).is_none_or(|p| p.is_none()))
-            .count() as u64;
+        let (first, last) = (offset / PAGE as u64, end.div_ceil(PAGE as u64));
+        let missing = (first..last).filter(|i| !pages.contains_key(i)).count() as u64;
         if *space.used + missing > space.limit {
             return Err(ENOSPC);
         }
-        if pages.len() < last {
-            pages.resize_with(last, || None);
-        }
-        for p in &mut pages[first..last] {
-            if p.is_none() {
-                *p = Some(alloc::vec![0u8; PAGE].into_boxed_slice());
-                *space.used += 1;
+        let mut fresh = Vec::new();
+        for i in (first..last).filter(|i| !pages.contains_key(i)) {
+            match space.take() {
+                Ok(p) => fresh.push((i, p)),
+                Err(e) => {
+                    // All or nothing: give back what this call took.
+                    *space.used -= fresh.len() as u64;
+                    return Err(e);
+                }
             }
         }
+        pages.extend(fresh);
         *len = (*len).max(end);
         Ok(())
     }

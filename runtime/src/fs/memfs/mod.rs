@@ -328,7 +328,9 @@ impl Filesystem for MemFs {
         let n = g.node_mut(ino)?;
         match &mut n.kind {
             Kind::Device(f) => return Ok(f.clone()),
-            Kind::Dir { .. } if flags.write || flags.truncate => return Err(EISDIR),
+            Kind::Dir { .. } if flags.write || flags.truncate || flags.create => {
+                return Err(EISDIR)
+            }
             Kind::Dir { .. } => {}
             _ if flags.directory => return Err(ENOTDIR),
             Kind::Symlink(_) => return Err(ELOOP),
