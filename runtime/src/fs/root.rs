@@ -17,14 +17,14 @@ use super::vfs;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use spin::Once;
+use spin::Mutex;
 use unikernel_image::files::Archive;
 
-static ROOT: Once<Arc<MemFs>> = Once::new();
+static ROOT: Mutex<Option<Arc<MemFs>>> = Mutex::new(None);
 
 /// The root filesystem (built on first use).
-pub fn root() -> &'static Arc<MemFs> {
-    ROOT.call_once(|| Arc::new(build()))
+pub fn root() -> Arc<MemFs> {
+    ROOT.lock().get_or_insert_with(|| Arc::new(build())).clone()
 }
 
 fn build() -> MemFs {
@@ -59,11 +59,13 @@ fn build_from(app: &str, files: &'static [u8], disks: &[String]) -> MemFs {
 
 /// Create `path` and its parents as directories (existing ones are kept).
 fn add_dirs(fs: &MemFs, path: &str) {
-    let mut at = 0;
-    while at < path.len() {
-        let end = path[at..].find('/').map_or(path.len(), |i| at + i);
-        let _ = fs.add_dir(&path[..end], 0o755);
-        at = end + 1;
+    let mut prefix = String::new();
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(comp);
+        let _ = fs.add_dir(&prefix, 0o755);
     }
 }
 
@@ -130,7 +132,7 @@ fn tmp_size(mem_size: u64) -> u64 {
 
 /// Mount `/` and `/tmp` (called once at boot, before the components).
 pub fn init(mem_size: u64) {
-    let _ = vfs::mount("/", root().clone());
+    let _ = vfs::mount("/", root());
     let tmp = MemFs::new("tmpfs", TMPFS_MAGIC, false, tmp_size(mem_size));
     let _ = tmp.chmod_root(0o1777);
     let _ = vfs::mount("/tmp", Arc::new(tmp));
@@ -216,9 +218,9 @@ mod tests {
         assert_eq!(fs.readlink("proc/self/exe").unwrap(), "/app");
         assert!(fs.stat("tmp").is_ok() && fs.stat("dev/null").is_ok());
         set_etc_file("hosts", b"127.0.0.1\tlocalhost\n".to_vec());
-        assert_eq!(read(&**fs, "etc/hosts"), b"127.0.0.1\tlocalhost\n");
+        assert_eq!(read(&*fs, "etc/hosts"), b"127.0.0.1\tlocalhost\n");
         set_etc_file("hosts", b"x".to_vec());
-        assert_eq!(read(&**fs, "etc/hosts"), b"x");
+        assert_eq!(read(&*fs, "etc/hosts"), b"x");
         assert_eq!(fs.unlink("etc/hosts"), Err(crate::errno::EROFS));
     }
 }

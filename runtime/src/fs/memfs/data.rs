@@ -6,7 +6,6 @@
 
 use crate::errno::*;
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -40,13 +39,33 @@ impl Space<'_> {
     }
 }
 
+/// The allocated pages of a file, sorted by page number (appending, the
+/// common case, adds at the end; a hole costs nothing).
+#[derive(Default)]
+pub struct PageMap(Vec<(u64, Box<[u8]>)>);
+
+impl PageMap {
+    fn find(&self, page: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&page, |(i, _)| *i)
+    }
+
+    fn get(&self, page: u64) -> Option<&[u8]> {
+        self.find(page).ok().map(|i| &*self.0[i].1)
+    }
+
+    fn get_mut(&mut self, page: u64) -> Option<&mut [u8]> {
+        self.find(page).ok().map(|i| &mut *self.0[i].1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 pub enum Data {
     /// Written by the app: page `i` holds bytes `[i*PAGE, (i+1)*PAGE)`; a
     /// missing page is a hole.
-    Pages {
-        pages: BTreeMap<u64, Box<[u8]>>,
-        len: u64,
-    },
+    Pages { pages: PageMap, len: u64 },
     /// Read in place (embedded files; the root is read-only, so never written).
     Static(&'static [u8]),
     /// Replaced as a whole by its owner (`/etc` files).
@@ -56,7 +75,7 @@ pub enum Data {
 impl Default for Data {
     fn default() -> Self {
         Data::Pages {
-            pages: BTreeMap::new(),
+            pages: PageMap::default(),
             len: 0,
         }
     }
@@ -96,7 +115,7 @@ impl Data {
                     let pos = off + done;
                     let (pi, po) = (pos / PAGE, pos % PAGE);
                     let chunk = (PAGE - po).min(n - done);
-                    match pages.get(&(pi as u64)) {
+                    match pages.get(pi as u64) {
                         Some(p) => buf[done..done + chunk].copy_from_slice(&p[po..po + chunk]),
                         None => buf[done..done + chunk].fill(0),
                     }
@@ -138,10 +157,13 @@ impl Data {
             let pos = offset as usize + done;
             let (pi, po) = (pos / PAGE, pos % PAGE);
             let chunk = (PAGE - po).min(src.len() - done);
-            let page = match pages.entry(pi as u64) {
-                alloc::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                alloc::collections::btree_map::Entry::Vacant(v) => match space.take() {
-                    Ok(p) => v.insert(p),
+            let page = match pages.find(pi as u64) {
+                Ok(i) => &mut pages.0[i].1,
+                Err(i) => match space.take() {
+                    Ok(p) => {
+                        pages.0.insert(i, (pi as u64, p));
+                        &mut pages.0[i].1
+                    }
                     Err(e) if done == 0 => return Err(e),
                     Err(_) => break,
                 },
@@ -165,12 +187,13 @@ impl Data {
         };
         if new_len < *len {
             let keep = (new_len as usize).div_ceil(PAGE) as u64;
-            let gone = pages.split_off(&keep);
-            *space.used -= gone.len() as u64;
-            drop(gone);
+            let first_gone = pages.find(keep).unwrap_or_else(|i| i);
+            *space.used -= (pages.0.len() - first_gone) as u64;
+            pages.0.truncate(first_gone);
+            pages.0.shrink_to_fit();
             let tail = new_len as usize % PAGE;
             if tail != 0 {
-                if let Some(p) = pages.get_mut(&(keep - 1)) {
+                if let Some(p) = pages.get_mut(keep - 1) {
                     p[tail..].fill(0);
                 }
             }
@@ -191,12 +214,12 @@ impl Data {
             return Err(EIO);
         };
         let (first, last) = (offset / PAGE as u64, end.div_ceil(PAGE as u64));
-        let missing = (first..last).filter(|i| !pages.contains_key(i)).count() as u64;
+        let missing = (first..last).filter(|i| pages.find(*i).is_err()).count() as u64;
         if *space.used + missing > space.limit {
             return Err(ENOSPC);
         }
         let mut fresh = Vec::new();
-        for i in (first..last).filter(|i| !pages.contains_key(i)) {
+        for i in (first..last).filter(|i| pages.find(*i).is_err()) {
             match space.take() {
                 Ok(p) => fresh.push((i, p)),
                 Err(e) => {
@@ -206,7 +229,11 @@ impl Data {
                 }
             }
         }
-        pages.extend(fresh);
+        for (i, p) in fresh {
+            if let Err(at) = pages.find(i) {
+                pages.0.insert(at, (i, p));
+            }
+        }
         *len = (*len).max(end);
         Ok(())
     }

@@ -14,6 +14,7 @@
 
 mod data;
 mod file;
+mod table;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -24,11 +25,11 @@ pub use data::PAGE;
 use super::vfs::{self, Filesystem, OpenFlags, StatFs, Timespec};
 use super::{File, Stat, S_IFDIR, S_IFLNK, S_IFREG};
 use crate::errno::*;
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
+use table::{Entries, Nodes};
 
 pub const TMPFS_MAGIC: i64 = 0x0102_1994;
 pub const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -41,7 +42,7 @@ static NEXT_DEV: AtomicU64 = AtomicU64::new(1);
 pub(crate) enum Kind {
     /// Entries by name, and the parent's inode (the root is its own parent).
     Dir {
-        entries: BTreeMap<String, u64>,
+        entries: Entries,
         parent: u64,
     },
     File(Data),
@@ -63,8 +64,7 @@ pub(crate) struct Inode {
 }
 
 pub(crate) struct Inner {
-    pub nodes: BTreeMap<u64, Inode>,
-    next_ino: u64,
+    pub nodes: Nodes,
     /// Pages of file data in use.
     pub used: u64,
 }
@@ -152,11 +152,11 @@ impl MemFs {
     /// An empty filesystem of at most `limit_bytes` of file data
     /// (rounded up to whole pages).
     pub fn new(fs_type: &'static str, magic: i64, read_only: bool, limit_bytes: u64) -> MemFs {
-        let mut nodes = BTreeMap::new();
+        let mut nodes = Nodes::default();
         let mut root = Inode::new(
             S_IFDIR | 0o755,
             Kind::Dir {
-                entries: BTreeMap::new(),
+                entries: Entries::default(),
                 parent: ROOT_INO,
             },
         );
@@ -164,11 +164,7 @@ impl MemFs {
         nodes.insert(ROOT_INO, root);
         MemFs {
             shared: Arc::new(Shared {
-                inner: Mutex::new(Inner {
-                    nodes,
-                    next_ino: ROOT_INO + 1,
-                    used: 0,
-                }),
+                inner: Mutex::new(Inner { nodes, used: 0 }),
                 read_only,
                 dev: NEXT_DEV.fetch_add(1, Ordering::Relaxed),
                 limit: limit_bytes.div_ceil(PAGE as u64),
@@ -197,7 +193,7 @@ impl MemFs {
             };
         }
         let kind = Kind::Dir {
-            entries: BTreeMap::new(),
+            entries: Entries::default(),
             parent: 0,
         };
         g.create(path, Inode::new(S_IFDIR | (mode & 0o7777), kind))
@@ -365,7 +361,7 @@ impl Filesystem for MemFs {
         }
         self.writable()?;
         let kind = Kind::Dir {
-            entries: BTreeMap::new(),
+            entries: Entries::default(),
             parent: 0,
         };
         g.create(path, Inode::new(S_IFDIR | (mode & 0o7777), kind))

@@ -3,10 +3,10 @@
 //! when its last name and its last open file are gone.
 
 use super::data::Space;
+use super::table::{Entries, Nodes};
 use super::{now, Inner, Inode, Kind, NAME_MAX, ROOT_INO};
 use crate::errno::*;
 use crate::fs::vfs;
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 
 pub(super) fn check_name(name: &str) -> Result<(), Errno> {
@@ -18,10 +18,7 @@ pub(super) fn check_name(name: &str) -> Result<(), Errno> {
 
 /// Split a normalized path into its parent directory and last component.
 pub(super) fn split(path: &str) -> (&str, &str) {
-    match path.rfind('/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => ("", path),
-    }
+    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 impl Inner {
@@ -63,7 +60,7 @@ impl Inner {
         Ok((d, name))
     }
 
-    pub(super) fn entries_mut(&mut self, dir: u64) -> Result<&mut BTreeMap<String, u64>, Errno> {
+    pub(super) fn entries_mut(&mut self, dir: u64) -> Result<&mut Entries, Errno> {
         match &mut self.node_mut(dir)?.kind {
             Kind::Dir { entries, .. } => Ok(entries),
             _ => Err(ENOTDIR),
@@ -76,15 +73,13 @@ impl Inner {
         if self.entries_mut(dir)?.contains_key(name) {
             return Err(EEXIST);
         }
-        let ino = self.next_ino;
-        self.next_ino += 1;
         let is_dir = inode.is_dir();
         let mut inode = inode;
         if let Kind::Dir { parent, .. } = &mut inode.kind {
             *parent = dir;
             inode.nlink = 2;
         }
-        self.nodes.insert(ino, inode);
+        let ino = self.nodes.insert(ROOT_INO + 1, inode);
         self.entries_mut(dir)?.insert(String::from(name), ino);
         let t = now();
         let d = self.node_mut(dir)?;
@@ -248,7 +243,7 @@ impl Inner {
         }
     }
 
-    pub fn space(&mut self, limit: u64) -> (&mut BTreeMap<u64, Inode>, Space<'_>) {
+    pub fn space(&mut self, limit: u64) -> (&mut Nodes, Space<'_>) {
         (
             &mut self.nodes,
             Space {
