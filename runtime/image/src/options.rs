@@ -106,11 +106,16 @@ pub fn parse_addr_list(s: &str) -> impl Iterator<Item = Result<IpAddr, OptionErr
 /// A size in bytes: digits with an optional `K`, `M` or `G` suffix
 /// (powers of 1024, either case).
 pub fn parse_size(s: &str) -> Result<u64, OptionError> {
-    let (digits, shift) = match s.as_bytes().last() {
-        Some(b'k' | b'K') => (&s[..s.len() - 1], 10),
-        Some(b'm' | b'M') => (&s[..s.len() - 1], 20),
-        Some(b'g' | b'G') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
+    let shift = match s.as_bytes().last() {
+        Some(b'k' | b'K') => 10,
+        Some(b'm' | b'M') => 20,
+        Some(b'g' | b'G') => 30,
+        _ => 0,
+    };
+    let digits = if shift == 0 {
+        s
+    } else {
+        s.get(..s.len() - 1).unwrap_or("")
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(OptionError::Size);

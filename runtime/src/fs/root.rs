@@ -17,17 +17,27 @@ use super::vfs;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use spin::Once;
+use spin::Mutex;
 use unikernel_image::files::Archive;
 
-static ROOT: Once<Arc<MemFs>> = Once::new();
+static ROOT: Mutex<Option<Arc<MemFs>>> = Mutex::new(None);
 
 /// The root filesystem (built on first use).
-pub fn root() -> &'static Arc<MemFs> {
-    ROOT.call_once(|| Arc::new(build()))
+pub fn root() -> Arc<MemFs> {
+    ROOT.lock().get_or_insert_with(|| Arc::new(build())).clone()
 }
 
 fn build() -> MemFs {
+    build_from(
+        crate::app_name(),
+        crate::embedded_files(),
+        crate::declared_disks(),
+    )
+}
+
+/// The root for app `app` with the embedded-files archive `files` and the
+/// declared disks `disks` (`NAME=MOUNT` each).
+fn build_from(app: &str, files: &'static [u8], disks: &[String]) -> MemFs {
     let fs = MemFs::new("rootfs", RAMFS_MAGIC, true, u64::MAX);
     for d in ["dev", "proc", "proc/self", "tmp"] {
         let _ = fs.add_dir(d, 0o755);
@@ -36,11 +46,10 @@ fn build() -> MemFs {
     let _ = fs.add_device("dev/zero", Arc::new(Zero));
     let _ = fs.add_device("dev/random", Arc::new(Random));
     let _ = fs.add_device("dev/urandom", Arc::new(Random));
-    let app = crate::app_name();
     let _ = fs.add_static_file(app, 0o755, &[]);
     let _ = fs.add_symlink("proc/self/exe", &alloc::format!("/{app}"));
-    add_embedded(&fs, crate::embedded_files());
-    for d in crate::declared_disks() {
+    add_embedded(&fs, files);
+    for d in disks {
         if let Some((_, mount)) = d.split_once('=') {
             add_dirs(&fs, mount.trim_start_matches('/'));
         }
@@ -50,11 +59,13 @@ fn build() -> MemFs {
 
 /// Create `path` and its parents as directories (existing ones are kept).
 fn add_dirs(fs: &MemFs, path: &str) {
-    let mut at = 0;
-    while at < path.len() {
-        let end = path[at..].find('/').map_or(path.len(), |i| at + i);
-        let _ = fs.add_dir(&path[..end], 0o755);
-        at = end + 1;
+    let mut prefix = String::new();
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(comp);
+        let _ = fs.add_dir(&prefix, 0o755);
     }
 }
 
@@ -121,8 +132,95 @@ fn tmp_size(mem_size: u64) -> u64 {
 
 /// Mount `/` and `/tmp` (called once at boot, before the components).
 pub fn init(mem_size: u64) {
-    let _ = vfs::mount("/", root().clone());
+    let _ = vfs::mount("/", root());
     let tmp = MemFs::new("tmpfs", TMPFS_MAGIC, false, tmp_size(mem_size));
     let _ = tmp.chmod_root(0o1777);
     let _ = vfs::mount("/tmp", Arc::new(tmp));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::vfs::{Filesystem, OpenFlags};
+    use crate::fs::S_IFDIR;
+    use alloc::string::ToString;
+    use unikernel_image::files::{encode, S_IFREG};
+
+    fn read(fs: &dyn Filesystem, path: &str) -> Vec<u8> {
+        let f = fs
+            .open(
+                path,
+                OpenFlags {
+                    read: true,
+                    ..OpenFlags::default()
+                },
+            )
+            .unwrap();
+        let mut buf = alloc::vec![0u8; 256];
+        let n = f.pread(&mut buf, 0).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn embedded_files_are_read_in_place() {
+        let bytes: &'static [u8] = Box::leak(
+            encode(&[
+                ("static".to_string(), S_IFDIR | 0o555, alloc::vec![]),
+                (
+                    "static/index.html".to_string(),
+                    S_IFREG | 0o444,
+                    b"<h1>hi</h1>".to_vec(),
+                ),
+                (
+                    "config.toml".to_string(),
+                    S_IFREG | 0o644,
+                    b"x = 1\n".to_vec(),
+                ),
+            ])
+            .into_boxed_slice(),
+        );
+        let fs = MemFs::new("rootfs", RAMFS_MAGIC, true, u64::MAX);
+        add_embedded(&fs, bytes);
+        assert_eq!(read(&fs, "static/index.html"), b"<h1>hi</h1>");
+        assert_eq!(read(&fs, "config.toml"), b"x = 1\n");
+        assert_eq!(fs.stat("static").unwrap().mode, S_IFDIR | 0o555);
+        assert_eq!(fs.stat("config.toml").unwrap().mode, S_IFREG | 0o644);
+        assert_eq!(fs.used_pages(), 0, "nothing copied");
+        // A damaged archive adds nothing (and prints one line).
+        let bad = MemFs::new("rootfs", RAMFS_MAGIC, true, u64::MAX);
+        add_embedded(&bad, b"UKFILES1\x05\x00\x00\x00");
+        assert_eq!(bad.stat("static").err(), Some(crate::errno::ENOENT));
+    }
+
+    #[test]
+    fn mount_points_of_declared_disks_are_directories() {
+        let disks = ["data=/data".to_string(), "logs=/var/log/app".to_string()];
+        let fs = build_from("svc", &[], &disks);
+        for d in [
+            "data",
+            "var",
+            "var/log",
+            "var/log/app",
+            "tmp",
+            "dev",
+            "proc/self",
+        ] {
+            assert_eq!(fs.stat(d).unwrap().mode & 0o170000, S_IFDIR, "{d}");
+        }
+        assert_eq!(fs.readlink("proc/self/exe").unwrap(), "/svc");
+        assert_eq!(fs.stat("svc").unwrap().size, 0);
+    }
+
+    #[test]
+    fn root_tree_and_etc_files() {
+        let fs = root();
+        assert_eq!(fs.readlink("proc/self/exe").unwrap(), "/app");
+        assert!(fs.stat("tmp").is_ok() && fs.stat("dev/null").is_ok());
+        set_etc_file("hosts", b"127.0.0.1\tlocalhost\n".to_vec());
+        assert_eq!(read(&*fs, "etc/hosts"), b"127.0.0.1\tlocalhost\n");
+        set_etc_file("hosts", b"x".to_vec());
+        assert_eq!(read(&*fs, "etc/hosts"), b"x");
+        assert_eq!(fs.unlink("etc/hosts"), Err(crate::errno::EROFS));
+    }
 }

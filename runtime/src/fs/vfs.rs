@@ -173,7 +173,9 @@ pub fn resolve_mount(path: &str) -> Option<(Mount, String)> {
     let rest = if b.path == "/" {
         path.trim_start_matches('/')
     } else {
-        path[b.path.len()..].trim_start_matches('/')
+        path.get(b.path.len()..)
+            .unwrap_or("")
+            .trim_start_matches('/')
     };
     Some((b.clone(), String::from(rest)))
 }

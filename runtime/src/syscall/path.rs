@@ -53,6 +53,9 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> SysResult {
     }
     let create = flags & O_CREAT != 0;
     let exclusive = create && flags & O_EXCL != 0;
+    if create && p.ends_with(b"/") {
+        return Err(EISDIR);
+    }
     let nofollow = flags & O_NOFOLLOW != 0 || exclusive;
     let r = resolve_at(dirfd, p, !nofollow)?;
     if flags & O_NOFOLLOW != 0 && !exclusive {

@@ -18,21 +18,54 @@ pub struct Space<'a> {
 }
 
 impl Space<'_> {
-    fn take(&mut self) -> Result<(), Errno> {
+    /// A zeroed page counted against the limit: `ENOSPC` past the limit or
+    /// when the kernel heap has no memory left (never a panic).
+    fn take(&mut self) -> Result<Box<[u8]>, Errno> {
         if *self.used >= self.limit {
             return Err(ENOSPC);
         }
+        // Exactly the layout a Box<[u8]> of PAGE bytes frees with.
+        let layout = core::alloc::Layout::array::<u8>(PAGE).map_err(|_| ENOMEM)?;
+        // SAFETY: the layout has a nonzero size.
+        let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        if p.is_null() {
+            return Err(ENOSPC);
+        }
         *self.used += 1;
-        Ok(())
+        // SAFETY: p is a fresh, zeroed allocation from the global allocator
+        // with the layout of a [u8; PAGE], which is what dropping the Box
+        // deallocates with.
+        Ok(unsafe { Box::from_raw(core::ptr::slice_from_raw_parts_mut(p, PAGE)) })
+    }
+}
+
+/// The allocated pages of a file, sorted by page number (appending, the
+/// common case, adds at the end; a hole costs nothing).
+#[derive(Default)]
+pub struct PageMap(Vec<(u64, Box<[u8]>)>);
+
+impl PageMap {
+    fn find(&self, page: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&page, |(i, _)| *i)
+    }
+
+    fn get(&self, page: u64) -> Option<&[u8]> {
+        self.find(page).ok().map(|i| &*self.0[i].1)
+    }
+
+    fn get_mut(&mut self, page: u64) -> Option<&mut [u8]> {
+        self.find(page).ok().map(|i| &mut *self.0[i].1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
 pub enum Data {
-    /// Written by the app: page `i` holds bytes `[i*PAGE, (i+1)*PAGE)`.
-    Pages {
-        pages: Vec<Option<Box<[u8]>>>,
-        len: u64,
-    },
+    /// Written by the app: page `i` holds bytes `[i*PAGE, (i+1)*PAGE)`; a
+    /// missing page is a hole.
+    Pages { pages: PageMap, len: u64 },
     /// Read in place (embedded files; the root is read-only, so never written).
     Static(&'static [u8]),
     /// Replaced as a whole by its owner (`/etc` files).
@@ -42,7 +75,7 @@ pub enum Data {
 impl Default for Data {
     fn default() -> Self {
         Data::Pages {
-            pages: Vec::new(),
+            pages: PageMap::default(),
             len: 0,
         }
     }
@@ -60,7 +93,7 @@ impl Data {
     /// Pages counted against the filesystem's size limit.
     pub fn pages(&self) -> u64 {
         match self {
-            Data::Pages { pages, .. } => pages.iter().filter(|p| p.is_some()).count() as u64,
+            Data::Pages { pages, .. } => pages.len() as u64,
             _ => 0,
         }
     }
@@ -82,7 +115,7 @@ impl Data {
                     let pos = off + done;
                     let (pi, po) = (pos / PAGE, pos % PAGE);
                     let chunk = (PAGE - po).min(n - done);
-                    match pages.get(pi).and_then(|p| p.as_ref()) {
+                    match pages.get(pi as u64) {
                         Some(p) => buf[done..done + chunk].copy_from_slice(&p[po..po + chunk]),
                         None => buf[done..done + chunk].fill(0),
                     }
@@ -124,21 +157,18 @@ impl Data {
             let pos = offset as usize + done;
             let (pi, po) = (pos / PAGE, pos % PAGE);
             let chunk = (PAGE - po).min(src.len() - done);
-            if pages.len() <= pi {
-                pages.resize_with(pi + 1, || None);
-            }
-            if pages[pi].is_none() {
-                if let Err(e) = space.take() {
-                    if done == 0 {
-                        return Err(e);
+            let page = match pages.find(pi as u64) {
+                Ok(i) => &mut pages.0[i].1,
+                Err(i) => match space.take() {
+                    Ok(p) => {
+                        pages.0.insert(i, (pi as u64, p));
+                        &mut pages.0[i].1
                     }
-                    break;
-                }
-                pages[pi] = Some(alloc::vec![0u8; PAGE].into_boxed_slice());
-            }
-            if let Some(p) = pages[pi].as_mut() {
-                p[po..po + chunk].copy_from_slice(&src[done..done + chunk]);
-            }
+                    Err(e) if done == 0 => return Err(e),
+                    Err(_) => break,
+                },
+            };
+            page[po..po + chunk].copy_from_slice(&src[done..done + chunk]);
             done += chunk;
         }
         *len = (*len).max(offset + done as u64);
@@ -156,18 +186,17 @@ impl Data {
             return Err(EIO);
         };
         if new_len < *len {
-            let keep = (new_len as usize).div_ceil(PAGE);
-            for p in pages.drain(keep.min(pages.len())..).flatten() {
-                drop(p);
-                *space.used -= 1;
-            }
+            let keep = (new_len as usize).div_ceil(PAGE) as u64;
+            let first_gone = pages.find(keep).unwrap_or_else(|i| i);
+            *space.used -= (pages.0.len() - first_gone) as u64;
+            pages.0.truncate(first_gone);
+            pages.0.shrink_to_fit();
             let tail = new_len as usize % PAGE;
             if tail != 0 {
-                if let Some(Some(p)) = pages.get_mut(keep - 1) {
+                if let Some(p) = pages.get_mut(keep - 1) {
                     p[tail..].fill(0);
                 }
             }
-            pages.shrink_to_fit();
         }
         *len = new_len;
         Ok(())
@@ -184,20 +213,25 @@ impl Data {
         let Data::Pages { pages, len } = self else {
             return Err(EIO);
         };
-        let (first, last) = ((offset as usize) / PAGE, (end as usize).div_ceil(PAGE));
-        let missing = (first..last)
-            .filter(|&i| pages.get(i).is_none_or(|p| p.is_none()))
-            .count() as u64;
+        let (first, last) = (offset / PAGE as u64, end.div_ceil(PAGE as u64));
+        let missing = (first..last).filter(|i| pages.find(*i).is_err()).count() as u64;
         if *space.used + missing > space.limit {
             return Err(ENOSPC);
         }
-        if pages.len() < last {
-            pages.resize_with(last, || None);
+        let mut fresh = Vec::new();
+        for i in (first..last).filter(|i| pages.find(*i).is_err()) {
+            match space.take() {
+                Ok(p) => fresh.push((i, p)),
+                Err(e) => {
+                    // All or nothing: give back what this call took.
+                    *space.used -= fresh.len() as u64;
+                    return Err(e);
+                }
+            }
         }
-        for p in &mut pages[first..last] {
-            if p.is_none() {
-                *p = Some(alloc::vec![0u8; PAGE].into_boxed_slice());
-                *space.used += 1;
+        for (i, p) in fresh {
+            if let Err(at) = pages.find(i) {
+                pages.0.insert(at, (i, p));
             }
         }
         *len = (*len).max(end);

@@ -274,14 +274,7 @@ impl File for MemFile {
                 Cursor::Start => (Cursor::AfterDot, self.ino, DT_DIR, "."),
                 Cursor::AfterDot => (Cursor::After(None), *parent, DT_DIR, ".."),
                 Cursor::After(last) => {
-                    let mut it = match last {
-                        None => entries.range::<str, _>(..),
-                        Some(l) => entries.range::<str, _>((
-                            core::ops::Bound::Excluded(l.as_str()),
-                            core::ops::Bound::Unbounded,
-                        )),
-                    };
-                    let Some((name, &ino)) = it.next() else {
+                    let Some((name, ino)) = entries.after(last.as_deref()) else {
                         break;
                     };
                     let dt = g.nodes.get(&ino).map_or(DT_REG, dtype);

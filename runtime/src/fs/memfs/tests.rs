@@ -57,6 +57,21 @@ fn create_write_read_append() {
 }
 
 #[test]
+fn sparse_files_take_only_written_pages() {
+    let fs = tmp(1 << 20);
+    let f = fs.open("s", rw(true)).unwrap();
+    assert_eq!(f.pwrite(b"far", 1 << 40).unwrap(), 3);
+    assert_eq!(f.stat().size, (1 << 40) + 3);
+    assert_eq!(fs.used_pages(), 1);
+    let mut b = [1u8; 3];
+    assert_eq!(f.pread(&mut b, 1 << 39).unwrap(), 3);
+    assert_eq!(b, [0; 3]);
+    f.set_len(10).unwrap();
+    assert_eq!(fs.used_pages(), 0);
+    assert_eq!(f.pwrite(b"x", u64::MAX - 1), Err(EFBIG));
+}
+
+#[test]
 fn truncate_frees_and_zeroes() {
     let fs = tmp(1 << 20);
     let f = fs.open("t", rw(true)).unwrap();
