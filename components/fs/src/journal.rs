@@ -151,7 +151,7 @@ impl Header {
 /// the commit block included).
 pub fn max_data_blocks(log_blocks: usize) -> usize {
     // n data + ceil(n / DESC_ENTRIES) descriptors + 1 commit <= log_blocks
-    let mut n = log_blocks.saturating_sub(2) * DESC_ENTRIES / (DESC_ENTRIES + 1);
+    let mut n = log_blocks.saturating_sub(2);
     while n > 0 && n + n.div_ceil(DESC_ENTRIES) + 1 > log_blocks {
         n -= 1;
     }

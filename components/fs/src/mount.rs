@@ -116,7 +116,7 @@ pub fn open_volume(
     };
     let fat = boot.total_sectors;
     if fat % SECTORS_PER_BLOCK != 0 || fat + 2 > sectors {
-        if fat + 2 > sectors {
+        if fat > sectors {
             return Err(err(format!(
                 "truncated: the FAT volume alone is {} bytes but the device has {bytes}",
                 fat * SECTOR as u64

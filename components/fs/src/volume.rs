@@ -133,6 +133,12 @@ impl Shared {
         Ok(())
     }
 
+    /// Half the journal's capacity (room before a piece of a truncation).
+    fn half_journal(&self) -> usize {
+        let cap = self.cache.lock().capacity();
+        cap / 2
+    }
+
     /// Bytes one piece of a long write may carry (a quarter of the journal).
     fn piece_bytes(&self) -> usize {
         let cap = self.cache.lock().capacity();
@@ -246,7 +252,7 @@ impl Inner {
         let mut cur = size;
         while cur > to {
             let next = cur.saturating_sub(step).max(to);
-            sh.make_room(sh.cache.lock().capacity() / 2)?;
+            sh.make_room(sh.half_journal())?;
             file.seek(SeekFrom::Start(next)).map_err(errno)?;
             file.truncate().map_err(errno)?;
             file.flush().map_err(errno)?;
@@ -488,7 +494,7 @@ impl Filesystem for FatVolume {
         }
         // Free a big replaced file's clusters beyond what one transaction
         // holds first (the rest of the rename is one transaction).
-        sh.make_room(sh.cache.lock().capacity() / 2)?;
+        sh.make_room(sh.half_journal())?;
         if dst == Some(false) {
             let mut f = g.root().open_file(to).map_err(errno)?;
             let size = f.seek(SeekFrom::End(0)).map_err(errno)?;
@@ -497,7 +503,7 @@ impl Filesystem for FatVolume {
                 g.forget(to);
                 g.shrink_in_pieces(sh, &mut f, keep)?;
                 drop(f);
-                sh.make_room(sh.cache.lock().capacity() / 2)?;
+                sh.make_room(sh.half_journal())?;
             }
         }
         // From here on: no commit until the call returns, so the removal
@@ -523,15 +529,32 @@ impl Filesystem for FatVolume {
             .filter(|(k, _)| **k == kf || k.starts_with(&(kf.clone() + "/")))
             .map(|(k, v)| (k.clone(), *v))
             .collect();
+        // lamfat's `File` remembers where its directory entry is, and a
+        // rename moves the entry: reopen the moved files at their new
+        // place (their entries were flushed at the end of the last call,
+        // so dropping the old `File` writes nothing).
+        let mut result = Ok(());
         for (k, id) in moved {
             g.by_path.remove(&k);
             let nk = kt.clone() + &k[kf.len()..];
-            if let Some(n) = g.nodes.get_mut(&id) {
-                n.path = String::from(to) + &n.path[from.len()..];
+            let Some(mut n) = g.nodes.remove(&id) else {
+                continue;
+            };
+            n.path = String::from(to) + &n.path[from.len()..];
+            match g.root().open_file(&n.path) {
+                Ok(f) => {
+                    let old = core::mem::replace(&mut n.file, f);
+                    drop(old);
+                    g.by_path.insert(nk, id);
+                }
+                Err(e) => {
+                    n.stale = true;
+                    result = Err(errno(e));
+                }
             }
-            g.by_path.insert(nk, id);
+            g.nodes.insert(id, n);
         }
-        Ok(())
+        result
     }
 
     fn truncate(&self, path: &str, len: u64) -> Result<(), Errno> {
