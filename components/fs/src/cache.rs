@@ -146,7 +146,10 @@ impl BlockCache {
 
     /// Read bytes of the FAT volume at byte `pos`.
     pub fn read(&mut self, pos: u64, out: &mut [u8]) -> Result<(), Errno> {
-        if pos.checked_add(out.len() as u64).is_none_or(|e| e > self.volume_bytes()) {
+        if pos
+            .checked_add(out.len() as u64)
+            .is_none_or(|e| e > self.volume_bytes())
+        {
             return Err(EIO);
         }
         let mut done = 0;
@@ -171,7 +174,10 @@ impl BlockCache {
         if !self.writable {
             return Err(EROFS);
         }
-        if pos.checked_add(data.len() as u64).is_none_or(|e| e > self.volume_bytes()) {
+        if pos
+            .checked_add(data.len() as u64)
+            .is_none_or(|e| e > self.volume_bytes())
+        {
             return Err(EIO);
         }
         let mut done = 0;

@@ -63,7 +63,8 @@ impl BlockDevice for FileDevice {
     fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), Errno> {
         check(self.sectors, sector, buf.len())?;
         let f = self.file.lock().map_err(|_| EIO)?;
-        f.read_exact_at(buf, sector * SECTOR as u64).map_err(|_| EIO)
+        f.read_exact_at(buf, sector * SECTOR as u64)
+            .map_err(|_| EIO)
     }
     fn write(&self, sector: u64, buf: &[u8]) -> Result<(), Errno> {
         if self.read_only {
@@ -96,7 +97,8 @@ pub fn layout(size: u64) -> Result<(u64, u32), String> {
     // A 32nd of the volume, between 1 MiB and 32 MiB.
     let journal_bytes = (size / 32).clamp(1 << 20, 32 << 20) / BLOCK as u64 * BLOCK as u64;
     let journal_blocks = (journal_bytes / BLOCK as u64) as u32;
-    let fat_sectors = (size - journal_bytes) / SECTOR as u64 / SECTORS_PER_BLOCK * SECTORS_PER_BLOCK;
+    let fat_sectors =
+        (size - journal_bytes) / SECTOR as u64 / SECTORS_PER_BLOCK * SECTORS_PER_BLOCK;
     Ok((fat_sectors, journal_blocks))
 }
 
@@ -158,15 +160,16 @@ pub fn create_with_progress(
         let dev: Arc<dyn BlockDevice> = Arc::new(
             FileDevice::open(path, false).map_err(|e| format!("cannot open {show}: {e}"))?,
         );
-        let vol = crate::open_volume(dev, true, 0, unix_now)
-            .map_err(|e| format!("{show}: {e}"))?;
+        let vol = crate::open_volume(dev, true, 0, unix_now).map_err(|e| format!("{show}: {e}"))?;
         let total = tree_bytes(seed).map_err(|e| format!("cannot read {}: {e}", seed.display()))?;
         let mut done = 0;
         copy_tree(&vol, seed, "", &mut done, total, progress)?;
         use unikernel_runtime::fs::vfs::Filesystem;
-        vol.sync().map_err(|e| format!("cannot write {show}: {}", name(e)))?;
+        vol.sync()
+            .map_err(|e| format!("cannot write {show}: {}", name(e)))?;
     }
-    file.sync_all().map_err(|e| format!("cannot write {show}: {e}"))?;
+    file.sync_all()
+        .map_err(|e| format!("cannot write {show}: {e}"))?;
     Ok(())
 }
 
@@ -251,7 +254,13 @@ fn copy_tree(
         let t = e
             .file_type()
             .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        let fail = |e: Errno| format!("cannot copy {} into the volume: {}", p.display(), name_of(e));
+        let fail = |e: Errno| {
+            format!(
+                "cannot copy {} into the volume: {}",
+                p.display(),
+                name_of(e)
+            )
+        };
         if t.is_dir() {
             vol.mkdir(&inside, 0o755).map_err(fail)?;
             copy_tree(vol, &p, &inside, done, total, progress)?;
@@ -267,7 +276,8 @@ fn copy_tree(
                     },
                 )
                 .map_err(fail)?;
-            let mut src = File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let mut src =
+                File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = src

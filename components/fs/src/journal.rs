@@ -119,8 +119,7 @@ impl Header {
             journal_blocks: le32(&s[24..28]),
             checkpointed: le64(&s[32..40]),
         };
-        if h.fat_sectors % SECTORS_PER_BLOCK != 0 || h.fat_sectors == 0 || h.journal_blocks < 4
-        {
+        if h.fat_sectors % SECTORS_PER_BLOCK != 0 || h.fat_sectors == 0 || h.journal_blocks < 4 {
             return Err(HeaderError::Corrupt);
         }
         Ok(h)
@@ -133,7 +132,11 @@ impl Header {
         let b = Header::decode(&two[SECTOR..2 * SECTOR]);
         match (a, b) {
             (Ok(a), Ok(b)) if a.fat_sectors == b.fat_sectors => {
-                Ok(if b.checkpointed > a.checkpointed { b } else { a })
+                Ok(if b.checkpointed > a.checkpointed {
+                    b
+                } else {
+                    a
+                })
             }
             (Ok(a), Ok(_)) => Ok(a),
             (Ok(a), Err(_)) => Ok(a),
@@ -242,9 +245,7 @@ pub fn find_committed<E>(
         }
         ndesc += 1;
         crc.update(&buf);
-        let homes: Vec<u64> = (0..n)
-            .map(|i| le64(&buf[24 + 8 * i..32 + 8 * i]))
-            .collect();
+        let homes: Vec<u64> = (0..n).map(|i| le64(&buf[24 + 8 * i..32 + 8 * i])).collect();
         for home in homes {
             read_block(idx, &mut buf)?;
             idx += 1;
@@ -295,8 +296,11 @@ mod tests {
     #[test]
     fn transaction_round_trip_and_torn() {
         let datas: Vec<[u8; BLOCK]> = (0..600).map(|i| [(i % 251) as u8; BLOCK]).collect();
-        let blocks: Vec<(u64, &[u8; BLOCK])> =
-            datas.iter().enumerate().map(|(i, d)| (i as u64 * 3, d)).collect();
+        let blocks: Vec<(u64, &[u8; BLOCK])> = datas
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (i as u64 * 3, d))
+            .collect();
         let img = encode_transaction(5, &blocks);
         let log_blocks = img.len() / BLOCK + 3;
         assert!(max_data_blocks(log_blocks) >= 600);

@@ -62,8 +62,7 @@ pub fn parse_boot(s: &[u8]) -> Option<BootInfo> {
     let total16 = le16(&s[19..21]);
     let total32 = le32(&s[32..36]);
     let total = if total16 != 0 { total16 } else { total32 };
-    if bps != SECTOR as u64 || spc == 0 || !spc.is_power_of_two() || reserved == 0 || fats == 0
-    {
+    if bps != SECTOR as u64 || spc == 0 || !spc.is_power_of_two() || reserved == 0 || fats == 0 {
         return None;
     }
     if total == 0 {

@@ -177,7 +177,9 @@ impl Inner {
     /// The directory entry of `path` (not the root).
     fn entry(&self, path: &str) -> Result<LEntry, Errno> {
         let (parent, name) = split(path);
-        let dir = self.dir(parent).map_err(|e| if e == EINVAL { ENOTDIR } else { e })?;
+        let dir = self
+            .dir(parent)
+            .map_err(|e| if e == EINVAL { ENOTDIR } else { e })?;
         for e in dir.iter() {
             let e = e.map_err(errno)?;
             if e.file_name().eq_ignore_ascii_case(name)
@@ -308,7 +310,11 @@ impl FatVolume {
                 return Err(ENAMETOOLONG);
             }
             if g.kind(parent)? != Some(true) {
-                return Err(if g.kind(parent)?.is_none() { ENOENT } else { ENOTDIR });
+                return Err(if g.kind(parent)?.is_none() {
+                    ENOENT
+                } else {
+                    ENOTDIR
+                });
             }
             sh.make_room(8)?;
             g.root().create_file(path).map_err(errno)?;
@@ -481,7 +487,11 @@ impl Filesystem for FatVolume {
             Some(false) => return Err(ENOTDIR),
             Some(true) => {}
         }
-        let dst = if key(from) == key(to) { None } else { g.kind(to)? };
+        let dst = if key(from) == key(to) {
+            None
+        } else {
+            g.kind(to)?
+        };
         if let Some(dst_dir) = dst {
             if flags & RENAME_NOREPLACE != 0 {
                 return Err(EEXIST);

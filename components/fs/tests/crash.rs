@@ -25,8 +25,9 @@ fn record(n: u32) -> [u8; RECORD] {
 }
 
 fn sum(b: &[u8]) -> u32 {
-    b.iter()
-        .fold(0x811c_9dc5u32, |h, &x| (h ^ u32::from(x)).wrapping_mul(0x0100_0193))
+    b.iter().fold(0x811c_9dc5u32, |h, &x| {
+        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
+    })
 }
 
 fn state(n: u32) -> Vec<u8> {
@@ -229,7 +230,11 @@ fn torn_journal_is_ignored_and_committed_one_replayed() {
     assert!(read_all(&v, "two").is_err(), "a torn commit is ignored");
     let dev2 = MemDisk::new(img_whole);
     let v = mount(dev2.clone());
-    assert_eq!(read_all(&v, "two").unwrap(), b"second", "a committed log is replayed");
+    assert_eq!(
+        read_all(&v, "two").unwrap(),
+        b"second",
+        "a committed log is replayed"
+    );
     drop(v);
     fsck(&dev2.image(), "after replay");
     // Read-only: replayed in memory, the device untouched.

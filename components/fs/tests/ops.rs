@@ -143,7 +143,10 @@ fn directories_unlink_rename() {
     v.rename("a", "b", 0).unwrap();
     assert_eq!(read_all(&v, "b").unwrap(), b"new contents");
     assert_eq!(v.stat("a").err(), Some(ENOENT));
-    assert!(v.statfs().f_bfree > free_before, "the old target's clusters are freed");
+    assert!(
+        v.statfs().f_bfree > free_before,
+        "the old target's clusters are freed"
+    );
     // NOREPLACE, EXCHANGE, dir over file, file over dir, dir into itself.
     write_file(&v, "c", b"c");
     assert_eq!(v.rename("c", "b", RENAME_NOREPLACE).err(), Some(EEXIST));
@@ -205,7 +208,12 @@ fn enospc_leaves_a_consistent_volume() {
     assert_eq!(f.stat().size as usize, total);
     assert_eq!(v.statfs().f_bfree, 0);
     f.sync(false).unwrap();
-    assert_eq!(v.open("another", rw_create()).and_then(|g| g.write(b"x")).err(), Some(ENOSPC));
+    assert_eq!(
+        v.open("another", rw_create())
+            .and_then(|g| g.write(b"x"))
+            .err(),
+        Some(ENOSPC)
+    );
     v.sync().unwrap();
     fsck(&dev.image(), "a full volume");
     drop(f);
@@ -260,10 +268,7 @@ fn not_a_volume_of_ours() {
         let d = tmpdir("mkfs");
         let p = d.join("other.img");
         std::fs::write(&p, vec![0u8; 8 << 20]).unwrap();
-        let st = std::process::Command::new(mkfs)
-            .arg(&p)
-            .output()
-            .unwrap();
+        let st = std::process::Command::new(mkfs).arg(&p).output().unwrap();
         assert!(st.status.success());
         let m = msg(std::fs::read(&p).unwrap());
         assert!(m.contains("without the unikernel journal"), "{m}");

@@ -40,10 +40,15 @@ fn create_with_seed_checks_clean_and_mtools_read_it() {
     seed(&d.join("seed"));
     let img = d.join("data.img");
     let mut calls = 0;
-    unikernel_fs::host::create_with_progress(&img, 64 << 20, Some(&d.join("seed")), &mut |done, total| {
-        assert!(done <= total);
-        calls += 1;
-    })
+    unikernel_fs::host::create_with_progress(
+        &img,
+        64 << 20,
+        Some(&d.join("seed")),
+        &mut |done, total| {
+            assert!(done <= total);
+            calls += 1;
+        },
+    )
     .unwrap();
     assert!(calls >= 4);
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 64 << 20);
@@ -93,12 +98,19 @@ fn a_file_written_by_the_component_is_read_by_mtype() {
         return;
     };
     assert_eq!(t, "persisted line\n");
-    assert_eq!(mtool("mtype", &["-i", i, "::/replaced"]).unwrap(), "new version\n");
+    assert_eq!(
+        mtool("mtype", &["-i", i, "::/replaced"]).unwrap(),
+        "new version\n"
+    );
     // And the other way: a file mtools put in is read by the component
     // (the journal after the FAT volume survives mtools' writes).
     let src = d.join("from-host.txt");
     std::fs::write(&src, "from mcopy\n").unwrap();
-    mtool("mcopy", &["-i", i, src.to_str().unwrap(), "::/from-host.txt"]).unwrap();
+    mtool(
+        "mcopy",
+        &["-i", i, src.to_str().unwrap(), "::/from-host.txt"],
+    )
+    .unwrap();
     let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&img, true).unwrap());
     let v = unikernel_fs::open_volume(dev, false, 0, unikernel_fs::host::unix_now).unwrap();
     assert_eq!(read_all(&v, "from-host.txt").unwrap(), b"from mcopy\n");
