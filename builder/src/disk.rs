@@ -83,7 +83,7 @@ pub fn create(file: &Path, size: &str, from: Option<&Path>, force: bool) -> Resu
         "created {} ({} MiB: FAT volume + {} MiB journal){} in {:.1}s; attach it with `cargo unikernel run --disk NAME={}`",
         file.display(),
         bytes >> 20,
-        u64::from(journal_blocks) * 4096 >> 20,
+        (u64::from(journal_blocks) * 4096) >> 20,
         from.map_or(String::new(), |d| format!(", seeded from {}", d.display())),
         start.elapsed().as_secs_f64(),
         file.display()

@@ -41,7 +41,7 @@ impl FileDevice {
 }
 
 fn check(sectors: u64, sector: u64, len: usize) -> Result<(), Errno> {
-    if len == 0 || len % SECTOR != 0 {
+    if len == 0 || !len.is_multiple_of(SECTOR) {
         return Err(EINVAL);
     }
     match sector.checked_add((len / SECTOR) as u64) {
@@ -91,7 +91,7 @@ pub fn layout(size: u64) -> Result<(u64, u32), String> {
     if size > MAX_SIZE {
         return Err(format!("size {size} bytes is too large: at most 1 TiB"));
     }
-    if size % SECTOR as u64 != 0 {
+    if !size.is_multiple_of(SECTOR as u64) {
         return Err(format!("size {size} bytes is not a multiple of 512"));
     }
     // A 32nd of the volume, between 1 MiB and 32 MiB.

@@ -119,7 +119,10 @@ impl Header {
             journal_blocks: le32(&s[24..28]),
             checkpointed: le64(&s[32..40]),
         };
-        if h.fat_sectors % SECTORS_PER_BLOCK != 0 || h.fat_sectors == 0 || h.journal_blocks < 4 {
+        if !h.fat_sectors.is_multiple_of(SECTORS_PER_BLOCK)
+            || h.fat_sectors == 0
+            || h.journal_blocks < 4
+        {
             return Err(HeaderError::Corrupt);
         }
         Ok(h)

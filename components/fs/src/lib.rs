@@ -128,7 +128,7 @@ pub fn init() {
                 "unikernel: disk \"{}\": {} ({} MiB) mounted at {} ({}, vfat + journal)",
                 decl.name,
                 dev.name(),
-                dev.sectors() * dev.sector_size() as u64 >> 20,
+                (dev.sectors() * dev.sector_size() as u64) >> 20,
                 decl.mount,
                 if writable { "read-write" } else { "read-only" }
             );

@@ -694,10 +694,8 @@ impl FatFile {
         self.with(|sh, _, f| {
             let size = f.seek(SeekFrom::End(0)).map_err(errno)?;
             let start = offset.unwrap_or(size);
-            if start.saturating_add(buf.len() as u64) > MAX_FILE_SIZE {
-                if start >= MAX_FILE_SIZE {
-                    return Err(EFBIG);
-                }
+            if start >= MAX_FILE_SIZE && !buf.is_empty() {
+                return Err(EFBIG);
             }
             let len = buf.len().min((MAX_FILE_SIZE - start) as usize);
             // A write past the end fills the gap with zeros first.

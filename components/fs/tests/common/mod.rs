@@ -70,7 +70,7 @@ impl BlockDevice for MemDisk {
     fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let d = self.data.lock().unwrap();
         let off = sector as usize * 512;
-        if buf.len() % 512 != 0 || off + buf.len() > d.len() {
+        if !buf.len().is_multiple_of(512) || off + buf.len() > d.len() {
             return Err(EINVAL);
         }
         buf.copy_from_slice(&d[off..off + buf.len()]);
@@ -82,7 +82,7 @@ impl BlockDevice for MemDisk {
         }
         let mut d = self.data.lock().unwrap();
         let off = sector as usize * 512;
-        if buf.len() % 512 != 0 || off + buf.len() > d.len() {
+        if !buf.len().is_multiple_of(512) || off + buf.len() > d.len() {
             return Err(EINVAL);
         }
         let mut log = self.log.lock().unwrap();
