@@ -31,7 +31,7 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use lamfat::{Read, Seek, SeekFrom, Write};
+use lamfat::{Seek, SeekFrom, Write};
 use spin::Mutex;
 use unikernel_runtime::errno::*;
 use unikernel_runtime::fs::vfs::{
@@ -71,6 +71,26 @@ struct Node {
     path: String,
     handles: usize,
     stale: bool,
+    /// The file's size (lamfat's own answer costs a cluster-chain walk).
+    size: u64,
+    /// Volume byte offset of each cluster of the file, built on the first
+    /// read or in-place write and dropped when the allocation changes:
+    /// reads and overwrites go straight to the block cache through it
+    /// (lamfat walks the chain from the first cluster on every seek).
+    map: Option<Vec<u64>>,
+}
+
+impl Node {
+    fn cluster_map(&mut self) -> Result<&[u64], Errno> {
+        if self.map.is_none() {
+            let mut m = Vec::new();
+            for e in self.file.extents() {
+                m.push(e.map_err(errno)?.offset);
+            }
+            self.map = Some(m);
+        }
+        Ok(self.map.as_deref().unwrap_or(&[]))
+    }
 }
 
 struct Inner {
@@ -92,6 +112,7 @@ struct Shared {
     cache: Arc<Mutex<BlockCache>>,
     read_only: bool,
     dev_id: u64,
+    now: NowFn,
 }
 
 /// A mounted volume (see the module documentation).
@@ -291,6 +312,7 @@ impl FatVolume {
             cache,
             read_only,
             dev_id,
+            now,
         })))
     }
 
@@ -345,6 +367,7 @@ impl FatVolume {
             Some(&id) => id,
             None => {
                 let file = g.root().open_file(path).map_err(errno)?;
+                let size = g.entry(path)?.len();
                 let id = g.next_node;
                 g.next_node += 1;
                 g.nodes.insert(
@@ -354,6 +377,8 @@ impl FatVolume {
                         path: String::from(path),
                         handles: 0,
                         stale: false,
+                        size,
+                        map: None,
                     },
                 );
                 g.by_path.insert(k, id);
@@ -648,38 +673,65 @@ impl FatFile {
         &self,
         f: impl FnOnce(&Shared, &mut Inner, &mut LFile) -> Result<R, Errno>,
     ) -> Result<R, Errno> {
+        self.with_node(|sh, g, n| f(sh, g, &mut n.file))
+    }
+
+    /// Run `f` on this file's node under the volume lock.
+    fn with_node<R>(
+        &self,
+        f: impl FnOnce(&Shared, &mut Inner, &mut Node) -> Result<R, Errno>,
+    ) -> Result<R, Errno> {
         let mut g = self.vol.inner.lock();
         let inner: &mut Inner = &mut g;
         let mut node = inner.nodes.remove(&self.node).ok_or(EIO)?;
         let r = if node.stale {
             Err(ESTALE)
         } else {
-            f(&self.vol, inner, &mut node.file)
+            f(&self.vol, inner, &mut node)
         };
         inner.nodes.insert(self.node, node);
         r
+    }
+
+    /// Copy between `buf` and the file's bytes at `offset` (inside its
+    /// size) straight through the block cache, cluster by cluster.
+    fn direct(
+        sh: &Shared,
+        cluster: u64,
+        node: &mut Node,
+        offset: u64,
+        len: usize,
+        mut io: impl FnMut(&mut BlockCache, u64, core::ops::Range<usize>) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let map = node.cluster_map()?;
+        let mut done = 0usize;
+        while done < len {
+            let at = offset + done as u64;
+            let idx = (at / cluster) as usize;
+            let inner = at % cluster;
+            let n = ((cluster - inner) as usize).min(len - done);
+            let phys = *map.get(idx).ok_or(EIO)? + inner;
+            io(&mut sh.cache.lock(), phys, done..done + n)?;
+            done += n;
+        }
+        Ok(())
     }
 
     fn do_pread(&self, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
         if !self.readable {
             return Err(EBADF);
         }
-        self.with(|_, _, f| {
-            let size = f.seek(SeekFrom::End(0)).map_err(errno)?;
+        self.with_node(|sh, g, node| {
+            let size = node.size;
             if offset >= size {
                 return Ok(0);
             }
-            f.seek(SeekFrom::Start(offset)).map_err(errno)?;
             let want = buf.len().min((size - offset) as usize);
-            let mut done = 0;
-            while done < want {
-                let n = f.read(&mut buf[done..want]).map_err(errno)?;
-                if n == 0 {
-                    break;
-                }
-                done += n;
-            }
-            Ok(done)
+            let cluster = u64::from(g.fs.cluster_size());
+            Self::direct(sh, cluster, node, offset, want, |c, phys, r| {
+                c.read(phys, &mut buf[r])
+            })?;
+            Ok(want)
         })
     }
 
@@ -691,16 +743,39 @@ impl FatFile {
         }
         self.vol.check_writable()?;
         let piece = self.vol.piece_bytes();
-        self.with(|sh, _, f| {
-            let size = f.seek(SeekFrom::End(0)).map_err(errno)?;
+        self.with_node(|sh, g, node| {
+            let size = node.size;
             let start = offset.unwrap_or(size);
             if start >= MAX_FILE_SIZE && !buf.is_empty() {
                 return Err(EFBIG);
             }
             let len = buf.len().min((MAX_FILE_SIZE - start) as usize);
+            if start + len as u64 <= size {
+                // An overwrite inside the file: no allocation changes, the
+                // bytes go straight to the cache; then the modification time.
+                let cluster = u64::from(g.fs.cluster_size());
+                let mut done = 0;
+                while done < len {
+                    let n = piece.min(len - done);
+                    sh.make_room(piece / crate::journal::BLOCK + 8)?;
+                    let at = start + done as u64;
+                    Self::direct(sh, cluster, node, at, n, |c, phys, r| {
+                        c.write(phys, &buf[r.start + done..r.end + done])
+                    })?;
+                    done += n;
+                }
+                node.file.set_modified(to_fat((sh.now)()));
+                node.file.flush().map_err(errno)?;
+                return Ok((len, start + len as u64));
+            }
+            // The allocation changes: through lamfat.
+            node.map = None;
+            let f = &mut node.file;
             // A write past the end fills the gap with zeros first.
             if start > size {
-                fill_zeros(sh, f, size, start - size, piece)?;
+                let r = fill_zeros(sh, f, size, start - size, piece);
+                node.size = f.seek(SeekFrom::End(0)).map_err(errno)?;
+                r?;
             }
             let mut done = 0;
             while done < len {
@@ -714,12 +789,14 @@ impl FatFile {
                     Ok(()) => done += n,
                     Err((written, e)) => {
                         done += written;
+                        node.size = node.size.max(start + done as u64);
                         if done == 0 {
                             return Err(e);
                         }
                         break;
                     }
                 }
+                node.size = node.size.max(start + done as u64);
             }
             Ok((done, start + done as u64))
         })
@@ -827,15 +904,19 @@ impl File for FatFile {
             return Err(EFBIG);
         }
         let piece = self.vol.piece_bytes();
-        self.with(|sh, g, f| {
-            let size = f.seek(SeekFrom::End(0)).map_err(errno)?;
-            if len > size {
+        self.with_node(|sh, g, node| {
+            let size = node.size;
+            node.map = None;
+            let f = &mut node.file;
+            let r = if len > size {
                 fill_zeros(sh, f, size, len - size, piece)
             } else if len < size {
                 g.shrink_in_pieces(sh, f, len)
             } else {
                 Ok(())
-            }
+            };
+            node.size = f.seek(SeekFrom::End(0)).map_err(errno)?;
+            r
         })
     }
 

@@ -55,11 +55,25 @@ impl Xorshift {
     }
 }
 
+/// Page `n` of the in-place file: 4 KiB, slot `n % 4`.
+fn page(n: u32) -> Vec<u8> {
+    let mut v = format!("page {n:08}\n").into_bytes();
+    v.resize(4096, b'A' + (n % 26) as u8);
+    v
+}
+
+fn check_page(data: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(data.get(..13)?).ok()?;
+    let n: u32 = s.strip_prefix("page ")?.trim().parse().ok()?;
+    (data == page(n)).then_some(n)
+}
+
 /// (event index at which it was acknowledged, what)
 #[derive(Clone, Copy)]
 enum Ack {
     Records(u32),
     State(u32),
+    Page(u32),
 }
 
 fn workload(dev: &std::sync::Arc<MemDisk>) -> Vec<(usize, Ack)> {
@@ -74,7 +88,17 @@ fn workload(dev: &std::sync::Arc<MemDisk>) -> Vec<(usize, Ack)> {
             },
         )
         .unwrap();
+    let pages = v.open("pages", rw_create()).unwrap();
+    for n in 0..4 {
+        pages.pwrite(&page(n), u64::from(n) * 4096).unwrap();
+    }
+    pages.sync(false).unwrap();
+    acks.push((dev.events().len(), Ack::Page(0)));
     for n in 0..120u32 {
+        // An overwrite inside the file (the direct path), fsynced.
+        pages.pwrite(&page(n + 4), u64::from(n % 4) * 4096).unwrap();
+        pages.sync(true).unwrap();
+        acks.push((dev.events().len(), Ack::Page(n + 4)));
         log.write(&record(n)).unwrap();
         log.sync(false).unwrap();
         acks.push((dev.events().len(), Ack::Records(n + 1)));
@@ -141,7 +165,7 @@ fn acknowledged_data_survives_any_cut() {
     let points: usize = std::env::var("CRASH_POINTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(150);
+        .unwrap_or(400);
     let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
     let mut cuts: Vec<usize> = (0..points)
         .map(|_| rng.below(events.len() as u64 + 1) as usize)
@@ -182,6 +206,32 @@ fn acknowledged_data_survives_any_cut() {
             let got = read_all(&v, "state").expect("acknowledged state file missing");
             let n = check_state(&got).unwrap_or_else(|| panic!("cut {cut}: state torn"));
             assert!(n >= s, "cut {cut}: state {n}, {s} acknowledged");
+        }
+        if acks
+            .iter()
+            .any(|(at, a)| *at <= cut && matches!(a, Ack::Page(_)))
+        {
+            let got = read_all(&v, "pages").expect("acknowledged pages missing");
+            assert_eq!(got.len(), 4 * 4096, "cut {cut}: pages file size");
+            for slot in 0..4u32 {
+                let have = check_page(&got[slot as usize * 4096..(slot as usize + 1) * 4096])
+                    .unwrap_or_else(|| panic!("cut {cut}: page slot {slot} torn"));
+                assert_eq!(have % 4, slot, "cut {cut}: page in the wrong slot");
+                let need = acks
+                    .iter()
+                    .filter(|(at, _)| *at <= cut)
+                    .filter_map(|(_, a)| match a {
+                        Ack::Page(n) if *n % 4 == slot || *n == 0 => Some(*n),
+                        _ => None,
+                    })
+                    .filter(|n| n % 4 == slot)
+                    .max()
+                    .unwrap_or(slot);
+                assert!(
+                    have >= need,
+                    "cut {cut}: slot {slot} has page {have}, {need} acknowledged"
+                );
+            }
         }
         if let Ok(b) = read_all(&v, "blob") {
             assert!(b.len() <= 1536 * 1024);
