@@ -31,6 +31,7 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use lamfat::{Seek, SeekFrom, Write};
 use spin::Mutex;
 use unikernel_runtime::errno::*;
@@ -106,9 +107,33 @@ struct Inner {
 // and nothing inside keeps thread-local state.
 unsafe impl Send for Inner {}
 
+/// The volume lock. Device requests made under it may let other threads
+/// run (a driver waits for its device through the scheduler), and the
+/// runtime does not preempt kernel code: a thread that finds the lock
+/// taken must therefore sleep a little, not spin, or the holder never
+/// runs again.
+struct VolumeLock(Mutex<Inner>);
+
+impl VolumeLock {
+    fn lock(&self) -> spin::MutexGuard<'_, Inner> {
+        loop {
+            if let Some(g) = self.0.try_lock() {
+                return g;
+            }
+            #[cfg(target_os = "none")]
+            {
+                let now = unikernel_runtime::platform().monotonic_ns();
+                unikernel_runtime::sched::sleep_until(now + 50_000);
+            }
+            #[cfg(not(target_os = "none"))]
+            core::hint::spin_loop();
+        }
+    }
+}
+
 /// What every handle of a volume shares.
 struct Shared {
-    inner: Mutex<Inner>,
+    inner: VolumeLock,
     cache: Arc<Mutex<BlockCache>>,
     read_only: bool,
     dev_id: u64,
@@ -303,12 +328,12 @@ impl FatVolume {
         let fs = lamfat::FileSystem::new(io, opts).map_err(errno)?;
         let fs: &'static Fs = alloc::boxed::Box::leak(alloc::boxed::Box::new(fs));
         Ok(FatVolume(Arc::new(Shared {
-            inner: Mutex::new(Inner {
+            inner: VolumeLock(Mutex::new(Inner {
                 fs,
                 nodes: BTreeMap::new(),
                 by_path: BTreeMap::new(),
                 next_node: 1,
-            }),
+            })),
             cache,
             read_only,
             dev_id,
@@ -389,7 +414,7 @@ impl FatVolume {
         let handle = FatFile {
             vol: sh.clone(),
             node: id,
-            pos: Mutex::new(0),
+            pos: AtomicU64::new(0),
             append: flags.append,
             readable: flags.read,
             writable: flags.write,
@@ -661,7 +686,8 @@ impl Filesystem for FatVolume {
 pub struct FatFile {
     vol: Arc<Shared>,
     node: u64,
-    pos: Mutex<u64>,
+    /// This handle's offset (never locked across I/O: see [`VolumeLock`]).
+    pos: AtomicU64,
     append: bool,
     readable: bool,
     writable: bool,
@@ -855,17 +881,17 @@ impl Drop for FatFile {
 
 impl File for FatFile {
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
-        let mut pos = self.pos.lock();
-        let n = self.do_pread(buf, *pos)?;
-        *pos += n as u64;
+        let pos = self.pos.load(Ordering::Acquire);
+        let n = self.do_pread(buf, pos)?;
+        self.pos.store(pos + n as u64, Ordering::Release);
         Ok(n)
     }
 
     fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
-        let mut pos = self.pos.lock();
-        let at = if self.append { None } else { Some(*pos) };
+        let pos = self.pos.load(Ordering::Acquire);
+        let at = if self.append { None } else { Some(pos) };
         let (n, end) = self.do_pwrite(buf, at)?;
-        *pos = end;
+        self.pos.store(end, Ordering::Release);
         Ok(n)
     }
 
@@ -880,10 +906,9 @@ impl File for FatFile {
     }
 
     fn seek(&self, offset: i64, whence: u32) -> Result<u64, Errno> {
-        let mut pos = self.pos.lock();
         let base = match whence {
             unikernel_runtime::fs::SEEK_SET => 0,
-            unikernel_runtime::fs::SEEK_CUR => *pos as i64,
+            unikernel_runtime::fs::SEEK_CUR => self.pos.load(Ordering::Acquire) as i64,
             unikernel_runtime::fs::SEEK_END => self.stat().size,
             _ => return Err(EINVAL),
         };
@@ -891,7 +916,7 @@ impl File for FatFile {
         if new < 0 {
             return Err(EINVAL);
         }
-        *pos = new as u64;
+        self.pos.store(new as u64, Ordering::Release);
         Ok(new as u64)
     }
 
@@ -1047,10 +1072,16 @@ impl File for FatDir {
         Ok(FatVolume(self.vol.clone()).statfs())
     }
     fn getdents64(&self, buf: &mut [u8]) -> Result<usize, Errno> {
-        let mut entries = self.entries.lock();
-        if entries.is_none() {
-            *entries = Some(self.list()?);
+        // Listing takes the volume lock (and may wait for the device):
+        // never with this handle's own locks held.
+        if self.entries.lock().is_none() {
+            let l = self.list()?;
+            let mut e = self.entries.lock();
+            if e.is_none() {
+                *e = Some(l);
+            }
         }
+        let entries = self.entries.lock();
         let list = entries.as_ref().ok_or(EIO)?;
         let mut cursor = self.cursor.lock();
         let mut used = 0;
