@@ -135,3 +135,57 @@ pub fn init() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unikernel_runtime::errno::{Errno, EIO};
+
+    struct Dev(Option<&'static str>);
+    impl BlockDevice for Dev {
+        fn name(&self) -> &str {
+            "t"
+        }
+        fn label(&self) -> Option<&str> {
+            self.0
+        }
+        fn sectors(&self) -> u64 {
+            0
+        }
+        fn read_only(&self) -> bool {
+            false
+        }
+        fn read(&self, _: u64, _: &mut [u8]) -> Result<(), Errno> {
+            Err(EIO)
+        }
+        fn write(&self, _: u64, _: &[u8]) -> Result<(), Errno> {
+            Err(EIO)
+        }
+        fn flush(&self) -> Result<(), Errno> {
+            Err(EIO)
+        }
+    }
+
+    fn devs(labels: &[Option<&'static str>]) -> Vec<Arc<dyn BlockDevice>> {
+        labels
+            .iter()
+            .map(|l| Arc::new(Dev(*l)) as Arc<dyn BlockDevice>)
+            .collect()
+    }
+
+    #[test]
+    fn devices_match_by_label_then_in_order() {
+        // Labels win, whatever the order.
+        let d = devs(&[Some("logs"), Some("data")]);
+        assert_eq!(pick_devices(&["data", "logs"], &d), [Some(1), Some(0)]);
+        // Without labels: declaration order.
+        let d = devs(&[None, None]);
+        assert_eq!(pick_devices(&["data", "logs"], &d), [Some(0), Some(1)]);
+        // A missing disk is None; a device labelled for another disk is
+        // never taken in order.
+        let d = devs(&[Some("other")]);
+        assert_eq!(pick_devices(&["data"], &d), [None]);
+        let d = devs(&[None]);
+        assert_eq!(pick_devices(&["data", "logs"], &d), [Some(0), None]);
+    }
+}
