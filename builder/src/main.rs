@@ -1,4 +1,4 @@
-//! The `cargo-unikernel` command: `cargo unikernel new|build|run|inspect`.
+//! The `cargo-unikernel` command: `cargo unikernel new|build|run|inspect|disk`.
 //!
 //! Works as a cargo subcommand (cargo passes "unikernel" as the first
 //! argument, which is skipped) and as a plain `cargo-unikernel` binary.
@@ -16,6 +16,7 @@ use cargo_unikernel::template;
 use cargo_unikernel::vmm::{Accel, Machine, Vmm};
 use unikernel_image::manifest::Platform;
 
+mod disk;
 mod run;
 
 #[derive(Parser)]
@@ -50,6 +51,27 @@ enum Command {
     Inspect {
         /// The image file.
         image: PathBuf,
+    },
+    /// Data volumes for `--disk NAME=FILE`.
+    #[command(subcommand)]
+    Disk(DiskCommand),
+}
+
+#[derive(Subcommand)]
+enum DiskCommand {
+    /// Create a formatted volume (FAT + journal) in FILE; no root needed.
+    Create {
+        /// The image file to write.
+        file: PathBuf,
+        /// Its size ("256M", "1G").
+        #[arg(long, value_name = "SIZE")]
+        size: String,
+        /// Copy this directory tree into the volume.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -322,6 +344,15 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                 }
             };
             Ok(ExitCode::from(code))
+        }
+        Command::Disk(DiskCommand::Create {
+            file,
+            size,
+            from,
+            force,
+        }) => {
+            println!("{}", disk::create(&file, &size, from.as_deref(), force)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { image } => {
             let data = std::fs::read(&image)

@@ -14,6 +14,10 @@ use core::sync::atomic::{AtomicBool, Ordering};
 /// The runtime itself failed (panic, or a fault in its own code).
 pub const EXIT_KERNEL_PANIC: u32 = 253;
 
+/// A disk the image declares is missing, not a volume of ours, or unusable
+/// (the `fs` component prints `unikernel: disk "NAME": ...` first).
+pub const EXIT_DISK_UNUSABLE: u32 = 252;
+
 pub fn signal_name(sig: u32) -> &'static str {
     match sig {
         1 => "SIGHUP",

@@ -1,0 +1,368 @@
+//! Host side (feature `std`): create a volume of ours in a file, the
+//! backend of `cargo unikernel disk create`, and a [`BlockDevice`] over a
+//! file for tools and tests.
+//!
+//! A volume is formatted by lamfat's own formatter on the first part of
+//! the file, seeded through lamfat (the same code the guest runs), the
+//! FSInfo hints set to "unknown" (see `fatio.rs`), and the journal header
+//! written after the FAT volume. No root, no loop devices, no mkfs.
+
+use crate::journal::{Header, BLOCK, SECTOR, SECTORS_PER_BLOCK};
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, SeekFrom as StdSeek};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use unikernel_runtime::device::BlockDevice;
+use unikernel_runtime::errno::*;
+
+/// The smallest volume `create` makes.
+pub const MIN_SIZE: u64 = 4 << 20;
+/// The largest (FAT32 with 32 KiB clusters addresses 2 TiB; we stop well below).
+pub const MAX_SIZE: u64 = 1 << 40;
+
+/// A block device over a host file (sector 512).
+pub struct FileDevice {
+    file: Mutex<File>,
+    sectors: u64,
+    read_only: bool,
+}
+
+impl FileDevice {
+    pub fn open(path: &Path, read_only: bool) -> std::io::Result<FileDevice> {
+        let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
+        let len = file.metadata()?.len();
+        Ok(FileDevice {
+            file: Mutex::new(file),
+            sectors: len / SECTOR as u64,
+            read_only,
+        })
+    }
+}
+
+fn check(sectors: u64, sector: u64, len: usize) -> Result<(), Errno> {
+    if len == 0 || !len.is_multiple_of(SECTOR) {
+        return Err(EINVAL);
+    }
+    match sector.checked_add((len / SECTOR) as u64) {
+        Some(end) if end <= sectors => Ok(()),
+        _ => Err(EINVAL),
+    }
+}
+
+impl BlockDevice for FileDevice {
+    fn name(&self) -> &str {
+        "file"
+    }
+    fn sectors(&self) -> u64 {
+        self.sectors
+    }
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+    fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        check(self.sectors, sector, buf.len())?;
+        let f = self.file.lock().map_err(|_| EIO)?;
+        f.read_exact_at(buf, sector * SECTOR as u64)
+            .map_err(|_| EIO)
+    }
+    fn write(&self, sector: u64, buf: &[u8]) -> Result<(), Errno> {
+        if self.read_only {
+            return Err(EROFS);
+        }
+        check(self.sectors, sector, buf.len())?;
+        let f = self.file.lock().map_err(|_| EIO)?;
+        f.write_all_at(buf, sector * SECTOR as u64).map_err(|_| EIO)
+    }
+    fn flush(&self) -> Result<(), Errno> {
+        let f = self.file.lock().map_err(|_| EIO)?;
+        f.sync_data().map_err(|_| EIO)
+    }
+}
+
+/// How `create` lays a volume of `size` bytes out: (FAT sectors, journal blocks).
+pub fn layout(size: u64) -> Result<(u64, u32), String> {
+    if size < MIN_SIZE {
+        return Err(format!(
+            "size {size} bytes is too small: a volume needs at least {} MiB",
+            MIN_SIZE >> 20
+        ));
+    }
+    if size > MAX_SIZE {
+        return Err(format!("size {size} bytes is too large: at most 1 TiB"));
+    }
+    if !size.is_multiple_of(SECTOR as u64) {
+        return Err(format!("size {size} bytes is not a multiple of 512"));
+    }
+    // A 32nd of the volume, between 1 MiB and 32 MiB.
+    let journal_bytes = (size / 32).clamp(1 << 20, 32 << 20) / BLOCK as u64 * BLOCK as u64;
+    let journal_blocks = (journal_bytes / BLOCK as u64) as u32;
+    let fat_sectors =
+        (size - journal_bytes) / SECTOR as u64 / SECTORS_PER_BLOCK * SECTORS_PER_BLOCK;
+    Ok((fat_sectors, journal_blocks))
+}
+
+/// Progress of a seed copy: (bytes copied so far, bytes in total).
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Write a formatted volume of ours of `size` bytes to `path` (the file
+/// is created or truncated), copying the tree under `seed` into it.
+pub fn create(path: &Path, size: u64, seed: Option<&Path>) -> Result<(), String> {
+    create_with_progress(path, size, seed, &mut |_, _| {})
+}
+
+/// [`create`], calling `progress` while the seed is copied.
+pub fn create_with_progress(
+    path: &Path,
+    size: u64,
+    seed: Option<&Path>,
+    progress: Progress,
+) -> Result<(), String> {
+    let (fat_sectors, journal_blocks) = layout(size)?;
+    let show = path.display();
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| format!("cannot create {show}: {e}"))?;
+    file.set_len(size)
+        .map_err(|e| format!("cannot size {show} to {size} bytes: {e}"))?;
+    {
+        let mut part = Part {
+            file: &mut file,
+            pos: 0,
+            len: fat_sectors * SECTOR as u64,
+        };
+        let label = *b"UNIKERNEL  ";
+        lamfat::format_volume(
+            &mut lamfat::StdIoWrapper::new(&mut part),
+            lamfat::FormatVolumeOptions::new()
+                .volume_label(label)
+                .volume_id(volume_id()),
+        )
+        .map_err(|e| format!("cannot format {show}: {e}"))?;
+    }
+    // The journal header after the FAT volume.
+    let header = Header {
+        fat_sectors,
+        journal_blocks,
+        checkpointed: 0,
+    };
+    let h = header.encode();
+    let at = fat_sectors * SECTOR as u64;
+    file.write_all_at(&h, at)
+        .and_then(|_| file.write_all_at(&h, at + SECTOR as u64))
+        .map_err(|e| format!("cannot write {show}: {e}"))?;
+    set_fsinfo_unknown(&mut file).map_err(|e| format!("cannot write {show}: {e}"))?;
+    if let Some(seed) = seed {
+        let dev: Arc<dyn BlockDevice> = Arc::new(
+            FileDevice::open(path, false).map_err(|e| format!("cannot open {show}: {e}"))?,
+        );
+        let vol = crate::open_volume(dev, true, 0, unix_now).map_err(|e| format!("{show}: {e}"))?;
+        let total = tree_bytes(seed).map_err(|e| format!("cannot read {}: {e}", seed.display()))?;
+        let mut done = 0;
+        copy_tree(&vol, seed, "", &mut done, total, progress)?;
+        use unikernel_runtime::fs::vfs::Filesystem;
+        vol.sync()
+            .map_err(|e| format!("cannot write {show}: {}", name(e)))?;
+    }
+    file.sync_all()
+        .map_err(|e| format!("cannot write {show}: {e}"))?;
+    Ok(())
+}
+
+fn volume_id() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_secs() as u32) ^ t.subsec_nanos().rotate_left(16)
+}
+
+/// Seconds since the epoch, for directory entries made on the host.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// FAT32's FSInfo: free count and next free "unknown" (0xFFFFFFFF).
+fn set_fsinfo_unknown(file: &mut File) -> std::io::Result<()> {
+    let mut boot = [0u8; SECTOR];
+    file.read_exact_at(&mut boot, 0)?;
+    let total16 = u16::from_le_bytes([boot[19], boot[20]]);
+    let fat16_size = u16::from_le_bytes([boot[22], boot[23]]);
+    if total16 != 0 || fat16_size != 0 {
+        return Ok(()); // FAT12/16: no FSInfo
+    }
+    let fsinfo = u64::from(u16::from_le_bytes([boot[48], boot[49]]));
+    let backup = u64::from(u16::from_le_bytes([boot[50], boot[51]]));
+    for s in [fsinfo, backup + fsinfo] {
+        if s == 0 || s == 0xFFFF {
+            continue;
+        }
+        let mut sec = [0u8; SECTOR];
+        file.read_exact_at(&mut sec, s * SECTOR as u64)?;
+        if sec[0..4] != [0x52, 0x52, 0x61, 0x41] {
+            continue;
+        }
+        sec[488..496].fill(0xFF);
+        file.write_all_at(&sec, s * SECTOR as u64)?;
+    }
+    Ok(())
+}
+
+fn tree_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            n += tree_bytes(&e.path())?;
+        } else if t.is_file() {
+            n += e.metadata()?.len();
+        }
+    }
+    Ok(n)
+}
+
+fn copy_tree(
+    vol: &crate::FatVolume,
+    dir: &Path,
+    at: &str,
+    done: &mut u64,
+    total: u64,
+    progress: Progress,
+) -> Result<(), String> {
+    use unikernel_runtime::fs::vfs::{Filesystem, OpenFlags};
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let name = e.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(format!("{}: the name is not UTF-8", p.display()));
+        };
+        let inside = if at.is_empty() {
+            name.to_string()
+        } else {
+            format!("{at}/{name}")
+        };
+        let t = e
+            .file_type()
+            .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let fail = |e: Errno| {
+            format!(
+                "cannot copy {} into the volume: {}",
+                p.display(),
+                name_of(e)
+            )
+        };
+        if t.is_dir() {
+            vol.mkdir(&inside, 0o755).map_err(fail)?;
+            copy_tree(vol, &p, &inside, done, total, progress)?;
+        } else if t.is_file() {
+            let f = vol
+                .open(
+                    &inside,
+                    OpenFlags {
+                        write: true,
+                        create: true,
+                        exclusive: true,
+                        ..OpenFlags::default()
+                    },
+                )
+                .map_err(fail)?;
+            let mut src =
+                File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = src
+                    .read(&mut buf)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                if n == 0 {
+                    break;
+                }
+                let mut off = 0;
+                while off < n {
+                    off += f.write(&buf[off..n]).map_err(fail)?;
+                }
+                *done += n as u64;
+                progress(*done, total);
+            }
+            if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                if let Ok(d) = m.duration_since(std::time::UNIX_EPOCH) {
+                    let ts = unikernel_runtime::fs::vfs::Timespec {
+                        sec: d.as_secs() as i64,
+                        nsec: 0,
+                    };
+                    f.set_times(None, Some(ts)).map_err(fail)?;
+                }
+            }
+        } else {
+            return Err(format!(
+                "{}: only files and directories can go into a volume (FAT has no links or devices)",
+                p.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn name_of(e: Errno) -> &'static str {
+    name(e)
+}
+
+/// The first `len` bytes of a file, as a seekable stream (lamfat formats
+/// what it is given; the journal lives after it).
+struct Part<'a> {
+    file: &'a mut File,
+    pos: u64,
+    len: u64,
+}
+
+impl std::io::Read for Part<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        self.file.seek(StdSeek::Start(self.pos))?;
+        let n = self.file.read(&mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Part<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        self.file.seek(StdSeek::Start(self.pos))?;
+        let n = self.file.write(&buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for Part<'_> {
+    fn seek(&mut self, pos: StdSeek) -> std::io::Result<u64> {
+        let new = match pos {
+            StdSeek::Start(x) => Some(x),
+            StdSeek::End(d) => self.len.checked_add_signed(d),
+            StdSeek::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match new {
+            Some(p) => {
+                self.pos = p;
+                Ok(p)
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start",
+            )),
+        }
+    }
+}
