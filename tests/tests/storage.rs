@@ -196,3 +196,96 @@ fn set_read_only(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
 }
+
+/// The last `ack N` a crash-test run printed (0: none).
+fn last_ack(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ack ")?.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The crash test: `fs-crash write` appends numbered, checksummed records
+/// and fsyncs each, printing `ack N`; the monitor is killed (SIGKILL) at
+/// random moments (some during boot, mount or journal replay, most while
+/// records are written). After each kill, a second boot must find every
+/// acknowledged record, intact, and the volume must check clean with
+/// `fsck.fat -n`. `UNIKERNEL_CRASH_KILLS` sets the number of kills
+/// (default 20; the storage benchmark runs 100).
+#[test]
+fn acknowledged_records_survive_kills() {
+    if !kvm_available("acknowledged_records_survive_kills") {
+        return;
+    }
+    let kills: u64 = std::env::var("UNIKERNEL_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let img = new_volume("crash", "32M", None);
+    let app = image("fs-crash");
+    let d = disk_opt(&img);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("crash test: seed {seed:#x}");
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut acked = 0u64;
+    for i in 0..kills {
+        let mut cmd = std::process::Command::new(tool("unikernel-hvt"));
+        cmd.args(["--disk", &d]).arg(&app).args(["--", "write"]);
+        let mut g = unikernel_tests::netns::Guest::spawn(cmd);
+        let early = i % 5 == 4;
+        if early {
+            // Somewhere in boot, mount, replay or the first records.
+            std::thread::sleep(std::time::Duration::from_millis(rand(150)));
+        } else {
+            assert!(
+                g.wait_for("ack ", std::time::Duration::from_secs(60)),
+                "kill {i}: no record acknowledged:\n{}\n{}",
+                g.stdout(),
+                g.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(rand(400)));
+        }
+        let o = g.kill();
+        let run_acked = last_ack(&o.stdout);
+        assert!(
+            !o.stdout.contains("corrupt") && !o.stderr.contains("unikernel: disk"),
+            "kill {i}: the writer failed:\n{}\n{}",
+            o.stdout,
+            o.stderr
+        );
+        acked = acked.max(run_acked);
+        let v = boot(&app, &["--disk", &d], &["verify"]);
+        assert_eq!(
+            v.code, 0,
+            "kill {i}: verify failed:\n{}\n{}",
+            v.stdout, v.stderr
+        );
+        let found: u64 = v
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("records ")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("kill {i}: no records line:\n{}", v.stdout));
+        assert!(
+            found >= acked,
+            "kill {i}: {acked} records were acknowledged but only {found} survived"
+        );
+        assert_fsck_clean(&img);
+        println!(
+            "kill {i}{}: {run_acked} acknowledged by then, {found} records present",
+            if early { " (early)" } else { "" }
+        );
+        acked = found;
+    }
+    println!("crash test: {kills} kills, {acked} records acknowledged and present, volume clean after each");
+    let _ = std::fs::remove_file(&img);
+}
