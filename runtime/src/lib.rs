@@ -118,9 +118,27 @@ fn init_components() {
     };
 }
 
-/// End the app with `code` (flushes nothing: the console writes through).
+/// End the app with `code`. A unikernel's exit is its machine's power-off,
+/// so what Linux would write back after the process ended must reach the
+/// disk now: shared file mappings are written back and every mounted
+/// filesystem is synced first (the console writes through).
 pub fn exit(code: u32) -> ! {
     syscall::flush_shared_mappings();
+    for m in fs::vfs::mounts() {
+        if let Err(e) = m.fs.sync() {
+            kprintln!(
+                "unikernel: syncing {} at exit failed: {}",
+                m.path,
+                errno::name(e)
+            );
+        }
+    }
+    exit_without_sync(code)
+}
+
+/// End at once, syncing nothing: a deadlock or a runtime failure, where a
+/// filesystem's lock may be held by a thread that will never run again.
+pub fn exit_without_sync(code: u32) -> ! {
     if syscall::tracing() {
         syscall::report_unknown();
     }

@@ -569,7 +569,7 @@ fn idle(deadline: Option<u64>) {
             crate::kprintln!(
                 "unikernel: deadlock: every thread is blocked and nothing can wake them"
             );
-            crate::exit(crate::fault::EXIT_KERNEL_PANIC);
+            crate::exit_without_sync(crate::fault::EXIT_KERNEL_PANIC);
         }
     }
     // Timer interrupts that arrived while idle mean nothing (there was no
