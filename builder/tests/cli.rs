@@ -230,8 +230,16 @@ fn bad_metadata_and_platforms() {
 
     for (line, msg) in [
         (
-            "components = [\"fs\"]",
-            "[package.metadata.unikernel] components: unknown component fs (available: net)",
+            "components = [\"gpu\"]",
+            "[package.metadata.unikernel] components: unknown component gpu (available: fs, net)",
+        ),
+        (
+            "disks = [{ name = \"Data\" }]",
+            "[package.metadata.unikernel] disks: bad disk { name = \"Data\", mount = \"/data\" }: a disk name is 1-32 characters",
+        ),
+        (
+            "files = [\"nothing-here/**\"]",
+            "[package.metadata.unikernel] files: files pattern \"nothing-here/**\" matches nothing",
         ),
         (
             "ports = [\"8080:99999\"]",
