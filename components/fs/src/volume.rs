@@ -26,6 +26,7 @@
 
 use crate::cache::BlockCache;
 use crate::fatio::{from_fat, from_fat_date, to_fat, Clock, IoErr, NowFn, VolumeIo};
+use crate::fatmap::FatGeometry;
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
@@ -82,8 +83,31 @@ struct Node {
 }
 
 impl Node {
-    fn cluster_map(&mut self) -> Result<&[u64], Errno> {
-        if self.map.is_none() {
+    /// The map covering the file's size: built through lamfat the first
+    /// time, then grown from its last cluster by following the FAT
+    /// (a growing file keeps its clusters; only truncation drops the map).
+    fn cluster_map(&mut self, sh: &Shared) -> Result<&[u64], Errno> {
+        let cs = sh.geo.map_or(0, |g| g.cluster_size());
+        if let (Some(m), Some(geo)) = (self.map.as_mut(), sh.geo) {
+            if !m.is_empty() && (m.len() as u64) * cs < self.size {
+                let mut cache = sh.cache.lock();
+                let mut c = geo.cluster_at(*m.last().ok_or(EIO)?).ok_or(EIO)?;
+                while (m.len() as u64) * cs < self.size {
+                    match geo.next(&mut cache, c)? {
+                        Some(n) => {
+                            m.push(geo.offset(n));
+                            c = n;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        let covered = self
+            .map
+            .as_ref()
+            .is_some_and(|m| (m.len() as u64) * cs >= self.size);
+        if !covered {
             let mut m = Vec::new();
             for e in self.file.extents() {
                 m.push(e.map_err(errno)?.offset);
@@ -138,6 +162,9 @@ struct Shared {
     read_only: bool,
     dev_id: u64,
     now: NowFn,
+    /// The FAT layout, for growing cluster maps (`None`: rebuild them
+    /// through lamfat).
+    geo: Option<FatGeometry>,
 }
 
 /// A mounted volume (see the module documentation).
@@ -314,12 +341,15 @@ impl FatVolume {
     /// Mount the FAT volume the cache holds. `reserved_bytes`: the FAT
     /// reserved region (writes there are dropped, see `fatio.rs`).
     pub fn new(
-        cache: BlockCache,
+        mut cache: BlockCache,
         reserved_bytes: u64,
         read_only: bool,
         dev_id: u64,
         now: NowFn,
     ) -> Result<FatVolume, Errno> {
+        let mut boot = [0u8; 512];
+        cache.read(0, &mut boot)?;
+        let geo = FatGeometry::parse(&boot);
         let cache = Arc::new(Mutex::new(cache));
         let io = VolumeIo::new(cache.clone(), reserved_bytes);
         let opts = lamfat::FsOptions::new()
@@ -338,6 +368,7 @@ impl FatVolume {
             read_only,
             dev_id,
             now,
+            geo,
         })))
     }
 
@@ -729,7 +760,7 @@ impl FatFile {
         len: usize,
         mut io: impl FnMut(&mut BlockCache, u64, core::ops::Range<usize>) -> Result<(), Errno>,
     ) -> Result<(), Errno> {
-        let map = node.cluster_map()?;
+        let map = node.cluster_map(sh)?;
         let mut done = 0usize;
         while done < len {
             let at = offset + done as u64;
@@ -794,8 +825,8 @@ impl FatFile {
                 node.file.flush().map_err(errno)?;
                 return Ok((len, start + len as u64));
             }
-            // The allocation changes: through lamfat.
-            node.map = None;
+            // The file grows: through lamfat (its clusters so far stay
+            // where they are, so the map stays valid and grows later).
             let f = &mut node.file;
             // A write past the end fills the gap with zeros first.
             if start > size {
@@ -931,7 +962,9 @@ impl File for FatFile {
         let piece = self.vol.piece_bytes();
         self.with_node(|sh, g, node| {
             let size = node.size;
-            node.map = None;
+            if len < size {
+                node.map = None; // clusters are freed
+            }
             let f = &mut node.file;
             let r = if len > size {
                 fill_zeros(sh, f, size, len - size, piece)
