@@ -12,9 +12,10 @@
 //! lower case (FAT names are case-insensitive); each handle keeps only its
 //! own offset and seeks the shared `File` before each call. A rename moves
 //! the keys of the nodes it renames. A file unlinked or replaced by a
-//! rename while open becomes stale: its handles answer `ESTALE` (FAT has
-//! no inodes to keep the data alive until the last close, and writing
-//! through them would write into freed clusters).
+//! rename while open keeps working through its handles, as on Linux: it
+//! moves to a hidden name in the root directory ([`HIDDEN_PREFIX`], left
+//! out of listings) and is removed at its last close, or at the next mount
+//! after a crash.
 //!
 //! **Operation boundaries.** Every call leaves lamfat's on-disk state whole
 //! (the `File`'s directory entry is flushed into the cache at the end of
@@ -49,6 +50,10 @@ type LError = lamfat::Error<IoErr>;
 
 /// `ESTALE`: the file behind a handle is gone.
 pub const ESTALE: Errno = 116;
+/// Names of files unlinked while open (root directory, hidden from
+/// listings; removed at the last close or at mount).
+pub const HIDDEN_PREFIX: &str = ".~unikernel-unlinked-";
+
 /// `statfs` magic of FAT filesystems.
 pub const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
 /// FAT's largest file.
@@ -73,6 +78,8 @@ struct Node {
     path: String,
     handles: usize,
     stale: bool,
+    /// Unlinked while open: moved to a hidden name, removed at the last close.
+    unlinked: bool,
     /// The file's size (lamfat's own answer costs a cluster-chain walk).
     size: u64,
     /// Volume byte offset of each cluster of the file, built on the first
@@ -309,6 +316,46 @@ impl Inner {
         st
     }
 
+    /// If `path` is open, move it to a hidden name (its handles keep
+    /// working; the last close removes it) and return true. No commit
+    /// happens here, so this is part of the caller's transaction.
+    fn hide_if_open(&mut self, path: &str) -> Result<bool, Errno> {
+        let Some(&id) = self.by_path.get(&key(path)) else {
+            return Ok(false);
+        };
+        let Some(mut n) = self.nodes.remove(&id) else {
+            return Ok(false);
+        };
+        let hidden = alloc::format!("{HIDDEN_PREFIX}{id}");
+        let root = self.root();
+        let moved = root
+            .rename(path, &root, &hidden)
+            .map_err(errno)
+            .and_then(|()| root.open_file(&hidden).map_err(errno));
+        let r = match moved {
+            Ok(f) => {
+                drop(core::mem::replace(&mut n.file, f));
+                self.by_path.remove(&key(path));
+                self.by_path.insert(key(&hidden), id);
+                n.path = hidden;
+                n.unlinked = true;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        };
+        self.nodes.insert(id, n);
+        r
+    }
+
+    /// Remove a file's entry and clusters, freeing big files in pieces.
+    fn remove_file(&self, sh: &Shared, path: &str) -> Result<(), Errno> {
+        let mut f = self.root().open_file(path).map_err(errno)?;
+        self.shrink_in_pieces(sh, &mut f, 0)?;
+        drop(f);
+        sh.make_room(16)?;
+        self.root().remove(path).map_err(errno)
+    }
+
     /// Mark the node of `path` (if open) stale.
     fn forget(&mut self, path: &str) {
         if let Some(id) = self.by_path.remove(&key(path)) {
@@ -357,7 +404,14 @@ impl FatVolume {
             .update_accessed_date(false);
         let fs = lamfat::FileSystem::new(io, opts).map_err(errno)?;
         let fs: &'static Fs = alloc::boxed::Box::leak(alloc::boxed::Box::new(fs));
-        Ok(FatVolume(Arc::new(Shared {
+        let orphans: Vec<String> = fs
+            .root_dir()
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n.starts_with(HIDDEN_PREFIX))
+            .collect();
+        let vol = Arc::new(Shared {
             inner: VolumeLock(Mutex::new(Inner {
                 fs,
                 nodes: BTreeMap::new(),
@@ -369,7 +423,15 @@ impl FatVolume {
             dev_id,
             now,
             geo,
-        })))
+        });
+        // Files unlinked while open when the machine stopped.
+        if !read_only {
+            let g = vol.inner.lock();
+            for name in orphans {
+                g.remove_file(&vol, &name)?;
+            }
+        }
+        Ok(FatVolume(vol))
     }
 
     /// Counters of the block cache (commits, blocks).
@@ -433,6 +495,7 @@ impl FatVolume {
                         path: String::from(path),
                         handles: 0,
                         stale: false,
+                        unlinked: false,
                         size,
                         map: None,
                     },
@@ -511,14 +574,13 @@ impl Filesystem for FatVolume {
             Some(true) => return Err(EISDIR),
             Some(false) => {}
         }
-        g.forget(path);
+        sh.make_room(16)?;
+        if g.hide_if_open(path)? {
+            return Ok(());
+        }
         // Free a big file's clusters in pieces first (each piece a
         // consistent volume), then drop its entry.
-        let mut f = g.root().open_file(path).map_err(errno)?;
-        g.shrink_in_pieces(sh, &mut f, 0)?;
-        drop(f);
-        sh.make_room(16)?;
-        g.root().remove(path).map_err(errno)
+        g.remove_file(sh, path)
     }
 
     fn rmdir(&self, path: &str) -> Result<(), Errno> {
@@ -586,7 +648,8 @@ impl Filesystem for FatVolume {
         // Free a big replaced file's clusters beyond what one transaction
         // holds first (the rest of the rename is one transaction).
         sh.make_room(sh.half_journal())?;
-        if dst == Some(false) {
+        let dst_open = g.by_path.contains_key(&key(to));
+        if dst == Some(false) && !dst_open {
             let mut f = g.root().open_file(to).map_err(errno)?;
             let size = f.seek(SeekFrom::End(0)).map_err(errno)?;
             let keep = sh.piece_clusters() * u64::from(g.fs.cluster_size());
@@ -599,7 +662,7 @@ impl Filesystem for FatVolume {
         }
         // From here on: no commit until the call returns, so the removal
         // of the old target and the move are one transaction.
-        if dst.is_some() {
+        if dst.is_some() && !g.hide_if_open(to)? {
             g.forget(to);
             g.root().remove(to).map_err(errno)?;
         }
@@ -904,6 +967,12 @@ impl Drop for FatFile {
                     g.by_path.remove(&key(&n.path));
                     // The entry is flushed after every call already.
                     let _ = n.file.flush();
+                    drop(n.file);
+                    if n.unlinked {
+                        // Nothing to report to at close: a failure leaves
+                        // the hidden file for the next mount to remove.
+                        let _ = g.remove_file(&self.vol, &n.path);
+                    }
                 }
             }
         }
@@ -1062,6 +1131,9 @@ impl FatDir {
             let e = e.map_err(errno)?;
             let name = e.file_name();
             if name == "." || name == ".." {
+                continue;
+            }
+            if self.path.is_empty() && name.starts_with(HIDDEN_PREFIX) {
                 continue;
             }
             let full = if self.path.is_empty() {
