@@ -870,6 +870,9 @@ impl FatFile {
                 return Err(EFBIG);
             }
             let len = buf.len().min((MAX_FILE_SIZE - start) as usize);
+            if len == 0 {
+                return Ok((0, start)); // never extends the file
+            }
             if start + len as u64 <= size {
                 // An overwrite inside the file: no allocation changes, the
                 // bytes go straight to the cache; then the modification time.
