@@ -63,7 +63,11 @@ fn append_pwrite_seek_truncate_allocate() {
     assert_eq!(&b, b"2AB5");
     // A write past the end leaves zeros in the gap.
     assert_eq!(f.pwrite(b"", 9000).unwrap(), 0);
-    assert_eq!(f.stat().size, 10, "an empty write past the end changes nothing");
+    assert_eq!(
+        f.stat().size,
+        10,
+        "an empty write past the end changes nothing"
+    );
     assert_eq!(f.pwrite(b"Z", 5000).unwrap(), 1);
     assert_eq!(f.stat().size, 5001);
     let data = read_all(&v, "f").unwrap();
