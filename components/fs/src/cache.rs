@@ -24,8 +24,11 @@ type Block = Box<[u8; BLOCK]>;
 
 /// Blocks read at once on a miss (64 KiB).
 const READ_AHEAD: u64 = 16;
-/// Clean blocks kept (16 MiB).
-const CLEAN_LIMIT: usize = 4096;
+/// Clean blocks kept (8 MiB).
+const CLEAN_LIMIT: usize = 2048;
+/// Dirty blocks at most, whatever the journal holds (4 MiB): a commit
+/// comes before the cache takes more of the guest's memory.
+const DIRTY_LIMIT: usize = 1024;
 /// The largest single device request we issue (1 MiB).
 const MAX_IO: usize = 256 * BLOCK;
 
@@ -42,8 +45,12 @@ pub struct BlockCache {
     header: Header,
     /// Blocks of the FAT volume.
     blocks: u64,
-    clean: BTreeMap<u64, Block>,
-    order: VecDeque<u64>,
+    /// Clean blocks, each with the number of its insertion.
+    clean: BTreeMap<u64, (u64, Block)>,
+    /// Insertion order for eviction, (block, insertion number): an entry
+    /// whose number no longer matches the block's is stale and skipped.
+    order: VecDeque<(u64, u64)>,
+    inserted: u64,
     dirty: BTreeMap<u64, Block>,
     next_seq: u64,
     writable: bool,
@@ -67,6 +74,7 @@ impl BlockCache {
             header,
             clean: BTreeMap::new(),
             order: VecDeque::new(),
+            inserted: 0,
             dirty: BTreeMap::new(),
             writable,
             stats: CacheStats::default(),
@@ -97,9 +105,10 @@ impl BlockCache {
         }
     }
 
-    /// The most dirty blocks one commit can carry.
+    /// The most dirty blocks one commit carries (the journal's capacity,
+    /// at most [`DIRTY_LIMIT`]).
     pub fn capacity(&self) -> usize {
-        self.header.capacity()
+        self.header.capacity().min(DIRTY_LIMIT)
     }
 
     fn dev_read(&mut self, block: u64, buf: &mut [u8]) -> Result<(), Errno> {
@@ -108,17 +117,30 @@ impl BlockCache {
     }
 
     fn insert_clean(&mut self, block: u64, data: Block) {
-        if self.clean.insert(block, data).is_none() {
-            self.order.push_back(block);
-        }
+        self.inserted += 1;
+        let n = self.inserted;
+        self.clean.insert(block, (n, data));
+        self.order.push_back((block, n));
         while self.clean.len() > CLEAN_LIMIT {
             match self.order.pop_front() {
-                Some(old) => {
-                    self.clean.remove(&old);
+                Some((old, m)) => {
+                    if self.clean.get(&old).is_some_and(|(k, _)| *k == m) {
+                        self.clean.remove(&old);
+                    }
                 }
                 None => break,
             }
         }
+        // Stale entries pile up when blocks go dirty and back; drop them.
+        if self.order.len() > 4 * CLEAN_LIMIT {
+            let clean = &self.clean;
+            self.order
+                .retain(|(b, m)| clean.get(b).is_some_and(|(k, _)| k == m));
+        }
+    }
+
+    fn take_clean(&mut self, block: u64) -> Option<Block> {
+        self.clean.remove(&block).map(|(_, b)| b)
     }
 
     /// Make `block` present (dirty or clean) and return whether it is.
@@ -161,7 +183,7 @@ impl BlockCache {
             self.load(block)?;
             let b = match self.dirty.get(&block) {
                 Some(b) => b,
-                None => &self.clean[&block],
+                None => &self.clean.get(&block).ok_or(EIO)?.1,
             };
             out[done..done + n].copy_from_slice(&b[off..off + n]);
             done += n;
@@ -187,12 +209,12 @@ impl BlockCache {
             let off = (p % BLOCK as u64) as usize;
             let n = (BLOCK - off).min(data.len() - done);
             if !self.dirty.contains_key(&block) {
-                let b = match self.clean.remove(&block) {
+                let b = match self.take_clean(block) {
                     Some(b) => b,
                     None if n == BLOCK => Box::new([0u8; BLOCK]),
                     None => {
                         self.load(block)?;
-                        self.clean.remove(&block).ok_or(EIO)?
+                        self.take_clean(block).ok_or(EIO)?
                     }
                 };
                 self.dirty.insert(block, b);
@@ -212,7 +234,7 @@ impl BlockCache {
         if !self.writable || self.dirty.is_empty() {
             return Ok(());
         }
-        let cap = self.capacity().max(1);
+        let cap = self.header.capacity().max(1);
         let dirty = core::mem::take(&mut self.dirty);
         let all: Vec<(u64, Block)> = dirty.into_iter().collect();
         let mut result = Ok(());
@@ -243,11 +265,21 @@ impl BlockCache {
     fn commit_one(&mut self, blocks: &[(u64, Block)]) -> Result<(), Errno> {
         let seq = self.next_seq;
         let refs: Vec<(u64, &[u8; BLOCK])> = blocks.iter().map(|(b, d)| (*b, &**d)).collect();
-        let log = journal::encode_transaction(seq, &refs);
-        let log_start = self.header.journal_start() + SECTORS_PER_BLOCK;
-        for (i, chunk) in log.chunks(MAX_IO).enumerate() {
-            let sector = log_start + (i * MAX_IO / SECTOR) as u64;
-            self.dev.write(sector, chunk)?;
+        // The log, streamed out in requests of up to MAX_IO.
+        let mut sector = self.header.journal_start() + SECTORS_PER_BLOCK;
+        let mut buf: Vec<u8> = Vec::with_capacity(MAX_IO);
+        let dev = &self.dev;
+        journal::stream_transaction::<Errno>(seq, &refs, |b| {
+            buf.extend_from_slice(b);
+            if buf.len() >= MAX_IO {
+                dev.write(sector, &buf)?;
+                sector += (buf.len() / SECTOR) as u64;
+                buf.clear();
+            }
+            Ok(())
+        })?;
+        if !buf.is_empty() {
+            dev.write(sector, &buf)?;
         }
         self.dev.flush()?;
         // Home, in runs of consecutive blocks.

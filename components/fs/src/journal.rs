@@ -164,37 +164,54 @@ pub fn max_data_blocks(log_blocks: usize) -> usize {
     n
 }
 
-/// The log image of one transaction: `blocks` (home block number, data),
-/// sorted or not, become descriptors + data + the commit block, to be
-/// written at log block 1. Needs `blocks.len() <= max_data_blocks`.
+/// The log image of one transaction: `blocks` (home block number, data)
+/// become descriptors + data + the commit block, to be written at log
+/// block 1. Needs `blocks.len() <= max_data_blocks`.
 pub fn encode_transaction(seq: u64, blocks: &[(u64, &[u8; BLOCK])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = stream_transaction::<()>(seq, blocks, |b| {
+        out.extend_from_slice(b);
+        Ok(())
+    });
+    out
+}
+
+/// [`encode_transaction`] without building the image: `sink` gets it in
+/// order, one 4 KiB block at a time (a descriptor, a data block, ...,
+/// the commit block), so a commit needs no second copy of its blocks.
+pub fn stream_transaction<E>(
+    seq: u64,
+    blocks: &[(u64, &[u8; BLOCK])],
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
     let ndesc = blocks.len().div_ceil(DESC_ENTRIES);
-    let mut out = vec![0u8; (blocks.len() + ndesc + 1) * BLOCK];
-    let mut pos = 0;
+    let mut crc = crate::crc::Crc32::new();
+    let mut d = vec![0u8; BLOCK];
     for chunk in blocks.chunks(DESC_ENTRIES) {
-        let d = &mut out[pos..pos + BLOCK];
+        d.fill(0);
         d[0..8].copy_from_slice(DESC_MAGIC);
         d[8..16].copy_from_slice(&seq.to_le_bytes());
         d[16..20].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
         for (i, (home, _)) in chunk.iter().enumerate() {
             d[24 + 8 * i..32 + 8 * i].copy_from_slice(&home.to_le_bytes());
         }
-        pos += BLOCK;
+        crc.update(&d);
+        sink(&d)?;
         for (_, data) in chunk {
-            out[pos..pos + BLOCK].copy_from_slice(&data[..]);
-            pos += BLOCK;
+            crc.update(&data[..]);
+            sink(&data[..])?;
         }
     }
-    let body_crc = crc32(&out[..pos]);
-    let c = &mut out[pos..pos + BLOCK];
+    let c = &mut d;
+    c.fill(0);
     c[0..8].copy_from_slice(COMMIT_MAGIC);
     c[8..16].copy_from_slice(&seq.to_le_bytes());
     c[16..20].copy_from_slice(&(blocks.len() as u32).to_le_bytes());
     c[20..24].copy_from_slice(&(ndesc as u32).to_le_bytes());
-    c[24..28].copy_from_slice(&body_crc.to_le_bytes());
+    c[24..28].copy_from_slice(&crc.finish().to_le_bytes());
     let self_crc = crc32(&c[0..28]);
     c[28..32].copy_from_slice(&self_crc.to_le_bytes());
-    out
+    sink(c)
 }
 
 /// A committed transaction read back from the log.

@@ -22,6 +22,7 @@ extern crate alloc;
 pub mod cache;
 mod crc;
 pub mod fatio;
+mod fatmap;
 #[cfg(feature = "std")]
 pub mod host;
 pub mod journal;

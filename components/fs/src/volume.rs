@@ -12,9 +12,10 @@
 //! lower case (FAT names are case-insensitive); each handle keeps only its
 //! own offset and seeks the shared `File` before each call. A rename moves
 //! the keys of the nodes it renames. A file unlinked or replaced by a
-//! rename while open becomes stale: its handles answer `ESTALE` (FAT has
-//! no inodes to keep the data alive until the last close, and writing
-//! through them would write into freed clusters).
+//! rename while open keeps working through its handles, as on Linux: it
+//! moves to a hidden name in the root directory ([`HIDDEN_PREFIX`], left
+//! out of listings) and is removed at its last close, or at the next mount
+//! after a crash.
 //!
 //! **Operation boundaries.** Every call leaves lamfat's on-disk state whole
 //! (the `File`'s directory entry is flushed into the cache at the end of
@@ -26,6 +27,7 @@
 
 use crate::cache::BlockCache;
 use crate::fatio::{from_fat, from_fat_date, to_fat, Clock, IoErr, NowFn, VolumeIo};
+use crate::fatmap::FatGeometry;
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
@@ -48,6 +50,10 @@ type LError = lamfat::Error<IoErr>;
 
 /// `ESTALE`: the file behind a handle is gone.
 pub const ESTALE: Errno = 116;
+/// Names of files unlinked while open (root directory, hidden from
+/// listings; removed at the last close or at mount).
+pub const HIDDEN_PREFIX: &str = ".~unikernel-unlinked-";
+
 /// `statfs` magic of FAT filesystems.
 pub const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
 /// FAT's largest file.
@@ -72,6 +78,8 @@ struct Node {
     path: String,
     handles: usize,
     stale: bool,
+    /// Unlinked while open: moved to a hidden name, removed at the last close.
+    unlinked: bool,
     /// The file's size (lamfat's own answer costs a cluster-chain walk).
     size: u64,
     /// Volume byte offset of each cluster of the file, built on the first
@@ -82,8 +90,31 @@ struct Node {
 }
 
 impl Node {
-    fn cluster_map(&mut self) -> Result<&[u64], Errno> {
-        if self.map.is_none() {
+    /// The map covering the file's size: built through lamfat the first
+    /// time, then grown from its last cluster by following the FAT
+    /// (a growing file keeps its clusters; only truncation drops the map).
+    fn cluster_map(&mut self, sh: &Shared) -> Result<&[u64], Errno> {
+        let cs = sh.geo.map_or(0, |g| g.cluster_size());
+        if let (Some(m), Some(geo)) = (self.map.as_mut(), sh.geo) {
+            if !m.is_empty() && (m.len() as u64) * cs < self.size {
+                let mut cache = sh.cache.lock();
+                let mut c = geo.cluster_at(*m.last().ok_or(EIO)?).ok_or(EIO)?;
+                while (m.len() as u64) * cs < self.size {
+                    match geo.next(&mut cache, c)? {
+                        Some(n) => {
+                            m.push(geo.offset(n));
+                            c = n;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        let covered = self
+            .map
+            .as_ref()
+            .is_some_and(|m| (m.len() as u64) * cs >= self.size);
+        if !covered {
             let mut m = Vec::new();
             for e in self.file.extents() {
                 m.push(e.map_err(errno)?.offset);
@@ -138,6 +169,9 @@ struct Shared {
     read_only: bool,
     dev_id: u64,
     now: NowFn,
+    /// The FAT layout, for growing cluster maps (`None`: rebuild them
+    /// through lamfat).
+    geo: Option<FatGeometry>,
 }
 
 /// A mounted volume (see the module documentation).
@@ -282,6 +316,46 @@ impl Inner {
         st
     }
 
+    /// If `path` is open, move it to a hidden name (its handles keep
+    /// working; the last close removes it) and return true. No commit
+    /// happens here, so this is part of the caller's transaction.
+    fn hide_if_open(&mut self, path: &str) -> Result<bool, Errno> {
+        let Some(&id) = self.by_path.get(&key(path)) else {
+            return Ok(false);
+        };
+        let Some(mut n) = self.nodes.remove(&id) else {
+            return Ok(false);
+        };
+        let hidden = alloc::format!("{HIDDEN_PREFIX}{id}");
+        let root = self.root();
+        let moved = root
+            .rename(path, &root, &hidden)
+            .map_err(errno)
+            .and_then(|()| root.open_file(&hidden).map_err(errno));
+        let r = match moved {
+            Ok(f) => {
+                drop(core::mem::replace(&mut n.file, f));
+                self.by_path.remove(&key(path));
+                self.by_path.insert(key(&hidden), id);
+                n.path = hidden;
+                n.unlinked = true;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        };
+        self.nodes.insert(id, n);
+        r
+    }
+
+    /// Remove a file's entry and clusters, freeing big files in pieces.
+    fn remove_file(&self, sh: &Shared, path: &str) -> Result<(), Errno> {
+        let mut f = self.root().open_file(path).map_err(errno)?;
+        self.shrink_in_pieces(sh, &mut f, 0)?;
+        drop(f);
+        sh.make_room(16)?;
+        self.root().remove(path).map_err(errno)
+    }
+
     /// Mark the node of `path` (if open) stale.
     fn forget(&mut self, path: &str) {
         if let Some(id) = self.by_path.remove(&key(path)) {
@@ -314,12 +388,15 @@ impl FatVolume {
     /// Mount the FAT volume the cache holds. `reserved_bytes`: the FAT
     /// reserved region (writes there are dropped, see `fatio.rs`).
     pub fn new(
-        cache: BlockCache,
+        mut cache: BlockCache,
         reserved_bytes: u64,
         read_only: bool,
         dev_id: u64,
         now: NowFn,
     ) -> Result<FatVolume, Errno> {
+        let mut boot = [0u8; 512];
+        cache.read(0, &mut boot)?;
+        let geo = FatGeometry::parse(&boot);
         let cache = Arc::new(Mutex::new(cache));
         let io = VolumeIo::new(cache.clone(), reserved_bytes);
         let opts = lamfat::FsOptions::new()
@@ -327,7 +404,14 @@ impl FatVolume {
             .update_accessed_date(false);
         let fs = lamfat::FileSystem::new(io, opts).map_err(errno)?;
         let fs: &'static Fs = alloc::boxed::Box::leak(alloc::boxed::Box::new(fs));
-        Ok(FatVolume(Arc::new(Shared {
+        let orphans: Vec<String> = fs
+            .root_dir()
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n.starts_with(HIDDEN_PREFIX))
+            .collect();
+        let vol = Arc::new(Shared {
             inner: VolumeLock(Mutex::new(Inner {
                 fs,
                 nodes: BTreeMap::new(),
@@ -338,7 +422,16 @@ impl FatVolume {
             read_only,
             dev_id,
             now,
-        })))
+            geo,
+        });
+        // Files unlinked while open when the machine stopped.
+        if !read_only {
+            let g = vol.inner.lock();
+            for name in orphans {
+                g.remove_file(&vol, &name)?;
+            }
+        }
+        Ok(FatVolume(vol))
     }
 
     /// Counters of the block cache (commits, blocks).
@@ -402,6 +495,7 @@ impl FatVolume {
                         path: String::from(path),
                         handles: 0,
                         stale: false,
+                        unlinked: false,
                         size,
                         map: None,
                     },
@@ -480,14 +574,13 @@ impl Filesystem for FatVolume {
             Some(true) => return Err(EISDIR),
             Some(false) => {}
         }
-        g.forget(path);
+        sh.make_room(16)?;
+        if g.hide_if_open(path)? {
+            return Ok(());
+        }
         // Free a big file's clusters in pieces first (each piece a
         // consistent volume), then drop its entry.
-        let mut f = g.root().open_file(path).map_err(errno)?;
-        g.shrink_in_pieces(sh, &mut f, 0)?;
-        drop(f);
-        sh.make_room(16)?;
-        g.root().remove(path).map_err(errno)
+        g.remove_file(sh, path)
     }
 
     fn rmdir(&self, path: &str) -> Result<(), Errno> {
@@ -555,7 +648,8 @@ impl Filesystem for FatVolume {
         // Free a big replaced file's clusters beyond what one transaction
         // holds first (the rest of the rename is one transaction).
         sh.make_room(sh.half_journal())?;
-        if dst == Some(false) {
+        let dst_open = g.by_path.contains_key(&key(to));
+        if dst == Some(false) && !dst_open {
             let mut f = g.root().open_file(to).map_err(errno)?;
             let size = f.seek(SeekFrom::End(0)).map_err(errno)?;
             let keep = sh.piece_clusters() * u64::from(g.fs.cluster_size());
@@ -568,7 +662,7 @@ impl Filesystem for FatVolume {
         }
         // From here on: no commit until the call returns, so the removal
         // of the old target and the move are one transaction.
-        if dst.is_some() {
+        if dst.is_some() && !g.hide_if_open(to)? {
             g.forget(to);
             g.root().remove(to).map_err(errno)?;
         }
@@ -729,7 +823,7 @@ impl FatFile {
         len: usize,
         mut io: impl FnMut(&mut BlockCache, u64, core::ops::Range<usize>) -> Result<(), Errno>,
     ) -> Result<(), Errno> {
-        let map = node.cluster_map()?;
+        let map = node.cluster_map(sh)?;
         let mut done = 0usize;
         while done < len {
             let at = offset + done as u64;
@@ -776,6 +870,9 @@ impl FatFile {
                 return Err(EFBIG);
             }
             let len = buf.len().min((MAX_FILE_SIZE - start) as usize);
+            if len == 0 {
+                return Ok((0, start)); // never extends the file
+            }
             if start + len as u64 <= size {
                 // An overwrite inside the file: no allocation changes, the
                 // bytes go straight to the cache; then the modification time.
@@ -794,8 +891,8 @@ impl FatFile {
                 node.file.flush().map_err(errno)?;
                 return Ok((len, start + len as u64));
             }
-            // The allocation changes: through lamfat.
-            node.map = None;
+            // The file grows: through lamfat (its clusters so far stay
+            // where they are, so the map stays valid and grows later).
             let f = &mut node.file;
             // A write past the end fills the gap with zeros first.
             if start > size {
@@ -873,6 +970,12 @@ impl Drop for FatFile {
                     g.by_path.remove(&key(&n.path));
                     // The entry is flushed after every call already.
                     let _ = n.file.flush();
+                    drop(n.file);
+                    if n.unlinked {
+                        // Nothing to report to at close: a failure leaves
+                        // the hidden file for the next mount to remove.
+                        let _ = g.remove_file(&self.vol, &n.path);
+                    }
                 }
             }
         }
@@ -931,7 +1034,9 @@ impl File for FatFile {
         let piece = self.vol.piece_bytes();
         self.with_node(|sh, g, node| {
             let size = node.size;
-            node.map = None;
+            if len < size {
+                node.map = None; // clusters are freed
+            }
             let f = &mut node.file;
             let r = if len > size {
                 fill_zeros(sh, f, size, len - size, piece)
@@ -1029,6 +1134,9 @@ impl FatDir {
             let e = e.map_err(errno)?;
             let name = e.file_name();
             if name == "." || name == ".." {
+                continue;
+            }
+            if self.path.is_empty() && name.starts_with(HIDDEN_PREFIX) {
                 continue;
             }
             let full = if self.path.is_empty() {

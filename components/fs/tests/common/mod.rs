@@ -226,6 +226,24 @@ pub fn fsck(image: &[u8], what: &str) {
     );
 }
 
+/// `fsck.fat -n` on an image file.
+pub fn fsck_file(path: &Path, what: &str) {
+    let Some(tool) = tool("fsck.fat") else {
+        println!("SKIPPED fsck.fat check ({what}): dosfstools not installed");
+        return;
+    };
+    let out = Command::new(tool).arg("-n").arg(path).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains("Dirty bit") && !text.contains("differ"),
+        "fsck.fat -n failed on {what}: {text}"
+    );
+}
+
 pub fn tool(name: &str) -> Option<PathBuf> {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
         let p = Path::new(dir).join(name);

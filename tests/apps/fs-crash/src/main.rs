@@ -16,8 +16,9 @@ use std::process::ExitCode;
 const RECORD: usize = 64;
 
 fn checksum(b: &[u8]) -> u32 {
-    b.iter()
-        .fold(0x811c_9dc5u32, |h, &x| (h ^ u32::from(x)).wrapping_mul(0x0100_0193))
+    b.iter().fold(0x811c_9dc5u32, |h, &x| {
+        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
+    })
 }
 
 fn record(n: u64) -> [u8; RECORD] {

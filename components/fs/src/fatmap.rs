@@ -1,0 +1,109 @@
+//! Just enough of the FAT layout to follow a cluster chain ourselves: the
+//! per-file cluster maps of `volume.rs` grow from their last known cluster
+//! when a file grows, instead of walking the chain from its start through
+//! lamfat (which is the only walk lamfat offers).
+
+use crate::cache::BlockCache;
+use unikernel_runtime::errno::*;
+
+/// Where the FAT and the clusters are, from the boot sector.
+#[derive(Clone, Copy, Debug)]
+pub struct FatGeometry {
+    /// Byte offset of the first FAT.
+    fat_start: u64,
+    /// Byte offset of cluster 2.
+    data_start: u64,
+    cluster: u64,
+    /// Bits per FAT entry: 12, 16 or 32.
+    bits: u32,
+    clusters: u32,
+}
+
+impl FatGeometry {
+    /// From a FAT boot sector (`None`: not one we understand).
+    pub fn parse(b: &[u8]) -> Option<FatGeometry> {
+        let le16 = |o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));
+        let le32 = |o: usize| u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
+        if b.len() < 512 {
+            return None;
+        }
+        let bps = le16(11);
+        let spc = u64::from(b[13]);
+        let reserved = le16(14);
+        let fats = u64::from(b[16]);
+        let root_entries = le16(17);
+        let total = if le16(19) != 0 { le16(19) } else { le32(32) };
+        let spf = if le16(22) != 0 { le16(22) } else { le32(36) };
+        if bps != 512 || spc == 0 || fats == 0 || spf == 0 {
+            return None;
+        }
+        let root_sectors = (root_entries * 32).div_ceil(bps);
+        let first_data = reserved + fats * spf + root_sectors;
+        let clusters = total.checked_sub(first_data)? / spc;
+        let bits = if clusters < 4085 {
+            12
+        } else if clusters < 65525 {
+            16
+        } else {
+            32
+        };
+        Some(FatGeometry {
+            fat_start: reserved * bps,
+            data_start: first_data * bps,
+            cluster: spc * bps,
+            bits,
+            clusters: clusters as u32,
+        })
+    }
+
+    /// Bytes per cluster.
+    pub fn cluster_size(&self) -> u64 {
+        self.cluster
+    }
+
+    /// Byte offset of cluster `c` (2-based).
+    pub fn offset(&self, c: u32) -> u64 {
+        self.data_start + u64::from(c - 2) * self.cluster
+    }
+
+    /// The cluster at byte offset `off` (the start of a cluster).
+    pub fn cluster_at(&self, off: u64) -> Option<u32> {
+        let rel = off.checked_sub(self.data_start)?;
+        Some((rel / self.cluster) as u32 + 2)
+    }
+
+    /// The cluster after `c` in its chain (`None`: the chain ends there).
+    pub fn next(&self, cache: &mut BlockCache, c: u32) -> Result<Option<u32>, Errno> {
+        if c < 2 || c >= self.clusters + 2 {
+            return Err(EIO);
+        }
+        let (v, end) = match self.bits {
+            12 => {
+                let mut b = [0u8; 2];
+                cache.read(self.fat_start + u64::from(c) + u64::from(c / 2), &mut b)?;
+                let w = u16::from_le_bytes(b);
+                (
+                    u32::from(if c & 1 == 1 { w >> 4 } else { w & 0xfff }),
+                    0xff8,
+                )
+            }
+            16 => {
+                let mut b = [0u8; 2];
+                cache.read(self.fat_start + 2 * u64::from(c), &mut b)?;
+                (u32::from(u16::from_le_bytes(b)), 0xfff8)
+            }
+            _ => {
+                let mut b = [0u8; 4];
+                cache.read(self.fat_start + 4 * u64::from(c), &mut b)?;
+                (u32::from_le_bytes(b) & 0x0fff_ffff, 0x0fff_fff8)
+            }
+        };
+        if v >= end {
+            Ok(None)
+        } else if v < 2 || v >= self.clusters + 2 {
+            Err(EIO) // free or bad cluster inside a chain: corrupt
+        } else {
+            Ok(Some(v))
+        }
+    }
+}
