@@ -139,6 +139,11 @@ impl BlockCache {
         }
     }
 
+    /// Neither dirty nor clean: the device holds the only copy.
+    fn absent(&self, block: u64) -> bool {
+        !self.dirty.contains_key(&block) && !self.clean.contains_key(&block)
+    }
+
     fn take_clean(&mut self, block: u64) -> Option<Block> {
         self.clean.remove(&block).map(|(_, b)| b)
     }
@@ -179,6 +184,24 @@ impl BlockCache {
             let p = pos + done as u64;
             let block = p / BLOCK as u64;
             let off = (p % BLOCK as u64) as usize;
+            // A big read of whole blocks the cache holds neither dirty nor
+            // clean goes from the device straight into `out` (in requests
+            // of up to MAX_IO), without filling the cache.
+            let whole = (out.len() - done) / BLOCK;
+            if off == 0 && whole >= 2 && self.absent(block) {
+                let mut n = 1;
+                while n < whole.min(MAX_IO / BLOCK)
+                    && block + (n as u64) < self.blocks
+                    && self.absent(block + n as u64)
+                {
+                    n += 1;
+                }
+                if n >= 2 {
+                    self.dev_read(block, &mut out[done..done + n * BLOCK])?;
+                    done += n * BLOCK;
+                    continue;
+                }
+            }
             let n = (BLOCK - off).min(out.len() - done);
             self.load(block)?;
             let b = match self.dirty.get(&block) {

@@ -129,21 +129,8 @@ pub fn create_with_progress(
         .map_err(|e| format!("cannot create {show}: {e}"))?;
     file.set_len(size)
         .map_err(|e| format!("cannot size {show} to {size} bytes: {e}"))?;
-    {
-        let mut part = Part {
-            file: &mut file,
-            pos: 0,
-            len: fat_sectors * SECTOR as u64,
-        };
-        let label = *b"UNIKERNEL  ";
-        lamfat::format_volume(
-            &mut lamfat::StdIoWrapper::new(&mut part),
-            lamfat::FormatVolumeOptions::new()
-                .volume_label(label)
-                .volume_id(volume_id()),
-        )
+    let fat_sectors = format_aligned(&mut file, fat_sectors)
         .map_err(|e| format!("cannot format {show}: {e}"))?;
-    }
     // The journal header after the FAT volume.
     let header = Header {
         fat_sectors,
@@ -171,6 +158,79 @@ pub fn create_with_progress(
     file.sync_all()
         .map_err(|e| format!("cannot write {show}: {e}"))?;
     Ok(())
+}
+
+/// Format a FAT volume of at most `fat_sectors` sectors at the start of
+/// `file` whose data region (the clusters) starts on a 4 KiB boundary, so
+/// every cluster is whole blocks of the block cache and writing one never
+/// has to read the blocks it straddles first. lamfat picks the FAT size
+/// itself; the knobs are the FAT12/16 root directory's size (one sector
+/// per 16 entries) and, for FAT32, the volume's size in 8-sector steps.
+/// Returns the sectors the volume got (what the journal follows).
+fn format_aligned(file: &mut File, fat_sectors: u64) -> Result<u64, String> {
+    let mut sectors = fat_sectors;
+    let mut last = 0;
+    for _ in 0..8 {
+        // FAT12/16: the root directory's size moves the data region by a
+        // sector per 16 entries.
+        for root_entries in (400u16..=512).rev().step_by(16) {
+            format_once(file, sectors, root_entries)?;
+            let (start, fat32, cluster_sectors) = data_start(file).map_err(|e| e.to_string())?;
+            if start.is_multiple_of(SECTORS_PER_BLOCK) {
+                return Ok(sectors);
+            }
+            last = start;
+            if fat32 {
+                // FAT32 has no fixed root directory: a smaller volume (by one
+                // FAT sector's worth of clusters, 128) shrinks each FAT by a
+                // sector.
+                sectors -= (128 * cluster_sectors).next_multiple_of(SECTORS_PER_BLOCK);
+                break;
+            }
+        }
+    }
+    Err(format!(
+        "no aligned layout found (the data region starts at sector {last})"
+    ))
+}
+
+fn format_once(file: &mut File, sectors: u64, root_entries: u16) -> Result<(), String> {
+    let mut part = Part {
+        file,
+        pos: 0,
+        len: sectors * SECTOR as u64,
+    };
+    let label = *b"UNIKERNEL  ";
+    lamfat::format_volume(
+        &mut lamfat::StdIoWrapper::new(&mut part),
+        lamfat::FormatVolumeOptions::new()
+            .volume_label(label)
+            .volume_id(volume_id())
+            .max_root_dir_entries(root_entries),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The first sector of the data region, whether the volume is FAT32 and
+/// its sectors per cluster, from the boot sector's BPB.
+fn data_start(file: &File) -> std::io::Result<(u64, bool, u64)> {
+    let mut b = [0u8; SECTOR];
+    file.read_exact_at(&mut b, 0)?;
+    let u16_at = |i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let reserved = u16_at(14);
+    let fats = u64::from(b[16]);
+    let root_entries = u16_at(17);
+    let fat16 = u16_at(22);
+    let fat_size = if fat16 != 0 {
+        fat16
+    } else {
+        u64::from(u32::from_le_bytes([b[36], b[37], b[38], b[39]]))
+    };
+    Ok((
+        reserved + fats * fat_size + (root_entries * 32).div_ceil(SECTOR as u64),
+        fat16 == 0,
+        u64::from(b[13]).max(1),
+    ))
 }
 
 fn volume_id() -> u32 {

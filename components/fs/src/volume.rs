@@ -814,7 +814,8 @@ impl FatFile {
     }
 
     /// Copy between `buf` and the file's bytes at `offset` (inside its
-    /// size) straight through the block cache, cluster by cluster.
+    /// size) straight through the block cache, a run of contiguous clusters
+    /// at a time.
     fn direct(
         sh: &Shared,
         cluster: u64,
@@ -829,9 +830,16 @@ impl FatFile {
             let at = offset + done as u64;
             let idx = (at / cluster) as usize;
             let inner = at % cluster;
-            let n = ((cluster - inner) as usize).min(len - done);
-            let phys = *map.get(idx).ok_or(EIO)? + inner;
-            io(&mut sh.cache.lock(), phys, done..done + n)?;
+            let first = *map.get(idx).ok_or(EIO)?;
+            // Clusters that follow each other on the device go in one piece
+            // (big reads then go from the device straight into `buf`).
+            let mut n = ((cluster - inner) as usize).min(len - done);
+            let mut k = 1;
+            while done + n < len && map.get(idx + k) == Some(&(first + k as u64 * cluster)) {
+                n = (n + cluster as usize).min(len - done);
+                k += 1;
+            }
+            io(&mut sh.cache.lock(), first + inner, done..done + n)?;
             done += n;
         }
         Ok(())

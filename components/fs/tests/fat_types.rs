@@ -14,6 +14,15 @@ fn interleaved(size: u64, what: &str) {
     let d = tmpdir("types");
     let img = d.join("v.img");
     unikernel_fs::host::create(&img, size, None).unwrap();
+    // The clusters start on a 4 KiB boundary (whole cache blocks).
+    let b = std::fs::read(&img).unwrap();
+    let u16_at = |i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let fat = match u16_at(22) {
+        0 => u64::from(u32::from_le_bytes([b[36], b[37], b[38], b[39]])),
+        n => n,
+    };
+    let data_start = u16_at(14) + u64::from(b[16]) * fat + (u16_at(17) * 32).div_ceil(512);
+    assert_eq!(data_start % 8, 0, "{what}: data region at sector {data_start}");
     {
         let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&img, false).unwrap());
         let v = unikernel_fs::open_volume(dev, true, 0, || 1_700_000_000).unwrap();
