@@ -82,9 +82,15 @@ impl FromStr for MemorySize {
 /// `"64M"`, `"512K"`, `"1G"` (binary units, case-insensitive, an optional
 /// trailing `B`/`iB`), or a plain number of bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size_as(s, "memory size")
+}
+
+/// [`parse_size`] for any size (`what` names it in the error: `"--size"`),
+/// with `T` accepted too.
+pub fn parse_size_as(s: &str, what: &str) -> Result<u64, String> {
     let bad = || {
         format!(
-            "bad memory size \"{s}\": write a number of bytes or a number followed by K, M or G (e.g. \"64M\")"
+            "bad {what} \"{s}\": write a number of bytes or a number followed by K, M or G (e.g. \"64M\")"
         )
     };
     let t = s.trim();
@@ -101,11 +107,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "K" => 10,
         "M" => 20,
         "G" => 30,
+        "T" => 40,
         _ => return Err(bad()),
     };
     number
         .checked_mul(1 << shift)
-        .ok_or_else(|| format!("memory size \"{s}\" is too large"))
+        .ok_or_else(|| format!("{what} \"{s}\" is too large"))
 }
 
 impl<'de> Deserialize<'de> for MemorySize {
@@ -223,7 +230,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                     .map_err(|_| E::custom(format!("size {v} is negative")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                parse_size(v).map(ByteSize).map_err(E::custom)
+                parse_size_as(v, "size").map(ByteSize).map_err(E::custom)
             }
         }
         d.deserialize_any(V)
@@ -773,7 +780,7 @@ mod tests {
             (json!({"files_root": "srv"}), "bad files_root"),
             (json!({"files": [""]}), "empty pattern"),
             (json!({"tmp_size": "1K"}), "at least 4K"),
-            (json!({"tmp_size": "lots"}), "bad memory size"),
+            (json!({"tmp_size": "lots"}), "bad size \"lots\""),
         ] {
             let e = parse(json!({ "unikernel": v })).unwrap_err();
             assert!(e.contains(want), "{e} (wanted {want})");

@@ -11,30 +11,7 @@ const PROGRESS_FROM: u64 = 16 << 20;
 
 /// `"256M"`, `"1G"`, `"64MiB"` (binary units) or a number of bytes.
 pub fn parse_disk_size(s: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "bad --size \"{s}\": write a number of bytes or a number followed by K, M, G or T (e.g. \"256M\")"
-        )
-    };
-    let t = s.trim();
-    let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(end);
-    let num: u64 = num.parse().map_err(|_| bad())?;
-    let unit = unit.trim().to_ascii_uppercase();
-    let unit = unit
-        .strip_suffix("IB")
-        .or_else(|| unit.strip_suffix('B'))
-        .unwrap_or(&unit);
-    let shift = match unit {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return Err(bad()),
-    };
-    num.checked_mul(1 << shift)
-        .ok_or_else(|| format!("--size \"{s}\" is too large"))
+    crate::config::parse_size_as(s, "--size")
 }
 
 /// Create the volume; the line to print on success.

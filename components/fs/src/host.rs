@@ -129,8 +129,8 @@ pub fn create_with_progress(
         .map_err(|e| format!("cannot create {show}: {e}"))?;
     file.set_len(size)
         .map_err(|e| format!("cannot size {show} to {size} bytes: {e}"))?;
-    let fat_sectors = format_aligned(&mut file, fat_sectors)
-        .map_err(|e| format!("cannot format {show}: {e}"))?;
+    let fat_sectors =
+        format_aligned(&mut file, fat_sectors).map_err(|e| format!("cannot format {show}: {e}"))?;
     // The journal header after the FAT volume.
     let header = Header {
         fat_sectors,

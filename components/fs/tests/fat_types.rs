@@ -22,7 +22,11 @@ fn interleaved(size: u64, what: &str) {
         n => n,
     };
     let data_start = u16_at(14) + u64::from(b[16]) * fat + (u16_at(17) * 32).div_ceil(512);
-    assert_eq!(data_start % 8, 0, "{what}: data region at sector {data_start}");
+    assert_eq!(
+        data_start % 8,
+        0,
+        "{what}: data region at sector {data_start}"
+    );
     {
         let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&img, false).unwrap());
         let v = unikernel_fs::open_volume(dev, true, 0, || 1_700_000_000).unwrap();
