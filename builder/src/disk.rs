@@ -11,7 +11,7 @@ const PROGRESS_FROM: u64 = 16 << 20;
 
 /// `"256M"`, `"1G"`, `"64MiB"` (binary units) or a number of bytes.
 pub fn parse_disk_size(s: &str) -> Result<u64, String> {
-    crate::config::parse_size_as(s, "--size")
+    cargo_unikernel::config::parse_size_as(s, "--size")
 }
 
 /// Create the volume; the line to print on success.
