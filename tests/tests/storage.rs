@@ -391,7 +391,10 @@ fn redb_commits_survive_a_reboot_and_a_kill() {
         .lines()
         .find_map(|l| l.strip_prefix("txns ")?.trim().parse().ok())
         .unwrap_or(0);
-    assert!(txns > last, "commit {last} returned but only {txns} transactions survived");
+    assert!(
+        txns > last,
+        "commit {last} returned but only {txns} transactions survived"
+    );
     assert_fsck_clean(&img);
     let _ = std::fs::remove_file(&img);
 }
