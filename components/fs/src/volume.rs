@@ -516,6 +516,9 @@ impl FatVolume {
         drop(g);
         if flags.truncate && flags.write {
             handle.set_len(0)?;
+        } else if flags.truncate {
+            // O_RDONLY|O_TRUNC truncates too, as on Linux.
+            self.truncate(path, 0)?;
         }
         Ok(Arc::new(handle))
     }
@@ -735,8 +738,9 @@ impl Filesystem for FatVolume {
         let kind = self.0.inner.lock().kind(path)?;
         match kind {
             None => Err(ENOENT),
-            // lamfat stamps only files; a directory's times stay.
-            Some(true) => Ok(()),
+            // lamfat stamps only files: a directory's entry cannot be
+            // changed, and saying so beats a success that changes nothing.
+            Some(true) => Err(EPERM),
             Some(false) => {
                 let f = self.open_file(path, OpenFlags::default())?;
                 f.set_times(atime, mtime)

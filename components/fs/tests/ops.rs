@@ -112,6 +112,20 @@ fn append_pwrite_seek_truncate_allocate() {
         .unwrap();
     drop(t);
     assert_eq!(v.stat("f").unwrap().size, 0);
+    // O_RDONLY|O_TRUNC truncates too, as on Linux.
+    v.open("f", rw_create()).unwrap().write(b"abc").unwrap();
+    let t = v
+        .open(
+            "f",
+            OpenFlags {
+                truncate: true,
+                read: true,
+                ..OpenFlags::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(t.stat().size, 0);
+    drop(t);
     // Two handles of one file see each other's writes.
     let h1 = v.open("g", rw_create()).unwrap();
     let h2 = v.open("g", rw_create()).unwrap();
@@ -135,6 +149,12 @@ fn directories_unlink_rename() {
     let v = mount(dev.clone());
     v.mkdir("d", 0o755).unwrap();
     assert_eq!(v.mkdir("d", 0o755).err(), Some(EEXIST));
+    // A directory's entry cannot be stamped: an error, not a silent no-op.
+    let t = Some(unikernel_runtime::fs::vfs::Timespec {
+        sec: 1_700_000_000,
+        nsec: 0,
+    });
+    assert_eq!(v.set_times("d", t, t).err(), Some(EPERM));
     assert_eq!(v.mkdir("nope/x", 0o755).err(), Some(ENOENT));
     v.mkdir("d/e", 0o755).unwrap();
     write_file(&v, "d/e/f", b"deep");
