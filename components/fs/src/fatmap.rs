@@ -11,6 +11,8 @@ use unikernel_runtime::errno::*;
 pub struct FatGeometry {
     /// Byte offset of the first FAT.
     fat_start: u64,
+    /// Bytes of one FAT.
+    fat_bytes: u64,
     /// Byte offset of cluster 2.
     data_start: u64,
     cluster: u64,
@@ -49,11 +51,42 @@ impl FatGeometry {
         };
         Some(FatGeometry {
             fat_start: reserved * bps,
+            fat_bytes: spf * bps,
             data_start: first_data * bps,
             cluster: spc * bps,
             bits,
             clusters: clusters as u32,
         })
+    }
+
+    /// Bits per FAT entry: 12, 16 or 32.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// The byte range of the first FAT.
+    pub fn fat_range(&self) -> core::ops::Range<u64> {
+        self.fat_start..self.fat_start + self.fat_bytes
+    }
+
+    /// Byte offset of cluster 2, where the data region starts.
+    pub fn data_start(&self) -> u64 {
+        self.data_start
+    }
+
+    /// Clusters of the volume (numbered from 2).
+    pub fn clusters(&self) -> u32 {
+        self.clusters
+    }
+
+    /// Byte offset and width of cluster `c`'s entry in the first FAT, for
+    /// FAT16 and FAT32 (`None` for FAT12, whose entries straddle bytes).
+    pub fn entry_at(&self, c: u32) -> Option<(u64, usize)> {
+        match self.bits {
+            16 => Some((self.fat_start + 2 * u64::from(c), 2)),
+            32 => Some((self.fat_start + 4 * u64::from(c), 4)),
+            _ => None,
+        }
     }
 
     /// Bytes per cluster.
@@ -70,6 +103,63 @@ impl FatGeometry {
     pub fn cluster_at(&self, off: u64) -> Option<u32> {
         let rel = off.checked_sub(self.data_start)?;
         Some((rel / self.cluster) as u32 + 2)
+    }
+
+    /// Follow the chain after cluster `c` for up to `count` clusters,
+    /// pushing each one's byte offset onto `out`; returns the last cluster
+    /// reached. Reads a FAT block once for all the entries it holds (a
+    /// contiguous file of 256 MiB is 64 block reads, not 65,536 entry
+    /// reads).
+    pub fn follow(
+        &self,
+        cache: &mut BlockCache,
+        mut c: u32,
+        count: usize,
+        out: &mut alloc::vec::Vec<u64>,
+    ) -> Result<u32, Errno> {
+        const B: u64 = crate::journal::BLOCK as u64;
+        if self.bits == 12 {
+            for _ in 0..count {
+                match self.next(cache, c)? {
+                    Some(n) => {
+                        out.push(self.offset(n));
+                        c = n;
+                    }
+                    None => break,
+                }
+            }
+            return Ok(c);
+        }
+        let width = u64::from(self.bits / 8);
+        let end = if self.bits == 16 { 0xfff8 } else { 0x0fff_fff8 };
+        let mut buf = alloc::vec![0u8; B as usize];
+        let mut have: Option<u64> = None;
+        for _ in 0..count {
+            if c < 2 || c >= self.clusters + 2 {
+                return Err(EIO);
+            }
+            let at = self.fat_start + width * u64::from(c);
+            let block = at / B;
+            if have != Some(block) {
+                cache.read(block * B, &mut buf)?;
+                have = Some(block);
+            }
+            let o = (at % B) as usize;
+            let v = if width == 2 {
+                u32::from(u16::from_le_bytes([buf[o], buf[o + 1]]))
+            } else {
+                u32::from_le_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]) & 0x0fff_ffff
+            };
+            if v >= end {
+                break;
+            }
+            if v < 2 || v >= self.clusters + 2 {
+                return Err(EIO); // free or bad cluster inside a chain: corrupt
+            }
+            out.push(self.offset(v));
+            c = v;
+        }
+        Ok(c)
     }
 
     /// The cluster after `c` in its chain (`None`: the chain ends there).

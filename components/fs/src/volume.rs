@@ -83,30 +83,34 @@ struct Node {
     /// The file's size (lamfat's own answer costs a cluster-chain walk).
     size: u64,
     /// Volume byte offset of each cluster of the file, built on the first
-    /// read or in-place write and dropped when the allocation changes:
+    /// read or in-place write (by following the FAT a block at a time) and
+    /// dropped when the allocation changes:
     /// reads and overwrites go straight to the block cache through it
     /// (lamfat walks the chain from the first cluster on every seek).
     map: Option<Vec<u64>>,
 }
 
 impl Node {
-    /// The map covering the file's size: built through lamfat the first
-    /// time, then grown from its last cluster by following the FAT
-    /// (a growing file keeps its clusters; only truncation drops the map).
+    /// The map covering the file's size: its first cluster from lamfat,
+    /// the rest (and later growth, from the last cluster on) by following
+    /// the FAT ourselves (a growing file keeps its clusters; only
+    /// truncation drops the map). Without a geometry we understand, the
+    /// whole map comes from lamfat.
     fn cluster_map(&mut self, sh: &Shared) -> Result<&[u64], Errno> {
         let cs = sh.geo.map_or(0, |g| g.cluster_size());
-        if let (Some(m), Some(geo)) = (self.map.as_mut(), sh.geo) {
-            if !m.is_empty() && (m.len() as u64) * cs < self.size {
-                let mut cache = sh.cache.lock();
-                let mut c = geo.cluster_at(*m.last().ok_or(EIO)?).ok_or(EIO)?;
-                while (m.len() as u64) * cs < self.size {
-                    match geo.next(&mut cache, c)? {
-                        Some(n) => {
-                            m.push(geo.offset(n));
-                            c = n;
-                        }
-                        None => break,
-                    }
+        if let Some(geo) = sh.geo {
+            if self.map.as_ref().is_none_or(|m| m.is_empty()) && self.size > 0 {
+                // Only the first cluster through lamfat; the rest below.
+                let first = self.file.extents().next().transpose().map_err(errno)?;
+                self.map = Some(first.map(|e| e.offset).into_iter().collect());
+            }
+            if let Some(m) = self.map.as_mut() {
+                let want = self.size.div_ceil(cs.max(1)) as usize;
+                if !m.is_empty() && m.len() < want {
+                    let mut cache = sh.cache.lock();
+                    let c = geo.cluster_at(*m.last().ok_or(EIO)?).ok_or(EIO)?;
+                    let n = want - m.len();
+                    geo.follow(&mut cache, c, n, m)?;
                 }
             }
         }
@@ -397,6 +401,7 @@ impl FatVolume {
         let mut boot = [0u8; 512];
         cache.read(0, &mut boot)?;
         let geo = FatGeometry::parse(&boot);
+        cache.set_geometry(geo);
         let cache = Arc::new(Mutex::new(cache));
         let io = VolumeIo::new(cache.clone(), reserved_bytes);
         let opts = lamfat::FsOptions::new()
@@ -776,7 +781,7 @@ impl Filesystem for FatVolume {
 
     fn sync(&self) -> Result<(), Errno> {
         let _g = self.0.inner.lock();
-        self.0.cache.lock().commit()
+        self.0.cache.lock().checkpoint()
     }
 }
 

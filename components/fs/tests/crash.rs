@@ -259,16 +259,21 @@ fn torn_journal_is_ignored_and_committed_one_replayed() {
     let before = dev.events().len();
     write_file(&v, "two", b"second");
     let events = dev.events();
-    // The first write of the second commit is its log.
+    // The second commit writes its new cluster home directly (ordered
+    // data), flushes, then writes its log: the first write that starts
+    // with a descriptor block.
+    let log = (before..events.len())
+        .find(|&i| matches!(&events[i], Event::Write(_, d) if d.starts_with(b"UKJDESC1")))
+        .expect("the second commit writes a log");
     let mut img_torn = base.clone();
     let mut img_whole = base.clone();
     for (i, e) in events.iter().enumerate() {
         if let Event::Write(s, d) = e {
             let off = *s as usize * 512;
-            if i < before {
+            if i < log {
                 img_torn[off..off + d.len()].copy_from_slice(d);
                 img_whole[off..off + d.len()].copy_from_slice(d);
-            } else if i == before {
+            } else if i == log {
                 // Everything but the commit block (the last 4 KiB).
                 img_torn[off..off + d.len() - 4096].copy_from_slice(&d[..d.len() - 4096]);
                 img_whole[off..off + d.len()].copy_from_slice(d);
@@ -291,7 +296,7 @@ fn torn_journal_is_ignored_and_committed_one_replayed() {
     let mut img_ro = base.clone();
     for (i, e) in events.iter().enumerate() {
         if let Event::Write(s, d) = e {
-            if i <= before {
+            if i <= log {
                 let off = *s as usize * 512;
                 img_ro[off..off + d.len()].copy_from_slice(d);
             }
