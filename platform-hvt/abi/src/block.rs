@@ -14,9 +14,12 @@
 //! * The guest is the producer. It writes a [`BlockDesc`] (op, sector,
 //!   buffer, length) into the next slot and publishes it by storing
 //!   `producer + 1`. Only when the ring was empty before (the monitor's
-//!   `consumer` equals the old producer) does it make the `block_notify`
-//!   call, which wakes the disk's I/O thread; a busy thread finds new
-//!   requests on its own.
+//!   `consumer` equals the old producer) and the I/O thread is not
+//!   polling (`polling` is zero) does it make the `block_notify` call,
+//!   which wakes the disk's I/O thread; a busy or polling thread finds new
+//!   requests on its own. After serving the ring empty the I/O thread
+//!   polls it for a short while (a burst of requests then costs no VM
+//!   exit), then clears `polling` and sleeps.
 //! * The monitor serves requests **in ring order**: it reads the
 //!   descriptor once, checks it, does the I/O (`pread`/`pwrite` straight
 //!   into or out of the guest buffer, `fdatasync` for a flush), writes the
@@ -36,6 +39,7 @@
 //! |---|---|
 //! | 0 | `producer` u32: free-running count of published requests (guest) |
 //! | 64 | `consumer` u32: free-running count of completed requests (monitor) |
+//! | 68 | `polling` u32: non-zero while the I/O thread polls the ring (monitor) |
 //! | 128 | `slots` × [`BlockDesc`] (32 bytes each); index `i` lives in slot `i % slots` |
 //!
 //! `slots` is a power of two, at most [`MAX_SLOTS`]. `producer - consumer`
@@ -55,10 +59,12 @@
 //! # Memory ordering
 //!
 //! As for the network tx ring: the guest writes the descriptor, stores
-//! `producer` (release), issues a full fence and loads `consumer`; it
-//! notifies if that equals the old producer. The monitor stores `consumer`
-//! (release) after each request, and before it sleeps issues a full fence
-//! and loads `producer` again. The guest loads `consumer` (acquire) before
+//! `producer` (release), issues a full fence and loads `consumer` and
+//! `polling`; it notifies if `consumer` equals the old producer and
+//! `polling` is zero. The monitor stores `consumer` (release) after each
+//! request, and before it sleeps clears `polling`, issues a full fence and
+//! loads `producer` again: either the guest sees `polling` clear and
+//! notifies, or the monitor sees the new producer and serves it. The guest loads `consumer` (acquire) before
 //! it reads a status or the data of a completed read.
 
 /// Most disks per guest (`unikernel_image::disks::MAX_DISKS`).
@@ -100,6 +106,10 @@ pub const BLOCK_S_READ_ONLY: u32 = 2;
 pub const RING_PRODUCER: u64 = 0;
 /// Offset of the `consumer` (completion) index in a ring.
 pub const RING_CONSUMER: u64 = 64;
+/// Offset of the `polling` word in a ring: non-zero while the disk's I/O
+/// thread watches the producer index without sleeping, so a new request
+/// needs no `block_notify`. Written by the monitor only.
+pub const RING_POLLING: u64 = 68;
 /// Offset of the first descriptor in a ring.
 pub const RING_DESCS: u64 = 128;
 /// Alignment of a ring.

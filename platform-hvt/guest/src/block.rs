@@ -7,13 +7,18 @@
 //! The ring protocol and its memory ordering are in `hvt_abi::block`. This
 //! side is the producer: a call splits its buffer into requests of at most
 //! the monitor's `max_request` bytes, keeps up to [`SLOTS`] of them in
-//! flight, notifies only when the ring was empty, and waits for the
+//! flight, publishes them together (one producer store) and notifies only
+//! when the ring was empty, and waits for the
 //! completion index: a short spin at ring 3 (cheap everywhere, native on
 //! kvm-pvm), then the `block_wait` call, which blocks on the host, so a
 //! waiting guest never spins for long and never runs ring-0 code.
 //!
 //! Buffers outside identity-mapped RAM (app memory in virtual-only
-//! regions) go through a bounce buffer, one request at a time.
+//! regions) are handed over as their physical pieces
+//! (`mm::vm::physical_runs`), so the monitor moves the bytes straight
+//! between the host file and the app's pages (a sector that straddles two
+//! pieces goes through 512 bytes of a bounce buffer); a buffer with a page
+//! that is not mapped goes through the bounce buffer, one request at a time.
 
 use alloc::alloc::{alloc_zeroed, Layout};
 use alloc::string::String;
@@ -23,8 +28,8 @@ use core::sync::atomic::{fence, AtomicU32, Ordering};
 use hvt_abi::block::{
     ring_bytes, BlockDesc, BlockInfo, BlockNotify, BlockSetup, BlockWait, BLOCK_ATTACHED,
     BLOCK_CAN_FLUSH, BLOCK_OP_FLUSH, BLOCK_OP_READ, BLOCK_OP_WRITE, BLOCK_READ_ONLY, BLOCK_S_OK,
-    BLOCK_S_READ_ONLY, MAX_DISKS, MAX_REQUEST, NAME_LEN, RING_CONSUMER, RING_DESCS, RING_PRODUCER,
-    SECTOR_SIZE,
+    BLOCK_S_READ_ONLY, MAX_DISKS, MAX_REQUEST, NAME_LEN, RING_CONSUMER, RING_DESCS, RING_POLLING,
+    RING_PRODUCER, SECTOR_SIZE,
 };
 use hvt_abi::hypercall::Call;
 use spin::Mutex;
@@ -37,8 +42,10 @@ use crate::hypercall;
 const SLOTS: u32 = 32;
 /// Bytes of the bounce buffer (for buffers outside identity-mapped RAM).
 const BOUNCE: usize = 256 << 10;
-/// Checks of the completion index before the `block_wait` call.
-const SPINS: u32 = 2000;
+/// Checks of the completion index before the `block_wait` call (enough
+/// to cover a 1 MiB request the polling I/O thread serves: a wait that
+/// ends in `block_wait` costs an exit and a host wake-up).
+const SPINS: u32 = 20_000;
 /// Timeout of one `block_wait` call (it is simply made again).
 const WAIT_NS: u64 = 500_000_000;
 /// The lowest identity-mapped address (the low 64 KiB are never mapped).
@@ -47,13 +54,17 @@ const RAM_START: u64 = hvt_abi::layout::BOOT_AREA_START;
 /// The ring and our end of it.
 struct Ring {
     base: *mut u8,
-    /// Next index to publish.
+    /// Index of the next request written.
     next: u32,
+    /// Requests below this index are published (the producer index).
+    published: u32,
     /// Requests below this index have had their status looked at.
     checked: u32,
     /// The first bad status among the requests since the call began.
     status: u32,
     bounce: Option<*mut u8>,
+    /// Scratch list of a buffer's physical pieces (kept to reuse its memory).
+    runs: alloc::vec::Vec<(u64, usize)>,
 }
 
 impl Ring {
@@ -145,9 +156,11 @@ pub fn probe(mem_size: u64) {
             ring: Mutex::new(Ring {
                 base,
                 next: 0,
+                published: 0,
                 checked: 0,
                 status: BLOCK_S_OK,
                 bounce: None,
+                runs: alloc::vec::Vec::new(),
             }),
         }));
     }
@@ -187,15 +200,19 @@ impl HvtDisk {
         }
     }
 
-    /// Publishes one request (waiting for a free slot first).
+    /// Writes one request into the next slot (waiting for a free slot
+    /// first) without publishing it: [`Self::publish`] (called by
+    /// [`Self::finish`]) hands a whole call's requests over at once, so the
+    /// monitor serves them all in one `block_notify`.
     fn submit(&self, r: &mut Ring, op: u32, sector: u64, addr: u64, len: u64) {
         let i = r.next;
         if i.wrapping_sub(r.completed()) >= SLOTS {
+            self.publish(r);
             self.wait_for(r, i.wrapping_sub(SLOTS).wrapping_add(1));
         }
         self.check(r, i.wrapping_sub(SLOTS).wrapping_add(1));
         // SAFETY: slot `i % SLOTS` is free (the request that used it
-        // completed); the monitor reads it only after the producer store.
+        // completed) and not published yet, so the monitor does not read it.
         unsafe {
             r.desc(i).write_volatile(BlockDesc {
                 op,
@@ -206,11 +223,23 @@ impl HvtDisk {
             })
         };
         r.next = i.wrapping_add(1);
+    }
+
+    /// Publishes the requests written since the last call with one store
+    /// of the producer index, and notifies if the monitor had drained the
+    /// ring and is not polling it (store producer, full fence, load the
+    /// completion index and `polling`; see hvt_abi::block). The monitor sees all of them or none, so a
+    /// completion index below `r.next` but above the old producer means it
+    /// is awake and goes on by itself.
+    fn publish(&self, r: &mut Ring) {
+        let old = r.published;
+        if old == r.next {
+            return;
+        }
         r.index(RING_PRODUCER).store(r.next, Ordering::Release);
-        // Store producer, full fence, load the completion index: notify if
-        // the monitor had drained the ring (see hvt_abi::block).
+        r.published = r.next;
         fence(Ordering::SeqCst);
-        if r.completed() == i {
+        if r.completed() == old && r.index(RING_POLLING).load(Ordering::Acquire) == 0 {
             let mut n = BlockNotify {
                 disk: self.index,
                 _pad: 0,
@@ -221,6 +250,7 @@ impl HvtDisk {
 
     /// Waits for every published request; the first bad status, if any.
     fn finish(&self, r: &mut Ring) -> Result<(), Errno> {
+        self.publish(r);
         let end = r.next;
         self.wait_for(r, end);
         self.check(r, end);
@@ -270,6 +300,134 @@ impl HvtDisk {
             }
             return self.finish(&mut r);
         }
+        // App memory: hand the monitor the buffer's physical pieces (no
+        // copy) when every page is mapped; otherwise the bounce buffer.
+        let mut runs = core::mem::take(&mut r.runs);
+        let mapped = unikernel_runtime::mm::vm::physical_runs(
+            addr as u64,
+            len,
+            !write,
+            self.max_request as usize,
+            &mut runs,
+        );
+        let done = if mapped && runs.iter().all(|&(p, n)| self.identity_mapped(p, n)) {
+            self.scattered(&mut r, write, sector, addr, len, &runs)
+        } else {
+            Ok(false)
+        };
+        r.runs = runs;
+        drop(r);
+        if done? {
+            return Ok(());
+        }
+        self.bounced(write, sector, addr, len)
+    }
+
+    /// [`Self::transfer`] of an app buffer whose physical pieces are
+    /// `runs`: a request per stretch of whole sectors inside one piece, and
+    /// each sector that straddles two pieces (an app buffer need not start
+    /// on a sector boundary) through its own 512 bytes of the bounce
+    /// buffer. False (nothing done) when more sectors straddle than the
+    /// bounce buffer holds.
+    fn scattered(
+        &self,
+        r: &mut Ring,
+        write: bool,
+        sector: u64,
+        addr: *mut u8,
+        len: usize,
+        runs: &[(u64, usize)],
+    ) -> Result<bool, Errno> {
+        let op = if write { BLOCK_OP_WRITE } else { BLOCK_OP_READ };
+        let sec = SECTOR_SIZE as usize;
+        let bounce = match r.bounce {
+            Some(b) => b,
+            None => {
+                let b = alloc_pages(BOUNCE).ok_or(EIO)?;
+                r.bounce = Some(b);
+                b
+            }
+        };
+        // Pass 1 counts the straddling sectors; pass 2 submits.
+        let mut straddles = 0usize;
+        for pass in 0..2 {
+            if pass == 1 && straddles > BOUNCE / sec {
+                return Ok(false);
+            }
+            let mut slot = 0usize;
+            // Run `j` covers buffer offsets [run_start, run_start + runs[j].1).
+            let (mut j, mut run_start) = (0usize, 0usize);
+            let mut at = 0usize;
+            while at < len {
+                while run_start + runs[j].1 <= at {
+                    run_start += runs[j].1;
+                    j += 1;
+                }
+                let (phys, n) = runs[j];
+                let whole = (run_start + n - at) / sec * sec;
+                let s = sector + (at / sec) as u64;
+                if whole > 0 {
+                    let piece = whole.min(self.max_request as usize);
+                    if pass == 1 {
+                        // SAFETY (of handing the monitor these pages): they
+                        // back the caller's buffer, and nothing can unmap
+                        // them before `finish` returns: the wait never
+                        // yields to another thread of the app.
+                        self.submit(r, op, s, phys + (at - run_start) as u64, piece as u64);
+                    }
+                    at += piece;
+                } else {
+                    if pass == 0 {
+                        straddles += 1;
+                    } else {
+                        // SAFETY: `bounce + slot * 512 .. + 512` is inside
+                        // the bounce buffer (slot < BOUNCE / 512, checked
+                        // above); `addr + at .. + 512` inside the caller's
+                        // buffer (`len` is whole sectors).
+                        let b = unsafe { bounce.add(slot * sec) };
+                        if write {
+                            // SAFETY: as above.
+                            unsafe { core::ptr::copy_nonoverlapping(addr.add(at), b, sec) };
+                        }
+                        self.submit(r, op, s, b as u64, SECTOR_SIZE);
+                        slot += 1;
+                    }
+                    at += sec;
+                }
+            }
+        }
+        self.finish(r)?;
+        if !write && straddles > 0 {
+            // The straddling sectors, from the bounce buffer into place.
+            let mut slot = 0usize;
+            let (mut j, mut run_start) = (0usize, 0usize);
+            let mut at = 0usize;
+            while at < len {
+                while run_start + runs[j].1 <= at {
+                    run_start += runs[j].1;
+                    j += 1;
+                }
+                let whole = (run_start + runs[j].1 - at) / sec * sec;
+                if whole > 0 {
+                    at += whole.min(self.max_request as usize);
+                } else {
+                    // SAFETY: as in the submitting pass; the request that
+                    // filled this slot has completed.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(bounce.add(slot * sec), addr.add(at), sec)
+                    };
+                    slot += 1;
+                    at += sec;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// [`Self::transfer`] through the bounce buffer, a piece at a time.
+    fn bounced(&self, write: bool, sector: u64, addr: *mut u8, len: usize) -> Result<(), Errno> {
+        let op = if write { BLOCK_OP_WRITE } else { BLOCK_OP_READ };
+        let mut r = self.ring.lock();
         let bounce = match r.bounce {
             Some(b) => b,
             None => {

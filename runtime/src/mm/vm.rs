@@ -493,3 +493,61 @@ impl AddressSpace {
         self.vmas.len()
     }
 }
+
+/// The guest-physical pieces of the app buffer `[va, va + len)`, for a
+/// driver that lets its device (the monitor) move the bytes itself instead
+/// of through a bounce buffer: physically contiguous runs of at most
+/// `max_run` bytes, appended to `out` as (physical address, bytes). For a
+/// device read into the buffer (`writable`), every page must be mapped
+/// writable. Returns false, with `out` cleared, when a page is not mapped
+/// present (or not writable), when a run would leave RAM, or when the
+/// address space is in use by the caller's own call chain (its lock is
+/// taken): the driver then falls back to its bounce buffer.
+///
+/// The runs stay valid only while nothing can unmap the buffer: the caller
+/// must finish the transfer before any other thread of the app runs (the
+/// hvt driver waits for its device without yielding).
+pub fn physical_runs(
+    va: u64,
+    len: usize,
+    writable: bool,
+    max_run: usize,
+    out: &mut alloc::vec::Vec<(u64, usize)>,
+) -> bool {
+    out.clear();
+    let Some(guard) = ASPACE.try_lock() else {
+        return false;
+    };
+    let Some(space) = guard.as_ref() else {
+        return false;
+    };
+    let Some(end) = va.checked_add(len as u64) else {
+        return false;
+    };
+    let mut at = va;
+    while at < end {
+        let page_end = ((at & !(PAGE_SIZE - 1)) + PAGE_SIZE).min(end);
+        let ok = match space.pt.translate(at) {
+            Some((phys, flags)) if flags & paging::U != 0 && (!writable || flags & W != 0) => {
+                let n = (page_end - at) as usize;
+                let in_ram = phys
+                    .checked_add(n as u64)
+                    .is_some_and(|e| e <= space.mem_size);
+                if in_ram {
+                    match out.last_mut() {
+                        Some((p, l)) if *p + *l as u64 == phys && *l + n <= max_run => *l += n,
+                        _ => out.push((phys, n)),
+                    }
+                }
+                in_ram
+            }
+            _ => false,
+        };
+        if !ok {
+            out.clear();
+            return false;
+        }
+        at = page_end;
+    }
+    true
+}

@@ -6,8 +6,9 @@
 //! on an I/O thread of that disk serves it ([`io`]) with `pread`, `pwrite`
 //! and `fdatasync` on the file. The vCPU thread serves the four small
 //! calls: `block_info`, `block_setup`, `block_notify` (the ring was empty;
-//! small reads and writes at its head it serves itself, since it is out of
-//! the guest already, and wakes the I/O thread for the rest) and
+//! the requests at its head it serves itself, up to a batch, since it is
+//! out of the guest already, and wakes the I/O thread for the rest and to
+//! poll the ring for the next ones) and
 //! `block_wait` (block until requests completed, so a guest waiting for
 //! its disk costs no host CPU).
 //!
@@ -74,7 +75,7 @@ struct DiskShared {
     /// `block_wait`.
     completed: AtomicU32,
     /// The completion index as the servers (the I/O thread, and the vCPU
-    /// thread for small requests) advance it: whoever holds the lock serves.
+    /// thread for the requests it serves inline) advance it: whoever holds the lock serves.
     cursor: Mutex<u32>,
     /// A `block_wait` is (about to be) asleep on `cond`.
     waiting: AtomicBool,
@@ -287,8 +288,9 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<(), Hypercal
             // SAFETY: used only during this call, while `mem` is alive.
             let ram = unsafe { mem.shared() };
             match io::serve_inline(&d, ram, ring) {
-                Ok(false) => {}
-                Ok(true) => {
+                // Served: the I/O thread still starts polling the ring, so
+                // the guest's next request needs no exit.
+                Ok(_) => {
                     let _ = d.kick.write(1);
                 }
                 // Reported like the I/O thread's faults: the run loop
