@@ -33,6 +33,7 @@ pub mod image;
 pub mod memory;
 pub mod net;
 pub mod paging;
+pub mod profile;
 pub mod stop;
 pub mod tables;
 pub mod timer;

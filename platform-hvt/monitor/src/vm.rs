@@ -307,6 +307,7 @@ impl Vm {
         let mut exits = 0;
         stop::install(self.vcpu.get_kvm_run());
         let code = self.run_until_exit(boot, &mut exits);
+        crate::profile::finish();
         stop::uninstall();
         if let Some(code) = stop::requested() {
             eprintln!(
@@ -342,6 +343,8 @@ impl Vm {
             .unwrap_or(1);
         net::bind_vcpu(self.vcpu.get_kvm_run());
         block::bind_vcpu(self.vcpu.get_kvm_run());
+        crate::profile::start(self.vcpu.get_kvm_run());
+        let profiling = crate::profile::on();
         loop {
             if let Some(vector) = timer::before_run(self.vcpu.get_kvm_run()) {
                 if let Err(e) = self.inject(vector) {
@@ -363,7 +366,14 @@ impl Vm {
                 return code;
             }
             *exits += 1;
-            let problem = match self.vcpu.run() {
+            if profiling {
+                crate::profile::in_guest(true);
+            }
+            let result = self.vcpu.run();
+            if profiling {
+                crate::profile::in_guest(false);
+            }
+            let problem = match result {
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
                     // Copy the bytes out of the kvm_run page (KVM's MMIO data
                     // is at most 8 bytes) so the vCPU borrow ends here.
@@ -414,7 +424,12 @@ impl Vm {
                 )),
                 Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => continue,
                 Ok(other) => Ok(format!("unexpected KVM exit {other:?}")),
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    if profiling {
+                        crate::profile::exit_at(|| self.vcpu.get_regs().ok().map(|r| r.rip));
+                    }
+                    continue;
+                }
                 Err(e) => Ok(format!("KVM_RUN failed: {e}")),
             };
             return match problem {
