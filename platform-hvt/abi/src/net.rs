@@ -10,9 +10,11 @@
 //! * **tx** (guest to host): the guest is the producer. It writes a frame
 //!   into the buffer of the next descriptor, sets `len` (and `addr`), and
 //!   publishes it by storing `producer + 1`. Only when the ring was empty
-//!   before (the monitor's `consumer` equals the old producer) does it make
-//!   the `net_notify` call, which wakes the I/O thread; a busy I/O thread
-//!   finds new frames on its own.
+//!   before (the monitor's `consumer` equals the old producer) and the I/O
+//!   thread is not polling it (`polling` is zero) does it make the
+//!   `net_notify` call, which wakes the I/O thread; a busy or polling I/O
+//!   thread finds new frames on its own. After traffic the I/O thread polls
+//!   both rings for a short while before it sleeps.
 //! * **rx** (host to guest): the monitor is the producer. The guest fills
 //!   every descriptor's `addr` with a buffer of `buf_size` bytes at setup
 //!   (and may change `addr` of a slot it has consumed, before it stores the
@@ -31,6 +33,7 @@
 //! |---|---|
 //! | 0 | `producer` u32: free-running count of published descriptors (written only by the producer) |
 //! | 64 | `consumer` u32: free-running count of consumed descriptors (written only by the consumer) |
+//! | 68 | `polling` u32, tx ring only: non-zero while the monitor's I/O thread polls (written only by the monitor) |
 //! | 128 | `slots` × [`NetDesc`] (16 bytes each); index `i` lives in slot `i % slots` |
 //!
 //! `slots` is a power of two, at most [`MAX_SLOTS`]. The indices wrap at
@@ -48,11 +51,13 @@
 //!   out), then stores the new `consumer` with **release** semantics; the
 //!   producer loads `consumer` with **acquire** before it reuses a slot.
 //! * Notification (tx): the guest stores `producer`, then issues a **full
-//!   fence** (`mfence`, SeqCst), then loads `consumer`; it notifies if that
-//!   equals the old producer. The monitor, before it sleeps, stores
-//!   `consumer`, issues a full fence and loads `producer` again. With both
-//!   fences, either the guest sees the ring drained (and notifies) or the
-//!   monitor sees the new frame (and keeps going): no frame is stranded.
+//!   fence** (`mfence`, SeqCst), then loads `consumer` and `polling`; it
+//!   notifies if `consumer` equals the old producer and `polling` is zero.
+//!   The monitor, before it sleeps, stores `consumer`, clears `polling`,
+//!   issues a full fence and loads `producer` again. With both fences,
+//!   either the guest sees the ring drained and nobody polling (and
+//!   notifies) or the monitor sees the new frame (and keeps going): no
+//!   frame is stranded.
 //!
 //! On x86-64 release stores and acquire loads are plain `mov`s (TSO); only
 //! the full fence costs anything.
@@ -68,6 +73,10 @@ pub const NET_READY: u64 = 1 << 0;
 pub const RING_PRODUCER: u64 = 0;
 /// Offset of the `consumer` index in a ring (its own cache line).
 pub const RING_CONSUMER: u64 = 64;
+/// Offset of the `polling` word of the **tx** ring: non-zero while the
+/// I/O thread watches the ring without sleeping, so a new frame needs no
+/// `net_notify`. Written by the monitor only.
+pub const RING_POLLING: u64 = 68;
 /// Offset of the first descriptor in a ring.
 pub const RING_DESCS: u64 = 128;
 /// Alignment of a ring.

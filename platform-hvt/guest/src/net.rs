@@ -13,7 +13,7 @@ use core::sync::atomic::{fence, AtomicU32, Ordering};
 use hvt_abi::hypercall::Call;
 use hvt_abi::net::{
     ring_bytes, NetDesc, NetInfo, NetNotify, NetSetup, NET_ATTACHED, RING_CONSUMER, RING_DESCS,
-    RING_PRODUCER,
+    RING_POLLING, RING_PRODUCER,
 };
 use spin::Mutex;
 use unikernel_runtime::device::{register_net, NetDevice};
@@ -200,9 +200,12 @@ impl NetDevice for HvtNet {
         q.tx_next = old.wrapping_add(1);
         q.tx.producer().store(q.tx_next, Ordering::Release);
         // Store producer, full fence, load consumer: notify if the monitor
-        // had drained the ring (see hvt_abi::net, "Memory ordering").
+        // had drained the ring and is not polling it (see hvt_abi::net,
+        // "Memory ordering").
         fence(Ordering::SeqCst);
-        if q.tx.consumer().load(Ordering::Acquire) == old {
+        if q.tx.consumer().load(Ordering::Acquire) == old
+            && q.tx.index(RING_POLLING).load(Ordering::Acquire) == 0
+        {
             let mut n = NetNotify::default();
             hypercall::call(Call::NetNotify, &mut n);
         }
