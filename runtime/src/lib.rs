@@ -41,6 +41,7 @@ pub mod sched;
 pub mod signal;
 pub mod syscall;
 pub mod time;
+pub mod vdso;
 
 pub use platform::{AppImage, AppSpec, BootInfo, MemRange, Platform, SegmentBase, Stream};
 
@@ -174,6 +175,19 @@ pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
     *mm::vm::ASPACE.lock() = Some(aspace);
     report_options(&boot.options);
     fs::root::init(boot.mem_size);
+    let vvar = platform
+        .vdso_clock()
+        .map_or(vdso::Vvar::default(), |c| vdso::Vvar {
+            enabled: 1,
+            boot_tsc: c.boot_tsc,
+            mult: c.mult,
+            wall_offset_ns: c.wall_offset_ns,
+        });
+    if !vdso::install(vvar) {
+        // AT_SYSINFO_EHDR names it: the app's libc would read unmapped memory.
+        kprintln!("unikernel: not enough memory for the vDSO");
+        platform.halt(fault::EXIT_KERNEL_PANIC);
+    }
     init_components();
     let sp = match &boot.app_spec {
         Some(spec) => build_app_stack(&boot.app, spec),

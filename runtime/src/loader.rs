@@ -45,6 +45,7 @@ pub mod at {
     pub const RANDOM: u64 = 25;
     pub const HWCAP2: u64 = 26;
     pub const EXECFN: u64 = 31;
+    pub const SYSINFO_EHDR: u64 = 33;
 }
 
 /// What goes onto the initial stack.
@@ -96,7 +97,7 @@ pub fn build(top: u64, input: &StackInput) -> InitialStack {
     let (argv_ptrs, envp_ptrs) = string_ptrs.split_at(input.argv.len());
     let execfn = argv_ptrs.first().copied().unwrap_or(0);
 
-    let auxv: [(u64, u64); 18] = [
+    let auxv: [(u64, u64); 19] = [
         (at::PHDR, input.phdr),
         (at::PHENT, input.phent),
         (at::PHNUM, input.phnum),
@@ -115,6 +116,8 @@ pub fn build(top: u64, input: &StackInput) -> InitialStack {
         (at::RANDOM, random_at),
         (at::HWCAP2, 0),
         (at::EXECFN, execfn),
+        // The runtime maps it before the app starts (`crate::vdso`).
+        (at::SYSINFO_EHDR, unikernel_image::layout::VDSO_BASE),
     ];
     let mut words: Vec<u64> = Vec::with_capacity(4 + string_ptrs.len() + 2 * auxv.len() + 2);
     words.push(argv_ptrs.len() as u64);

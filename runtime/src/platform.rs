@@ -100,6 +100,17 @@ pub enum SegmentBase {
     Gs,
 }
 
+/// A TSC-linear clock ([`Platform::vdso_clock`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VdsoClock {
+    /// The TSC value at which the monotonic clock reads 0.
+    pub boot_tsc: u64,
+    /// Nanoseconds per TSC tick, times 2^32.
+    pub mult: u64,
+    /// Realtime minus monotonic, in nanoseconds.
+    pub wall_offset_ns: i64,
+}
+
 /// Implemented once per platform; a `&'static dyn Platform` is handed to
 /// [`crate::start`].
 pub trait Platform: Sync {
@@ -113,6 +124,15 @@ pub trait Platform: Sync {
     fn monotonic_ns(&self) -> u64;
     /// Nanoseconds since the Unix epoch.
     fn wall_clock_ns(&self) -> u64;
+    /// The clock as the vDSO may read it without the kernel, if the
+    /// platform's clock is TSC-linear: [`Platform::monotonic_ns`] must be
+    /// exactly `((rdtsc - boot_tsc) * mult) >> 32` and
+    /// [`Platform::wall_clock_ns`] that plus `wall_offset_ns`, so the app
+    /// reads the same time either way. `None` (the default): the vDSO's
+    /// functions make system calls.
+    fn vdso_clock(&self) -> Option<VdsoClock> {
+        None
+    }
     /// Block until `monotonic_ns() >= deadline` or a device event arrives
     /// (may return early; callers re-check).
     fn block_until(&self, deadline_ns: u64);

@@ -71,6 +71,10 @@ impl Platform for Hvt {
         self.clock.wall_ns()
     }
 
+    fn vdso_clock(&self) -> Option<unikernel_runtime::platform::VdsoClock> {
+        Some(self.clock.vdso())
+    }
+
     fn block_until(&self, deadline_ns: u64) {
         let now = self.monotonic_ns();
         if deadline_ns <= now {

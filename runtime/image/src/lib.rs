@@ -47,6 +47,10 @@ pub mod layout {
     /// Anonymous `mmap` regions of the app are placed from here upwards
     /// (virtual only; backed by frames from the identity-mapped RAM).
     pub const USER_MMAP_BASE: u64 = 0x0000_1000_0000_0000;
+    /// Where the runtime maps the vDSO (two pages: the ELF image, then its
+    /// data), named by `AT_SYSINFO_EHDR`: just above the `mmap` region,
+    /// far below the main-thread stack.
+    pub const VDSO_BASE: u64 = 0x0000_6000_0000_0000;
     /// Top (exclusive) of the app's main-thread stack region.
     pub const USER_STACK_TOP: u64 = 0x0000_7000_0000_0000;
     /// Size of the main-thread stack region reserved below `USER_STACK_TOP`

@@ -49,6 +49,7 @@ fn main() {
         "mem" => mem(),
         "guard" => guard(),
         "time" => time(),
+        "vdso" => vdso(),
         "sleep" => {
             println!("sleeping");
             std::thread::sleep(std::time::Duration::from_secs(60));
@@ -160,6 +161,53 @@ fn guard() {
         std::ptr::write_volatile(p.add(4096), 1);
         println!("wrote the guard page (should not happen)");
     }
+}
+
+/// The vDSO: present, and its clocks agree with the system calls'. Makes
+/// exactly 4 raw clock_gettime system calls (the test counts them).
+fn vdso() {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let ehdr = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    println!("vdso: {}", if ehdr != 0 { "present" } else { "absent" });
+    let raw = |clk: libc::clockid_t| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid timespec for the call to fill.
+        unsafe { libc::syscall(libc::SYS_clock_gettime, clk, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    };
+    let libc_now = |clk: libc::clockid_t| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: as above; musl uses the vDSO when there is one.
+        unsafe { libc::clock_gettime(clk, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    };
+    for (name, clk) in [("monotonic", libc::CLOCK_MONOTONIC), ("realtime", libc::CLOCK_REALTIME)] {
+        let before = raw(clk);
+        let mut ordered = true;
+        let mut last = 0;
+        let mut nsec_ok = true;
+        for _ in 0..1000 {
+            let t = libc_now(clk);
+            ordered &= t >= last;
+            nsec_ok &= t % 1_000_000_000 < 1_000_000_000;
+            last = t;
+        }
+        let after = raw(clk);
+        let first = libc_now(clk);
+        println!(
+            "{name}: 1000 reads in order: {ordered}, between the system calls: {}, valid: {nsec_ok}",
+            before <= last && last <= after && after <= first
+        );
+    }
+    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    // SAFETY: a valid timeval; no timezone.
+    unsafe { libc::gettimeofday(&mut tv, std::ptr::null_mut()) };
+    // SAFETY: time with a null pointer only returns the seconds.
+    let secs = unsafe { libc::time(std::ptr::null_mut()) };
+    println!(
+        "gettimeofday and time agree: {}",
+        (secs - tv.tv_sec).abs() <= 1 && tv.tv_usec >= 0 && tv.tv_usec < 1_000_000
+    );
 }
 
 fn time() {
