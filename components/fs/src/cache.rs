@@ -50,6 +50,18 @@ const MAX_IO: usize = 256 * BLOCK;
 /// commit (1 MiB).
 const DIRECT_LIMIT: usize = 256;
 
+/// A lower limit on [`BlockCache::capacity`] (0: none), so tests reach
+/// the paths that need several transactions on small volumes.
+static CAPACITY_LIMIT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Let a commit carry at most `blocks` logged blocks (for tests: the
+/// journal's size sets the real limit). Applies to every volume of the
+/// process.
+#[doc(hidden)]
+pub fn limit_capacity_for_tests(blocks: usize) {
+    CAPACITY_LIMIT.store(blocks, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Counters for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CacheStats {
@@ -162,7 +174,11 @@ impl BlockCache {
     /// The most dirty blocks one commit carries (the journal's capacity,
     /// at most [`DIRTY_LIMIT`]).
     pub fn capacity(&self) -> usize {
-        self.header.capacity().min(DIRTY_LIMIT)
+        let cap = self.header.capacity().min(DIRTY_LIMIT);
+        match CAPACITY_LIMIT.load(core::sync::atomic::Ordering::Relaxed) {
+            0 => cap,
+            limit => cap.min(limit),
+        }
     }
 
     fn dev_read(&mut self, block: u64, buf: &mut [u8]) -> Result<(), Errno> {

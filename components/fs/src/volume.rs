@@ -351,6 +351,27 @@ impl Inner {
         r
     }
 
+    /// Move the file at `path` to a fresh hidden name in the root
+    /// directory (part of the caller's transaction: no commit here); the
+    /// next mount removes it if the machine stops before
+    /// [`Self::remove_file`] has.
+    fn hide(&mut self, path: &str) -> Result<String, Errno> {
+        let id = self.next_node;
+        self.next_node += 1;
+        let hidden = alloc::format!("{HIDDEN_PREFIX}{id}");
+        let root = self.root();
+        root.rename(path, &root, &hidden).map_err(errno)?;
+        Ok(hidden)
+    }
+
+    /// Does the file at `path` hold more clusters than one transaction
+    /// may free?
+    fn too_big_to_free_at_once(&self, sh: &Shared, path: &str) -> Result<bool, Errno> {
+        let mut f = self.root().open_file(path).map_err(errno)?;
+        let size = f.seek(SeekFrom::End(0)).map_err(errno)?;
+        Ok(size > sh.piece_clusters() * u64::from(self.fs.cluster_size()))
+    }
+
     /// Remove a file's entry and clusters, freeing big files in pieces.
     fn remove_file(&self, sh: &Shared, path: &str) -> Result<(), Errno> {
         let mut f = self.root().open_file(path).map_err(errno)?;
@@ -586,8 +607,14 @@ impl Filesystem for FatVolume {
         if g.hide_if_open(path)? {
             return Ok(());
         }
-        // Free a big file's clusters in pieces first (each piece a
-        // consistent volume), then drop its entry.
+        if g.too_big_to_free_at_once(sh, path)? {
+            // Atomic for the app: the entry goes at once (to a hidden name,
+            // one transaction), the clusters in pieces after; a crash in
+            // between leaves a hidden file the next mount removes.
+            g.forget(path);
+            let hidden = g.hide(path)?;
+            return g.remove_file(sh, &hidden);
+        }
         g.remove_file(sh, path)
     }
 
@@ -653,24 +680,17 @@ impl Filesystem for FatVolume {
                 _ => {}
             }
         }
-        // Free a big replaced file's clusters beyond what one transaction
-        // holds first (the rest of the rename is one transaction).
         sh.make_room(sh.half_journal())?;
+        // From here on: no commit until the move is done, so the removal
+        // of the old target and the move are one transaction. A replaced
+        // file too big to free in it is moved to a hidden name instead,
+        // and freed after the move.
         let dst_open = g.by_path.contains_key(&key(to));
-        if dst == Some(false) && !dst_open {
-            let mut f = g.root().open_file(to).map_err(errno)?;
-            let size = f.seek(SeekFrom::End(0)).map_err(errno)?;
-            let keep = sh.piece_clusters() * u64::from(g.fs.cluster_size());
-            if size > keep {
-                g.forget(to);
-                g.shrink_in_pieces(sh, &mut f, keep)?;
-                drop(f);
-                sh.make_room(sh.half_journal())?;
-            }
-        }
-        // From here on: no commit until the call returns, so the removal
-        // of the old target and the move are one transaction.
-        if dst.is_some() && !g.hide_if_open(to)? {
+        let mut orphan = None;
+        if dst == Some(false) && !dst_open && g.too_big_to_free_at_once(sh, to)? {
+            g.forget(to);
+            orphan = Some(g.hide(to)?);
+        } else if dst.is_some() && !g.hide_if_open(to)? {
             g.forget(to);
             g.root().remove(to).map_err(errno)?;
         }
@@ -715,6 +735,11 @@ impl Filesystem for FatVolume {
                 }
             }
             g.nodes.insert(id, n);
+        }
+        if let Some(hidden) = orphan {
+            // The rename itself is done; if freeing fails, the next mount
+            // removes the hidden file.
+            let _ = g.remove_file(sh, &hidden);
         }
         result
     }

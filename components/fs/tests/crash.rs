@@ -42,19 +42,6 @@ fn check_state(data: &[u8]) -> Option<u32> {
     (data == state(n)).then_some(n)
 }
 
-struct Xorshift(u64);
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Page `n` of the in-place file: 4 KiB, slot `n % 4`.
 fn page(n: u32) -> Vec<u8> {
     let mut v = format!("page {n:08}\n").into_bytes();
@@ -120,36 +107,6 @@ fn workload(dev: &std::sync::Arc<MemDisk>) -> Vec<(usize, Ack)> {
         }
     }
     acks
-}
-
-fn crash_image(base: &[u8], events: &[Event], cut: usize, rng: &mut Xorshift) -> Vec<u8> {
-    let mut img = base.to_vec();
-    let epoch = events[..cut]
-        .iter()
-        .rposition(|e| matches!(e, Event::Flush))
-        .map_or(0, |i| i + 1);
-    let apply = |img: &mut Vec<u8>, s: u64, d: &[u8]| {
-        let off = s as usize * 512;
-        img[off..off + d.len()].copy_from_slice(d);
-    };
-    for e in &events[..epoch] {
-        if let Event::Write(s, d) = e {
-            apply(&mut img, *s, d);
-        }
-    }
-    // Since the last flush: any subset, in any order, the last one torn.
-    let pending: Vec<&Event> = events[epoch..cut].iter().collect();
-    for (i, e) in pending.iter().enumerate() {
-        if let Event::Write(s, d) = e {
-            if i + 1 == pending.len() {
-                let keep = rng.below(d.len() as u64 + 1) as usize;
-                apply(&mut img, *s, &d[..keep]);
-            } else if rng.below(2) == 0 {
-                apply(&mut img, *s, d);
-            }
-        }
-    }
-    img
 }
 
 #[test]

@@ -253,3 +253,49 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     }
     None
 }
+
+/// A fixed pseudo-random sequence for cut points.
+pub struct Xorshift(pub u64);
+impl Xorshift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The device after a crash at event `cut`: every write before the last
+/// flush, then any subset of the later ones, the last torn at a random byte.
+pub fn crash_image(base: &[u8], events: &[Event], cut: usize, rng: &mut Xorshift) -> Vec<u8> {
+    let mut img = base.to_vec();
+    let epoch = events[..cut]
+        .iter()
+        .rposition(|e| matches!(e, Event::Flush))
+        .map_or(0, |i| i + 1);
+    let apply = |img: &mut Vec<u8>, s: u64, d: &[u8]| {
+        let off = s as usize * 512;
+        img[off..off + d.len()].copy_from_slice(d);
+    };
+    for e in &events[..epoch] {
+        if let Event::Write(s, d) = e {
+            apply(&mut img, *s, d);
+        }
+    }
+    // Since the last flush: any subset, in any order, the last one torn.
+    let pending: Vec<&Event> = events[epoch..cut].iter().collect();
+    for (i, e) in pending.iter().enumerate() {
+        if let Event::Write(s, d) = e {
+            if i + 1 == pending.len() {
+                let keep = rng.below(d.len() as u64 + 1) as usize;
+                apply(&mut img, *s, &d[..keep]);
+            } else if rng.below(2) == 0 {
+                apply(&mut img, *s, d);
+            }
+        }
+    }
+    img
+}
