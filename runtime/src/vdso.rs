@@ -211,16 +211,35 @@ fn code() -> (&'static [u8], [u64; 4]) {
 const EHDR: usize = 64;
 const PHDR: usize = 56;
 const DYN_OFF: usize = EHDR + 2 * PHDR;
-const DYN_ENTRIES: usize = 6;
+const DYN_ENTRIES: usize = 9;
 const HASH_OFF: usize = DYN_OFF + DYN_ENTRIES * 16;
 /// Symbols: the null one, then [`SYMBOLS`].
 const NSYMS: usize = 1 + SYMBOLS.len();
 /// nbucket = 1, nchain = NSYMS, the bucket, the chain.
 const HASH_WORDS: usize = 2 + 1 + NSYMS;
 const SYM_OFF: usize = (HASH_OFF + HASH_WORDS * 4).next_multiple_of(8);
-const STR_OFF: usize = SYM_OFF + NSYMS * 24;
+/// One u16 version index per symbol.
+const VERSYM_OFF: usize = SYM_OFF + NSYMS * 24;
+/// Two version definitions (the base, then `LINUX_2.6`), each a Verdef
+/// (20 bytes) followed by its Verdaux (8 bytes).
+const VERDEF_OFF: usize = (VERSYM_OFF + NSYMS * 2).next_multiple_of(4);
+const VERDEF_BYTES: usize = 2 * (20 + 8);
+const STR_OFF: usize = VERDEF_OFF + VERDEF_BYTES;
 /// Where the code starts in the image page.
 pub const CODE_OFF: usize = 0x400;
+/// The name the vDSO calls itself (the base version) and the version its
+/// symbols carry, as Linux's x86-64 vDSO has them.
+const SONAME: &str = "linux-vdso.so.1";
+pub const VERSION: &str = "LINUX_2.6";
+
+/// The SysV ELF hash (`vd_hash` of a version definition).
+pub fn elf_hash(name: &str) -> u32 {
+    name.bytes().fold(0u32, |h, c| {
+        let h = (h << 4).wrapping_add(u32::from(c));
+        let g = h & 0xf000_0000;
+        (h ^ (g >> 24)) & !g
+    })
+}
 
 fn put(b: &mut [u8], at: usize, v: &[u8]) {
     b[at..at + v.len()].copy_from_slice(v);
@@ -228,19 +247,22 @@ fn put(b: &mut [u8], at: usize, v: &[u8]) {
 
 /// The image page: an `ET_DYN` ELF with one `PT_LOAD` (the page, at
 /// address 0 relative to its load address) and a `PT_DYNAMIC`, whose
-/// symbols `code` offsets name (relative to [`CODE_OFF`]). Built on the
-/// host in tests and checked with a parser that looks symbols up the way
-/// musl and Go do.
+/// symbols (version `LINUX_2.6`) `code` offsets name (relative to
+/// [`CODE_OFF`]). Built on the host in tests and checked with a parser that
+/// looks symbols up the way musl and Go do.
 pub fn image(code: &[u8], offsets: &[u64; 4]) -> Vec<u8> {
     let mut b = alloc::vec![0u8; 4096];
-    // Strings: "\0" then the names.
+    // Strings: "\0", the symbol names, the soname, the version.
     let mut strtab = alloc::vec![0u8];
-    let mut name_at = [0u32; 4];
-    for (i, s) in SYMBOLS.iter().enumerate() {
-        name_at[i] = strtab.len() as u32;
+    let mut add = |s: &str| {
+        let at = strtab.len() as u32;
         strtab.extend_from_slice(s.as_bytes());
         strtab.push(0);
-    }
+        at
+    };
+    let name_at: [u32; 4] = core::array::from_fn(|i| add(SYMBOLS[i]));
+    let soname_at = add(SONAME);
+    let version_at = add(VERSION);
     assert!(STR_OFF + strtab.len() <= CODE_OFF && CODE_OFF + code.len() <= 4096);
     // ELF header.
     put(&mut b, 0, &[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
@@ -252,7 +274,6 @@ pub fn image(code: &[u8], offsets: &[u64; 4]) -> Vec<u8> {
     put(&mut b, 54, &(PHDR as u16).to_le_bytes()); // e_phentsize
     put(&mut b, 56, &2u16.to_le_bytes()); // e_phnum
     put(&mut b, 58, &64u16.to_le_bytes()); // e_shentsize (no sections)
-                                           // PT_LOAD: the whole page, read + execute.
     let ph = |b: &mut [u8], at: usize, ty: u32, flags: u32, off: u64, size: u64, align: u64| {
         put(b, at, &ty.to_le_bytes());
         put(b, at + 4, &flags.to_le_bytes());
@@ -263,6 +284,7 @@ pub fn image(code: &[u8], offsets: &[u64; 4]) -> Vec<u8> {
         put(b, at + 40, &size.to_le_bytes()); // p_memsz
         put(b, at + 48, &align.to_le_bytes());
     };
+    // PT_LOAD: the whole page, read + execute; PT_DYNAMIC.
     ph(&mut b, EHDR, 1, 5, 0, 4096, 4096);
     ph(
         &mut b,
@@ -275,12 +297,15 @@ pub fn image(code: &[u8], offsets: &[u64; 4]) -> Vec<u8> {
     );
     // Dynamic section (addresses relative to the load address).
     let dynamic: [(u64, u64); DYN_ENTRIES] = [
-        (4, HASH_OFF as u64),      // DT_HASH
-        (5, STR_OFF as u64),       // DT_STRTAB
-        (6, SYM_OFF as u64),       // DT_SYMTAB
-        (10, strtab.len() as u64), // DT_STRSZ
-        (11, 24),                  // DT_SYMENT
-        (0, 0),                    // DT_NULL
+        (4, HASH_OFF as u64),             // DT_HASH
+        (5, STR_OFF as u64),              // DT_STRTAB
+        (6, SYM_OFF as u64),              // DT_SYMTAB
+        (10, strtab.len() as u64),        // DT_STRSZ
+        (11, 24),                         // DT_SYMENT
+        (0x6fff_fff0, VERSYM_OFF as u64), // DT_VERSYM
+        (0x6fff_fffc, VERDEF_OFF as u64), // DT_VERDEF
+        (0x6fff_fffd, 2),                 // DT_VERDEFNUM
+        (0, 0),                           // DT_NULL
     ];
     for (i, (tag, val)) in dynamic.iter().enumerate() {
         put(&mut b, DYN_OFF + 16 * i, &tag.to_le_bytes());
@@ -298,7 +323,8 @@ pub fn image(code: &[u8], offsets: &[u64; 4]) -> Vec<u8> {
     for (i, w) in hash.iter().enumerate() {
         put(&mut b, HASH_OFF + 4 * i, &w.to_le_bytes());
     }
-    // Symbols: STB_GLOBAL | STT_FUNC, in section 1 (any non-zero index).
+    // Symbols: STB_GLOBAL | STT_FUNC, in section 1 (any non-zero index),
+    // version 2 (`LINUX_2.6`); the null symbol is local (0).
     for i in 0..SYMBOLS.len() {
         let at = SYM_OFF + 24 * (i + 1);
         put(&mut b, at, &name_at[i].to_le_bytes());
@@ -309,7 +335,28 @@ pub fn image(code: &[u8], offsets: &[u64; 4]) -> Vec<u8> {
             at + 8,
             &(CODE_OFF as u64 + offsets[i]).to_le_bytes(),
         );
-        put(&mut b, at + 16, &0u64.to_le_bytes());
+        put(&mut b, VERSYM_OFF + 2 * (i + 1), &2u16.to_le_bytes());
+    }
+    // Version definitions: index 1 the base (flag VER_FLG_BASE), index 2
+    // `LINUX_2.6`; each Verdaux right after its Verdef.
+    for (k, (flags, ndx, name, name_at)) in
+        [(1u16, 1u16, SONAME, soname_at), (0, 2, VERSION, version_at)]
+            .into_iter()
+            .enumerate()
+    {
+        let at = VERDEF_OFF + 28 * k;
+        put(&mut b, at, &1u16.to_le_bytes()); // vd_version
+        put(&mut b, at + 2, &flags.to_le_bytes());
+        put(&mut b, at + 4, &ndx.to_le_bytes());
+        put(&mut b, at + 6, &1u16.to_le_bytes()); // vd_cnt
+        put(&mut b, at + 8, &elf_hash(name).to_le_bytes());
+        put(&mut b, at + 12, &20u32.to_le_bytes()); // vd_aux
+        put(
+            &mut b,
+            at + 16,
+            &(if k == 0 { 28u32 } else { 0 }).to_le_bytes(),
+        ); // vd_next
+        put(&mut b, at + 20, &name_at.to_le_bytes()); // vda_name
     }
     put(&mut b, STR_OFF, &strtab);
     put(&mut b, CODE_OFF, code);
@@ -354,7 +401,9 @@ mod tests {
 
     /// Looks `name` up as musl's `__vdsosym` and Go's vDSO parser do:
     /// PT_LOAD/PT_DYNAMIC from the program headers, DT_STRTAB/SYMTAB/HASH
-    /// from the dynamic section, then the hash chain of the bucket.
+    /// and the version tables from the dynamic section, the version
+    /// `LINUX_2.6` by name and hash, then the hash chain of the bucket,
+    /// matching name, type, binding, section and version.
     fn lookup(img: &[u8], name: &str) -> Option<u64> {
         assert_eq!(&img[..4], b"\x7fELF");
         let phoff = le64(img, 32) as usize;
@@ -370,6 +419,7 @@ mod tests {
         }
         let (base, dynv) = (base?, dynv?);
         let (mut strs, mut syms, mut hash) = (None, None, None);
+        let (mut versym, mut verdef) = (None, None);
         let mut i = dynv;
         loop {
             let (tag, val) = (le64(img, i), (le64(img, i + 8) as i64 + base) as usize);
@@ -378,17 +428,38 @@ mod tests {
                 4 => hash = Some(val),
                 5 => strs = Some(val),
                 6 => syms = Some(val),
+                0x6fff_fff0 => versym = Some(val),
+                0x6fff_fffc => verdef = Some(val),
                 _ => {}
             }
             i += 16;
         }
         let (strs, syms, hash) = (strs?, syms?, hash?);
+        let (versym, verdef) = (versym?, verdef?);
+        let cstr = |at: usize| {
+            let end = at + img[at..].iter().position(|&c| c == 0).unwrap();
+            &img[at..end]
+        };
+        // Go: the index of the non-base definition named LINUX_2.6 whose
+        // hash is 0x3ae75f6.
+        let mut d = verdef;
+        let version = loop {
+            let flags = u16::from_le_bytes([img[d + 2], img[d + 3]]);
+            let aux = d + le32(img, d + 12) as usize;
+            if flags & 1 == 0
+                && le32(img, d + 8) == 0x3ae7_5f6
+                && cstr(strs + le32(img, aux) as usize) == VERSION.as_bytes()
+            {
+                break u16::from_le_bytes([img[d + 4], img[d + 5]]);
+            }
+            let next = le32(img, d + 16) as usize;
+            if next == 0 {
+                return None;
+            }
+            d += next;
+        };
         let nbucket = le32(img, hash);
-        let h = name.bytes().fold(0u32, |h, c| {
-            let h = (h << 4) + u32::from(c);
-            let g = h & 0xf000_0000;
-            (h ^ (g >> 24)) & !g
-        });
+        let h = elf_hash(name);
         let mut s = le32(img, hash + 8 + 4 * (h % nbucket) as usize);
         let chain = hash + 8 + 4 * nbucket as usize;
         while s != 0 {
@@ -396,7 +467,15 @@ mod tests {
             let n = strs + le32(img, e) as usize;
             let end = n + img[n..].iter().position(|&c| c == 0)?;
             let shndx = u16::from_le_bytes([img[e + 6], img[e + 7]]);
-            if &img[n..end] == name.as_bytes() && img[e + 4] == 0x12 && shndx != 0 {
+            let ver = u16::from_le_bytes([
+                img[versym + 2 * s as usize],
+                img[versym + 2 * s as usize + 1],
+            ]);
+            if &img[n..end] == name.as_bytes()
+                && img[e + 4] == 0x12
+                && shndx != 0
+                && ver & 0x7fff == version
+            {
                 return Some((le64(img, e + 8) as i64 + base) as u64);
             }
             s = le32(img, chain + 4 * s as usize);
@@ -419,5 +498,6 @@ mod tests {
             );
         }
         assert_eq!(lookup(&img, "__vdso_nothing"), None);
+        assert_eq!(elf_hash("LINUX_2.6"), 0x3ae7_5f6);
     }
 }

@@ -294,6 +294,7 @@ cases! {
                 "monotonic: 1000 reads in order: true, between the system calls: true, valid: true",
                 "realtime: 1000 reads in order: true, between the system calls: true, valid: true",
                 "gettimeofday and time agree: true",
+                "monotonic across threads and preemptions: true",
             ],
             "stderr: {}",
             o.stderr
