@@ -447,7 +447,7 @@ mod tests {
             let flags = u16::from_le_bytes([img[d + 2], img[d + 3]]);
             let aux = d + le32(img, d + 12) as usize;
             if flags & 1 == 0
-                && le32(img, d + 8) == 0x3ae7_5f6
+                && le32(img, d + 8) == 0x03ae_75f6
                 && cstr(strs + le32(img, aux) as usize) == VERSION.as_bytes()
             {
                 break u16::from_le_bytes([img[d + 4], img[d + 5]]);
@@ -498,6 +498,6 @@ mod tests {
             );
         }
         assert_eq!(lookup(&img, "__vdso_nothing"), None);
-        assert_eq!(elf_hash("LINUX_2.6"), 0x3ae7_5f6);
+        assert_eq!(elf_hash("LINUX_2.6"), 0x03ae_75f6);
     }
 }
