@@ -197,8 +197,9 @@ fn kernel_fault(f: &TrapFrame) -> ! {
         crate::platform().halt(EXIT_KERNEL_PANIC);
     }
     crate::kprintln!(
-        "unikernel: kernel fault: {} at rip={:#x}",
+        "unikernel: kernel fault: {} (vector {}) at rip={:#x}",
         vector_name(f.vector),
+        f.vector,
         f.rip
     );
     print_fault_detail(f);

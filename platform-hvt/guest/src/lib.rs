@@ -155,6 +155,11 @@ fn disks(bi: &HvtBootInfo) -> Vec<String> {
         .unwrap_or_default()
 }
 
+extern "C" {
+    /// The end of the kernel image (templates/kernel-glue/link-hvt.ld).
+    static __kernel_end: u8;
+}
+
 /// Called by the entry stub with the monitor's boot info.
 #[no_mangle]
 extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
@@ -217,7 +222,9 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
         kernel_stack_bottom: bi.kernel_stack_bottom,
         fault_stack_top: bi.fault_stack_top,
         kernel_start: layout::KERNEL_BASE,
-        kernel_end: bi.app_base,
+        // A linker-script symbol; only its address is taken. (Not the
+        // app's base: a fixed-address app has base 0.)
+        kernel_end: core::ptr::addr_of!(__kernel_end) as u64,
         trace_syscalls: bi.flags & hvt_abi::BOOT_FLAG_TRACE_SYSCALLS != 0,
         app: AppImage {
             entry: bi.app_entry,

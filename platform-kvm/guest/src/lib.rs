@@ -454,7 +454,9 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
         kernel_stack_bottom: stack_bottom,
         fault_stack_top: fault_top,
         kernel_start: KERNEL_BASE,
-        kernel_end: manifest.app_base,
+        // SAFETY: a linker-script symbol; only its address is taken.
+        // (Not the app's base: a fixed-address app has base 0.)
+        kernel_end: sym(unsafe { &__kernel_end }),
         trace_syscalls: cl.option("TRACE_SYSCALLS") == Some("1"),
         app: AppImage {
             entry: manifest.app_entry,

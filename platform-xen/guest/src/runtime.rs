@@ -455,7 +455,9 @@ fn xen_main(xen: &'static Xen) -> ! {
         kernel_stack_bottom: stack_bottom,
         fault_stack_top: fault_top,
         kernel_start: 0,
-        kernel_end: manifest.app_base,
+        // A linker-script symbol; only its address is taken. (Not the
+        // app's base: a fixed-address app has base 0.)
+        kernel_end: core::ptr::addr_of!(__kernel_end) as u64,
         trace_syscalls: cl.option("TRACE_SYSCALLS") == Some("1"),
         app: AppImage {
             entry: manifest.app_entry,
