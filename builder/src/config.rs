@@ -149,6 +149,16 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}")
 }
 
+/// Where a key is, for messages: `origin` for the whole table, else
+/// `prefix key`.
+fn located(origin: &str, prefix: &str, field: &str) -> String {
+    if field.is_empty() || field == "." {
+        origin.to_string()
+    } else {
+        format!("{prefix} {field}")
+    }
+}
+
 /// The `[package.metadata.unikernel]` table as written.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, expecting = "a table")]
@@ -370,20 +380,42 @@ impl UnikernelMetadata {
         let Some(table) = metadata.get("unikernel") else {
             return Ok(UnikernelMetadata::default());
         };
-        let where_ = |field: &str| {
-            if field.is_empty() || field == "." {
-                format!("{}: [package.metadata.unikernel]", manifest.display())
-            } else {
-                format!(
-                    "{}: [package.metadata.unikernel] {field}",
-                    manifest.display()
-                )
-            }
-        };
+        let origin = format!("{}: [package.metadata.unikernel]", manifest.display());
         let parsed: UnikernelMetadata = serde_path_to_error::deserialize(table).map_err(|e| {
-            let field = e.path().to_string();
-            format!("{}: {}", where_(&field), e.inner())
+            format!(
+                "{}: {}",
+                located(&origin, &origin, &e.path().to_string()),
+                e.inner()
+            )
         })?;
+        parsed.validated(&origin, &origin)
+    }
+
+    /// The same keys from a TOML file of their own (`Unikernel.toml`, for
+    /// `pack`: a packed program has no Cargo.toml), at its top level.
+    pub fn from_toml_file(path: &Path) -> Result<UnikernelMetadata, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let origin = path.display().to_string();
+        let prefix = format!("{origin}:");
+        let de = toml::Deserializer::new(&text);
+        let parsed: UnikernelMetadata = serde_path_to_error::deserialize(de).map_err(|e| {
+            let msg = e.inner().to_string();
+            format!(
+                "{}: {}",
+                located(&origin, &prefix, &e.path().to_string()),
+                msg.trim_end()
+            )
+        })?;
+        parsed.validated(&origin, &prefix)
+    }
+
+    /// The checks after parsing: names, keys and values serde cannot
+    /// check. `origin` names the table in messages, `prefix` comes before
+    /// a key.
+    fn validated(self, origin: &str, prefix: &str) -> Result<UnikernelMetadata, String> {
+        let parsed = self;
+        let where_ = |field: &str| located(origin, prefix, field);
         if let Some(p) = &parsed.platform {
             parse_platform(p).map_err(|e| format!("{}: {e}", where_("platform")))?;
         }
@@ -495,7 +527,7 @@ pub fn check_ports(specs: &[String]) -> Result<Vec<PortSpec>, String> {
     Ok(seen)
 }
 
-fn check_env_key(key: &str) -> Result<(), String> {
+pub fn check_env_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.contains('=') || key.contains('\0') {
         return Err(format!(
             "bad environment variable name \"{key}\": it must be non-empty, without '=' or NUL"

@@ -113,7 +113,22 @@ pub fn check_app(data: &[u8], what: &str) -> Result<ElfInput, String> {
         .map_err(|_| truncated(what))?;
     for ph in phdrs {
         match ph.p_type(LE).0 {
-            raw::PT_INTERP => return Err(dynamic(what)),
+            raw::PT_INTERP => {
+                let interp = ph
+                    .data(LE, data)
+                    .ok()
+                    .map(|b| {
+                        String::from_utf8_lossy(b.split(|&c| c == 0).next().unwrap_or(b))
+                            .into_owned()
+                    })
+                    .filter(|s| !s.is_empty());
+                return Err(match interp {
+                    Some(i) => format!(
+                        "{what} is dynamically linked (its interpreter is {i}); build it static (musl-gcc -static, CGO_ENABLED=0 go build, or the x86_64-unknown-linux-musl target)"
+                    ),
+                    None => dynamic(what),
+                });
+            }
             raw::PT_DYNAMIC => {
                 let Ok(entries) = ph.data(LE, data) else {
                     return Err(truncated(what));
@@ -351,7 +366,7 @@ mod tests {
         let e = check_app(&data, "/bin/true").unwrap_err();
         assert_eq!(
             e,
-            "/bin/true is dynamically linked; build it static (x86_64-unknown-linux-musl)"
+            "/bin/true is dynamically linked (its interpreter is /lib64/ld-linux-x86-64.so.2); build it static (musl-gcc -static, CGO_ENABLED=0 go build, or the x86_64-unknown-linux-musl target)"
         );
     }
 

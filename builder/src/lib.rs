@@ -34,6 +34,7 @@ pub mod kernel;
 pub mod kvm_run;
 pub mod link;
 pub mod netopt;
+pub mod pack;
 pub mod pipeline;
 pub mod progress;
 pub mod select;

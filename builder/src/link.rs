@@ -138,9 +138,10 @@ pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, 
     } else {
         if app_elf.start() < app_floor {
             return Err(format!(
-                "the app {} is linked at {:#x}, inside {what_is_below} (which ends at {app_floor:#x}); build it as static-pie (the musl default) or link it above {app_floor:#x}",
+                "the app {} is linked at {:#x}-{:#x}, which collides with {what_is_below} at {kernel_base:#x}-{app_floor:#x}; link it at {app_floor:#x} or above (musl-gcc's and Go's default 0x400000 is), or build it as static-pie",
                 spec.name,
-                app_elf.start()
+                app_elf.start(),
+                app_elf.end()
             ));
         }
         0
@@ -586,7 +587,10 @@ mod tests {
             &[SynthSegment::new(0x10_1000, raw::PF_R | raw::PF_X, 0x200)],
         );
         let e = link(&kernel, &low, &spec()).unwrap_err();
-        assert!(e.contains("inside the kernel"), "{e}");
+        assert!(
+            e.contains("collides with the kernel at 0x100000-0x108000"),
+            "{e}"
+        );
     }
 
     #[test]

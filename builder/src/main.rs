@@ -1,4 +1,4 @@
-//! The `cargo-unikernel` command: `cargo unikernel new|build|run|inspect|disk`.
+//! The `cargo-unikernel` command: `cargo unikernel new|build|run|inspect|disk|pack`.
 //!
 //! Works as a cargo subcommand (cargo passes "unikernel" as the first
 //! argument, which is skipped) and as a plain `cargo-unikernel` binary.
@@ -55,6 +55,42 @@ enum Command {
     /// Data volumes for `--disk NAME=FILE`.
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// Make an image of a static x86_64 Linux executable that cargo did not
+    /// build (C with musl-gcc, Go with CGO_ENABLED=0, Zig, ...); settings
+    /// from a Unikernel.toml beside it (the keys of
+    /// [package.metadata.unikernel]), the options below override them.
+    Pack(PackArgs),
+}
+
+#[derive(Args)]
+struct PackArgs {
+    /// The executable (static: ET_EXEC at its own address, or static-pie).
+    program: PathBuf,
+    /// Where to write the image [default: <program>.img].
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    output: Option<PathBuf>,
+    /// Target platform: hvt (default), kvm or xen.
+    #[arg(long, value_name = "NAME")]
+    platform: Option<String>,
+    /// Default guest memory baked into the image ("64M", "1G").
+    #[arg(long, value_name = "SIZE")]
+    mem: Option<MemorySize>,
+    /// A default environment variable (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
+    env: Vec<String>,
+    /// The program's name, argv[0] is /NAME [default: the file's name].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Components to link, comma-separated (net, fs), for a stripped
+    /// program whose symbols cannot tell; replaces the config's list.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    components: Option<Vec<String>>,
+    /// The settings file [default: Unikernel.toml beside the program].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Default arguments (replace the config's `args`).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -352,6 +388,22 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
             force,
         }) => {
             println!("{}", disk::create(&file, &size, from.as_deref(), force)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pack(a) => {
+            let opts = cargo_unikernel::pack::PackOptions {
+                input: a.program,
+                output: a.output,
+                platform: a.platform,
+                memory: a.mem,
+                env: a.env,
+                name: a.name,
+                components: a.components,
+                config: a.config,
+                args: (dash_dash || !a.args.is_empty()).then_some(a.args),
+            };
+            let image = cargo_unikernel::pack::pack(&opts, Progress::detect())?;
+            println!("{}", pipeline::summary(&image));
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { image } => {

@@ -15,7 +15,7 @@ use crate::image::human_bytes;
 use crate::kernel::build_kernel;
 use crate::link::{link, ImageSpec};
 use crate::progress::Progress;
-use crate::select::{app_symbols, choose, devices};
+use crate::select::{app_symbols, choose_from, devices, ListedIn};
 
 /// Target triple of apps.
 pub const APP_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -107,10 +107,58 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
     check_app(&app, &app_path.display().to_string())?;
     step.finish(&format!("{bin}, {}", human_bytes(app.len() as u64)));
 
+    let output = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| target_dir.join("unikernel").join(platform.name()).join(bin));
+    let input = AppInput {
+        app,
+        name: bin.to_string(),
+        meta: &meta,
+        files_base: crate_dir,
+        config_name: manifest_path.display().to_string() + ": [package.metadata.unikernel]",
+        listed_in: ListedIn::CARGO,
+    };
+    image_from_app(&input, platform, target_dir, &output, &progress)
+}
+
+/// A checked app executable and what to build around it: the step the
+/// cargo path and `pack` share (components, kernel, embedded files, link,
+/// the image and its two debug files written).
+pub struct AppInput<'a> {
+    pub app: Vec<u8>,
+    /// The app's name (argv[0]).
+    pub name: String,
+    pub meta: &'a UnikernelMetadata,
+    /// What `files` globs are relative to.
+    pub files_base: &'a Path,
+    /// Where the settings came from, for messages
+    /// (`.../Cargo.toml: [package.metadata.unikernel]`).
+    pub config_name: String,
+    pub listed_in: ListedIn,
+}
+
+/// Choose the components, build (or reuse) the kernel under `kernel_dir`,
+/// link and write the image to `output` with `<output>.app.debug` and
+/// `<output>.kernel.debug`.
+pub fn image_from_app(
+    input: &AppInput,
+    platform: unikernel_image::manifest::Platform,
+    kernel_dir: &Path,
+    output: &Path,
+    progress: &Progress,
+) -> Result<BuiltImage, String> {
+    let meta = input.meta;
+    let app = &input.app;
     // 3. The components, then the kernel for this platform and component
     //    set (cached).
     let disk_names: Vec<String> = meta.disks.iter().map(|d| d.name.clone()).collect();
-    let (choices, warnings) = choose(&meta.components, &disk_names, &app_symbols(&app));
+    let (choices, warnings) = choose_from(
+        &meta.components,
+        &input.listed_in,
+        &disk_names,
+        &app_symbols(app),
+    );
     for w in &warnings {
         progress.warn(w);
     }
@@ -119,7 +167,7 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         "Building kernel ({})",
         kernel_label(platform, &components)
     ));
-    let kernel_path = build_kernel(target_dir, platform, &components, &step)?;
+    let kernel_path = build_kernel(kernel_dir, platform, &components, &step)?;
     let kernel = read(&kernel_path, "the kernel")?;
     step.finish(&human_bytes(kernel.len() as u64));
 
@@ -130,22 +178,17 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         .filter_map(|d| d.split_once('=').map(|x| x.1.to_string()))
         .collect();
     let embedded = crate::files::collect(
-        crate_dir,
+        input.files_base,
         &meta.files,
         meta.files_root.as_deref().unwrap_or("/"),
         &mounts,
     )
-    .map_err(|e| {
-        format!(
-            "{}: [package.metadata.unikernel] files: {e}",
-            manifest_path.display()
-        )
-    })?;
+    .map_err(|e| format!("{} files: {e}", input.config_name))?;
     let step = progress.spinner("Linking image");
     let spec = ImageSpec {
         platform,
         memory: meta.memory.map_or(0, |m| m.0),
-        name: bin.to_string(),
+        name: input.name.clone(),
         args: meta.args.clone(),
         env: meta.env_pairs(),
         components,
@@ -156,21 +199,17 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         disks,
         files: embedded.as_ref().map(|e| e.archive.clone()),
     };
-    let image = link(&kernel, &app, &spec)?;
-    let output = opts
-        .output
-        .clone()
-        .unwrap_or_else(|| target_dir.join("unikernel").join(platform.name()).join(bin));
+    let image = link(&kernel, app, &spec)?;
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    write(&output, &image.bytes)?;
-    write(&debug_path(&output, "app"), &app)?;
-    write(&debug_path(&output, "kernel"), &kernel)?;
+    write(output, &image.bytes)?;
+    write(&debug_path(output, "app"), app)?;
+    write(&debug_path(output, "kernel"), &kernel)?;
     step.finish(&output.display().to_string());
     Ok(BuiltImage {
-        path: output,
+        path: output.to_path_buf(),
         manifest: image.manifest,
         kernel_bytes: image.kernel_bytes,
         app_bytes: image.app_bytes,

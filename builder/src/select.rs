@@ -83,6 +83,38 @@ pub fn choose(
     disks: &[String],
     symbols: &AppSymbols,
 ) -> (Vec<Choice>, Vec<String>) {
+    choose_from(listed, &ListedIn::CARGO, disks, symbols)
+}
+
+/// Where the listed components were written, for reasons and warnings.
+#[derive(Clone, Copy, Debug)]
+pub struct ListedIn {
+    /// "listed in ..." in a reason.
+    pub reason: &'static str,
+    /// How to list `net` for a stripped app.
+    pub hint: &'static str,
+}
+
+impl ListedIn {
+    /// A cargo build: the crate's metadata.
+    pub const CARGO: ListedIn = ListedIn {
+        reason: "listed in [package.metadata.unikernel] components",
+        hint: "add components = [\"net\"] to [package.metadata.unikernel] (or build it with strip = false)",
+    };
+    /// `pack`: its `--components` or the config file.
+    pub const PACK: ListedIn = ListedIn {
+        reason: "listed in --components or the Unikernel.toml components",
+        hint: "pass --components net (or components = [\"net\"] in Unikernel.toml)",
+    };
+}
+
+/// [`choose`] with the listed components' origin named.
+pub fn choose_from(
+    listed: &[String],
+    listed_in: &ListedIn,
+    disks: &[String],
+    symbols: &AppSymbols,
+) -> (Vec<Choice>, Vec<String>) {
     let mut warnings = Vec::new();
     let net_calls: Vec<&str> = match symbols {
         AppSymbols::Present(names) => NET_SYMBOLS
@@ -92,9 +124,10 @@ pub fn choose(
             .collect(),
         AppSymbols::Stripped => {
             if !listed.iter().any(|c| c == "net") {
-                warnings.push(
-                    "the app has no symbol table (stripped), so cargo-unikernel cannot see whether it uses the network; if it does, add components = [\"net\"] to [package.metadata.unikernel] (or build it with strip = false)".to_string(),
-                );
+                warnings.push(format!(
+                    "the app has no symbol table (stripped), so cargo-unikernel cannot see whether it uses the network; if it does, {}",
+                    listed_in.hint
+                ));
             }
             Vec::new()
         }
@@ -113,7 +146,7 @@ pub fn choose(
         .map(|name| {
             let mut why = Vec::new();
             if listed.iter().any(|c| c == name) {
-                why.push("listed in [package.metadata.unikernel] components".to_string());
+                why.push(listed_in.reason.to_string());
             }
             if name == "net" && !net_calls.is_empty() {
                 why.push(format!("the app calls {}", net_calls.join(", ")));

@@ -1,0 +1,292 @@
+//! `cargo unikernel pack`: static executables that cargo did not build
+//! become images. The C program `tests/apps-c/hello.c` is compiled here
+//! with musl-gcc (Debian's musl-tools; `.ci/run` installs it), as a
+//! fixed-address `ET_EXEC` (musl-gcc's default, at 0x400000) and as
+//! static-pie, packed and booted; each refusal has its message checked.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use unikernel_tests::*;
+
+/// A scratch directory of this test binary under target/.
+fn work() -> PathBuf {
+    let d = root().join("target/pack-tests");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// musl-gcc, or a loud SKIPPED line.
+fn musl_gcc(test: &str) -> bool {
+    let ok = Command::new("musl-gcc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("SKIPPED {test}: musl-gcc not found (Debian: apt-get install musl-tools)");
+        eprintln!("SKIPPED {test}: musl-gcc not found (Debian: apt-get install musl-tools)");
+    }
+    ok
+}
+
+static COMPILED: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+
+/// `tests/apps-c/<src>.c` compiled with musl-gcc and `flags` into
+/// target/pack-tests/<out>, once per test binary.
+fn compile(src: &str, out: &str, flags: &[&str]) -> PathBuf {
+    let mut map = COMPILED.get_or_init(Default::default).lock().unwrap();
+    if let Some(p) = map.get(out) {
+        return p.clone();
+    }
+    let path = work().join(out);
+    let o = Command::new("musl-gcc")
+        .args(flags)
+        .arg("-O2")
+        .arg("-o")
+        .arg(&path)
+        .arg(root().join("tests/apps-c").join(format!("{src}.c")))
+        .arg("-lpthread")
+        .output()
+        .expect("musl-gcc runs");
+    assert!(
+        o.status.success(),
+        "musl-gcc {flags:?} {src}.c: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    map.insert(out.to_string(), path.clone());
+    path
+}
+
+/// `tests/apps-c/<src>.c` as a static-pie executable. Debian's musl-gcc
+/// specs know no `-static-pie` (it would link libc.so), so the start files
+/// and libc.a are named by hand, as docs/pack.md shows.
+fn compile_static_pie(src: &str, out: &str) -> PathBuf {
+    let m = "/usr/lib/x86_64-linux-musl";
+    let libgcc = Command::new("gcc")
+        .arg("-print-libgcc-file-name")
+        .output()
+        .unwrap();
+    let libgcc = String::from_utf8_lossy(&libgcc.stdout).trim().to_string();
+    let c = root().join("tests/apps-c").join(format!("{src}.c"));
+    let args: Vec<String> = [
+        "-fPIE",
+        "-nostartfiles",
+        "-nostdlib",
+        "-Wl,-pie,-static,--no-dynamic-linker",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("{m}/rcrt1.o"),
+        format!("{m}/crti.o"),
+        c.display().to_string(),
+    ])
+    .chain([
+        "-Wl,--start-group".into(),
+        format!("{m}/libc.a"),
+        libgcc,
+        "-Wl,--end-group".into(),
+    ])
+    .chain([format!("{m}/crtn.o")])
+    .collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut map = COMPILED.get_or_init(Default::default).lock().unwrap();
+    if let Some(p) = map.get(out) {
+        return p.clone();
+    }
+    let path = work().join(out);
+    let o = Command::new("musl-gcc")
+        .args(&a)
+        .arg("-O2")
+        .arg("-o")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "musl-gcc static-pie: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    map.insert(out.to_string(), path.clone());
+    path
+}
+
+/// `cargo unikernel pack` with `args`; the outcome.
+fn pack(args: &[&str]) -> Outcome {
+    let mut cmd = Command::new(tool("cargo-unikernel"));
+    cmd.arg("pack").args(args);
+    run_with_deadline(cmd, b"", std::time::Duration::from_secs(600))
+}
+
+/// Pack `program` for `platform` into `out` with extra `args`; panics with
+/// the builder's output if it fails.
+fn pack_ok(program: &Path, platform: &str, out: &Path, args: &[&str]) -> Outcome {
+    let mut all = vec![
+        program.to_str().unwrap(),
+        "--platform",
+        platform,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let o = pack(&all);
+    assert_eq!(o.code, 0, "pack failed: {}{}", o.stdout, o.stderr);
+    o
+}
+
+const C_LINES: [&str; 5] = [
+    "env GREETING=hello",
+    "threads counted 4000",
+    "malloc 32 MiB: ok",
+    "slept 20 ms: ok",
+    "",
+];
+
+fn check_c_run(o: &Outcome, argv: &str, code: i32) {
+    let lines = o.stdout_lines();
+    assert_eq!(
+        lines.first().copied(),
+        Some(argv),
+        "stdout: {}\nstderr: {}",
+        o.stdout,
+        o.stderr
+    );
+    for want in &C_LINES[..4] {
+        assert!(
+            lines.contains(want),
+            "no {want:?} in stdout: {}\nstderr: {}",
+            o.stdout,
+            o.stderr
+        );
+    }
+    assert!(
+        o.stderr.contains("to stderr") || o.stdout.contains("to stderr"),
+        "stderr: {}",
+        o.stderr
+    );
+    assert_eq!(o.code, code, "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+}
+
+cases! {
+    // A fixed-address executable (ET_EXEC at 0x400000) keeps its addresses:
+    // arguments baked in by pack and replaced at run time, the environment,
+    // pthreads, a 32 MiB malloc, sleeping, stderr and the exit code.
+    fn packed_c_program_runs(t) on [hvt, kvm, xen] {
+        if !musl_gcc("packed_c_program_runs") {
+            return;
+        }
+        let prog = compile("hello", "hello-c", &["-static"]);
+        let img = work().join(format!("hello-c.{}.img", t.platform()));
+        pack_ok(&prog, t.platform(), &img, &["--env", "GREETING=hello", "--", "default", "7"]);
+        let o = t.boot_image(&img, &[], &[], b"");
+        check_c_run(&o, "argc 3: /hello-c default 7", 7);
+        let o = t.boot_image(&img, &[], &["5"], b"");
+        check_c_run(&o, "argc 2: /hello-c 5", 5);
+    }
+
+    fn packed_static_pie_runs(t) on [hvt] {
+        if !musl_gcc("packed_static_pie_runs") {
+            return;
+        }
+        let prog = compile_static_pie("hello", "hello-c-pie");
+        let img = work().join("hello-c-pie.img");
+        pack_ok(&prog, "hvt", &img, &["--env", "GREETING=hello", "--name", "greeter"]);
+        let o = t.boot_image(&img, &[], &["3"], b"");
+        check_c_run(&o, "argc 2: /greeter 3", 3);
+    }
+
+    // Unikernel.toml beside the program gives the defaults; the command line
+    // overrides them; an unknown key is refused with its name.
+    fn unikernel_toml_gives_defaults(t) on [hvt] {
+        if !musl_gcc("unikernel_toml_gives_defaults") {
+            return;
+        }
+        let dir = work().join("with-config");
+        std::fs::create_dir_all(&dir).unwrap();
+        let prog = dir.join("hello-c");
+        std::fs::copy(compile("hello", "hello-c", &["-static"]), &prog).unwrap();
+        std::fs::write(
+            dir.join("Unikernel.toml"),
+            "memory = \"48M\"\nargs = [\"from-toml\", \"9\"]\n[env]\nGREETING = \"hello\"\n",
+        )
+        .unwrap();
+        let img = dir.join("hello-c.img");
+        let o = pack(&[prog.to_str().unwrap()]);
+        assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+        assert!(o.stdout.contains("hello-c.img"), "{}", o.stdout);
+        let o = t.boot_image(&img, &[], &[], b"");
+        check_c_run(&o, "argc 3: /hello-c from-toml 9", 9);
+        let inspect = Command::new(tool("cargo-unikernel")).arg("inspect").arg(&img).output().unwrap();
+        let report = String::from_utf8_lossy(&inspect.stdout);
+        assert!(report.contains("48 MiB") || report.contains("50331648"), "{report}");
+        // The command line wins over the file.
+        let o = pack(&[prog.to_str().unwrap(), "--env", "GREETING=hello", "--", "cli", "4"]);
+        assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+        check_c_run(&t.boot_image(&img, &[], &[], b""), "argc 3: /hello-c cli 4", 4);
+        std::fs::write(dir.join("Unikernel.toml"), "memroy = \"48M\"\n").unwrap();
+        let o = pack(&[prog.to_str().unwrap()]);
+        assert_eq!(o.code, 1);
+        assert!(
+            o.stderr.contains("Unikernel.toml") && o.stderr.contains("unknown field `memroy`"),
+            "{}",
+            o.stderr
+        );
+    }
+
+    // A stripped program: its symbols cannot choose components, pack warns;
+    // --components names them and inspect says so.
+    fn stripped_program_takes_components_from_the_command_line(t) on [hvt] {
+        if !musl_gcc("stripped_program_takes_components_from_the_command_line") {
+            return;
+        }
+        let prog = compile("hello", "hello-c-stripped", &["-static", "-s"]);
+        let img = work().join("hello-c-stripped.img");
+        let o = pack_ok(&prog, "hvt", &img, &[]);
+        assert!(o.stderr.contains("no symbol table (stripped)") && o.stderr.contains("--components net"), "{}", o.stderr);
+        let o = pack_ok(&prog, "hvt", &img, &["--components", "net"]);
+        assert!(!o.stderr.contains("no symbol table"), "{}", o.stderr);
+        let inspect = Command::new(tool("cargo-unikernel")).arg("inspect").arg(&img).output().unwrap();
+        let report = String::from_utf8_lossy(&inspect.stdout);
+        assert!(report.contains("listed in --components"), "{report}");
+        let o = t.boot_image(&img, &["--env", "GREETING=hello"], &["0"], b"");
+        assert!(o.stdout.contains("threads counted 4000"), "{}{}", o.stdout, o.stderr);
+    }
+
+    fn bad_programs_are_refused_with_one_line_each(t) on [hvt] {
+        let _ = t;
+        let d = work();
+        let out = d.join("refused.img");
+        let refuse = |file: &Path, want: &str| {
+            let o = pack(&[file.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+            assert_eq!(o.code, 1, "{}: {}{}", file.display(), o.stdout, o.stderr);
+            assert!(o.stderr.contains(want), "{}: wanted {want:?} in {}", file.display(), o.stderr);
+        };
+        let script = d.join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        refuse(&script, "is a script (#!/bin/sh), not an executable");
+        // A 64-bit header with another machine (aarch64), and a 32-bit one.
+        let mut elf = vec![0u8; 128];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[6] = 1;
+        elf[16] = 2;
+        elf[18] = 183;
+        let arm = d.join("arm64-prog");
+        std::fs::write(&arm, &elf).unwrap();
+        refuse(&arm, "x86_64");
+        elf[4] = 1;
+        let i386 = d.join("i386-prog");
+        std::fs::write(&i386, &elf).unwrap();
+        refuse(&i386, "is a 32-bit ELF file");
+        // A dynamic executable of the host names its interpreter.
+        refuse(Path::new("/bin/true"), "is dynamically linked (its interpreter is /lib64/ld-linux-x86-64.so.2)");
+        if !musl_gcc("bad_programs_are_refused_with_one_line_each (collision)") {
+            return;
+        }
+        // Linked at 1 MiB, where the kernel is: both ranges named.
+        let low = compile("hello", "hello-c-low", &["-static", "-Wl,-Ttext-segment=0x100000"]);
+        refuse(&low, "is linked at 0x100000-");
+        refuse(&low, "which collides with the kernel at 0x100000-");
+    }
+}
