@@ -20,7 +20,7 @@
 //! its fixed address ([`VVAR_BASE`]), so the image can be written by
 //! hand without relocations.
 
-use crate::mm::vm::{MMAP_END, PROT_EXEC, PROT_READ, PROT_WRITE};
+use crate::mm::vm::{MMAP_END, PROT_EXEC, PROT_READ};
 use alloc::vec::Vec;
 
 /// Where the vDSO image is mapped (just above the `mmap` region, below the
@@ -373,19 +373,29 @@ pub fn install(vvar: Vvar) -> bool {
     let Some(a) = g.as_mut() else {
         return false;
     };
-    if a.mmap(VDSO_BASE, VDSO_BYTES, PROT_READ | PROT_WRITE, true, true)
+    // Mapped with their final permissions and written through the
+    // identity-mapped frames behind them: no write through the app's
+    // mapping, so no permission change and no TLB flush afterwards.
+    if a
+        .mmap(VDSO_BASE, 4096, PROT_READ | PROT_EXEC, true, true)
         .is_err()
+        || a.mmap(VVAR_BASE, 4096, PROT_READ, true, true).is_err()
     {
         return false;
     }
-    // SAFETY: the two pages were just mapped writable, populated, and are
-    // ours; nothing else knows of them yet.
+    let (Some((code_frame, _)), Some((data_frame, _))) = (
+        a.page_table().translate(VDSO_BASE),
+        a.page_table().translate(VVAR_BASE),
+    ) else {
+        return false;
+    };
+    // SAFETY: the two frames were just allocated for these mappings (whole,
+    // zeroed pages in identity-mapped RAM), and nothing has read them yet.
     unsafe {
-        core::ptr::copy_nonoverlapping(img.as_ptr(), VDSO_BASE as *mut u8, img.len());
-        (VVAR_BASE as *mut Vvar).write(vvar);
+        core::ptr::copy_nonoverlapping(img.as_ptr(), code_frame as *mut u8, img.len());
+        (data_frame as *mut Vvar).write(vvar);
     }
-    a.mprotect(VDSO_BASE, 4096, PROT_READ | PROT_EXEC).is_ok()
-        && a.mprotect(VVAR_BASE, 4096, PROT_READ).is_ok()
+    true
 }
 
 #[cfg(test)]
