@@ -476,6 +476,12 @@ impl UnikernelMetadata {
 }
 
 /// A platform name, from the command line or the metadata.
+/// The platform a build is for: the command line's, else the settings',
+/// else hvt.
+pub fn choose_platform(cli: Option<&str>, meta: &UnikernelMetadata) -> Result<Platform, String> {
+    parse_platform(cli.or(meta.platform.as_deref()).unwrap_or("hvt"))
+}
+
 pub fn parse_platform(name: &str) -> Result<Platform, String> {
     match name {
         "hvt" => Ok(Platform::Hvt),

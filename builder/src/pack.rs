@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    check_components, check_env_key, parse_platform, MemorySize, UnikernelMetadata,
+    check_components, check_env_key, choose_platform, MemorySize, UnikernelMetadata,
 };
 use crate::elf_input::check_app;
 use crate::image::human_bytes;
@@ -144,12 +144,7 @@ pub fn pack(opts: &PackOptions, progress: Progress) -> Result<BuiltImage, String
     if let Some(a) = &opts.args {
         meta.args = a.clone();
     }
-    let platform_name = opts
-        .platform
-        .as_deref()
-        .or(meta.platform.as_deref())
-        .unwrap_or("hvt");
-    let platform = parse_platform(platform_name)?;
+    let platform = choose_platform(opts.platform.as_deref(), &meta)?;
     let name = match &opts.name {
         Some(n) if n.is_empty() || n.contains('/') => {
             return Err(format!(

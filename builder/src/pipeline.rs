@@ -9,7 +9,7 @@ use unikernel_image::manifest::Manifest;
 use xshell::{cmd, Shell};
 
 use crate::cargo::{cargo_program, run_build};
-use crate::config::{check_components, parse_platform, UnikernelMetadata};
+use crate::config::{check_components, choose_platform, UnikernelMetadata};
 use crate::elf_input::check_app;
 use crate::image::human_bytes;
 use crate::kernel::build_kernel;
@@ -54,12 +54,7 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
     let bin = pick_bin(package, opts.bin.as_deref())?;
     let manifest_path = package.manifest_path.as_std_path();
     let meta = UnikernelMetadata::from_package_metadata(&package.metadata, manifest_path)?;
-    let platform_name = opts
-        .platform
-        .as_deref()
-        .or(meta.platform.as_deref())
-        .unwrap_or("hvt");
-    let platform = parse_platform(platform_name)?;
+    let platform = choose_platform(opts.platform.as_deref(), &meta)?;
     check_components(&meta.components)?;
     let target_dir = metadata.target_directory.as_std_path();
     let crate_dir = manifest_path.parent().unwrap_or(Path::new("."));

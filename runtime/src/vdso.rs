@@ -49,15 +49,31 @@ pub struct Vvar {
     pub wall_offset_ns: i64,
 }
 
-// The functions, System V ABI, leaf code that touches no stack. Each
-// falls back to its system call when the data page says so (or for a
-// clock it does not know). Registers: rdi, rsi (arguments), rax, rcx,
-// rdx, r8, r9, r11 (scratch).
+// The functions, System V ABI (they call two local helpers, so they use
+// a few bytes of the caller's stack). Each falls back to its system call
+// when the data page says so (or for a clock it does not know). Registers:
+// rdi, rsi (arguments), rax, rcx, rdx, r8, r9, r11 (scratch).
 core::arch::global_asm!(
     ".pushsection .rodata.unikernel_vdso, \"a\"",
     ".balign 16",
     ".globl unikernel_vdso_code_start",
     "unikernel_vdso_code_start:",
+    // rax = nanoseconds since boot + r9; r8 = the data page. Clobbers rdx.
+    "unikernel_vdso_now:",
+    "    rdtsc",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    sub rax, qword ptr [r8 + 8]",
+    "    mul qword ptr [r8 + 16]",
+    "    shrd rax, rdx, 32",
+    "    add rax, r9",
+    "    ret",
+    // rax = ns -> rax = seconds, rdx = nanoseconds. Clobbers rcx.
+    "unikernel_vdso_split:",
+    "    xor edx, edx",
+    "    mov ecx, 1000000000",
+    "    div rcx",
+    "    ret",
     // __vdso_clock_gettime(clockid: edi, ts: rsi) -> 0 or -errno
     "unikernel_vdso_clock_gettime:",
     "    movabs r8, {vvar}",
@@ -82,16 +98,8 @@ core::arch::global_asm!(
     "    syscall",
     "    ret",
     "2:",
-    "    rdtsc",
-    "    shl rdx, 32",
-    "    or rax, rdx",
-    "    sub rax, qword ptr [r8 + 8]",
-    "    mul qword ptr [r8 + 16]",
-    "    shrd rax, rdx, 32",
-    "    add rax, r9",
-    "    xor edx, edx",
-    "    mov ecx, 1000000000",
-    "    div rcx",
+    "    call unikernel_vdso_now",
+    "    call unikernel_vdso_split",
     "    mov qword ptr [rsi], rax",
     "    mov qword ptr [rsi + 8], rdx",
     "    xor eax, eax",
@@ -107,16 +115,9 @@ core::arch::global_asm!(
     "3:",
     "    test rdi, rdi",
     "    je 4f",
-    "    rdtsc",
-    "    shl rdx, 32",
-    "    or rax, rdx",
-    "    sub rax, qword ptr [r8 + 8]",
-    "    mul qword ptr [r8 + 16]",
-    "    shrd rax, rdx, 32",
-    "    add rax, qword ptr [r8 + 24]",
-    "    xor edx, edx",
-    "    mov ecx, 1000000000",
-    "    div rcx",
+    "    mov r9, qword ptr [r8 + 24]",
+    "    call unikernel_vdso_now",
+    "    call unikernel_vdso_split",
     "    mov qword ptr [rdi], rax",
     "    mov rax, rdx",
     "    xor edx, edx",
@@ -135,16 +136,9 @@ core::arch::global_asm!(
     "    movabs r8, {vvar}",
     "    cmp qword ptr [r8], 0",
     "    je 8f",
-    "    rdtsc",
-    "    shl rdx, 32",
-    "    or rax, rdx",
-    "    sub rax, qword ptr [r8 + 8]",
-    "    mul qword ptr [r8 + 16]",
-    "    shrd rax, rdx, 32",
-    "    add rax, qword ptr [r8 + 24]",
-    "    xor edx, edx",
-    "    mov ecx, 1000000000",
-    "    div rcx",
+    "    mov r9, qword ptr [r8 + 24]",
+    "    call unikernel_vdso_now",
+    "    call unikernel_vdso_split",
     "    test rdi, rdi",
     "    je 5f",
     "    mov qword ptr [rdi], rax",
@@ -376,8 +370,7 @@ pub fn install(vvar: Vvar) -> bool {
     // Mapped with their final permissions and written through the
     // identity-mapped frames behind them: no write through the app's
     // mapping, so no permission change and no TLB flush afterwards.
-    if a
-        .mmap(VDSO_BASE, 4096, PROT_READ | PROT_EXEC, true, true)
+    if a.mmap(VDSO_BASE, 4096, PROT_READ | PROT_EXEC, true, true)
         .is_err()
         || a.mmap(VVAR_BASE, 4096, PROT_READ, true, true).is_err()
     {

@@ -340,6 +340,30 @@ impl HvtDisk {
     ) -> Result<bool, Errno> {
         let op = if write { BLOCK_OP_WRITE } else { BLOCK_OP_READ };
         let sec = SECTOR_SIZE as usize;
+        // The plan: (buffer offset, Some(physical address) or None for a
+        // straddling sector, bytes), in buffer order.
+        let mut plan: alloc::vec::Vec<(usize, Option<u64>, usize)> = alloc::vec::Vec::new();
+        let (mut j, mut run_start, mut at) = (0usize, 0usize, 0usize);
+        while at < len {
+            while run_start + runs[j].1 <= at {
+                run_start += runs[j].1;
+                j += 1;
+            }
+            let (phys, n) = runs[j];
+            let whole = (run_start + n - at) / sec * sec;
+            if whole > 0 {
+                let piece = whole.min(self.max_request as usize);
+                plan.push((at, Some(phys + (at - run_start) as u64), piece));
+                at += piece;
+            } else {
+                plan.push((at, None, sec));
+                at += sec;
+            }
+        }
+        let straddles = plan.iter().filter(|p| p.1.is_none()).count();
+        if straddles > BOUNCE / sec {
+            return Ok(false);
+        }
         let bounce = match r.bounce {
             Some(b) => b,
             None => {
@@ -348,77 +372,38 @@ impl HvtDisk {
                 b
             }
         };
-        // Pass 1 counts the straddling sectors; pass 2 submits.
-        let mut straddles = 0usize;
-        for pass in 0..2 {
-            if pass == 1 && straddles > BOUNCE / sec {
-                return Ok(false);
-            }
-            let mut slot = 0usize;
-            // Run `j` covers buffer offsets [run_start, run_start + runs[j].1).
-            let (mut j, mut run_start) = (0usize, 0usize);
-            let mut at = 0usize;
-            while at < len {
-                while run_start + runs[j].1 <= at {
-                    run_start += runs[j].1;
-                    j += 1;
-                }
-                let (phys, n) = runs[j];
-                let whole = (run_start + n - at) / sec * sec;
-                let s = sector + (at / sec) as u64;
-                if whole > 0 {
-                    let piece = whole.min(self.max_request as usize);
-                    if pass == 1 {
-                        // SAFETY (of handing the monitor these pages): they
-                        // back the caller's buffer, and nothing can unmap
-                        // them before `finish` returns: the wait never
-                        // yields to another thread of the app.
-                        self.submit(r, op, s, phys + (at - run_start) as u64, piece as u64);
+        let mut slot = 0usize;
+        for &(at, phys, n) in &plan {
+            let s = sector + (at / sec) as u64;
+            match phys {
+                // SAFETY (of handing the monitor these pages): they back
+                // the caller's buffer, and nothing can unmap them before
+                // `finish` returns: the wait never yields to another
+                // thread of the app.
+                Some(p) => self.submit(r, op, s, p, n as u64),
+                None => {
+                    // SAFETY: `bounce + slot * 512 .. + 512` is inside the
+                    // bounce buffer (slot < BOUNCE / 512, checked above);
+                    // `addr + at .. + 512` inside the caller's buffer.
+                    let b = unsafe { bounce.add(slot * sec) };
+                    if write {
+                        // SAFETY: as above.
+                        unsafe { core::ptr::copy_nonoverlapping(addr.add(at), b, sec) };
                     }
-                    at += piece;
-                } else {
-                    if pass == 0 {
-                        straddles += 1;
-                    } else {
-                        // SAFETY: `bounce + slot * 512 .. + 512` is inside
-                        // the bounce buffer (slot < BOUNCE / 512, checked
-                        // above); `addr + at .. + 512` inside the caller's
-                        // buffer (`len` is whole sectors).
-                        let b = unsafe { bounce.add(slot * sec) };
-                        if write {
-                            // SAFETY: as above.
-                            unsafe { core::ptr::copy_nonoverlapping(addr.add(at), b, sec) };
-                        }
-                        self.submit(r, op, s, b as u64, SECTOR_SIZE);
-                        slot += 1;
-                    }
-                    at += sec;
+                    self.submit(r, op, s, b as u64, SECTOR_SIZE);
+                    slot += 1;
                 }
             }
         }
         self.finish(r)?;
-        if !write && straddles > 0 {
+        if !write {
             // The straddling sectors, from the bounce buffer into place.
-            let mut slot = 0usize;
-            let (mut j, mut run_start) = (0usize, 0usize);
-            let mut at = 0usize;
-            while at < len {
-                while run_start + runs[j].1 <= at {
-                    run_start += runs[j].1;
-                    j += 1;
-                }
-                let whole = (run_start + runs[j].1 - at) / sec * sec;
-                if whole > 0 {
-                    at += whole.min(self.max_request as usize);
-                } else {
-                    // SAFETY: as in the submitting pass; the request that
-                    // filled this slot has completed.
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(bounce.add(slot * sec), addr.add(at), sec)
-                    };
-                    slot += 1;
-                    at += sec;
-                }
+            for (slot, &(at, _, _)) in plan.iter().filter(|p| p.1.is_none()).enumerate() {
+                // SAFETY: as when submitting; the request that filled this
+                // slot has completed.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(bounce.add(slot * sec), addr.add(at), sec)
+                };
             }
         }
         Ok(true)
