@@ -8,6 +8,7 @@
 //! itself ends with [`EXIT_KERNEL_PANIC`].
 
 use crate::arch::x86_64::{vector_name, TrapFrame};
+use crate::mm::vm::Resolve;
 use crate::signal::{self, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP};
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -90,10 +91,14 @@ extern "C" fn unikernel_handle_trap(frame: *mut TrapFrame) -> ! {
             let resolved = crate::mm::vm::ASPACE
                 .lock()
                 .as_mut()
-                .is_some_and(|a| a.resolve_fault(f.cr2, write, exec));
-            if !resolved {
-                let (sig, code) = signal_for(f);
-                signal::fault(f, sig, code);
+                .map_or(Resolve::NotMapped, |a| a.resolve_fault(f.cr2, write, exec));
+            match resolved {
+                Resolve::Resolved => {}
+                Resolve::OutOfMemory => out_of_memory(f.cr2),
+                Resolve::NotMapped => {
+                    let (sig, code) = signal_for(f);
+                    signal::fault(f, sig, code);
+                }
             }
         }
         _ => {
@@ -205,6 +210,17 @@ fn kernel_fault(f: &TrapFrame) -> ! {
     print_fault_detail(f);
     print_registers(f);
     crate::platform().halt(EXIT_KERNEL_PANIC)
+}
+
+/// The app touched memory it had mapped but no frame is left: end it as
+/// Linux's OOM killer would (SIGKILL, exit 137), saying how to give it more.
+pub fn out_of_memory(va: u64) -> ! {
+    let total = crate::mm::frame::FRAMES.lock().total() * crate::mm::frame::FRAME_SIZE;
+    crate::kprintln!(
+        "unikernel: out of memory: the app touched {va:#x} and all {} MiB of guest memory for pages is in use; give it more with --mem",
+        total >> 20
+    );
+    crate::exit(128 + 9)
 }
 
 /// The app's signal `sig` takes its default action: end the app.

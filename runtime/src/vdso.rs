@@ -370,9 +370,10 @@ pub fn install(vvar: Vvar) -> bool {
     // Mapped with their final permissions and written through the
     // identity-mapped frames behind them: no write through the app's
     // mapping, so no permission change and no TLB flush afterwards.
-    if a.mmap(VDSO_BASE, 4096, PROT_READ | PROT_EXEC, true, true)
+    if a.mmap(VDSO_BASE, 4096, PROT_READ | PROT_EXEC, true, true, true)
         .is_err()
-        || a.mmap(VVAR_BASE, 4096, PROT_READ, true, true).is_err()
+        || a.mmap(VVAR_BASE, 4096, PROT_READ, true, true, true)
+            .is_err()
     {
         return false;
     }

@@ -9,9 +9,16 @@ use super::vm::ASPACE;
 use crate::errno::*;
 
 fn check(ptr: u64, len: u64, write: bool) -> Result<(), Errno> {
-    let mut g = ASPACE.lock();
-    let a = g.as_mut().ok_or(EFAULT)?;
-    a.check_user(ptr, len, write)
+    let r = {
+        let mut g = ASPACE.lock();
+        let a = g.as_mut().ok_or(EFAULT)?;
+        a.check_user(ptr, len, write)
+    };
+    if r == Err(ENOMEM) {
+        // A page the app mapped could not get a frame (see `fault`).
+        crate::fault::out_of_memory(ptr);
+    }
+    r
 }
 
 /// The app's bytes at `[ptr, ptr+len)`.
