@@ -2,7 +2,9 @@
 //! become images. The C program `tests/apps-c/hello.c` is compiled here
 //! with musl-gcc (Debian's musl-tools; `.ci/run` installs it), as a
 //! fixed-address `ET_EXEC` (musl-gcc's default, at 0x400000) and as
-//! static-pie, packed and booted; each refusal has its message checked.
+//! static-pie, packed and booted; the Go program `tests/apps-go` is built
+//! with `go build` (Debian's golang-go, `CGO_ENABLED=0`); each refusal has
+//! its message checked.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -111,6 +113,46 @@ fn compile_static_pie(src: &str, out: &str) -> PathBuf {
     path
 }
 
+/// `go`, or a loud SKIPPED line.
+fn go_available(test: &str) -> bool {
+    let ok = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("SKIPPED {test}: go not found (Debian: apt-get install golang-go)");
+        eprintln!("SKIPPED {test}: go not found (Debian: apt-get install golang-go)");
+    }
+    ok
+}
+
+/// `tests/apps-go` built with `go build` (static: CGO_ENABLED=0), once.
+fn build_go() -> PathBuf {
+    let mut map = COMPILED.get_or_init(Default::default).lock().unwrap();
+    if let Some(p) = map.get("go") {
+        return p.clone();
+    }
+    let out = work().join("appsgo");
+    let o = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(root().join("tests/apps-go"))
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", work().join("gocache"))
+        .env("GOPATH", work().join("gopath"))
+        .output()
+        .expect("go runs");
+    assert!(
+        o.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    map.insert("go".into(), out.clone());
+    out
+}
+
 /// `cargo unikernel pack` with `args`; the outcome.
 fn pack(args: &[&str]) -> Outcome {
     let mut cmd = Command::new(tool("cargo-unikernel"));
@@ -182,6 +224,36 @@ cases! {
         check_c_run(&o, "argc 3: /hello-c default 7", 7);
         let o = t.boot_image(&img, &[], &["5"], b"");
         check_c_run(&o, "argc 2: /hello-c 5", 5);
+    }
+
+    // Go's runtime: raw system calls, goroutines on threads, timers, the
+    // garbage collector (large PROT_NONE reservations: demand paging), a
+    // goroutine spinning while main sleeps (preemption), os.Exit, and a
+    // panic's exit code 2 with its trace, in the default memory.
+    fn packed_go_program_runs(t) on [hvt, kvm] {
+        if !go_available("packed_go_program_runs") {
+            return;
+        }
+        let prog = build_go();
+        let img = work().join(format!("appsgo.{}.img", t.platform()));
+        pack_ok(&prog, t.platform(), &img, &["--env", "GREETING=hi"]);
+        let o = t.boot_image(&img, &[], &["a", "b"], b"");
+        assert_eq!(
+            o.stdout_lines(),
+            [
+                "args [a b] GREETING=hi",
+                "goroutines sum 28",
+                "gc cycles > 0: true live slices 16",
+                "main ran beside a spinning goroutine",
+            ],
+            "stderr: {}",
+            o.stderr
+        );
+        assert_eq!(o.code, 4, "stderr: {}", o.stderr);
+        let o = t.boot_image(&img, &[], &["panic"], b"");
+        assert_eq!(o.code, 2, "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+        let all = format!("{}{}", o.stdout, o.stderr);
+        assert!(all.contains("panic: assignment to entry in nil map") && all.contains("goroutine 1 [running]"), "{all}");
     }
 
     fn packed_static_pie_runs(t) on [hvt] {

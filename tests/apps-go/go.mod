@@ -1,0 +1,3 @@
+module appsgo
+
+go 1.19
