@@ -256,6 +256,21 @@ cases! {
         assert!(all.contains("panic: assignment to entry in nil map") && all.contains("goroutine 1 [running]"), "{all}");
     }
 
+    // Mappings reused at one address after munmap: fresh zeros, nothing
+    // of the old frames (a TLB flush skipped for an entry whose Accessed
+    // bit read clear on kvm-pvm used to leave stale translations).
+    fn remapped_memory_is_fresh(t) on [hvt, kvm] {
+        if !musl_gcc("remapped_memory_is_fresh") {
+            return;
+        }
+        let prog = compile("remap", "remap", &["-static"]);
+        let img = work().join(format!("remap.{}.img", t.platform()));
+        pack_ok(&prog, t.platform(), &img, &[]);
+        let o = t.boot_image(&img, &[], &[], b"");
+        assert_eq!(o.stdout, "bad 0\n", "stderr: {}", o.stderr);
+        assert_eq!(o.code, 0);
+    }
+
     fn packed_static_pie_runs(t) on [hvt] {
         if !musl_gcc("packed_static_pie_runs") {
             return;

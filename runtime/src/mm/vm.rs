@@ -15,12 +15,12 @@
 //! since on kvm-pvm a fault costs ~80 us (a first touch ~5 us). The brk
 //! heap, file mappings and MAP_POPULATE are populated at once. PROT_NONE pages keep
 //! their frame behind a non-present entry (contents survive mprotect).
-//! TLB flushes are batched and skipped where the Accessed bit shows the CPU
-//! never cached the entry (Intel SDM 4.10.2.3: no translation is cached
-//! unless the accessed flags are set).
+//! TLB flushes are batched (up to 8 pages, else one full flush). They are
+//! not skipped for entries whose Accessed bit is clear: on kvm-pvm an entry
+//! the app has used can still read as never accessed.
 
 use crate::arch::x86_64::paging::{
-    self, write_entry, PageTable, A, ADDR_MASK, NX, P, PAGE_SIZE, SW_PROTNONE, W,
+    self, write_entry, PageTable, ADDR_MASK, NX, P, PAGE_SIZE, SW_PROTNONE, W,
 };
 use crate::errno::*;
 use crate::mm::frame;
@@ -235,7 +235,11 @@ impl AddressSpace {
                 if old & (P | SW_PROTNONE) != 0 {
                     // SAFETY: as above.
                     unsafe { write_entry(e, 0) };
-                    if old & P != 0 && old & A != 0 {
+                    // Always flushed: on kvm-pvm an entry the app used can
+                    // still read as never accessed (A clear), so skipping
+                    // those left stale translations to freed frames
+                    // (tests/apps-c/remap.c).
+                    if old & P != 0 {
                         flush.add(va);
                     }
                     frame::free_frame(paging::frame_of(old));
@@ -397,7 +401,7 @@ impl AddressSpace {
                         && (new & P == 0
                             || (old & W != 0 && new & W == 0)
                             || (old & NX == 0 && new & NX != 0));
-                    if lost && old & A != 0 {
+                    if lost {
                         fl.add(va);
                     }
                 }

@@ -60,9 +60,8 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
     if flags & MAP_ANONYMOUS != 0 {
         // Reservations (PROT_NONE, as Go's heap arenas; MAP_NORESERVE, as
         // mimalloc's) get frames when touched; other mappings at once, as
-        // before demand paging (a lazily filled mapping reused right after
-        // an munmap broke musl's malloc in the fs-tour test, not yet
-        // understood; see docs/pack.md).
+        // before (filling them on touch too costs a ring-0 fault per 16
+        // pages on kvm-pvm: not measured yet, see docs/pack.md).
         let populate = flags & MAP_POPULATE != 0 || (prot != 0 && flags & MAP_NORESERVE == 0);
         return with_aspace(|a| a.mmap(addr, len, prot, fixed, noreplace, populate))
             .map(|v| v as i64);
