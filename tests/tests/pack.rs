@@ -18,139 +18,117 @@ fn work() -> PathBuf {
     d
 }
 
-/// musl-gcc, or a loud SKIPPED line.
-fn musl_gcc(test: &str) -> bool {
-    let ok = Command::new("musl-gcc")
-        .arg("--version")
+/// `program --version`-style check of a build tool, or a loud SKIPPED
+/// line naming the Debian package.
+fn tool_or_skip(test: &str, program: &str, arg: &str, package: &str) -> bool {
+    let ok = Command::new(program)
+        .arg(arg)
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        println!("SKIPPED {test}: musl-gcc not found (Debian: apt-get install musl-tools)");
-        eprintln!("SKIPPED {test}: musl-gcc not found (Debian: apt-get install musl-tools)");
+        let line =
+            format!("SKIPPED {test}: {program} not found (Debian: apt-get install {package})");
+        println!("{line}");
+        eprintln!("{line}");
     }
     ok
 }
 
+/// musl-gcc, or a loud SKIPPED line.
+fn musl_gcc(test: &str) -> bool {
+    tool_or_skip(test, "musl-gcc", "--version", "musl-tools")
+}
+
+/// `go`, or a loud SKIPPED line.
+fn go_available(test: &str) -> bool {
+    tool_or_skip(test, "go", "version", "golang-go")
+}
+
 static COMPILED: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
 
-/// `tests/apps-c/<src>.c` compiled with musl-gcc and `flags` into
-/// target/pack-tests/<out>, once per test binary.
-fn compile(src: &str, out: &str, flags: &[&str]) -> PathBuf {
+/// target/pack-tests/<out>, made once per test binary by the command
+/// `make` returns for that path (`what` names it in a failure).
+fn built(out: &str, what: &str, make: impl FnOnce(&Path) -> Command) -> PathBuf {
     let mut map = COMPILED.get_or_init(Default::default).lock().unwrap();
     if let Some(p) = map.get(out) {
         return p.clone();
     }
     let path = work().join(out);
-    let o = Command::new("musl-gcc")
-        .args(flags)
-        .arg("-O2")
-        .arg("-o")
-        .arg(&path)
-        .arg(root().join("tests/apps-c").join(format!("{src}.c")))
-        .arg("-lpthread")
+    let o = make(&path)
         .output()
-        .expect("musl-gcc runs");
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         o.status.success(),
-        "musl-gcc {flags:?} {src}.c: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     map.insert(out.to_string(), path.clone());
     path
+}
+
+/// `tests/apps-c/<src>.c` compiled with musl-gcc and `flags` into
+/// target/pack-tests/<out>, once per test binary.
+fn compile(src: &str, out: &str, flags: &[&str]) -> PathBuf {
+    built(out, &format!("musl-gcc {flags:?} {src}.c"), |path| {
+        let mut c = Command::new("musl-gcc");
+        c.args(flags)
+            .arg("-O2")
+            .arg("-o")
+            .arg(path)
+            .arg(root().join("tests/apps-c").join(format!("{src}.c")))
+            .arg("-lpthread");
+        c
+    })
 }
 
 /// `tests/apps-c/<src>.c` as a static-pie executable. Debian's musl-gcc
 /// specs know no `-static-pie` (it would link libc.so), so the start files
 /// and libc.a are named by hand, as docs/pack.md shows.
 fn compile_static_pie(src: &str, out: &str) -> PathBuf {
-    let m = "/usr/lib/x86_64-linux-musl";
-    let libgcc = Command::new("gcc")
-        .arg("-print-libgcc-file-name")
-        .output()
-        .unwrap();
-    let libgcc = String::from_utf8_lossy(&libgcc.stdout).trim().to_string();
-    let c = root().join("tests/apps-c").join(format!("{src}.c"));
-    let args: Vec<String> = [
-        "-fPIE",
-        "-nostartfiles",
-        "-nostdlib",
-        "-Wl,-pie,-static,--no-dynamic-linker",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        format!("{m}/rcrt1.o"),
-        format!("{m}/crti.o"),
-        c.display().to_string(),
-    ])
-    .chain([
-        "-Wl,--start-group".into(),
-        format!("{m}/libc.a"),
-        libgcc,
-        "-Wl,--end-group".into(),
-    ])
-    .chain([format!("{m}/crtn.o")])
-    .collect();
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut map = COMPILED.get_or_init(Default::default).lock().unwrap();
-    if let Some(p) = map.get(out) {
-        return p.clone();
-    }
-    let path = work().join(out);
-    let o = Command::new("musl-gcc")
-        .args(&a)
-        .arg("-O2")
-        .arg("-o")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "musl-gcc static-pie: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    map.insert(out.to_string(), path.clone());
-    path
-}
-
-/// `go`, or a loud SKIPPED line.
-fn go_available(test: &str) -> bool {
-    let ok = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        println!("SKIPPED {test}: go not found (Debian: apt-get install golang-go)");
-        eprintln!("SKIPPED {test}: go not found (Debian: apt-get install golang-go)");
-    }
-    ok
+    built(out, "musl-gcc static-pie", |path| {
+        let m = "/usr/lib/x86_64-linux-musl";
+        let libgcc = Command::new("gcc")
+            .arg("-print-libgcc-file-name")
+            .output()
+            .unwrap();
+        let libgcc = String::from_utf8_lossy(&libgcc.stdout).trim().to_string();
+        let mut c = Command::new("musl-gcc");
+        c.args([
+            "-fPIE",
+            "-nostartfiles",
+            "-nostdlib",
+            "-Wl,-pie,-static,--no-dynamic-linker",
+        ])
+        .arg(format!("{m}/rcrt1.o"))
+        .arg(format!("{m}/crti.o"))
+        .arg(root().join("tests/apps-c").join(format!("{src}.c")))
+        .args([
+            "-Wl,--start-group".to_string(),
+            format!("{m}/libc.a"),
+            libgcc,
+        ])
+        .arg("-Wl,--end-group")
+        .arg(format!("{m}/crtn.o"))
+        .args(["-O2", "-o"])
+        .arg(path);
+        c
+    })
 }
 
 /// `tests/apps-go` built with `go build` (static: CGO_ENABLED=0), once.
 fn build_go() -> PathBuf {
-    let mut map = COMPILED.get_or_init(Default::default).lock().unwrap();
-    if let Some(p) = map.get("go") {
-        return p.clone();
-    }
-    let out = work().join("appsgo");
-    let o = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(root().join("tests/apps-go"))
-        .env("CGO_ENABLED", "0")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOCACHE", work().join("gocache"))
-        .env("GOPATH", work().join("gopath"))
-        .output()
-        .expect("go runs");
-    assert!(
-        o.status.success(),
-        "go build: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    map.insert("go".into(), out.clone());
-    out
+    built("appsgo", "go build", |path| {
+        let mut c = Command::new("go");
+        c.args(["build", "-o"])
+            .arg(path)
+            .arg(".")
+            .current_dir(root().join("tests/apps-go"))
+            .env("CGO_ENABLED", "0")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOCACHE", work().join("gocache"))
+            .env("GOPATH", work().join("gopath"));
+        c
+    })
 }
 
 /// `cargo unikernel pack` with `args`; the outcome.

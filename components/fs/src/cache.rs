@@ -394,10 +394,7 @@ impl BlockCache {
             Some(b) => b,
             None => &self.clean.get(&block).ok_or(EIO)?.1,
         };
-        let mut v = [0u8; 4];
-        v[..width].copy_from_slice(&b[off..off + width]);
-        let v = u32::from_le_bytes(v);
-        Ok(Some(if width == 4 { v & 0x0fff_ffff } else { v }))
+        Ok(Some(geo.entry_value(&b[off..off + width])))
     }
 
     /// Does `block` lie wholly in clusters that the committed state leaves

@@ -89,6 +89,29 @@ impl FatGeometry {
         }
     }
 
+    /// The value of a FAT16/32 entry from its bytes (as [`Self::entry_at`]
+    /// locates them; FAT32's top four bits are reserved).
+    pub fn entry_value(&self, bytes: &[u8]) -> u32 {
+        let mut v = [0u8; 4];
+        let n = bytes.len().min(4);
+        v[..n].copy_from_slice(&bytes[..n]);
+        let v = u32::from_le_bytes(v);
+        if self.bits == 32 {
+            v & 0x0fff_ffff
+        } else {
+            v
+        }
+    }
+
+    /// The first value that ends a chain.
+    fn chain_end(&self) -> u32 {
+        match self.bits {
+            12 => 0xff8,
+            16 => 0xfff8,
+            _ => 0x0fff_fff8,
+        }
+    }
+
     /// Bytes per cluster.
     pub fn cluster_size(&self) -> u64 {
         self.cluster
@@ -130,26 +153,21 @@ impl FatGeometry {
             }
             return Ok(c);
         }
-        let width = u64::from(self.bits / 8);
-        let end = if self.bits == 16 { 0xfff8 } else { 0x0fff_fff8 };
+        let end = self.chain_end();
         let mut buf = alloc::vec![0u8; B as usize];
         let mut have: Option<u64> = None;
         for _ in 0..count {
             if c < 2 || c >= self.clusters + 2 {
                 return Err(EIO);
             }
-            let at = self.fat_start + width * u64::from(c);
+            let (at, width) = self.entry_at(c).ok_or(EIO)?;
             let block = at / B;
             if have != Some(block) {
                 cache.read(block * B, &mut buf)?;
                 have = Some(block);
             }
             let o = (at % B) as usize;
-            let v = if width == 2 {
-                u32::from(u16::from_le_bytes([buf[o], buf[o + 1]]))
-            } else {
-                u32::from_le_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]) & 0x0fff_ffff
-            };
+            let v = self.entry_value(&buf[o..o + width]);
             if v >= end {
                 break;
             }
@@ -167,28 +185,21 @@ impl FatGeometry {
         if c < 2 || c >= self.clusters + 2 {
             return Err(EIO);
         }
-        let (v, end) = match self.bits {
-            12 => {
+        let v = match self.entry_at(c) {
+            Some((at, width)) => {
+                let mut b = [0u8; 4];
+                cache.read(at, &mut b[..width])?;
+                self.entry_value(&b[..width])
+            }
+            None => {
+                // FAT12: 12 bits at c * 1.5 bytes.
                 let mut b = [0u8; 2];
                 cache.read(self.fat_start + u64::from(c) + u64::from(c / 2), &mut b)?;
                 let w = u16::from_le_bytes(b);
-                (
-                    u32::from(if c & 1 == 1 { w >> 4 } else { w & 0xfff }),
-                    0xff8,
-                )
-            }
-            16 => {
-                let mut b = [0u8; 2];
-                cache.read(self.fat_start + 2 * u64::from(c), &mut b)?;
-                (u32::from(u16::from_le_bytes(b)), 0xfff8)
-            }
-            _ => {
-                let mut b = [0u8; 4];
-                cache.read(self.fat_start + 4 * u64::from(c), &mut b)?;
-                (u32::from_le_bytes(b) & 0x0fff_ffff, 0x0fff_fff8)
+                u32::from(if c & 1 == 1 { w >> 4 } else { w & 0xfff })
             }
         };
-        if v >= end {
+        if v >= self.chain_end() {
             Ok(None)
         } else if v < 2 || v >= self.clusters + 2 {
             Err(EIO) // free or bad cluster inside a chain: corrupt

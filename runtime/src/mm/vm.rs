@@ -10,11 +10,14 @@
 //! | `mmap` without a hint | `MMAP_BASE .. MMAP_END`, first fit |
 //! | main-thread stack | given by the platform (below `0x7000_0000_0000`) |
 //!
-//! Mappings get frames on first touch, as on Linux (a reservation of any
-//! size costs nothing until used); a fault populates its neighbours too,
-//! since on kvm-pvm a fault costs ~80 us (a first touch ~5 us). The brk
-//! heap, file mappings and MAP_POPULATE are populated at once. PROT_NONE pages keep
-//! their frame behind a non-present entry (contents survive mprotect).
+//! [`AddressSpace::mmap`] populates a mapping at once or leaves its pages
+//! to get frames on first touch (the system call leaves reservations,
+//! PROT_NONE and MAP_NORESERVE, to first touch and populates the rest,
+//! see `syscall::mem`); the stack reserve also grows on demand. A fault
+//! populates its neighbours too, since on kvm-pvm a fault costs ~80 us (a
+//! first touch ~5 us). The brk heap is populated at once. PROT_NONE pages
+//! that have a frame keep it behind a non-present entry (contents survive
+//! mprotect).
 //! TLB flushes are batched (up to 8 pages, else one full flush). They are
 //! not skipped for entries whose Accessed bit is clear: on kvm-pvm an entry
 //! the app has used can still read as never accessed.
@@ -229,21 +232,19 @@ impl AddressSpace {
                 va = next_table(va);
                 continue;
             };
-            {
-                // SAFETY: live leaf entry.
-                let old = unsafe { e.read_volatile() };
-                if old & (P | SW_PROTNONE) != 0 {
-                    // SAFETY: as above.
-                    unsafe { write_entry(e, 0) };
-                    // Always flushed: on kvm-pvm an entry the app used can
-                    // still read as never accessed (A clear), so skipping
-                    // those left stale translations to freed frames
-                    // (tests/apps-c/remap.c).
-                    if old & P != 0 {
-                        flush.add(va);
-                    }
-                    frame::free_frame(paging::frame_of(old));
+            // SAFETY: live leaf entry.
+            let old = unsafe { e.read_volatile() };
+            if old & (P | SW_PROTNONE) != 0 {
+                // SAFETY: as above.
+                unsafe { write_entry(e, 0) };
+                // Always flushed: on kvm-pvm an entry the app used can
+                // still read as never accessed (A clear), so skipping
+                // those left stale translations to freed frames
+                // (tests/apps-c/remap.c).
+                if old & P != 0 {
+                    flush.add(va);
                 }
+                frame::free_frame(paging::frame_of(old));
             }
             va += PAGE_SIZE;
         }
@@ -389,21 +390,19 @@ impl AddressSpace {
                 va = next_table(va);
                 continue;
             };
-            {
-                // SAFETY: live leaf entry.
-                let old = unsafe { e.read_volatile() };
-                if old & (P | SW_PROTNONE) != 0 {
-                    let f = old & ADDR_MASK; // stays in entry form (a machine frame on Xen PV)
-                    let entry = if new == 0 { f | SW_PROTNONE } else { f | new };
-                    // SAFETY: as above.
-                    unsafe { write_entry(e, entry) };
-                    let lost = old & P != 0
-                        && (new & P == 0
-                            || (old & W != 0 && new & W == 0)
-                            || (old & NX == 0 && new & NX != 0));
-                    if lost {
-                        fl.add(va);
-                    }
+            // SAFETY: live leaf entry.
+            let old = unsafe { e.read_volatile() };
+            if old & (P | SW_PROTNONE) != 0 {
+                let f = old & ADDR_MASK; // stays in entry form (a machine frame on Xen PV)
+                let entry = if new == 0 { f | SW_PROTNONE } else { f | new };
+                // SAFETY: as above.
+                unsafe { write_entry(e, entry) };
+                let lost = old & P != 0
+                    && (new & P == 0
+                        || (old & W != 0 && new & W == 0)
+                        || (old & NX == 0 && new & NX != 0));
+                if lost {
+                    fl.add(va);
                 }
             }
             va += PAGE_SIZE;
@@ -517,10 +516,7 @@ impl AddressSpace {
             (page + PAGE_SIZE, (page + PAGE_SIZE + window).min(v.end))
         };
         let mut p = lo;
-        while p < hi {
-            if p != page && self.populate(p, v.prot).is_err() {
-                break;
-            }
+        while p < hi && self.populate(p, v.prot).is_ok() {
             p += PAGE_SIZE;
         }
         Resolve::Resolved

@@ -16,8 +16,9 @@
 //! thread is already out of the guest, the guest's driver waits for the
 //! request right away anyway, and handing it to a sleeping I/O thread and
 //! waking the vCPU again costs more than the `pread` of a MiB itself
-//! (measured: 1 MiB reads at 4.7 GB/s through the I/O thread). The two share the completion index under a lock
-//! (`DiskShared::cursor`); everything else is the I/O thread's.
+//! (measured: 1 MiB reads at 4.7 GB/s through the I/O thread). The two
+//! share the completion index under a lock (`DiskShared::cursor`);
+//! everything else is the I/O thread's.
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{fence, Ordering};
 
@@ -98,8 +99,8 @@ pub(super) fn serve(disk: &DiskShared, ram: SharedRam, ring: Ring) -> Result<(),
 /// producer for `window`, serving what arrives (each request starts the
 /// window again); then clear `polling`, fence and look once more (see
 /// hvt_abi::block). True if requests are waiting. The cursor is taken only
-/// to serve, so a `block_notify` (a big request, which the guest always
-/// notifies) can be served inline meanwhile.
+/// to serve, so a `block_notify` that raced the `polling` word can be
+/// served inline meanwhile.
 fn poll_ring(
     disk: &DiskShared,
     ram: SharedRam,

@@ -101,7 +101,7 @@ pub(super) fn serve(
         });
         // Quiet now: watch both rings for a while before sleeping.
         let result = result.and_then(|()| {
-            if POLL.is_zero() || tx_more || rx_full || !backend_ok || backend.has_buffered_frame() {
+            if tx_more || rx_full || !backend_ok || backend.has_buffered_frame() {
                 return Ok(());
             }
             s.poll(&mut backend).map(|(more, full)| {
