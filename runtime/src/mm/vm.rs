@@ -10,14 +10,15 @@
 //! | `mmap` without a hint | `MMAP_BASE .. MMAP_END`, first fit |
 //! | main-thread stack | given by the platform (below `0x7000_0000_0000`) |
 //!
-//! [`AddressSpace::mmap`] populates a mapping at once or leaves its pages
-//! to get frames on first touch (the system call leaves reservations,
-//! PROT_NONE and MAP_NORESERVE, to first touch and populates the rest,
-//! see `syscall::mem`); the stack reserve also grows on demand. A fault
+//! Memory is given as Linux gives it: an anonymous mapping, the brk heap
+//! and the stack reserve get frames when first touched
+//! ([`AddressSpace::resolve_fault`]), so reservations cost nothing until
+//! used; `MAP_POPULATE`, `mlock` and file contents populate at once. A fault
 //! populates its neighbours too, since on kvm-pvm a fault costs ~80 us (a
-//! first touch ~5 us). The brk heap is populated at once. PROT_NONE pages
+//! first touch of a frame ~5 us): the aligned 64 KiB around it, and a run
+//! of adjacent faults doubles that window up to 2 MiB. PROT_NONE pages
 //! that have a frame keep it behind a non-present entry (contents survive
-//! mprotect).
+//! mprotect). `mremap` moves page-table entries, never bytes.
 //! TLB flushes are batched (up to 8 pages, else one full flush). They are
 //! not skipped for entries whose Accessed bit is clear: on kvm-pvm an entry
 //! the app has used can still read as never accessed.
@@ -53,6 +54,27 @@ pub struct Vma {
     pub end: u64,
     pub prot: u32,
     pub kind: VmaKind,
+    /// The pages the last fault in this area populated, and how many: a
+    /// fault just past them (either way) doubles the window.
+    stream: Stream,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Stream {
+    lo: u64,
+    hi: u64,
+    pages: u64,
+}
+
+impl Vma {
+    fn new(end: u64, prot: u32, kind: VmaKind) -> Vma {
+        Vma {
+            end,
+            prot,
+            kind,
+            stream: Stream::default(),
+        }
+    }
 }
 
 /// Pending TLB invalidations of one operation.
@@ -84,8 +106,12 @@ impl Flush {
     }
 }
 
-/// Pages populated with a faulting one (64 KiB with it).
+/// Pages populated with a faulting one (64 KiB with it): the aligned
+/// 16-page block around it.
 pub const FAULT_AROUND: u64 = 15;
+/// The largest window a run of adjacent faults grows to (2 MiB, what a
+/// huge page would give).
+pub const FAULT_AROUND_MAX: u64 = 512;
 
 /// What [`AddressSpace::resolve_fault`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,11 +167,7 @@ impl AddressSpace {
     pub fn add_stack(&mut self, bottom: u64, top: u64) {
         self.vmas.insert(
             bottom,
-            Vma {
-                end: top,
-                prot: PROT_READ | PROT_WRITE,
-                kind: VmaKind::Stack,
-            },
+            Vma::new(top, PROT_READ | PROT_WRITE, VmaKind::Stack),
         );
     }
 
@@ -297,14 +319,7 @@ impl AddressSpace {
             }
         };
         let end = start + len;
-        self.vmas.insert(
-            start,
-            Vma {
-                end,
-                prot,
-                kind: VmaKind::Anon,
-            },
-        );
+        self.vmas.insert(start, Vma::new(end, prot, VmaKind::Anon));
         let mut va = start;
         while populate && va < end {
             if let Err(e) = self.populate(va, prot) {
@@ -412,14 +427,7 @@ impl AddressSpace {
         let mut pieces = alloc::vec::Vec::new();
         for (a, b) in areas {
             if let Some((_, v)) = self.vma_at(a) {
-                pieces.push((
-                    a,
-                    Vma {
-                        end: b,
-                        prot,
-                        kind: v.kind,
-                    },
-                ));
+                pieces.push((a, Vma::new(b, prot, v.kind)));
             }
         }
         self.carve(addr, end);
@@ -430,7 +438,8 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Linux `brk`: returns the (possibly unchanged) break.
+    /// Linux `brk`: returns the (possibly unchanged) break. New pages get
+    /// frames when first touched, as mappings do.
     pub fn brk(&mut self, new: u64) -> u64 {
         if !(BRK_BASE..=BRK_BASE + BRK_MAX).contains(&new) {
             return self.brk;
@@ -439,44 +448,174 @@ impl AddressSpace {
             page_up(self.brk).unwrap_or(self.brk),
             page_up(new).unwrap_or(new),
         );
-        if new_top > old_top {
-            if self.overlaps(old_top, new_top) {
-                return self.brk;
-            }
-            let mut va = old_top;
-            while va < new_top {
-                if self.populate(va, PROT_READ | PROT_WRITE).is_err() {
-                    let mut fl = Flush::default();
-                    self.unmap_pages(old_top, va, &mut fl);
-                    fl.run();
-                    return self.brk;
-                }
-                va += PAGE_SIZE;
-            }
-        } else if new_top < old_top {
+        if new_top > old_top && self.overlaps(old_top, new_top) {
+            return self.brk;
+        }
+        if new_top < old_top {
             let mut fl = Flush::default();
             self.unmap_pages(new_top, old_top, &mut fl);
             fl.run();
         }
+        let stream = self
+            .vmas
+            .get(&BRK_BASE)
+            .map(|v| v.stream)
+            .unwrap_or_default();
         self.carve(BRK_BASE, old_top.max(new_top));
         if new_top > BRK_BASE {
-            self.vmas.insert(
-                BRK_BASE,
-                Vma {
-                    end: new_top,
-                    prot: PROT_READ | PROT_WRITE,
-                    kind: VmaKind::Brk,
-                },
-            );
+            let mut v = Vma::new(new_top, PROT_READ | PROT_WRITE, VmaKind::Brk);
+            v.stream = stream;
+            self.vmas.insert(BRK_BASE, v);
         }
         self.brk = new;
         self.brk
     }
 
+    /// Give every page of `[addr, addr+len)` its frame now (`mlock`,
+    /// `mlockall`): the whole range must be mapped (else `ENOMEM`, as on
+    /// Linux), and running out of frames is `EAGAIN`.
+    pub fn populate_range(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
+        let start = addr & !(PAGE_SIZE - 1);
+        let end = page_up(addr.checked_add(len).ok_or(ENOMEM)?).ok_or(ENOMEM)?;
+        let areas = self.areas_in(start, end);
+        if areas.iter().map(|(a, b)| b - a).sum::<u64>() != end - start {
+            return Err(ENOMEM);
+        }
+        for (a, b) in areas {
+            let prot = self.vma_at(a).map_or(0, |(_, v)| v.prot);
+            let mut va = a;
+            while va < b {
+                self.populate(va, prot).map_err(|_| EAGAIN)?;
+                va += PAGE_SIZE;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every area's range (for `mlockall`).
+    pub fn areas(&self) -> alloc::vec::Vec<(u64, u64)> {
+        self.vmas.iter().map(|(&s, v)| (s, v.end)).collect()
+    }
+
+    /// Linux `mremap` of private anonymous memory: shrink in place, grow in
+    /// place when the pages after the area are free, else (with
+    /// `may_move`) move the page-table entries to a new range, frames and
+    /// contents untouched, no copy. `fixed` names the new address
+    /// (MREMAP_FIXED: whatever is there is unmapped first).
+    pub fn mremap(
+        &mut self,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        may_move: bool,
+        fixed: Option<u64>,
+    ) -> Result<u64, Errno> {
+        if old & (PAGE_SIZE - 1) != 0 {
+            return Err(EINVAL);
+        }
+        let old_len = page_up(old_len).ok_or(EINVAL)?;
+        let new_len = page_up(new_len).ok_or(EINVAL)?;
+        if new_len == 0 || old_len == 0 {
+            // old_len 0 duplicates a shared mapping on Linux; every
+            // mapping here is private.
+            return Err(EINVAL);
+        }
+        let old_end = old.checked_add(old_len).ok_or(EFAULT)?;
+        // The old range lies inside one area.
+        let (vstart, v) = self.vma_at(old).ok_or(EFAULT)?;
+        if old_end > v.end {
+            return Err(EFAULT);
+        }
+        if let Some(to) = fixed {
+            if !may_move || to & (PAGE_SIZE - 1) != 0 {
+                return Err(EINVAL);
+            }
+            let to_end = to.checked_add(new_len).ok_or(EINVAL)?;
+            if !self.user_range_ok(to, to_end) || (to < old_end && old < to_end) {
+                return Err(EINVAL);
+            }
+            let moved = old_len.min(new_len);
+            if new_len < old_len {
+                self.munmap(old + new_len, old_len - new_len)?;
+            }
+            self.munmap(to, new_len)?;
+            self.move_range(old, moved, to, new_len, v);
+            return Ok(to);
+        }
+        if new_len <= old_len {
+            if new_len < old_len {
+                self.munmap(old + new_len, old_len - new_len)?;
+            }
+            return Ok(old);
+        }
+        let grow_end = old.checked_add(new_len).ok_or(ENOMEM)?;
+        // In place: the old range ends its area and the pages after it are free.
+        if old_end == v.end
+            && self.user_range_ok(old_end, grow_end)
+            && !self.overlaps(old_end, grow_end)
+        {
+            if let Some(a) = self.vmas.get_mut(&vstart) {
+                a.end = grow_end;
+            }
+            return Ok(old);
+        }
+        if !may_move {
+            return Err(ENOMEM);
+        }
+        let to = self.find_free(new_len).ok_or(ENOMEM)?;
+        self.move_range(old, old_len, to, new_len, v);
+        Ok(to)
+    }
+
+    /// Move the entries of `[from, from+len)` to `to` (free, `new_len` long,
+    /// the rest of it lazily filled) and describe `to` as an area like `v`.
+    fn move_range(&mut self, from: u64, len: u64, to: u64, new_len: u64, v: Vma) {
+        let mut fl = Flush::default();
+        let mut off = 0;
+        while off < len {
+            let va = from + off;
+            let Some(e) = self.pt.leaf(va, None) else {
+                off = next_table(va) - from;
+                continue;
+            };
+            // SAFETY: live leaf entry.
+            let old = unsafe { e.read_volatile() };
+            if old & (P | SW_PROTNONE) != 0 {
+                match self.pt.leaf(to + off, Some(&mut alloc_table_frame)) {
+                    Some(ne) => {
+                        // SAFETY: `ne` is the live (empty: `to` is free)
+                        // entry of the destination; the source entry is
+                        // cleared and flushed, so the frame has one mapping.
+                        unsafe {
+                            write_entry(ne, old);
+                            write_entry(e, 0);
+                        }
+                    }
+                    None => {
+                        // No frame for a page table: the page is dropped
+                        // (it reads as zeros at its new place).
+                        // SAFETY: as above.
+                        unsafe { write_entry(e, 0) };
+                        frame::free_frame(paging::frame_of(old));
+                    }
+                }
+                if old & P != 0 {
+                    fl.add(va);
+                }
+            }
+            off += PAGE_SIZE;
+        }
+        fl.run();
+        self.carve(from, from + len);
+        self.vmas.insert(to, Vma::new(to + new_len, v.prot, v.kind));
+    }
+
     /// A page fault (or a system call about to touch `va`) found no usable
     /// entry: give the page a frame if its area allows the access, and its
-    /// neighbours too ([`FAULT_AROUND`] pages, upwards; downwards in a
-    /// stack), since a fault costs a trap to ring 0 (~80 us on kvm-pvm).
+    /// neighbours too (the aligned block of [`FAULT_AROUND`]` + 1` pages
+    /// around it; a run of adjacent faults doubles the window up to
+    /// [`FAULT_AROUND_MAX`]), since a fault costs a trap to ring 0 (~80 us
+    /// on kvm-pvm).
     pub fn resolve_fault(&mut self, va: u64, write: bool, exec: bool) -> Resolve {
         let Some((start, v)) = self.vma_at(va) else {
             return Resolve::NotMapped;
@@ -508,16 +647,36 @@ impl AddressSpace {
             return Resolve::OutOfMemory;
         }
         // Neighbours while frames last (a failure here is no error: the
-        // page that faulted has its frame).
-        let window = FAULT_AROUND * PAGE_SIZE;
-        let (lo, hi) = if v.kind == VmaKind::Stack {
-            (page.saturating_sub(window).max(start), page)
+        // page that faulted has its frame): the aligned 16-page block
+        // around the page, or, for a fault just past what the last fault in
+        // this area populated (a stream, either way), twice that window.
+        let s = v.stream;
+        let (lo, hi, pages) = if s.pages != 0 && page == s.hi {
+            let n = (s.pages * 2).min(FAULT_AROUND_MAX);
+            (page, page + n * PAGE_SIZE, n)
+        } else if s.pages != 0 && page + PAGE_SIZE == s.lo {
+            let n = (s.pages * 2).min(FAULT_AROUND_MAX);
+            (
+                (page + PAGE_SIZE).saturating_sub(n * PAGE_SIZE),
+                page + PAGE_SIZE,
+                n,
+            )
         } else {
-            (page + PAGE_SIZE, (page + PAGE_SIZE + window).min(v.end))
+            let block = (FAULT_AROUND + 1) * PAGE_SIZE;
+            let lo = page & !(block - 1);
+            (lo, lo + block, FAULT_AROUND + 1)
         };
+        let (lo, hi) = (lo.max(start), hi.min(v.end));
         let mut p = lo;
         while p < hi && self.populate(p, v.prot).is_ok() {
             p += PAGE_SIZE;
+        }
+        if let Some(a) = self.vmas.get_mut(&start) {
+            a.stream = Stream {
+                lo,
+                hi: p.max(page + PAGE_SIZE),
+                pages,
+            };
         }
         Resolve::Resolved
     }

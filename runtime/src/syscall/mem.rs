@@ -1,4 +1,5 @@
-//! Memory system calls: mmap, munmap, mprotect, brk, madvise, msync.
+//! Memory system calls: mmap, munmap, mremap, mprotect, brk, madvise,
+//! msync, mlock and friends.
 //!
 //! A file mapping is a copy of the file's bytes in anonymous memory
 //! (`pread` at `mmap` time). `MAP_PRIVATE` needs nothing more. A writable
@@ -34,7 +35,10 @@ const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_FIXED_NOREPLACE: u64 = 0x100000;
 const MAP_POPULATE: u64 = 0x8000;
-const MAP_NORESERVE: u64 = 0x4000;
+const MAP_LOCKED: u64 = 0x2000;
+
+/// `mlockall(MCL_FUTURE)` is in force: new mappings are populated at once.
+static LOCK_FUTURE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 fn with_aspace<R>(
     f: impl FnOnce(&mut crate::mm::vm::AddressSpace) -> Result<R, Errno>,
@@ -58,11 +62,10 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
     let fixed = flags & MAP_FIXED != 0;
     let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
     if flags & MAP_ANONYMOUS != 0 {
-        // Reservations (PROT_NONE, as Go's heap arenas; MAP_NORESERVE, as
-        // mimalloc's) get frames when touched; other mappings at once, as
-        // before (filling them on touch too costs a ring-0 fault per 16
-        // pages on kvm-pvm: not measured yet, see docs/pack.md).
-        let populate = flags & MAP_POPULATE != 0 || (prot != 0 && flags & MAP_NORESERVE == 0);
+        // Frames come on first touch (see mm::vm), unless the app asks
+        // for them now.
+        let populate = flags & (MAP_POPULATE | MAP_LOCKED) != 0
+            || LOCK_FUTURE.load(core::sync::atomic::Ordering::Relaxed);
         return with_aspace(|a| a.mmap(addr, len, prot, fixed, noreplace, populate))
             .map(|v| v as i64);
     }
@@ -249,4 +252,94 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
         }
         _ => Ok(0),
     }
+}
+
+const MREMAP_MAYMOVE: u64 = 1;
+const MREMAP_FIXED: u64 = 2;
+const MREMAP_DONTUNMAP: u64 = 4;
+
+pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> SysResult {
+    if flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 {
+        return Err(EINVAL);
+    }
+    if flags & MREMAP_DONTUNMAP != 0 {
+        // Leaves the old range mapped to fresh pages (userfaultfd's use):
+        // not supported, said as Linux says it for a flag it refuses.
+        return Err(EINVAL);
+    }
+    let fixed = (flags & MREMAP_FIXED != 0).then_some(new_addr);
+    let may_move = flags & MREMAP_MAYMOVE != 0;
+    let mut maps = SHARED.lock();
+    let shared = maps
+        .iter()
+        .position(|m| m.start < old.saturating_add(old_len.max(1)) && old < m.start + m.len);
+    if let Some(i) = shared {
+        // A written-back file mapping moves whole, its record with it.
+        let m = &maps[i];
+        if m.start != old || m.len != (old_len + 0xfff) & !0xfff || new_len > m.len {
+            return Err(EINVAL);
+        }
+        // A cut tail goes away: its stores reach the file first.
+        let keep = (new_len + 0xfff) & !0xfff;
+        if keep < m.len {
+            write_back(core::slice::from_ref(m), old + keep, m.len - keep)?;
+        }
+    }
+    let to = with_aspace(|a| a.mremap(old, old_len, new_len, may_move, fixed))?;
+    if let Some(i) = shared {
+        let m = &mut maps[i];
+        m.start = to;
+        m.len = (new_len + 0xfff) & !0xfff;
+    }
+    Ok(to as i64)
+}
+
+const MCL_CURRENT: u64 = 1;
+const MCL_FUTURE: u64 = 2;
+const MCL_ONFAULT: u64 = 4;
+
+/// `mlock`/`mlock2`: the range gets its frames now (there is no swap, so
+/// that is all locking means here).
+pub fn mlock(addr: u64, len: u64, flags: u64) -> SysResult {
+    const MLOCK_ONFAULT: u64 = 1;
+    if flags & !MLOCK_ONFAULT != 0 {
+        return Err(EINVAL);
+    }
+    if flags & MLOCK_ONFAULT != 0 || len == 0 {
+        return Ok(0);
+    }
+    with_aspace(|a| a.populate_range(addr, len)).map(|()| 0)
+}
+
+/// `munlock`/`munlockall`: nothing is ever paged out, so only the
+/// arguments are checked.
+pub fn munlock(addr: u64, len: u64) -> SysResult {
+    addr.checked_add(len).ok_or(ENOMEM)?;
+    Ok(0)
+}
+
+pub fn mlockall(flags: u64) -> SysResult {
+    if flags == 0 || flags & !(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0 {
+        return Err(EINVAL);
+    }
+    if flags & MCL_ONFAULT != 0 {
+        return Ok(0);
+    }
+    if flags & MCL_FUTURE != 0 {
+        LOCK_FUTURE.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
+    if flags & MCL_CURRENT != 0 {
+        with_aspace(|a| {
+            for (s, e) in a.areas() {
+                a.populate_range(s, e - s)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(0)
+}
+
+pub fn munlockall() -> SysResult {
+    LOCK_FUTURE.store(false, core::sync::atomic::Ordering::Relaxed);
+    Ok(0)
 }

@@ -185,6 +185,11 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
         8 => fs::lseek(a[0], a[1], a[2]),
         9 => mem::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
         10 => mem::mprotect(a[0], a[1], a[2]),
+        149 => mem::mlock(a[0], a[1], 0),
+        150 => mem::munlock(a[0], a[1]),
+        151 => mem::mlockall(a[0]),
+        152 => mem::munlockall(),
+        325 => mem::mlock(a[0], a[1], a[2]),
         11 => mem::munmap(a[0], a[1]),
         12 => mem::brk(a[0]),
         13 => crate::signal::rt_sigaction(a[0], a[1], a[2], a[3]),
@@ -202,6 +207,7 @@ fn dispatch(nr: u64, a: [u64; 6]) -> SysResult {
             crate::sched::yield_now();
             Ok(0)
         }
+        25 => mem::mremap(a[0], a[1], a[2], a[3], a[4]),
         28 => mem::madvise(a[0], a[1], a[2]),
         32 => fdctl::dup(a[0]),
         33 => fdctl::dup3(a[0], a[1], 0, true),
