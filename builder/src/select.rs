@@ -13,6 +13,9 @@
 //!   (`.symtab`) names what is there. An app with `socket`, `bind`,
 //!   `accept4`, `getaddrinfo`, ... gets `net`. A plain std hello has none
 //!   of them (checked on `tests/apps/hello-min`, see docs/manifest.md).
+//!   Go makes its own system calls, without libc: its wrappers
+//!   (`syscall.socket`, `golang.org/x/sys/unix.connect`, ...) are linked
+//!   only when the program uses them, so they count the same way.
 //!
 //! A stripped app has no `.symtab` (and a static executable has no other
 //! symbol table): nothing can be learned from it, so only the metadata
@@ -36,6 +39,18 @@ pub const NET_SYMBOLS: &[&str] = &[
     "gethostbyname",
     "getnameinfo",
 ];
+
+/// The packages whose wrappers a Go program calls instead of libc's
+/// functions (`syscall.socket` stands for `socket`).
+const GO_SYSCALL_PACKAGES: &[&str] = &["syscall.", "golang.org/x/sys/unix."];
+
+/// Does `name` (a symbol) stand for the libc function `call`?
+fn is_call(name: &str, call: &str) -> bool {
+    name == call
+        || GO_SYSCALL_PACKAGES
+            .iter()
+            .any(|p| name.strip_prefix(p) == Some(call))
+}
 
 /// One chosen component.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,7 +135,7 @@ pub fn choose_from(
         AppSymbols::Present(names) => NET_SYMBOLS
             .iter()
             .copied()
-            .filter(|s| names.iter().any(|n| n == s))
+            .filter(|s| names.iter().any(|n| is_call(n, s)))
             .collect(),
         AppSymbols::Stripped => {
             if !listed.iter().any(|c| c == "net") {
@@ -252,6 +267,28 @@ mod tests {
             "listed in [package.metadata.unikernel] components; the image declares disks \"a\", \"b\""
         );
         assert_eq!(devices(&c), ["block", "net"]);
+    }
+
+    #[test]
+    fn go_wrappers_count_as_calls() {
+        let (c, _) = choose(
+            &[],
+            &[],
+            &syms(&[
+                "main.main",
+                "syscall.socket",
+                "golang.org/x/sys/unix.connect",
+                "syscall.Socket",
+            ]),
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].reason, "the app calls socket, connect");
+        let (c, _) = choose(
+            &[],
+            &[],
+            &syms(&["syscall.socketpair", "mysyscall.socket", "syscall.write"]),
+        );
+        assert!(c.is_empty(), "{c:?}");
     }
 
     #[test]

@@ -131,6 +131,15 @@ fn build_go() -> PathBuf {
     })
 }
 
+/// The app's stdout lines, without the runtime's own (`unikernel: ...`,
+/// the network banner a console-only platform prints there).
+fn app_lines(o: &Outcome) -> Vec<&str> {
+    o.stdout_lines()
+        .into_iter()
+        .filter(|l| !l.starts_with("unikernel:") && !l.starts_with("no network attached"))
+        .collect()
+}
+
 /// `cargo unikernel pack` with `args`; the outcome.
 fn pack(args: &[&str]) -> Outcome {
     let mut cmd = Command::new(tool("cargo-unikernel"));
@@ -208,7 +217,7 @@ cases! {
     // garbage collector (large PROT_NONE reservations: demand paging), a
     // goroutine spinning while main sleeps (preemption), os.Exit, and a
     // panic's exit code 2 with its trace, in the default memory.
-    fn packed_go_program_runs(t) on [hvt, kvm] {
+    fn packed_go_program_runs(t) on [hvt, kvm, xen] {
         if !go_available("packed_go_program_runs") {
             return;
         }
@@ -217,7 +226,7 @@ cases! {
         pack_ok(&prog, t.platform(), &img, &["--env", "GREETING=hi"]);
         let o = t.boot_image(&img, &[], &["a", "b"], b"");
         assert_eq!(
-            o.stdout_lines(),
+            app_lines(&o),
             [
                 "args [a b] GREETING=hi",
                 "goroutines sum 28",
@@ -234,6 +243,32 @@ cases! {
         assert!(all.contains("panic: assignment to entry in nil map") && all.contains("goroutine 1 [running]"), "{all}");
     }
 
+    // Go's net/http in the guest: a server on :8080 (dual-stack, as Go
+    // listens by default) and net/http's client POSTing to it over
+    // 127.0.0.1 and ::1 (netpoller: epoll, accept4, non-blocking connect),
+    // then a graceful shutdown.
+    fn go_net_http_over_loopback(t) on [hvt, kvm, xen] {
+        if !go_available("go_net_http_over_loopback") {
+            return;
+        }
+        let prog = build_go();
+        let img = work().join(format!("appsgo.{}.img", t.platform()));
+        pack_ok(&prog, t.platform(), &img, &[]);
+        let o = t.boot_image(&img, &[], &["http-self"], b"");
+        assert_eq!(
+            app_lines(&o),
+            [
+                "self: 200 hello from go net/http, path /self, 12 bytes of body",
+                "self: 200 hello from go net/http, path /self6, 12 bytes of body",
+                "serving on [::]:8080",
+                "shut down",
+            ],
+            "stderr: {}",
+            o.stderr
+        );
+        assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    }
+
     // Mappings reused at one address after munmap: fresh zeros, nothing
     // of the old frames (a TLB flush skipped for an entry whose Accessed
     // bit read clear on kvm-pvm used to leave stale translations).
@@ -247,6 +282,53 @@ cases! {
         let o = t.boot_image(&img, &[], &[], b"");
         assert_eq!(o.stdout, "bad 0\n", "stderr: {}", o.stderr);
         assert_eq!(o.code, 0);
+    }
+
+    // Memory as Linux gives it (tests/apps-c/lazy.c, 64 MiB guest): a
+    // 4 GiB mapping costs nothing until touched, touched pages read zero
+    // and keep what is stored (upwards and downwards), mlock and
+    // MAP_POPULATE take frames at once and munmap gives them back, mremap
+    // grows in place, moves without losing a byte, shrinks, and refuses
+    // what Linux refuses.
+    fn memory_is_given_on_first_touch(t) on [hvt, kvm, xen] {
+        if !musl_gcc("memory_is_given_on_first_touch") {
+            return;
+        }
+        let prog = compile("lazy", "lazy", &["-static"]);
+        let img = work().join(format!("lazy.{}.img", t.platform()));
+        pack_ok(&prog, t.platform(), &img, &["--mem", "64M"]);
+        let o = t.boot_image(&img, &[], &[], b"");
+        assert!(!o.stdout.contains("FAIL"), "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+        for name in ["overcommit_4g", "untouched_is_free", "sequential_24m", "downward_8m", "mlock_populates", "mlock_too_much", "mremap_grow_in_place", "mremap_move_keeps_contents", "mremap_fixed", "mremap_shrink", "realloc_big"] {
+            assert!(o.stdout.contains(&format!("ok {name}\n")), "{name} missing: {}", o.stdout);
+        }
+        assert!(o.stdout.ends_with("done 0 failures\n"), "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+        assert_eq!(o.code, 0);
+    }
+
+    // `pack --message-format json`: stdout is one JSON line per message,
+    // the image's ends with the components and why; text on stderr.
+    fn pack_json_messages(t) on [hvt] {
+        if !musl_gcc("pack_json_messages") {
+            return;
+        }
+        let prog = compile("lazy", "lazy", &["-static"]);
+        let img = work().join("lazy-json.img");
+        let o = pack(&[prog.to_str().unwrap(), "-o", img.to_str().unwrap(), "--components", "net", "--message-format", "json"]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        // The kernel build's cargo messages, then ours.
+        let msgs: Vec<serde_json::Value> = o.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+        let n = msgs.len();
+        assert!(n >= 2, "{}", o.stdout);
+        assert!(msgs[..n - 2].iter().all(|m| m["package_id"].is_string() || m["reason"] == "build-finished"), "{}", o.stdout);
+        let img_msg = &msgs[n - 2];
+        assert_eq!(img_msg["reason"], "unikernel-image");
+        assert_eq!(img_msg["path"].as_str(), img.to_str());
+        assert_eq!(img_msg["components"][0]["name"], "net");
+        assert!(img_msg["components"][0]["reason"].as_str().unwrap().starts_with("listed in --components"), "{img_msg}");
+        assert_eq!(msgs[n - 1], serde_json::json!({"reason": "unikernel-finished", "success": true}));
+        assert!(o.stderr.contains("component net:"), "{}", o.stderr);
+        let _ = t;
     }
 
     fn packed_static_pie_runs(t) on [hvt] {
@@ -354,4 +436,72 @@ cases! {
         refuse(&low, "is linked at 0x100000-");
         refuse(&low, "which collides with the kernel at 0x100000-");
     }
+}
+
+/// Go's net/http on hvt over a tap in a network namespace of the test's
+/// own: curl from the host side gets the service's bytes (a GET and a
+/// POST), a request for /quit shuts it down and the guest exits 0.
+#[test]
+fn go_net_http_answers_curl_on_a_tap() {
+    use std::time::Duration;
+    use unikernel_tests::netns::{have, NetNs, HOST_IP};
+    let test = "go_net_http_answers_curl_on_a_tap";
+    if !kvm_available(test) || !go_available(test) {
+        return;
+    }
+    if !have("curl") {
+        println!("SKIPPED {test}: curl is not installed");
+        eprintln!("SKIPPED {test}: curl is not installed");
+        return;
+    }
+    let Some(ns) = NetNs::new(test) else { return };
+    let prog = build_go();
+    let img = work().join("appsgo.tap.img");
+    pack_ok(&prog, "hvt", &img, &[]);
+    let g = ns.spawn_guest(
+        &img,
+        &["--ip", "10.0.3.2/24", "--gateway", HOST_IP],
+        &["http"],
+    );
+    let o = ns.curl_until_up("http://10.0.3.2:8080/hello", Duration::from_secs(30));
+    assert_eq!(
+        o.stdout,
+        "hello from go net/http, path /hello, 0 bytes of body\n",
+        "curl: {} {}; guest: {} {}",
+        o.stderr,
+        o.code,
+        g.stdout(),
+        g.stderr()
+    );
+    let o = ns.client(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            "--data-binary",
+            "0123456789",
+            "http://10.0.3.2:8080/post",
+        ],
+        Duration::from_secs(15),
+    );
+    assert_eq!(
+        o.stdout, "hello from go net/http, path /post, 10 bytes of body\n",
+        "{}",
+        o.stderr
+    );
+    let o = ns.client(
+        "curl",
+        &["-sS", "--max-time", "10", "http://10.0.3.2:8080/quit"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(o.stdout, "bye\n", "{}", o.stderr);
+    let out = g.finish(Duration::from_secs(20));
+    assert!(
+        out.stdout.contains("serving on [::]:8080") && out.stdout.ends_with("shut down\n"),
+        "stdout: {}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
 }
