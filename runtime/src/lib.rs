@@ -175,14 +175,31 @@ pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
     *mm::vm::ASPACE.lock() = Some(aspace);
     report_options(&boot.options);
     fs::root::init(boot.mem_size);
-    let vvar = platform
-        .vdso_clock()
-        .map_or(vdso::Vvar::default(), |c| vdso::Vvar {
-            enabled: 1,
-            boot_tsc: c.boot_tsc,
-            mult: c.mult,
-            wall_offset_ns: c.wall_offset_ns,
-        });
+    let vvar = match platform.vdso_clock() {
+        None => vdso::Vvar::default(),
+        Some(platform::VdsoClock::Tsc {
+            boot_tsc,
+            mult,
+            wall_offset_ns,
+        }) => vdso::Vvar {
+            mode: vdso::MODE_TSC,
+            boot_tsc,
+            mult,
+            wall_offset_ns,
+            ..Default::default()
+        },
+        Some(platform::VdsoClock::PvClock {
+            addr,
+            origin_ns,
+            wall_offset_ns,
+        }) => vdso::Vvar {
+            mode: vdso::MODE_PVCLOCK,
+            pvclock: addr,
+            origin_ns,
+            wall_offset_ns,
+            ..Default::default()
+        },
+    };
     if !vdso::install(vvar) {
         // AT_SYSINFO_EHDR names it: the app's libc would read unmapped memory.
         kprintln!("unikernel: not enough memory for the vDSO");

@@ -100,15 +100,28 @@ pub enum SegmentBase {
     Gs,
 }
 
-/// A TSC-linear clock ([`Platform::vdso_clock`]).
+/// A clock the vDSO can read at user level ([`Platform::vdso_clock`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VdsoClock {
-    /// The TSC value at which the monotonic clock reads 0.
-    pub boot_tsc: u64,
-    /// Nanoseconds per TSC tick, times 2^32.
-    pub mult: u64,
-    /// Realtime minus monotonic, in nanoseconds.
-    pub wall_offset_ns: i64,
+pub enum VdsoClock {
+    /// TSC-linear: monotonic ns = `((rdtsc - boot_tsc) * mult) >> 32`.
+    Tsc {
+        /// The TSC value at which the monotonic clock reads 0.
+        boot_tsc: u64,
+        /// Nanoseconds per TSC tick, times 2^32.
+        mult: u64,
+        /// Realtime minus monotonic, in nanoseconds.
+        wall_offset_ns: i64,
+    },
+    /// A pvclock structure (Xen's `vcpu_time_info`, KVM's kvmclock; one
+    /// layout) the app can read at `addr`: monotonic ns = its reading
+    /// minus `origin_ns`. The vDSO uses it only while its flags say
+    /// `PVCLOCK_TSC_STABLE_BIT`.
+    PvClock {
+        addr: u64,
+        origin_ns: u64,
+        /// Realtime minus monotonic, in nanoseconds.
+        wall_offset_ns: i64,
+    },
 }
 
 /// Implemented once per platform; a `&'static dyn Platform` is handed to
@@ -124,12 +137,11 @@ pub trait Platform: Sync {
     fn monotonic_ns(&self) -> u64;
     /// Nanoseconds since the Unix epoch.
     fn wall_clock_ns(&self) -> u64;
-    /// The clock as the vDSO may read it without the kernel, if the
-    /// platform's clock is TSC-linear: [`Platform::monotonic_ns`] must be
-    /// exactly `((rdtsc - boot_tsc) * mult) >> 32` and
-    /// [`Platform::wall_clock_ns`] that plus `wall_offset_ns`, so the app
-    /// reads the same time either way. `None` (the default): the vDSO's
-    /// functions make system calls.
+    /// The clock as the vDSO may read it without the kernel:
+    /// [`Platform::monotonic_ns`] must be exactly what the [`VdsoClock`]
+    /// formula gives and [`Platform::wall_clock_ns`] that plus
+    /// `wall_offset_ns`, so the app reads the same time either way. `None`
+    /// (the default): the vDSO's functions make system calls.
     fn vdso_clock(&self) -> Option<VdsoClock> {
         None
     }

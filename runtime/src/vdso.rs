@@ -9,12 +9,21 @@
 //! Two pages: the image (ELF header, program headers, dynamic section,
 //! hash table, symbols, strings, then the code) and, right after it, the
 //! data page the code reads ([`Vvar`]), both read-only for the app (the
-//! image page executable). The clock is the platform's TSC clock when it
-//! has one ([`crate::platform::Platform::vdso_clock`]): nanoseconds =
-//! `((rdtsc - boot_tsc) * mult) >> 32`, the formula the platform's own
-//! clock uses, so the vDSO and the system calls read the same time. A
-//! platform without one (a paravirtual clock) leaves `enabled` zero and
-//! every function makes the system call instead.
+//! image page executable). The clock is the platform's own, when it can be
+//! read at user level ([`crate::platform::Platform::vdso_clock`]):
+//!
+//! * a TSC clock (hvt; kvm without kvmclock): nanoseconds =
+//!   `((rdtsc - boot_tsc) * mult) >> 32`, the formula the platform's clock
+//!   uses, so the vDSO and the system calls read the same time;
+//! * a pvclock (Xen's `vcpu_time_info` in the shared-info page, KVM's
+//!   kvmclock: one layout), read in place with its version protocol, minus
+//!   the platform's origin. Only while the hypervisor marks it stable
+//!   (`PVCLOCK_TSC_STABLE_BIT`: one clock for all vCPUs, never backwards,
+//!   Linux's own condition for its vDSO); otherwise, call by call, the
+//!   system call.
+//!
+//! A platform without either leaves `mode` zero and every function makes
+//! the system call instead.
 //!
 //! The code is position-dependent on purpose: it reads the data page at
 //! its fixed address ([`VVAR_BASE`]), so the image can be written by
@@ -39,15 +48,26 @@ pub const VDSO_BYTES: u64 = 8192;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Vvar {
-    /// Non-zero: the TSC clock below is valid; zero: make system calls.
-    pub enabled: u64,
-    /// The TSC value at which the monotonic clock reads 0.
+    /// [`MODE_SYSCALL`], [`MODE_TSC`] or [`MODE_PVCLOCK`].
+    pub mode: u64,
+    /// TSC: the TSC value at which the monotonic clock reads 0.
     pub boot_tsc: u64,
-    /// Nanoseconds per TSC tick, times 2^32.
+    /// TSC: nanoseconds per TSC tick, times 2^32.
     pub mult: u64,
     /// Realtime minus monotonic, in nanoseconds.
     pub wall_offset_ns: i64,
+    /// pvclock: the address of the pvclock structure (app-readable).
+    pub pvclock: u64,
+    /// pvclock: its reading (ns) at which the monotonic clock reads 0.
+    pub origin_ns: u64,
 }
+
+/// Every function makes its system call.
+pub const MODE_SYSCALL: u64 = 0;
+/// A TSC-linear clock.
+pub const MODE_TSC: u64 = 1;
+/// A pvclock structure, read in place.
+pub const MODE_PVCLOCK: u64 = 2;
 
 // The functions, System V ABI (they call two local helpers, so they use
 // a few bytes of the caller's stack). Each falls back to its system call
@@ -58,14 +78,67 @@ core::arch::global_asm!(
     ".balign 16",
     ".globl unikernel_vdso_code_start",
     "unikernel_vdso_code_start:",
-    // rax = nanoseconds since boot + r9; r8 = the data page. Clobbers rdx.
+    // eax = non-zero when the clock can be read here; r8 = the data page.
+    // A pvclock only while its flags say stable. Clobbers rax.
+    "unikernel_vdso_usable:",
+    "    mov rax, qword ptr [r8]",
+    "    cmp rax, 2",
+    "    jne 1f",
+    "    mov rax, qword ptr [r8 + 32]",
+    "    movzx eax, byte ptr [rax + 29]", // flags
+    "    and eax, 1",                     // PVCLOCK_TSC_STABLE_BIT
+    "1:",
+    "    ret",
+    // rax = nanoseconds since boot + r9; r8 = the data page. Clobbers rcx,
+    // rdx, r10, r11.
     "unikernel_vdso_now:",
+    "    cmp qword ptr [r8], 2",
+    "    je 3f",
     "    rdtsc",
     "    shl rdx, 32",
     "    or rax, rdx",
     "    sub rax, qword ptr [r8 + 8]",
     "    mul qword ptr [r8 + 16]",
     "    shrd rax, rdx, 32",
+    "    add rax, r9",
+    "    ret",
+    // pvclock: version (0), tsc_timestamp (8), system_time (16),
+    // tsc_to_system_mul (24, u32), tsc_shift (28, i8); an odd or changed
+    // version means the hypervisor was rewriting it: read again.
+    "3:",
+    "    mov r10, qword ptr [r8 + 32]",
+    "4:",
+    "    mov r11d, dword ptr [r10]",
+    "    test r11d, 1",
+    "    jz 5f",
+    "    pause",
+    "    jmp 4b",
+    "5:",
+    "    lfence",
+    "    rdtsc",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    sub rax, qword ptr [r10 + 8]",
+    "    jae 6f",
+    "    xor eax, eax", // a TSC before the snapshot: no time since it
+    "6:",
+    "    movsx ecx, byte ptr [r10 + 28]",
+    "    test ecx, ecx",
+    "    js 7f",
+    "    shl rax, cl",
+    "    jmp 9f",
+    "7:",
+    "    neg ecx",
+    "    shr rax, cl",
+    "9:",
+    "    mov ecx, dword ptr [r10 + 24]",
+    "    mul rcx",
+    "    shrd rax, rdx, 32",
+    "    add rax, qword ptr [r10 + 16]",
+    "    lfence",
+    "    cmp r11d, dword ptr [r10]",
+    "    jne 4b",
+    "    sub rax, qword ptr [r8 + 40]",
     "    add rax, r9",
     "    ret",
     // rax = ns -> rax = seconds, rdx = nanoseconds. Clobbers rcx.
@@ -77,7 +150,8 @@ core::arch::global_asm!(
     // __vdso_clock_gettime(clockid: edi, ts: rsi) -> 0 or -errno
     "unikernel_vdso_clock_gettime:",
     "    movabs r8, {vvar}",
-    "    cmp qword ptr [r8], 0",
+    "    call unikernel_vdso_usable",
+    "    test eax, eax",
     "    je 8f",
     "    xor r9d, r9d",
     "    cmp edi, 1",          // CLOCK_MONOTONIC
@@ -107,7 +181,8 @@ core::arch::global_asm!(
     // __vdso_gettimeofday(tv: rdi, tz: rsi) -> 0 or -errno
     "unikernel_vdso_gettimeofday:",
     "    movabs r8, {vvar}",
-    "    cmp qword ptr [r8], 0",
+    "    call unikernel_vdso_usable",
+    "    test eax, eax",
     "    je 8f",
     "    test rsi, rsi",
     "    je 3f",
@@ -134,7 +209,8 @@ core::arch::global_asm!(
     // __vdso_time(tloc: rdi) -> seconds
     "unikernel_vdso_time:",
     "    movabs r8, {vvar}",
-    "    cmp qword ptr [r8], 0",
+    "    call unikernel_vdso_usable",
+    "    test eax, eax",
     "    je 8f",
     "    mov r9, qword ptr [r8 + 24]",
     "    call unikernel_vdso_now",

@@ -60,7 +60,7 @@ impl TscClock {
 
     /// The parameters for the vDSO.
     pub fn vdso(&self) -> VdsoClock {
-        VdsoClock {
+        VdsoClock::Tsc {
             boot_tsc: self.boot_tsc,
             mult: self.mult,
             wall_offset_ns: self.wall_offset,

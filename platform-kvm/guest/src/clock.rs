@@ -74,7 +74,12 @@ const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
 
 pub enum Source {
     KvmClock,
-    Tsc { khz: u64 },
+    /// ns = `(ticks * mult) >> 32`, mult = 2^32 * 10^6 / khz (the formula
+    /// the vDSO uses).
+    Tsc {
+        khz: u64,
+        mult: u64,
+    },
 }
 
 pub struct Clock {
@@ -271,9 +276,13 @@ impl Clock {
             .unwrap_or(1_000_000); // no PIT either: assume 1 GHz (said with --verbose)
                                    // SAFETY: per the function contract.
         let wall = unsafe { rtc_seconds() } * 1_000_000_000;
-        TSC_KHZ.store(khz.max(1), Ordering::Relaxed);
+        let khz = khz.max(1);
+        TSC_KHZ.store(khz, Ordering::Relaxed);
         Clock {
-            source: Source::Tsc { khz },
+            source: Source::Tsc {
+                khz,
+                mult: ((1_000_000u128 << 32) / khz as u128) as u64,
+            },
             origin: 0,
             boot_tsc,
             wall_base: wall,
@@ -283,9 +292,27 @@ impl Clock {
     pub fn monotonic_ns(&self) -> u64 {
         match self.source {
             Source::KvmClock => pvclock_ns().saturating_sub(self.origin),
-            Source::Tsc { khz } => {
-                ((rdtsc().saturating_sub(self.boot_tsc) as u128 * 1_000_000) / khz as u128) as u64
+            Source::Tsc { mult, .. } => {
+                ((rdtsc().saturating_sub(self.boot_tsc) as u128 * mult as u128) >> 32) as u64
             }
+        }
+    }
+
+    /// The clock as the vDSO reads it: kvmclock in place (the struct is
+    /// in the kernel's data, which the app can read), or the TSC formula.
+    pub fn vdso(&self) -> unikernel_runtime::platform::VdsoClock {
+        use unikernel_runtime::platform::VdsoClock;
+        match self.source {
+            Source::KvmClock => VdsoClock::PvClock {
+                addr: core::ptr::addr_of!(PVCLOCK) as u64,
+                origin_ns: self.origin,
+                wall_offset_ns: self.wall_base as i64,
+            },
+            Source::Tsc { mult, .. } => VdsoClock::Tsc {
+                boot_tsc: self.boot_tsc,
+                mult,
+                wall_offset_ns: self.wall_base as i64,
+            },
         }
     }
 
@@ -296,7 +323,7 @@ impl Clock {
     pub fn describe(&self) -> (&'static str, u64) {
         match self.source {
             Source::KvmClock => ("kvmclock", 0),
-            Source::Tsc { khz } => ("tsc", khz),
+            Source::Tsc { khz, .. } => ("tsc", khz),
         }
     }
 }

@@ -88,6 +88,10 @@ impl Platform for Kvm {
         self.clock.wall_ns()
     }
 
+    fn vdso_clock(&self) -> Option<unikernel_runtime::platform::VdsoClock> {
+        Some(self.clock.vdso())
+    }
+
     fn block_until(&self, deadline_ns: u64) {
         let now = self.monotonic_ns();
         if deadline_ns <= now {

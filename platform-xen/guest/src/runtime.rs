@@ -218,6 +218,21 @@ impl Platform for XenPlatform {
         self.xen.wall_clock_ns()
     }
 
+    /// The vDSO reads vCPU 0's `vcpu_time_info` in the shared-info page
+    /// (mapped where the app can read it, as all of the kernel's pages are
+    /// on Xen PV), while Xen marks it stable; the system calls read the same.
+    fn vdso_clock(&self) -> Option<unikernel_runtime::platform::VdsoClock> {
+        let shared = crate::shared_info();
+        // SAFETY: the shared-info page is mapped at boot, before the app runs.
+        let (sec, nsec) = unsafe { crate::time::wall_clock_base(shared) };
+        Some(unikernel_runtime::platform::VdsoClock::PvClock {
+            // SAFETY: only the field's address is taken.
+            addr: unsafe { core::ptr::addr_of!((*shared).vcpu_info[0].time) } as u64,
+            origin_ns: self.boot_ns,
+            wall_offset_ns: crate::time::wall_ns(sec, nsec, self.boot_ns) as i64,
+        })
+    }
+
     fn block_until(&self, deadline_ns: u64) {
         let deadline = deadline_ns.saturating_add(self.boot_ns);
         let port = TIMER_PORT.load(Ordering::Relaxed) as u32;

@@ -170,6 +170,26 @@ fn vdso() {
     // SAFETY: getauxval only reads the auxiliary vector.
     let ehdr = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
     println!("vdso: {}", if ehdr != 0 { "present" } else { "absent" });
+    if ehdr != 0 {
+        // Which clock the vDSO reads: its data page, the page after the
+        // image (runtime/src/vdso.rs `Vvar`: mode, ..., the pvclock's
+        // address at +32; the pvclock's flags at +29, bit 0 = stable).
+        let vvar = (ehdr + 4096) as *const u64;
+        // SAFETY: the vDSO's two pages are mapped readable for the app.
+        let mode = unsafe { vvar.read_volatile() };
+        let clock = match mode {
+            1 => "tsc".to_string(),
+            2 => {
+                // SAFETY: as above; mode 2 names an app-readable pvclock.
+                let flags = unsafe { ((vvar.add(4).read_volatile() + 29) as *const u8).read_volatile() };
+                format!("pvclock, stable: {}", flags & 1 != 0)
+            }
+            _ => "system call".to_string(),
+        };
+        // One write, so that a syscall trace cannot split the line.
+        let line = format!("vdso clock: {clock}\n");
+        std::io::stderr().write_all(line.as_bytes()).unwrap();
+    }
     let raw = |clk: libc::clockid_t| {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: a valid timespec for the call to fill.
