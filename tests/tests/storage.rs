@@ -139,7 +139,7 @@ cases! {
     /// A file the user cannot write is mounted read-only: reads work, writes
     /// give EROFS, and the file is unchanged.
     fn read_only_file_mounts_read_only(t) on [hvt, microvm] {
-        let seed = tempfile_dir("seed");
+        let seed = tempfile_dir(&format!("seed-{t:?}"));
         std::fs::write(seed.join("hello.txt"), b"seeded\n").unwrap();
         let img = new_volume(&format!("ro-{t:?}"), "32M", Some(&seed));
         let before = std::fs::read(&img).unwrap();
@@ -169,7 +169,7 @@ cases! {
     /// `disk create --from DIR` seeds the volume; the guest reads the seed,
     /// and what the guest writes, mtools reads back on the host.
     fn seeded_volume_and_host_readback(t) on [hvt, microvm] {
-        let seed = tempfile_dir("seed2");
+        let seed = tempfile_dir(&format!("seed2-{t:?}"));
         std::fs::create_dir_all(seed.join("conf")).unwrap();
         std::fs::write(seed.join("conf/app.toml"), b"answer = 42\n").unwrap();
         let img = new_volume(&format!("seed-{t:?}"), "32M", Some(&seed));
