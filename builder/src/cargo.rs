@@ -1,7 +1,9 @@
 //! Running `cargo build --message-format=json-render-diagnostics` under a
 //! progress step: compiler-artifact messages (stdout) advance the step and
 //! name the produced files; cargo's own rendered diagnostics (stderr) reach
-//! the user unchanged, printed above the bar when one is drawn.
+//! the user unchanged, printed above the bar when one is drawn. With
+//! `--message-format json` ([`crate::messages`]) cargo's messages are also
+//! passed on to our stdout, one per line, unchanged.
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -51,19 +53,24 @@ pub fn run_build(
     });
     let mut artifacts = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        for message in Message::parse_stream(BufReader::new(stdout)) {
+        let json = crate::messages::json();
+        for line in BufReader::new(stdout).lines() {
+            let line =
+                line.map_err(|e| format!("cannot read cargo's output while building {what}: {e}"))?;
+            // `--message-format json`: cargo's own messages go on, unchanged.
+            let message = serde_json::from_str::<Message>(&line);
+            if json && message.is_ok() {
+                crate::messages::emit_line(&line);
+            }
             match message {
                 Ok(Message::CompilerArtifact(a)) => {
                     step.advance(&a.target.name);
                     artifacts.push(a);
                 }
-                Ok(Message::TextLine(line)) => print_line(&bar, &line),
+                Ok(Message::TextLine(l)) => print_line(&bar, &l),
                 Ok(_) => {}
-                Err(e) => {
-                    return Err(format!(
-                        "cannot read cargo's output while building {what}: {e}"
-                    ))
-                }
+                // Not a message: a line a build script printed.
+                Err(_) => print_line(&bar, &line),
             }
         }
     }

@@ -11,7 +11,8 @@
 //!    [`files`]: the embedded read-only files;
 //!    [`kernel`]: generate the glue crate and build the kernel;
 //! 5. [`link`]: kernel + app + manifest note -> the image;
-//! 6. [`image`]: read an image back (`run IMAGE`, `inspect`).
+//! 6. [`image`]: read an image back (`run IMAGE`, `inspect`);
+//!    [`messages`]: `--message-format json` for CI pipelines.
 //!
 //! `cargo unikernel run` of a kvm image: [`cmdline`] encodes args and env,
 //! [`netopt`] and [`diskopt`] parse the network and disk flags, [`vmm`]
@@ -33,6 +34,7 @@ pub mod image;
 pub mod kernel;
 pub mod kvm_run;
 pub mod link;
+pub mod messages;
 pub mod netopt;
 pub mod pack;
 pub mod pipeline;

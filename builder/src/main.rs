@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use cargo_unikernel::config::{parse_env_pair, MemorySize};
 use cargo_unikernel::image::{Image, ImageError};
+use cargo_unikernel::messages::{self, MessageFormat};
 use cargo_unikernel::pipeline::{self, BuildOptions};
 use cargo_unikernel::progress::Progress;
 use cargo_unikernel::template;
@@ -43,7 +44,7 @@ enum Command {
         template: String,
     },
     /// Build the app and link it with the kernel into one image.
-    Build(BuildArgs),
+    Build(BuildCmd),
     /// Build (unless given an image), then boot it: hvt images on the bundled
     /// monitor, kvm images under QEMU.
     Run(Box<RunArgs>),
@@ -51,6 +52,9 @@ enum Command {
     Inspect {
         /// The image file.
         image: PathBuf,
+        /// One JSON object instead of text (docs/ci.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Data volumes for `--disk NAME=FILE`.
     #[command(subcommand)]
@@ -88,9 +92,23 @@ struct PackArgs {
     /// The settings file [default: Unikernel.toml beside the program].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// human (default) or json: one JSON object per line on stdout, cargo's
+    /// messages and ours (docs/ci.md); text only on stderr.
+    #[arg(long, value_enum, value_name = "FMT", default_value = "human")]
+    message_format: MessageFormat,
     /// Default arguments (replace the config's `args`).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
+}
+
+#[derive(Args)]
+struct BuildCmd {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// human (default) or json: one JSON object per line on stdout, cargo's
+    /// messages and ours (docs/ci.md); text only on stderr.
+    #[arg(long, value_enum, value_name = "FMT", default_value = "human")]
+    message_format: MessageFormat,
 }
 
 #[derive(Subcommand)]
@@ -230,7 +248,19 @@ fn main() -> ExitCode {
     // `run -- ` with nothing after it means "no arguments", not "the defaults".
     let dash_dash = argv.iter().any(|a| a == "--");
     let cli = Cli::parse_from(argv);
-    match dispatch(cli.command, dash_dash) {
+    let format = match &cli.command {
+        Command::Build(b) => b.message_format,
+        Command::Pack(p) => p.message_format,
+        _ => MessageFormat::Human,
+    };
+    messages::set_format(format);
+    let result = dispatch(cli.command, dash_dash);
+    if messages::json() {
+        messages::emit(&messages::finished(
+            &result.as_ref().map(|_| ()).map_err(Clone::clone),
+        ));
+    }
+    match result {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -250,9 +280,9 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build(args) => {
-            let image = pipeline::build(&build_options(&args)?, Progress::detect())?;
-            println!("{}", pipeline::summary(&image));
+        Command::Build(cmd) => {
+            let image = pipeline::build(&build_options(&cmd.build)?, Progress::detect())?;
+            report_image(&image);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
@@ -403,16 +433,31 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                 args: (dash_dash || !a.args.is_empty()).then_some(a.args),
             };
             let image = cargo_unikernel::pack::pack(&opts, Progress::detect())?;
-            println!("{}", pipeline::summary(&image));
+            report_image(&image);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Inspect { image } => {
+        Command::Inspect { image, json } => {
             let data = std::fs::read(&image)
                 .map_err(|e| format!("cannot read {}: {e}", image.display()))?;
             let img = Image::parse(&data).map_err(|e| image_error(&image, e))?;
-            print!("{}", img.report());
+            if json {
+                println!("{}", messages::inspect(&image, &img));
+            } else {
+                print!("{}", img.report());
+            }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The summary for people (stdout, or stderr when stdout carries JSON) and
+/// the `unikernel-image` message.
+fn report_image(image: &pipeline::BuiltImage) {
+    if messages::json() {
+        eprintln!("{}", pipeline::summary(image));
+        messages::emit(&messages::image_message(image));
+    } else {
+        println!("{}", pipeline::summary(image));
     }
 }
 
