@@ -252,7 +252,7 @@ cases! {
             return;
         }
         let prog = build_go();
-        let img = work().join(format!("appsgo.{}.img", t.platform()));
+        let img = work().join(format!("appsgo-http.{}.img", t.platform()));
         pack_ok(&prog, t.platform(), &img, &[]);
         let o = t.boot_image(&img, &[], &["http-self"], b"");
         assert_eq!(
