@@ -362,7 +362,7 @@ pub fn boot_xen(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
             .map(|t| format!(" --disk {}", t.display()))
             .unwrap_or_default();
         eprintln!(
-            "not in a Xen dom0 (no /proc/xen): wrote {}; boot it on a Xen host with `xl create -c {}`, or here with ../shared/xen-lab/xen-lab.sh run {} --mem {} --cmdline '{}'{lab_disk}",
+            "not in a Xen dom0 (no /proc/xen): wrote {}; boot it on a Xen host with `xl create -c {}`, or here with the toolchain repository's Xen test lab, tests/xen/lab.sh run {} --mem {} --cmdline '{}'{lab_disk}",
             path.display(),
             path.display(),
             image.display(),

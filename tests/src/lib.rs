@@ -7,7 +7,7 @@
 //! QEMU `-M q35`, TCG unless `UNIKERNEL_TESTS_ACCEL=kvm`: stdout and stderr
 //! apart) and `microvm` (QEMU `-M microvm`: one UART, so the guest's stderr
 //! is mixed into stdout; [`Outcome::stderr`] is then the mixed stream too)
-//! and `xen` (the xen image as a PV guest on real Xen in the xen-lab, one
+//! and `xen` (the xen image as a PV guest on real Xen in the Xen lab (tests/xen/lab.sh), one
 //! console ring, so mixed like microvm; only with `UNIKERNEL_TESTS_XEN=1`:
 //! each boot takes ~12 s, and the lab runs one domain at a time, so these
 //! boots are serialised).
@@ -157,7 +157,7 @@ pub enum Target {
     Kvm,
     /// The kvm image under QEMU `-M microvm` (one UART: stderr mixed into stdout).
     Microvm,
-    /// The xen image as a PV guest in the xen-lab (one console ring: mixed too).
+    /// The xen image as a PV guest in the Xen lab (one console ring: mixed too).
     Xen,
 }
 
@@ -264,18 +264,18 @@ impl Target {
     }
 }
 
-/// The xen-lab script (`XENLAB`, default `../shared/xen-lab/xen-lab.sh`).
+/// The Xen lab script (`UNIKERNEL_XEN_LAB`, default `tests/xen/lab.sh`).
 pub fn xen_lab() -> PathBuf {
-    std::env::var_os("XENLAB")
+    std::env::var_os("UNIKERNEL_XEN_LAB")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/xen-lab/xen-lab.sh"))
+        .unwrap_or_else(|| root().join("tests/xen/lab.sh"))
 }
 
 /// Xen boots run only with `UNIKERNEL_TESTS_XEN=1` (the `.ci/run` Xen
-/// stage, after `xen-lab.sh setup`); otherwise a loud SKIPPED line.
+/// stage, after `tests/xen/lab.sh setup`); otherwise a loud SKIPPED line.
 pub fn xen_lab_available(test: &str) -> bool {
     let why = if std::env::var_os("UNIKERNEL_TESTS_XEN").is_none_or(|v| v != "1") {
-        "set UNIKERNEL_TESTS_XEN=1 to boot on Xen in the xen-lab (the .ci/run Xen stage does)"
+        "set UNIKERNEL_TESTS_XEN=1 to boot on Xen in the lab, tests/xen/lab.sh (the .ci/run Xen stage does)"
             .to_string()
     } else if !xen_lab().is_file() {
         format!("{} is missing", xen_lab().display())

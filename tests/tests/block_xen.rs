@@ -1,4 +1,4 @@
-//! Blkfront on real Xen in the xen-lab: the lab attaches a raw file as the
+//! Blkfront on real Xen in the Xen lab (tests/xen/lab.sh): the lab attaches a raw file as the
 //! guest's `xvda` (blkback in dom0 over a loop-free `phy` backend: the file
 //! is a virtio disk of the lab's QEMU), and the platform's block self-test
 //! (`UNIKERNEL_BLOCK_SELFTEST=SEED`, platform-xen/guest/src/blockcheck.rs)

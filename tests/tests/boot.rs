@@ -282,7 +282,7 @@ cases! {
     // Every image has a vDSO; its clocks agree with the system calls'. Where
     // the vDSO can read the clock itself (hvt and kvm under TCG: the TSC;
     // kvm under KVM: kvmclock; Xen: the pvclock in the shared-info page,
-    // while the hypervisor marks it stable: the xen-lab's nested Xen does
+    // while the hypervisor marks it stable: the Xen lab's nested Xen does
     // not, so there every read falls back to the system call),
     // musl's clock_gettime never enters the kernel: the trace shows only
     // the probe's 4 raw system calls, not its 2,002 libc calls.

@@ -1,4 +1,4 @@
-//! The network component over Xen's netfront, on real Xen in the xen-lab:
+//! The network component over Xen's netfront, on real Xen in the Xen lab (tests/xen/lab.sh):
 //! the guest gets a vif on the lab's bridge `xenbr0` (dom0 is
 //! 10.0.99.1/24) and a static address from the runtime options; a script
 //! in dom0 is the client (busybox ping, python3 sockets).

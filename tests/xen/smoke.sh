@@ -1,29 +1,28 @@
 #!/bin/bash
 # tests/xen/smoke.sh - boot the platform-xen smoke kernel on real Xen (the
-# xen-lab: Xen 4.17 + dom0 under QEMU TCG) and assert on what it printed
+# test lab, tests/xen/lab.sh: Xen 4.17 + dom0 under QEMU TCG) and assert on what it printed
 # and on its shutdown code. Also checks the failure paths: a wrong
 # start_info magic (test hook) and an image without Xen notes.
 #
 #   tests/xen/smoke.sh            # all cases (~6 boots, ~2 minutes)
 #   tests/xen/smoke.sh basic user # only the named cases
 #
-# Environment: XENLAB (path to xen-lab.sh, default ../shared/xen-lab/xen-lab.sh
-# next to the repo), XENLAB_CACHE (the lab's cache, never in the repo),
-# CARGO_TARGET_DIR (default /tmp/tgt-xen).
+# Environment: UNIKERNEL_XEN_LAB (the lab script, default tests/xen/lab.sh),
+# UNIKERNEL_XEN_CACHE (its cache, never in the repo), CARGO_TARGET_DIR
+# (default /tmp/tgt-xen).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-XENLAB=${XENLAB:-$ROOT/../shared/xen-lab/xen-lab.sh}
+LAB=${UNIKERNEL_XEN_LAB:-$ROOT/tests/xen/lab.sh}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/tgt-xen}
-CACHE=${XENLAB_CACHE:-$HOME/.cache/xenlab}
 KERNEL=$CARGO_TARGET_DIR/x86_64-unknown-none/release/xen-smoke
 OUT=$(mktemp -d /tmp/xen-smoke.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 
-[ -x "$XENLAB" ] || { echo "smoke.sh: no xen-lab at $XENLAB (set XENLAB=)" >&2; exit 2; }
-if [ ! -e "$CACHE/.setup-done" ]; then
-    echo "smoke.sh: xen-lab not set up yet: running '$XENLAB setup' (~75 s, needs root)" >&2
-    "$XENLAB" setup
+[ -x "$LAB" ] || { echo "smoke.sh: no lab script at $LAB (set UNIKERNEL_XEN_LAB=)" >&2; exit 2; }
+if ! "$LAB" status >/dev/null; then
+    echo "smoke.sh: the Xen lab is not set up yet: running '$LAB setup' (~4 min, needs root)" >&2
+    "$LAB" setup
 fi
 
 echo "smoke.sh: building the smoke kernel" >&2
@@ -37,7 +36,7 @@ fail() { echo "FAIL - $*"; fails=$((fails + 1)); }
 boot() {
     local name=$1 kernel=$2 cmdline=$3 t0 rc=0
     t0=$(date +%s.%N)
-    "$XENLAB" run "$kernel" --mem 32 --cmdline "$cmdline" --timeout 120 \
+    "$LAB" run "$kernel" --mem 32 --cmdline "$cmdline" --timeout 120 \
         >"$OUT/$name.out" 2>"$OUT/$name.err" || rc=$?
     echo "$rc" >"$OUT/$name.rc"
     echo "$(date +%s.%N) - $t0" | bc >"$OUT/$name.secs"
@@ -71,7 +70,7 @@ case_basic() {
     expect basic '^smoke: memory: builder mapped pfns 0\.\.0x[0-9a-f]+, platform mapped [1-9][0-9]* more pages'
     expect basic '^smoke: boot: entry -> first console line [0-9]+ us'
     expect basic '^smoke: pvclock: system time [0-9]+\.[0-9]{9} s .*wall clock 20[0-9]{2}-[0-9]{2}-[0-9]{2} '
-    expect basic '^smoke: xenstore: domid=[1-9][0-9]* name=xenlab$'
+    expect basic '^smoke: xenstore: domid=[1-9][0-9]* name=unikernel$'
     expect basic '^smoke: xenstore: missing key -> xenstore error ENOENT$'
     expect basic '^smoke: xenstore: watch event path=data/smoke token=smoketoken$'
     expect basic '^smoke: xenstore: directory of /local/domain/[0-9]+: .*\bdomid\b'
