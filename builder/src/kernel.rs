@@ -235,6 +235,8 @@ pub fn build_kernel(
         .map(|c| component_crate(&root, c))
         .collect::<Result<Vec<_>, _>>()?;
     let glue = glue_dir(target_dir, platform, &crates);
+    let mut rustflags = vec!["-C".to_string(), "relocation-model=static".to_string()];
+    rustflags.extend(crate::repro::kernel_remaps(&root, &glue));
     // The line placeholders first: they hold no other placeholder.
     let substitutions = [
         (
@@ -245,6 +247,7 @@ pub fn build_kernel(
         ("@TOOLCHAIN_ROOT@", root.display().to_string()),
         ("@PLATFORM@", platform.name().to_string()),
         ("@FEATURES@", features_toml(&crates)),
+        ("@KERNEL_RUSTFLAGS@", crate::repro::toml_array(&rustflags)),
     ];
     generate_glue(
         &root.join("templates").join("kernel-glue"),

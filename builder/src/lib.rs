@@ -39,6 +39,7 @@ pub mod netopt;
 pub mod pack;
 pub mod pipeline;
 pub mod progress;
+pub mod repro;
 pub mod select;
 pub mod template;
 pub mod vmm;
