@@ -235,7 +235,15 @@ pub fn build_kernel(
         .map(|c| component_crate(&root, c))
         .collect::<Result<Vec<_>, _>>()?;
     let glue = glue_dir(target_dir, platform, &crates);
-    let mut rustflags = vec!["-C".to_string(), "relocation-model=static".to_string()];
+    // Frame pointers: the stack of a runtime panic or fault (docs/debugging.md).
+    let mut rustflags: Vec<String> = [
+        "-C",
+        "relocation-model=static",
+        "-C",
+        "force-frame-pointers=yes",
+    ]
+    .map(String::from)
+    .to_vec();
     rustflags.extend(crate::repro::kernel_remaps(&root, &glue));
     // The line placeholders first: they hold no other placeholder.
     let substitutions = [

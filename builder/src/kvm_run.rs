@@ -78,25 +78,32 @@ pub fn run(config: &QemuConfig, timeout: Option<Duration>) -> u8 {
         }
     });
     let err_relay = thread::spawn(move || {
+        // q35: the guest's stderr (its second UART) comes this way.
+        let mut watch = crate::symbolize::CrashWatch::default();
         let mut buf = [0u8; 4096];
         let mut err = std::io::stderr();
         while let Ok(n) = stderr.read(&mut buf) {
             if n == 0 {
                 break;
             }
+            watch.feed(&buf[..n]);
             let _ = err.write_all(&buf[..n]);
         }
+        watch.publish();
     });
     let out_relay = thread::spawn(move || {
         let mut filter = ExitLineFilter::default();
+        let mut watch = crate::symbolize::CrashWatch::default();
         let mut buf = [0u8; 4096];
         let mut out = std::io::stdout();
         while let Ok(n) = stdout.read(&mut buf) {
             if n == 0 {
                 break;
             }
+            watch.feed(&buf[..n]);
             filter.feed(&buf[..n], &mut out);
         }
+        watch.publish();
         filter.finish(&mut out)
     });
     let (done_tx, done_rx) = mpsc::channel();

@@ -41,6 +41,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod repro;
 pub mod select;
+pub mod symbolize;
 pub mod template;
 pub mod vmm;
 pub mod xl;

@@ -13,6 +13,7 @@ use cargo_unikernel::image::{Image, ImageError};
 use cargo_unikernel::messages::{self, MessageFormat};
 use cargo_unikernel::pipeline::{self, BuildOptions};
 use cargo_unikernel::progress::Progress;
+use cargo_unikernel::symbolize;
 use cargo_unikernel::template;
 use cargo_unikernel::vmm::{Accel, Machine, Vmm};
 use unikernel_image::manifest::Platform;
@@ -64,6 +65,20 @@ enum Command {
     /// from a Unikernel.toml beside it (the keys of
     /// [package.metadata.unikernel]), the options below override them.
     Pack(PackArgs),
+    /// Copy a console log (a file, or stdin) to stdout with each crash line
+    /// expanded into functions and source lines, from the image's debug
+    /// files (docs/debugging.md).
+    Symbolize {
+        /// The image the log is from (its .app.debug and .kernel.debug
+        /// files are next to it, or in --debug-dir).
+        image: PathBuf,
+        /// The log [default: stdin].
+        log: Option<PathBuf>,
+        /// A directory of debug files named <build id>.app.debug and
+        /// <build id>.kernel.debug.
+        #[arg(long, value_name = "DIR")]
+        debug_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -165,6 +180,10 @@ struct RunArgs {
     /// Print every system call the app makes (strace style) on stderr.
     #[arg(long)]
     trace_syscalls: bool,
+    /// Where to look for the debug files of a crash report when they are
+    /// not next to the image: <build id>.app.debug / .kernel.debug.
+    #[arg(long, value_name = "DIR")]
+    debug_dir: Option<PathBuf>,
     /// Set an environment variable of the app (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
     env: Vec<String>,
@@ -349,6 +368,7 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                     ));
                 }
             }
+            let debug_dir = args.debug_dir.clone();
             let code = match platform {
                 Platform::Kvm => run::boot_kvm(&image, &args, app_args)?,
                 Platform::Xen => {
@@ -409,6 +429,20 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                     )?
                 }
             };
+            // A crash: its stack in source terms (hvt: the monitor's crash
+            // record; kvm: the crash line seen on the console).
+            let crash = unikernel_hvt::hypercall::take_crash()
+                .map(|r| symbolize::Crash {
+                    fault: r.fault,
+                    app_base: Some(r.app_base),
+                    frames: r.frames,
+                })
+                .or_else(symbolize::take_console_crash);
+            if let Some(crash) = crash {
+                for line in symbolize::report(&image, debug_dir.as_deref(), &crash) {
+                    eprintln!("{line}");
+                }
+            }
             Ok(ExitCode::from(code))
         }
         Command::Disk(DiskCommand::Create {
@@ -434,6 +468,35 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
             };
             let image = cargo_unikernel::pack::pack(&opts, Progress::detect())?;
             report_image(&image);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Symbolize {
+            image,
+            log,
+            debug_dir,
+        } => {
+            let stdout = std::io::stdout().lock();
+            let n = match log {
+                Some(path) => {
+                    let f = std::fs::File::open(&path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    symbolize::filter(
+                        &image,
+                        debug_dir.as_deref(),
+                        std::io::BufReader::new(f),
+                        stdout,
+                    )?
+                }
+                None => symbolize::filter(
+                    &image,
+                    debug_dir.as_deref(),
+                    std::io::stdin().lock(),
+                    stdout,
+                )?,
+            };
+            if n == 0 {
+                eprintln!("cargo-unikernel: no crash line (unikernel-crash v1 ...) in the log");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { image, json } => {

@@ -77,10 +77,15 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
         sh,
         "{cargo} build {release...} --target {APP_TARGET} --message-format=json-render-diagnostics --bin {bin} --manifest-path {manifest_path}"
     );
-    // Source paths as fixed names, so the image does not depend on where
+    // Frame pointers, for the stack of a crash report (docs/debugging.md);
+    // source paths as fixed names, so the image does not depend on where
     // the sources are (builder/src/repro.rs).
-    let remaps = crate::repro::app_remaps(metadata.workspace_root.as_std_path(), target_dir);
-    let command = match crate::repro::extra_flags_from_env(APP_TARGET, &remaps) {
+    let mut flags = vec!["-Cforce-frame-pointers=yes".to_string()];
+    flags.extend(crate::repro::app_remaps(
+        metadata.workspace_root.as_std_path(),
+        target_dir,
+    ));
+    let command = match crate::repro::extra_flags_from_env(APP_TARGET, &flags) {
         crate::repro::ExtraFlags::ConfigArg(config) => command.arg("--config").arg(config),
         crate::repro::ExtraFlags::Encoded(flags) => command
             .env("CARGO_ENCODED_RUSTFLAGS", flags)

@@ -188,6 +188,7 @@ pub fn report_app_fault(f: &TrapFrame, sig: u32) -> ! {
             f.rip - app.0
         );
     }
+    crate::backtrace::report(&crate::backtrace::walk(true, f.rip, f.rbp, f.rsp));
     crate::exit(128 + sig)
 }
 
@@ -209,6 +210,7 @@ fn kernel_fault(f: &TrapFrame) -> ! {
     );
     print_fault_detail(f);
     print_registers(f);
+    crate::backtrace::report(&crate::backtrace::walk(true, f.rip, f.rbp, f.rsp));
     crate::platform().halt(EXIT_KERNEL_PANIC)
 }
 
@@ -233,5 +235,6 @@ pub fn killed_by_signal(sig: u32) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     crate::kprintln!("unikernel: kernel panic: {}", info);
+    crate::backtrace::report(&crate::backtrace::here());
     crate::platform().halt(EXIT_KERNEL_PANIC)
 }

@@ -24,6 +24,7 @@
 extern crate alloc;
 
 pub mod arch;
+pub mod backtrace;
 pub mod cmdline;
 pub mod component;
 pub mod console;

@@ -150,6 +150,13 @@ pub trait Platform: Sync {
     fn block_until(&self, deadline_ns: u64);
     /// Stop the machine with an exit code.
     fn halt(&self, exit_code: u32) -> !;
+    /// The stack of the fault or panic about to end the guest, innermost
+    /// first (`frames[0]` the faulting instruction when `fault`; bit i of
+    /// `guessed`: frame i came from a stack scan), and the app's load base.
+    /// A platform whose host can take it (hvt: the halt call's crash
+    /// record) keeps it for [`Platform::halt`]; the crash line on the
+    /// console is printed either way.
+    fn note_crash(&self, _fault: bool, _frames: &[u64], _guessed: u32, _app_base: u64) {}
     /// Drop the TLB entry for one virtual page (privileged).
     fn flush_tlb_page(&self, va: u64);
     /// Drop all non-global TLB entries (privileged).

@@ -165,6 +165,53 @@ cases! {
         );
     }
 
+    /// A fault's stack in source terms (docs/debugging.md): hvt through the
+    /// halt call's crash record (`cargo unikernel run`), kvm through the
+    /// crash line on the console, Xen (and a saved hvt console) through
+    /// `cargo unikernel symbolize IMAGE < log`. The app's own frames come
+    /// innermost first, with their file and line.
+    fn crash_report_names_the_apps_functions_and_lines(t) on [hvt, kvm, xen] {
+        let image = t.image("probe");
+        let mut reports = Vec::new();
+        if t == Target::Hvt {
+            let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
+            cmd.arg("run").arg(&image).args(["--", "crash"]);
+            let o = run_with_deadline(cmd, b"", std::time::Duration::from_secs(60));
+            assert_eq!(o.code, 139, "stderr: {}", o.stderr);
+            reports.push(("cargo unikernel run", o.stderr));
+        }
+        let o = t.boot("probe", &[], &["crash"]);
+        assert_eq!(o.code, 139, "stderr: {}", o.stderr);
+        assert!(o.stderr.contains("unikernel-crash v1 fault app=0x"), "stderr: {}", o.stderr);
+        if t == Target::Kvm {
+            reports.push(("cargo unikernel run", o.stderr.clone()));
+        }
+        if t != Target::Kvm {
+            // The console as a log file would hold it.
+            let log = if t == Target::Xen { &o.stdout } else { &o.stderr };
+            let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
+            cmd.arg("symbolize").arg(&image);
+            let s = run_with_deadline(cmd, log.as_bytes(), std::time::Duration::from_secs(60));
+            assert_eq!(s.code, 0, "stderr: {}", s.stderr);
+            assert!(s.stdout.starts_with(log.lines().next().unwrap_or("")), "{}", s.stdout);
+            reports.push(("cargo unikernel symbolize", s.stdout));
+        }
+        for (how, report) in reports {
+            let mut at = report.find("crash report (fault; symbols from").unwrap_or_else(|| panic!("{how}: no report in {report}"));
+            for frame in [
+                "probe::crash_inner at probe/src/main.rs:",
+                "probe::crash_middle at probe/src/main.rs:",
+                "probe::crash_outer at probe/src/main.rs:",
+                "probe::main at probe/src/main.rs:",
+            ] {
+                let Some(i) = report[at..].find(frame) else {
+                    panic!("{how}: no {frame:?} after byte {at} of the report:\n{report}");
+                };
+                at += i;
+            }
+        }
+    }
+
     /// The same report where the console mixes stdout and stderr.
     fn null_deref_is_reported_on_a_mixed_console(t) on [microvm, xen] {
         let o = t.boot("probe", &[], &["segv"]);

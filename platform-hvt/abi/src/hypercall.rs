@@ -129,11 +129,54 @@ pub struct Poll {
 }
 
 /// Stop the guest. The monitor exits with `exit_code` (0-255 are the app's).
+/// `crash` is 0, or the guest-physical address of a [`CrashRecord`]: the
+/// stack of the fault or panic that ends the guest, which the runner
+/// symbolizes (docs/debugging.md).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Halt {
     pub exit_code: u32,
     pub _pad: u32,
+    pub crash: u64,
+}
+
+/// Most frames a [`CrashRecord`] holds.
+pub const CRASH_FRAMES: usize = 32;
+/// [`CrashRecord::version`] of this layout.
+pub const CRASH_RECORD_VERSION: u32 = 1;
+/// [`CrashRecord::kind`]: `frames[0]` is the faulting instruction, the
+/// rest return addresses.
+pub const CRASH_FAULT: u32 = 0;
+/// [`CrashRecord::kind`]: every frame is a return address (a panic).
+pub const CRASH_PANIC: u32 = 1;
+
+/// The stack of a crash, innermost first, as raw addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CrashRecord {
+    pub version: u32,
+    pub kind: u32,
+    /// Valid entries of `frames` (at most [`CRASH_FRAMES`]).
+    pub count: u32,
+    /// Bit i set: `frames[i]` was found by scanning the stack (no frame
+    /// pointer chain led to it) and may be stale.
+    pub guessed: u32,
+    /// Where the app's lowest segment was loaded (`inspect`'s app base).
+    pub app_base: u64,
+    pub frames: [u64; CRASH_FRAMES],
+}
+
+impl Default for CrashRecord {
+    fn default() -> Self {
+        CrashRecord {
+            version: CRASH_RECORD_VERSION,
+            kind: CRASH_FAULT,
+            count: 0,
+            guessed: 0,
+            app_base: 0,
+            frames: [0; CRASH_FRAMES],
+        }
+    }
 }
 
 /// Register the guest's [`TimerBlock`] and wake the monitor's timer thread

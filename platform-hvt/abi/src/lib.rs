@@ -28,7 +28,8 @@ pub mod net;
 /// one-shot deadline (shared timer block), the network device calls came.
 /// 4: the block device calls; `BootInfo` gained the declared disks and the
 /// embedded-files archive.
-pub const ABI_VERSION: u32 = 4;
+/// 5: `Halt` may carry a crash record (the stack of a fault or panic).
+pub const ABI_VERSION: u32 = 5;
 
 /// Guest memory layout. The monitor builds page tables that follow it; the
 /// runtime relies on it. Every address named here is in one place: the

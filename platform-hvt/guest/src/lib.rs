@@ -35,6 +35,18 @@ static mut HVT: Hvt = Hvt {
     clock: TscClock::zero(),
 };
 
+/// The crash record [`Platform::halt`] hands to the monitor once
+/// [`Platform::note_crash`] filled it (`CRASH_NOTED`).
+static mut CRASH: hc::CrashRecord = hc::CrashRecord {
+    version: hc::CRASH_RECORD_VERSION,
+    kind: hc::CRASH_FAULT,
+    count: 0,
+    guessed: 0,
+    app_base: 0,
+    frames: [0; hc::CRASH_FRAMES],
+};
+static CRASH_NOTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 impl Platform for Hvt {
     fn name(&self) -> &'static str {
         "hvt"
@@ -89,8 +101,41 @@ impl Platform for Hvt {
         hypercall::call(hc::Call::Poll, &mut a);
     }
 
+    fn note_crash(&self, fault: bool, frames: &[u64], guessed: u32, app_base: u64) {
+        use core::sync::atomic::Ordering;
+        // One record: the first crash wins (a second one is a crash while
+        // reporting the first).
+        if CRASH_NOTED.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let n = frames.len().min(hc::CRASH_FRAMES);
+        // SAFETY: only this function writes CRASH, once (the swap above),
+        // and the monitor reads it only after the halt call below.
+        let r = unsafe { &mut *core::ptr::addr_of_mut!(CRASH) };
+        r.kind = if fault {
+            hc::CRASH_FAULT
+        } else {
+            hc::CRASH_PANIC
+        };
+        r.count = n as u32;
+        r.guessed = guessed;
+        r.app_base = app_base;
+        r.frames[..n].copy_from_slice(&frames[..n]);
+    }
+
     fn halt(&self, exit_code: u32) -> ! {
-        let mut a = hc::Halt { exit_code, _pad: 0 };
+        // The kernel's statics are identity-mapped: the address is the
+        // guest-physical one the monitor reads.
+        let crash = if CRASH_NOTED.load(core::sync::atomic::Ordering::SeqCst) {
+            core::ptr::addr_of!(CRASH) as u64
+        } else {
+            0
+        };
+        let mut a = hc::Halt {
+            exit_code,
+            _pad: 0,
+            crash,
+        };
         loop {
             hypercall::call(hc::Call::Halt, &mut a);
         }
@@ -171,6 +216,7 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
         let mut a = hc::Halt {
             exit_code: 253,
             _pad: 0,
+            crash: 0,
         };
         hypercall::call(hc::Call::Halt, &mut a);
     }

@@ -12,8 +12,8 @@ use std::io::{Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hvt_abi::hypercall::{
-    Call, ConsoleRead, ConsoleWrite, Halt, Poll, Timer, TimerBlock, WallTime, STREAM_STDERR,
-    STREAM_STDOUT,
+    Call, ConsoleRead, ConsoleWrite, CrashRecord, Halt, Poll, Timer, TimerBlock, WallTime,
+    CRASH_FAULT, CRASH_FRAMES, CRASH_PANIC, CRASH_RECORD_VERSION, STREAM_STDERR, STREAM_STDOUT,
 };
 use thiserror::Error;
 
@@ -180,10 +180,69 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
             let a: Halt = args(mem, call, gpa)?;
             let _ = std::io::stdout().flush();
             let _ = std::io::stderr().flush();
+            if a.crash != 0 {
+                match crash_record(mem, a.crash) {
+                    Ok(record) => *LAST_CRASH.lock().unwrap_or_else(|e| e.into_inner()) = Some(record),
+                    Err(why) => eprintln!(
+                        "unikernel-hvt: the guest's crash record at {:#x} is unusable ({why}); no stack to report",
+                        a.crash
+                    ),
+                }
+            }
             return Ok(Outcome::Halt((a.exit_code & 0xff) as i32));
         }
     }
     Ok(Outcome::Continue)
+}
+
+/// The stack the guest handed over with its last halt, checked.
+static LAST_CRASH: std::sync::Mutex<Option<CrashReport>> = std::sync::Mutex::new(None);
+
+/// A crash record the monitor has checked: only `count` frames, a known kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashReport {
+    /// `frames[0]` is the faulting instruction (not a return address).
+    pub fault: bool,
+    pub app_base: u64,
+    /// Innermost first; `true` where the guest found it by scanning the stack.
+    pub frames: Vec<(u64, bool)>,
+}
+
+/// The crash record of the run that just ended, if its guest gave one.
+pub fn take_crash() -> Option<CrashReport> {
+    LAST_CRASH.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// Reads the guest's [`CrashRecord`] once and checks every field.
+fn crash_record(mem: &GuestMemory, gpa: u64) -> Result<CrashReport, String> {
+    let r: CrashRecord = mem
+        .read_obj(gpa)
+        .map_err(|_| "not inside guest memory".to_string())?;
+    if r.version != CRASH_RECORD_VERSION {
+        return Err(format!(
+            "version {}, expected {CRASH_RECORD_VERSION}",
+            r.version
+        ));
+    }
+    let fault = match r.kind {
+        CRASH_FAULT => true,
+        CRASH_PANIC => false,
+        k => return Err(format!("unknown kind {k}")),
+    };
+    let count = r.count as usize;
+    if count > CRASH_FRAMES {
+        return Err(format!("{count} frames, at most {CRASH_FRAMES}"));
+    }
+    let frames = r.frames[..count]
+        .iter()
+        .enumerate()
+        .map(|(i, &pc)| (pc, r.guessed & (1 << i) != 0))
+        .collect();
+    Ok(CrashReport {
+        fault,
+        app_base: r.app_base,
+        frames,
+    })
 }
 
 /// Writes all of `bytes` and flushes; returns how many were written (fewer
@@ -240,6 +299,7 @@ mod tests {
             &Halt {
                 exit_code: 0x1_07,
                 _pad: 0,
+                crash: 0,
             },
         )
         .unwrap();
@@ -247,6 +307,56 @@ mod tests {
             write_call(&mut mem, Call::Halt, 0x100),
             Ok(Outcome::Halt(7))
         );
+    }
+
+    #[test]
+    fn crash_records_are_checked() {
+        let mut mem = GuestMemory::new(0x2000).unwrap();
+        let mut r = CrashRecord {
+            kind: CRASH_PANIC,
+            count: 3,
+            guessed: 0b100,
+            app_base: 0x137000,
+            ..CrashRecord::default()
+        };
+        r.frames[..4].copy_from_slice(&[0x1000, 0x2000, 0x3000, 0x4000]);
+        mem.write_obj(0x200, &r).unwrap();
+        assert_eq!(
+            crash_record(&mem, 0x200),
+            Ok(CrashReport {
+                fault: false,
+                app_base: 0x137000,
+                frames: vec![(0x1000, false), (0x2000, false), (0x3000, true)],
+            })
+        );
+        // Outside guest memory, straddling its end, an address near u64::MAX.
+        for gpa in [0x2000, 0x1f00, u64::MAX - 8] {
+            assert!(crash_record(&mem, gpa).is_err(), "{gpa:#x}");
+        }
+        for bad in [
+            CrashRecord { count: 33, ..r },
+            CrashRecord { kind: 9, ..r },
+            CrashRecord { version: 0, ..r },
+        ] {
+            mem.write_obj(0x200, &bad).unwrap();
+            assert!(crash_record(&mem, 0x200).is_err(), "{bad:?}");
+        }
+        // A bad record still halts with the code; nothing is kept.
+        take_crash();
+        mem.write_obj(
+            0x100,
+            &Halt {
+                exit_code: 139,
+                _pad: 0,
+                crash: 0x1f00,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            write_call(&mut mem, Call::Halt, 0x100),
+            Ok(Outcome::Halt(139))
+        );
+        assert_eq!(take_crash(), None);
     }
 
     #[test]

@@ -52,8 +52,11 @@ unsafe impl Pod for hvt_abi::hypercall::WallTime {}
 unsafe impl Pod for hvt_abi::hypercall::Poll {}
 // SAFETY: repr(C) u64 + two u32, explicit padding, any bit pattern valid.
 unsafe impl Pod for hvt_abi::hypercall::Timer {}
-// SAFETY: as above.
+// SAFETY: repr(C) two u32 + u64, no padding, any bit pattern valid.
 unsafe impl Pod for hvt_abi::hypercall::Halt {}
+// SAFETY: repr(C) four u32, a u64 and a u64 array: no padding, any bit
+// pattern valid (the monitor checks the fields before using them).
+unsafe impl Pod for hvt_abi::hypercall::CrashRecord {}
 // SAFETY: repr(C) u32/u64 fields and byte arrays, explicit padding, any bit pattern valid.
 unsafe impl Pod for hvt_abi::net::NetInfo {}
 // SAFETY: as above.

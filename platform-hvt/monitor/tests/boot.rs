@@ -69,6 +69,7 @@ fn print_stack_strings(argv1_len: u32, env_idx: u32, env_len: u32) -> Vec<u8> {
         .load_rax_rdi(sp)
         .load_rax_rax(0) // argc
         .store_rax(0)
+        .store_imm(8, 0) // no crash record
         .hypercall(Call::Halt);
     a.code
 }

@@ -90,7 +90,10 @@ impl Asm {
     }
     /// Halt with `code`.
     pub fn halt(&mut self, code: u32) -> &mut Self {
-        self.store_imm(0, code).hypercall(Call::Halt)
+        // Halt { exit_code, _pad, crash: 0 }
+        self.store_imm(0, code)
+            .store_imm(8, 0)
+            .hypercall(Call::Halt)
     }
     pub fn ud2(&mut self) -> &mut Self {
         self.emit(&[0x0f, 0x0b])

@@ -31,6 +31,11 @@ fn main() {
             let v = unsafe { std::ptr::read_volatile(std::ptr::null::<u64>()) };
             println!("read {v} (should not happen)");
         }
+        "crash" => {
+            // Three frames of our own, then a write through a null pointer:
+            // the crash report names each (tests/tests/boot.rs).
+            println!("crashing in {}", crash_outer(3));
+        }
         "abort" => {
             println!("aborting");
             std::process::abort();
@@ -301,4 +306,22 @@ fn time() {
         .unwrap()
         .as_secs();
     println!("wall clock after 2024: {}", now > 1_704_067_200);
+}
+
+#[inline(never)]
+fn crash_outer(depth: u32) -> u32 {
+    crash_middle(depth) + 1
+}
+
+#[inline(never)]
+fn crash_middle(depth: u32) -> u32 {
+    crash_inner(std::hint::black_box(depth)) * 2
+}
+
+#[inline(never)]
+fn crash_inner(depth: u32) -> u32 {
+    let p = std::hint::black_box(std::ptr::null_mut::<u32>());
+    // SAFETY: deliberately invalid (a null write): the test checks the report.
+    unsafe { std::ptr::write_volatile(p, depth) };
+    depth
 }

@@ -1,0 +1,424 @@
+//! Crash reports in source terms (docs/debugging.md): the guest reports raw
+//! addresses (the crash line on the console, and on hvt also the halt
+//! call's crash record); this turns them into functions and `file:line`
+//! with the image's `.app.debug` and `.kernel.debug` files (gimli, through
+//! `addr2line`), inlined frames included.
+use std::path::{Path, PathBuf};
+
+use crate::elf_input::{check_app, check_kernel, ElfInput};
+use crate::image::Image;
+
+/// What a crash line or record says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Crash {
+    /// `frames[0]` is the faulting instruction (else a return address).
+    pub fault: bool,
+    /// Where the guest loaded the app's lowest segment, if it said.
+    pub app_base: Option<u64>,
+    /// Innermost first; `true`: found by scanning the stack (may be stale).
+    pub frames: Vec<(u64, bool)>,
+}
+
+const MARK: &str = "unikernel-crash v";
+
+/// The crash line in `line`, if it holds one (`None`: it does not;
+/// `Some(Err)`: it does, in a form this builder cannot read).
+pub fn parse_line(line: &str) -> Option<Result<Crash, String>> {
+    let at = line.find(MARK)?;
+    let mut words = line[at + MARK.len()..].split_whitespace();
+    Some(parse_words(&mut words))
+}
+
+fn parse_words<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Crash, String> {
+    let version = words.next().unwrap_or("");
+    if version != "1" {
+        return Err(format!(
+            "a crash line of version {version:?}; this cargo-unikernel reads version 1"
+        ));
+    }
+    let fault = match words.next() {
+        Some("fault") => true,
+        Some("panic") => false,
+        other => return Err(format!("a crash line of unknown kind {other:?}")),
+    };
+    let hex = |s: &str| {
+        u64::from_str_radix(s.trim_start_matches("0x"), 16)
+            .map_err(|_| format!("a crash line with a bad address {s:?}"))
+    };
+    let mut crash = Crash {
+        fault,
+        app_base: None,
+        frames: Vec::new(),
+    };
+    for w in words {
+        if let Some(base) = w.strip_prefix("app=") {
+            crash.app_base = Some(hex(base)?);
+        } else if let Some(pc) = w.strip_suffix('~') {
+            crash.frames.push((hex(pc)?, true));
+        } else {
+            crash.frames.push((hex(w)?, false));
+        }
+    }
+    Ok(crash)
+}
+
+/// One ELF with its debug info, and where its code was at run time.
+struct Module {
+    what: &'static str,
+    loader: addr2line::Loader,
+    elf: ElfInput,
+    /// Run-time address minus the ELF's address.
+    bias: u64,
+}
+
+impl Module {
+    fn contains(&self, pc: u64, bias: u64) -> bool {
+        let Some(va) = pc.checked_sub(bias) else {
+            return false;
+        };
+        self.elf
+            .loads
+            .iter()
+            .any(|s| (s.vaddr..s.vaddr + s.memsz).contains(&va))
+    }
+}
+
+/// The debug files of one image.
+pub struct Symbolizer {
+    app: Option<Module>,
+    kernel: Option<Module>,
+    /// Why a debug file is missing, for the report.
+    pub missing: Vec<String>,
+}
+
+/// `<image>.<which>.debug` next to the image, else `<build id>.<which>.debug`
+/// or `<image name>.<which>.debug` in `debug_dir`.
+fn find_debug(
+    image: &Path,
+    build_id: &str,
+    which: &str,
+    debug_dir: Option<&Path>,
+) -> Option<PathBuf> {
+    let next_to = crate::pipeline::debug_path(image, which);
+    if next_to.is_file() {
+        return Some(next_to);
+    }
+    let dir = debug_dir?;
+    let mut names = vec![format!("{build_id}.{which}.debug")];
+    if let Some(n) = image.file_name() {
+        names.push(format!("{}.{which}.debug", n.to_string_lossy()));
+    }
+    names.into_iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+impl Symbolizer {
+    /// The debug files of `image` (see [`find_debug`]); a missing or
+    /// unreadable one is named in [`Symbolizer::missing`], not an error.
+    pub fn open(image: &Path, debug_dir: Option<&Path>) -> Result<Symbolizer, String> {
+        let data =
+            std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+        let img = Image::parse(&data).map_err(|e| format!("{}: {e:?}", image.display()))?;
+        let build_id: String = img
+            .manifest
+            .build_id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let app_base = img
+            .segments
+            .iter()
+            .filter(|s| img.owner(s) == crate::image::Owner::App)
+            .map(|s| s.vaddr)
+            .min();
+        let mut missing = Vec::new();
+        let mut load = |which: &'static str| -> Option<(addr2line::Loader, ElfInput)> {
+            let Some(path) = find_debug(image, &build_id, which, debug_dir) else {
+                missing.push(format!(
+                    "no {which} debug file (neither {} nor {build_id}.{which}.debug in --debug-dir)",
+                    crate::pipeline::debug_path(image, which).display()
+                ));
+                return None;
+            };
+            let parsed = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|d| {
+                    let what = path.display().to_string();
+                    if which == "app" {
+                        check_app(&d, &what)
+                    } else {
+                        check_kernel(&d, &what)
+                    }
+                })
+                .and_then(|elf| {
+                    addr2line::Loader::new(&path)
+                        .map(|l| (l, elf))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    missing.push(format!("{}: unreadable ({e})", path.display()));
+                    None
+                }
+            }
+        };
+        let kernel = load("kernel").map(|(loader, elf)| Module {
+            what: "kernel",
+            loader,
+            elf,
+            bias: 0,
+        });
+        let app = load("app").map(|(loader, elf)| {
+            let bias = app_bias(&elf, app_base);
+            Module {
+                what: "app",
+                loader,
+                elf,
+                bias,
+            }
+        });
+        Ok(Symbolizer {
+            app,
+            kernel,
+            missing,
+        })
+    }
+
+    /// The guest's word on where the app is wins over the image's.
+    fn with_base(&self, base: Option<u64>) -> Option<u64> {
+        let app = self.app.as_ref()?;
+        Some(match base {
+            Some(b) => app_bias(&app.elf, Some(b)),
+            None => app.bias,
+        })
+    }
+
+    /// The report: one line per function (inlined ones first), innermost
+    /// first, numbered as gdb numbers frames.
+    pub fn describe(&self, crash: &Crash) -> Vec<String> {
+        let app_bias = self.with_base(crash.app_base);
+        let mut out = Vec::new();
+        let mut n = 0;
+        for (i, &(pc, guessed)) in crash.frames.iter().enumerate() {
+            // A return address points after the call: look up the call.
+            let probe_pc = if i == 0 && crash.fault {
+                pc
+            } else {
+                pc.saturating_sub(1)
+            };
+            let guess = if guessed {
+                " (stack scan: may be stale)"
+            } else {
+                ""
+            };
+            let bias_of = |m: &Module| match m.what {
+                "app" => app_bias.unwrap_or(m.bias),
+                _ => m.bias,
+            };
+            let module = [self.kernel.as_ref(), self.app.as_ref()]
+                .into_iter()
+                .flatten()
+                .find(|m| m.contains(pc, bias_of(m)));
+            let Some(m) = module else {
+                out.push(format!(
+                    "#{n:<2} {pc:#018x} ?? (outside the app and the kernel){guess}"
+                ));
+                n += 1;
+                continue;
+            };
+            let bias = bias_of(m);
+            let va = probe_pc - bias;
+            let mut any = false;
+            if let Ok(mut frames) = m.loader.find_frames(va) {
+                while let Ok(Some(f)) = frames.next() {
+                    let name = f
+                        .function
+                        .as_ref()
+                        .and_then(|f| f.demangle().ok().map(|s| s.into_owned()))
+                        .or_else(|| m.loader.find_symbol(va).map(demangle))
+                        .unwrap_or_else(|| "??".to_string());
+                    let at = f.location.as_ref().map(location).unwrap_or_default();
+                    out.push(format!("#{n:<2} {pc:#018x} {name}{at} [{}]{guess}", m.what));
+                    n += 1;
+                    any = true;
+                }
+            }
+            if !any {
+                let name = m
+                    .loader
+                    .find_symbol(va)
+                    .map(demangle)
+                    .unwrap_or_else(|| "??".into());
+                out.push(format!(
+                    "#{n:<2} {pc:#018x} {name} [{}, no line info]{guess}",
+                    m.what
+                ));
+                n += 1;
+            }
+        }
+        out
+    }
+}
+
+fn demangle(s: &str) -> String {
+    addr2line::demangle_auto(s.into(), None).into_owned()
+}
+
+fn location(l: &addr2line::Location) -> String {
+    let Some(file) = l.file else {
+        return String::new();
+    };
+    let file = file.strip_prefix("./").unwrap_or(file);
+    match (l.line, l.column) {
+        (Some(line), Some(col)) if col > 0 => format!(" at {file}:{line}:{col}"),
+        (Some(line), _) => format!(" at {file}:{line}"),
+        _ => format!(" at {file}"),
+    }
+}
+
+/// Run-time minus ELF address of the app: a static-pie app's addresses
+/// start at 0 and move with it; an `ET_EXEC` app runs where it is linked.
+fn app_bias(elf: &ElfInput, base: Option<u64>) -> u64 {
+    match base {
+        Some(b) if elf.position_independent => b.wrapping_sub(elf.start() & !0xfff),
+        _ => 0,
+    }
+}
+
+/// The report of `crash` for `image`, as lines for stderr: the frames,
+/// or why there are none.
+pub fn report(image: &Path, debug_dir: Option<&Path>, crash: &Crash) -> Vec<String> {
+    let mut lines = vec![format!(
+        "crash report ({}; symbols from {}):",
+        if crash.fault { "fault" } else { "panic" },
+        image.display()
+    )];
+    match Symbolizer::open(image, debug_dir) {
+        Ok(s) => {
+            lines.extend(s.describe(crash).into_iter().map(|l| format!("  {l}")));
+            lines.extend(s.missing.iter().map(|m| format!("  note: {m}")));
+        }
+        Err(e) => lines.push(format!("  cannot symbolize: {e}")),
+    }
+    lines
+}
+
+/// `cargo unikernel symbolize`: copy `input` to `output`, with the report
+/// of each crash line after it. Returns how many crash lines it expanded.
+pub fn filter(
+    image: &Path,
+    debug_dir: Option<&Path>,
+    input: impl std::io::BufRead,
+    mut output: impl std::io::Write,
+) -> Result<usize, String> {
+    let mut count = 0;
+    for line in input.split(b'\n') {
+        let line = line.map_err(|e| format!("reading the log: {e}"))?;
+        output
+            .write_all(&line)
+            .and_then(|_| output.write_all(b"\n"))
+            .map_err(|e| format!("writing: {e}"))?;
+        let text = String::from_utf8_lossy(&line);
+        match parse_line(text.trim_end_matches('\r')) {
+            None => {}
+            Some(Ok(crash)) => {
+                for l in report(image, debug_dir, &crash) {
+                    writeln!(output, "{l}").map_err(|e| format!("writing: {e}"))?;
+                }
+                count += 1;
+            }
+            Some(Err(e)) => {
+                writeln!(output, "  (cannot read this crash line: {e})")
+                    .map_err(|e| format!("writing: {e}"))?;
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// The crash line the last kvm run's console showed.
+static CONSOLE_CRASH: std::sync::Mutex<Option<Crash>> = std::sync::Mutex::new(None);
+
+/// Takes what [`CrashWatch::publish`] left.
+pub fn take_console_crash() -> Option<Crash> {
+    CONSOLE_CRASH
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+}
+
+/// Watches a console stream for the crash line (kvm: QEMU's output passes
+/// through it), keeping the last one.
+#[derive(Default)]
+pub struct CrashWatch {
+    line: Vec<u8>,
+    pub last: Option<Crash>,
+}
+
+impl CrashWatch {
+    /// Longest line looked at (a crash line is under 800 bytes).
+    const MAX_LINE: usize = 4096;
+
+    pub fn feed(&mut self, data: &[u8]) {
+        for &b in data {
+            if b == b'\n' {
+                let text = String::from_utf8_lossy(&self.line);
+                if let Some(Ok(c)) = parse_line(text.trim_end_matches('\r')) {
+                    self.last = Some(c);
+                }
+                self.line.clear();
+            } else if self.line.len() < Self::MAX_LINE {
+                self.line.push(b);
+            }
+        }
+    }
+
+    /// The stream ended: the last crash line seen, for [`take_console_crash`].
+    pub fn publish(mut self) {
+        self.feed(b"\n");
+        if let Some(c) = self.last {
+            *CONSOLE_CRASH.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_lines_parse() {
+        let c = parse_line("unikernel-crash v1 fault app=0x137000 0x141c2a 0x1420f1 0x13d002~\r")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            c,
+            Crash {
+                fault: true,
+                app_base: Some(0x137000),
+                frames: vec![(0x141c2a, false), (0x1420f1, false), (0x13d002, true)],
+            }
+        );
+        // Anywhere in a line (a cloud console's prefix).
+        let c = parse_line("[  1.2] unikernel-crash v1 panic 0x10")
+            .unwrap()
+            .unwrap();
+        assert!(!c.fault);
+        assert_eq!(c.app_base, None);
+        assert!(parse_line("hello").is_none());
+        assert!(parse_line("unikernel-crash v2 fault 0x1").unwrap().is_err());
+        assert!(parse_line("unikernel-crash v1 oops 0x1").unwrap().is_err());
+        assert!(parse_line("unikernel-crash v1 fault 0xzz")
+            .unwrap()
+            .is_err());
+    }
+
+    #[test]
+    fn the_watch_keeps_the_last_crash_across_chunks() {
+        let mut w = CrashWatch::default();
+        w.feed(b"boot\nunikernel-crash v1 fa");
+        assert!(w.last.is_none());
+        w.feed(b"ult app=0x1000 0x2000\nmore\n");
+        assert_eq!(w.last.as_ref().unwrap().frames, [(0x2000, false)]);
+    }
+}
