@@ -38,29 +38,23 @@ pub fn remap_flags(pairs: &[(&Path, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// `$CARGO_HOME` -> `/cargo` first, then `pairs` in order.
+fn after_cargo_home(pairs: &[(&Path, &str)]) -> Vec<String> {
+    let home = cargo_home();
+    let mut all: Vec<(&Path, &str)> = home.iter().map(|h| (h.as_path(), "/cargo")).collect();
+    all.extend_from_slice(pairs);
+    remap_flags(&all)
+}
+
 /// The app's remapping: `$CARGO_HOME`, then its workspace, then its
 /// target directory (often inside the workspace, so after it).
 pub fn app_remaps(workspace: &Path, target_dir: &Path) -> Vec<String> {
-    let home = cargo_home();
-    let mut pairs: Vec<(&Path, &str)> = Vec::new();
-    if let Some(h) = &home {
-        pairs.push((h, "/cargo"));
-    }
-    pairs.push((workspace, "."));
-    pairs.push((target_dir, "/target"));
-    remap_flags(&pairs)
+    after_cargo_home(&[(workspace, "."), (target_dir, "/target")])
 }
 
 /// The kernel's remapping: `$CARGO_HOME`, the toolchain tree, the glue crate.
 pub fn kernel_remaps(toolchain: &Path, glue: &Path) -> Vec<String> {
-    let home = cargo_home();
-    let mut pairs: Vec<(&Path, &str)> = Vec::new();
-    if let Some(h) = &home {
-        pairs.push((h, "/cargo"));
-    }
-    pairs.push((toolchain, "/unikernel"));
-    pairs.push((glue, "/unikernel/kernel-glue"));
-    remap_flags(&pairs)
+    after_cargo_home(&[(toolchain, "/unikernel"), (glue, "/unikernel/kernel-glue")])
 }
 
 /// A TOML array of strings (`["a", "b"]`), escaped.
