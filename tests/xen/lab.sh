@@ -339,7 +339,8 @@ run() {
     printf 'MEM=%s\nVCPUS=%s\nNET=%s\nDISK=%s\n' "$mem" "$vcpus" "$net" "$([ -n "$disk" ] && echo 1 || echo 0)" \
         >"$dir/job/settings"
     [ -z "$script" ] || cp "$script" "$dir/job/dom0.sh"
-    mke2fs -q -t ext2 -d "$dir/job" "$dir/job.img" "$(($(du -sk "$dir/job" | cut -f1) / 1024 + 8))M"
+    # (mke2fs says "Creating regular file" on stdout: not the guest's output)
+    mke2fs -q -t ext2 -d "$dir/job" "$dir/job.img" "$(($(du -sk "$dir/job" | cut -f1) / 1024 + 8))M" >/dev/null
 
     local accel=(-accel tcg,thread=multi -cpu max)
     [ "${UNIKERNEL_XEN_ACCEL:-tcg}" = kvm ] && accel=(-accel kvm -cpu host,-arch-capabilities)
