@@ -62,13 +62,11 @@ fn parse_words<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Crash, S
     Ok(crash)
 }
 
-/// One ELF with its debug info, and where its code was at run time.
+/// One ELF with its debug info.
 struct Module {
     what: &'static str,
     loader: addr2line::Loader,
     elf: ElfInput,
-    /// Run-time address minus the ELF's address.
-    bias: u64,
 }
 
 impl Module {
@@ -87,6 +85,8 @@ impl Module {
 pub struct Symbolizer {
     app: Option<Module>,
     kernel: Option<Module>,
+    /// Where the image puts the app's lowest segment.
+    image_app_base: Option<u64>,
     /// Why a debug file is missing, for the report.
     pub missing: Vec<String>,
 }
@@ -162,41 +162,26 @@ impl Symbolizer {
                 }
             }
         };
-        let kernel = load("kernel").map(|(loader, elf)| Module {
-            what: "kernel",
-            loader,
-            elf,
-            bias: 0,
-        });
-        let app = load("app").map(|(loader, elf)| {
-            let bias = app_bias(&elf, app_base);
-            Module {
-                what: "app",
-                loader,
-                elf,
-                bias,
-            }
-        });
+        let module = |what| move |(loader, elf)| Module { what, loader, elf };
+        let kernel = load("kernel").map(module("kernel"));
+        let app = load("app").map(module("app"));
         Ok(Symbolizer {
             app,
             kernel,
+            image_app_base: app_base,
             missing,
-        })
-    }
-
-    /// The guest's word on where the app is wins over the image's.
-    fn with_base(&self, base: Option<u64>) -> Option<u64> {
-        let app = self.app.as_ref()?;
-        Some(match base {
-            Some(b) => app_bias(&app.elf, Some(b)),
-            None => app.bias,
         })
     }
 
     /// The report: one line per function (inlined ones first), innermost
     /// first, numbered as gdb numbers frames.
     pub fn describe(&self, crash: &Crash) -> Vec<String> {
-        let app_bias = self.with_base(crash.app_base);
+        // Each module with its run-time minus ELF address; the guest's word
+        // on where the app is wins over the image's.
+        let base = crash.app_base.or(self.image_app_base);
+        let modules: Vec<(&Module, u64)> = (self.kernel.iter().map(|k| (k, 0)))
+            .chain(self.app.iter().map(|a| (a, app_bias(&a.elf, base))))
+            .collect();
         let mut out = Vec::new();
         let mut n = 0;
         for (i, &(pc, guessed)) in crash.frames.iter().enumerate() {
@@ -211,22 +196,13 @@ impl Symbolizer {
             } else {
                 ""
             };
-            let bias_of = |m: &Module| match m.what {
-                "app" => app_bias.unwrap_or(m.bias),
-                _ => m.bias,
-            };
-            let module = [self.kernel.as_ref(), self.app.as_ref()]
-                .into_iter()
-                .flatten()
-                .find(|m| m.contains(pc, bias_of(m)));
-            let Some(m) = module else {
+            let Some(&(m, bias)) = modules.iter().find(|(m, bias)| m.contains(pc, *bias)) else {
                 out.push(format!(
                     "#{n:<2} {pc:#018x} ?? (outside the app and the kernel){guess}"
                 ));
                 n += 1;
                 continue;
             };
-            let bias = bias_of(m);
             let va = probe_pc - bias;
             let mut any = false;
             if let Ok(mut frames) = m.loader.find_frames(va) {
@@ -288,12 +264,18 @@ fn app_bias(elf: &ElfInput, base: Option<u64>) -> u64 {
 /// The report of `crash` for `image`, as lines for stderr: the frames,
 /// or why there are none.
 pub fn report(image: &Path, debug_dir: Option<&Path>, crash: &Crash) -> Vec<String> {
+    report_with(image, &Symbolizer::open(image, debug_dir), crash)
+}
+
+/// [`report`] with the debug files already opened (a log may hold many
+/// crash lines: they are read once).
+fn report_with(image: &Path, symbols: &Result<Symbolizer, String>, crash: &Crash) -> Vec<String> {
     let mut lines = vec![format!(
         "crash report ({}; symbols from {}):",
         if crash.fault { "fault" } else { "panic" },
         image.display()
     )];
-    match Symbolizer::open(image, debug_dir) {
+    match symbols {
         Ok(s) => {
             lines.extend(s.describe(crash).into_iter().map(|l| format!("  {l}")));
             lines.extend(s.missing.iter().map(|m| format!("  note: {m}")));
@@ -312,6 +294,7 @@ pub fn filter(
     mut output: impl std::io::Write,
 ) -> Result<usize, String> {
     let mut count = 0;
+    let mut symbols = None;
     for line in input.split(b'\n') {
         let line = line.map_err(|e| format!("reading the log: {e}"))?;
         output
@@ -322,7 +305,8 @@ pub fn filter(
         match parse_line(text.trim_end_matches('\r')) {
             None => {}
             Some(Ok(crash)) => {
-                for l in report(image, debug_dir, &crash) {
+                let symbols = symbols.get_or_insert_with(|| Symbolizer::open(image, debug_dir));
+                for l in report_with(image, symbols, &crash) {
                     writeln!(output, "{l}").map_err(|e| format!("writing: {e}"))?;
                 }
                 count += 1;
