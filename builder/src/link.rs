@@ -81,13 +81,18 @@ pub struct LinkedImage {
     pub app_bytes: u64,
 }
 
-/// Link `kernel` and `app` (whole ELF files) into an image.
-pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, String> {
-    // A Xen PV kernel starts at 0 (VIRT_BASE 0: virtual == pseudo-physical).
-    let kernel_base = match spec.platform {
+/// The lowest address of a `platform` kernel: a Xen PV kernel starts at 0
+/// (VIRT_BASE 0: virtual == pseudo-physical), the others at `KERNEL_BASE`.
+pub fn kernel_base(platform: Platform) -> u64 {
+    match platform {
         Platform::Xen => 0,
         _ => unikernel_image::layout::KERNEL_BASE,
-    };
+    }
+}
+
+/// Link `kernel` and `app` (whole ELF files) into an image.
+pub fn link(kernel: &[u8], app: &[u8], spec: &ImageSpec) -> Result<LinkedImage, String> {
+    let kernel_base = kernel_base(spec.platform);
     let kernel_elf = check_kernel_at(kernel, "the kernel", kernel_base)?;
     // kvm and xen kernels are started by loaders that read their notes
     // and load only PT_LOADs: the notes are copied, and the manifest is a

@@ -190,6 +190,13 @@ struct RunArgs {
     /// Kill the guest after this many seconds (exit code 124).
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// Wait for gdb before the guest starts (docs/debugging.md): hvt serves
+    /// the GDB protocol itself, kvm starts QEMU's gdbstub. `--gdb` alone
+    /// listens on 127.0.0.1:1234; `--gdb=PORT` or `--gdb=ADDR:PORT` (other
+    /// interfaces only if written).
+    #[arg(long, value_name = "[ADDR:]PORT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "127.0.0.1:1234", value_parser = unikernel_hvt::gdb::parse_addr)]
+    gdb: Option<std::net::SocketAddr>,
     /// Attach a network device: `user` (rootless: passt on hvt, QEMU's
     /// user-mode network on kvm) or `tap:IFNAME` [default for an image with
     /// the net component: user].
@@ -426,19 +433,30 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                                 path: d.file.clone(),
                             })
                             .collect(),
+                        args.gdb,
                     )?
                 }
             };
             // A crash: its stack in source terms (hvt: the monitor's crash
-            // record; kvm: the crash line seen on the console).
-            let crash = unikernel_hvt::hypercall::take_crash()
-                .map(|r| symbolize::Crash {
-                    fault: r.fault,
-                    app_base: Some(r.app_base),
-                    frames: r.frames,
-                })
-                .or_else(symbolize::take_console_crash);
-            if let Some(crash) = crash {
+            // record, else the crash line; kvm: the crash line seen on the
+            // console), and std's backtrace of an app's panic.
+            let mut crashes = symbolize::take_console_crashes();
+            if let Some(r) = unikernel_hvt::hypercall::take_crash() {
+                crashes.retain(|c| c.kind == symbolize::Kind::Backtrace);
+                crashes.insert(
+                    0,
+                    symbolize::Crash {
+                        kind: if r.fault {
+                            symbolize::Kind::Fault
+                        } else {
+                            symbolize::Kind::Panic
+                        },
+                        app_base: Some(r.app_base),
+                        frames: r.frames,
+                    },
+                );
+            }
+            for crash in crashes {
                 for line in symbolize::report(&image, debug_dir.as_deref(), &crash) {
                     eprintln!("{line}");
                 }

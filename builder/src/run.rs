@@ -9,6 +9,7 @@ use cargo_unikernel::diskopt;
 use cargo_unikernel::image::Image;
 use cargo_unikernel::kvm_run::{self, EXIT_SETUP_FAILED, EXIT_TIMEOUT};
 use cargo_unikernel::netopt::{NetAttach, NetOptions as KvmNet, Proto, Publish};
+use cargo_unikernel::symbolize::CrashWatch;
 use cargo_unikernel::vmm::{
     find_qemu, firecracker_config, firecracker_drives, firecracker_path, Accel, Machine,
     QemuConfig, DEFAULT_MEMORY,
@@ -85,6 +86,7 @@ pub fn boot(
     timeout: Option<f64>,
     net: HvtNet,
     disks: Vec<unikernel_hvt::block::DiskArg>,
+    gdb: Option<std::net::SocketAddr>,
 ) -> Result<u8, String> {
     // The components decide the default network; an unreadable image is
     // reported by the monitor itself.
@@ -108,8 +110,26 @@ pub fn boot(
         net: net_config(&net, &components, &manifest_ports(&ports)?),
         net_options: net.options,
         disks,
+        gdb,
     };
+    // std's backtraces on the console, for the report after the run (one
+    // watch per stream: their lines interleave).
+    let watches = std::sync::Arc::new(std::sync::Mutex::new(Some([
+        CrashWatch::default(),
+        CrashWatch::default(),
+    ])));
+    let seen = watches.clone();
+    unikernel_hvt::hypercall::watch_console(Some(Box::new(move |stderr, bytes| {
+        if let Some(w) = seen.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            w[usize::from(stderr)].feed(bytes);
+        }
+    })));
     let code = unikernel_hvt::run(&config);
+    unikernel_hvt::hypercall::watch_console(None);
+    let taken = watches.lock().unwrap_or_else(|e| e.into_inner()).take();
+    for w in taken.into_iter().flatten() {
+        w.publish();
+    }
     Ok((code & 0xff) as u8)
 }
 
@@ -261,10 +281,19 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         cmdline,
         net,
         disks,
+        gdb: run.gdb,
     };
     if run.print_vmm_config {
         println!("{}", config.shell_line());
         return Ok(0);
+    }
+    if let Some(addr) = run.gdb {
+        let bias = cargo_unikernel::symbolize::app_offset(&config.image).unwrap_or(0);
+        let command = unikernel_hvt::gdb::command_line(&config.image, bias, addr);
+        eprintln!("cargo-unikernel: QEMU waits for gdb on {addr}; connect with:\n  {command}");
+        eprintln!(
+            "  then set breakpoints with hbreak (hardware: no write into code the kernel has not mapped yet) and continue"
+        );
     }
     Ok(kvm_run::run(
         &config,
@@ -276,6 +305,12 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
 /// and `xl create -c` it, or say where it is.
 pub fn boot_xen(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Result<u8, String> {
     use cargo_unikernel::xl;
+    if run.gdb.is_some() {
+        return Err(format!(
+            "--gdb is for hvt and kvm images; {} is a xen image (on a Xen host, gdbsx attaches gdb to a domain: docs/debugging.md)",
+            image.display()
+        ));
+    }
     let data = std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
     let manifest = Image::parse(&data)
         .map_err(|_| format!("{} is not a readable xen image", image.display()))?

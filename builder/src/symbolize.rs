@@ -5,18 +5,40 @@
 //! `addr2line`), inlined frames included.
 use std::path::{Path, PathBuf};
 
-use crate::elf_input::{check_app, check_kernel, ElfInput};
+use crate::elf_input::{check_app, check_kernel_at, ElfInput};
 use crate::image::Image;
 
-/// What a crash line or record says.
+/// What a crash line, a crash record or a panic's backtrace says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Crash {
-    /// `frames[0]` is the faulting instruction (else a return address).
-    pub fault: bool,
+    pub kind: Kind,
     /// Where the guest loaded the app's lowest segment, if it said.
     pub app_base: Option<u64>,
     /// Innermost first; `true`: found by scanning the stack (may be stale).
     pub frames: Vec<(u64, bool)>,
+}
+
+/// Where a [`Crash`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A CPU fault: `frames[0]` is the faulting instruction, the others
+    /// return addresses.
+    Fault,
+    /// A panic of the runtime: every frame is a return address.
+    Panic,
+    /// The backtrace std printed for a panic of the app
+    /// (`RUST_BACKTRACE`): return addresses.
+    Backtrace,
+}
+
+impl Kind {
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Fault => "crash report (fault",
+            Kind::Panic => "crash report (panic",
+            Kind::Backtrace => "panic backtrace (RUST_BACKTRACE",
+        }
+    }
 }
 
 const MARK: &str = "unikernel-crash v";
@@ -36,9 +58,9 @@ fn parse_words<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Crash, S
             "a crash line of version {version:?}; this cargo-unikernel reads version 1"
         ));
     }
-    let fault = match words.next() {
-        Some("fault") => true,
-        Some("panic") => false,
+    let kind = match words.next() {
+        Some("fault") => Kind::Fault,
+        Some("panic") => Kind::Panic,
         other => return Err(format!("a crash line of unknown kind {other:?}")),
     };
     let hex = |s: &str| {
@@ -46,7 +68,7 @@ fn parse_words<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Crash, S
             .map_err(|_| format!("a crash line with a bad address {s:?}"))
     };
     let mut crash = Crash {
-        fault,
+        kind,
         app_base: None,
         frames: Vec::new(),
     };
@@ -60,6 +82,58 @@ fn parse_words<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Crash, S
         }
     }
     Ok(crash)
+}
+
+/// A frame line of std's backtrace when std cannot name the frame, as in a
+/// unikernel (`  12:     0x16dfff - <unknown>`): its number and address.
+pub fn parse_backtrace_frame(line: &str) -> Option<(usize, u64)> {
+    let (n, rest) = line.trim_start().split_once(':')?;
+    let n = n.parse().ok()?;
+    let addr = rest.trim().strip_suffix("- <unknown>")?.trim_end();
+    let addr = u64::from_str_radix(addr.strip_prefix("0x")?, 16).ok()?;
+    Some((n, addr))
+}
+
+/// Gathers the frame lines of one std backtrace as they pass, line by line.
+#[derive(Default)]
+pub struct BacktraceLines {
+    frames: Vec<(u64, bool)>,
+    /// Frame lines seen (beyond [`Self::MAX`] they are counted, not kept).
+    seen: usize,
+}
+
+impl BacktraceLines {
+    /// Most frames kept (a deep recursion must not grow this without end).
+    const MAX: usize = 256;
+
+    /// Takes the next console line; returns the backtrace this line ended
+    /// (it is not the next frame line of the one gathered).
+    pub fn line(&mut self, line: &str) -> Option<Crash> {
+        let Some((n, addr)) = parse_backtrace_frame(line) else {
+            return self.finish();
+        };
+        let ended = if n != self.seen { self.finish() } else { None };
+        if n == self.seen {
+            if self.frames.len() < Self::MAX {
+                self.frames.push((addr, false));
+            }
+            self.seen += 1;
+        }
+        ended
+    }
+
+    /// The backtrace gathered so far, if any (the stream ended).
+    pub fn finish(&mut self) -> Option<Crash> {
+        self.seen = 0;
+        if self.frames.is_empty() {
+            return None;
+        }
+        Some(Crash {
+            kind: Kind::Backtrace,
+            app_base: None,
+            frames: std::mem::take(&mut self.frames),
+        })
+    }
 }
 
 /// One ELF with its debug info.
@@ -130,6 +204,7 @@ impl Symbolizer {
             .filter(|s| img.owner(s) == crate::image::Owner::App)
             .map(|s| s.vaddr)
             .min();
+        let kernel_base = crate::link::kernel_base(img.manifest.platform);
         let mut missing = Vec::new();
         let mut load = |which: &'static str| -> Option<(addr2line::Loader, ElfInput)> {
             let Some(path) = find_debug(image, &build_id, which, debug_dir) else {
@@ -146,7 +221,7 @@ impl Symbolizer {
                     if which == "app" {
                         check_app(&d, &what)
                     } else {
-                        check_kernel(&d, &what)
+                        check_kernel_at(&d, &what, kernel_base)
                     }
                 })
                 .and_then(|elf| {
@@ -186,7 +261,7 @@ impl Symbolizer {
         let mut n = 0;
         for (i, &(pc, guessed)) in crash.frames.iter().enumerate() {
             // A return address points after the call: look up the call.
-            let probe_pc = if i == 0 && crash.fault {
+            let probe_pc = if i == 0 && crash.kind == Kind::Fault {
                 pc
             } else {
                 pc.saturating_sub(1)
@@ -252,6 +327,15 @@ fn location(l: &addr2line::Location) -> String {
     }
 }
 
+/// Where the guest runs the app's debug file's addresses: run-time minus
+/// ELF address (gdb's `add-symbol-file -o`); `None` without a readable
+/// image or app debug file.
+pub fn app_offset(image: &Path) -> Option<u64> {
+    let s = Symbolizer::open(image, None).ok()?;
+    let app = s.app.as_ref()?;
+    Some(app_bias(&app.elf, s.image_app_base))
+}
+
 /// Run-time minus ELF address of the app: a static-pie app's addresses
 /// start at 0 and move with it; an `ET_EXEC` app runs where it is linked.
 fn app_bias(elf: &ElfInput, base: Option<u64>) -> u64 {
@@ -271,8 +355,8 @@ pub fn report(image: &Path, debug_dir: Option<&Path>, crash: &Crash) -> Vec<Stri
 /// crash lines: they are read once).
 fn report_with(image: &Path, symbols: &Result<Symbolizer, String>, crash: &Crash) -> Vec<String> {
     let mut lines = vec![format!(
-        "crash report ({}; symbols from {}):",
-        if crash.fault { "fault" } else { "panic" },
+        "{}; symbols from {}):",
+        crash.kind.title(),
         image.display()
     )];
     match symbols {
@@ -286,7 +370,8 @@ fn report_with(image: &Path, symbols: &Result<Symbolizer, String>, crash: &Crash
 }
 
 /// `cargo unikernel symbolize`: copy `input` to `output`, with the report
-/// of each crash line after it. Returns how many crash lines it expanded.
+/// of each crash line after it, and of each std backtrace after its last
+/// frame line. Returns how many it expanded.
 pub fn filter(
     image: &Path,
     debug_dir: Option<&Path>,
@@ -295,48 +380,59 @@ pub fn filter(
 ) -> Result<usize, String> {
     let mut count = 0;
     let mut symbols = None;
+    let mut backtrace = BacktraceLines::default();
+    let mut expand = |crash: &Crash, output: &mut dyn std::io::Write| {
+        let symbols = symbols.get_or_insert_with(|| Symbolizer::open(image, debug_dir));
+        for l in report_with(image, symbols, crash) {
+            writeln!(output, "{l}").map_err(|e| format!("writing: {e}"))?;
+        }
+        count += 1;
+        Ok::<_, String>(())
+    };
     for line in input.split(b'\n') {
         let line = line.map_err(|e| format!("reading the log: {e}"))?;
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches('\r');
+        if let Some(bt) = backtrace.line(text) {
+            expand(&bt, &mut output)?;
+        }
         output
             .write_all(&line)
             .and_then(|_| output.write_all(b"\n"))
             .map_err(|e| format!("writing: {e}"))?;
-        let text = String::from_utf8_lossy(&line);
-        match parse_line(text.trim_end_matches('\r')) {
+        match parse_line(text) {
             None => {}
-            Some(Ok(crash)) => {
-                let symbols = symbols.get_or_insert_with(|| Symbolizer::open(image, debug_dir));
-                for l in report_with(image, symbols, &crash) {
-                    writeln!(output, "{l}").map_err(|e| format!("writing: {e}"))?;
-                }
-                count += 1;
-            }
+            Some(Ok(crash)) => expand(&crash, &mut output)?,
             Some(Err(e)) => {
                 writeln!(output, "  (cannot read this crash line: {e})")
                     .map_err(|e| format!("writing: {e}"))?;
             }
         }
     }
+    if let Some(bt) = backtrace.finish() {
+        expand(&bt, &mut output)?;
+    }
     Ok(count)
 }
 
-/// The crash line the last kvm run's console showed.
-static CONSOLE_CRASH: std::sync::Mutex<Option<Crash>> = std::sync::Mutex::new(None);
+/// The crash line and the std backtrace the last kvm run's console showed.
+static CONSOLE_CRASH: std::sync::Mutex<Vec<Crash>> = std::sync::Mutex::new(Vec::new());
 
-/// Takes what [`CrashWatch::publish`] left.
-pub fn take_console_crash() -> Option<Crash> {
-    CONSOLE_CRASH
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
+/// Takes what [`CrashWatch::publish`] left: the last crash line's crash and
+/// the last backtrace, each if seen.
+pub fn take_console_crashes() -> Vec<Crash> {
+    std::mem::take(&mut *CONSOLE_CRASH.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Watches a console stream for the crash line (kvm: QEMU's output passes
-/// through it), keeping the last one.
+/// Watches a console stream for the crash line and std's backtraces
+/// (kvm: QEMU's output passes through it; hvt: the monitor's console
+/// writes), keeping the last of each.
 #[derive(Default)]
 pub struct CrashWatch {
     line: Vec<u8>,
     pub last: Option<Crash>,
+    pub backtrace: Option<Crash>,
+    lines: BacktraceLines,
 }
 
 impl CrashWatch {
@@ -347,7 +443,11 @@ impl CrashWatch {
         for &b in data {
             if b == b'\n' {
                 let text = String::from_utf8_lossy(&self.line);
-                if let Some(Ok(c)) = parse_line(text.trim_end_matches('\r')) {
+                let text = text.trim_end_matches('\r');
+                if let Some(bt) = self.lines.line(text) {
+                    self.backtrace = Some(bt);
+                }
+                if let Some(Ok(c)) = parse_line(text) {
                     self.last = Some(c);
                 }
                 self.line.clear();
@@ -357,12 +457,14 @@ impl CrashWatch {
         }
     }
 
-    /// The stream ended: the last crash line seen, for [`take_console_crash`].
+    /// The stream ended: what it showed, for [`take_console_crashes`].
     pub fn publish(mut self) {
         self.feed(b"\n");
-        if let Some(c) = self.last {
-            *CONSOLE_CRASH.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+        if let Some(bt) = self.lines.finish() {
+            self.backtrace = Some(bt);
         }
+        let mut all = CONSOLE_CRASH.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend(self.last.into_iter().chain(self.backtrace));
     }
 }
 
@@ -378,7 +480,7 @@ mod tests {
         assert_eq!(
             c,
             Crash {
-                fault: true,
+                kind: Kind::Fault,
                 app_base: Some(0x137000),
                 frames: vec![(0x141c2a, false), (0x1420f1, false), (0x13d002, true)],
             }
@@ -387,7 +489,7 @@ mod tests {
         let c = parse_line("[  1.2] unikernel-crash v1 panic 0x10")
             .unwrap()
             .unwrap();
-        assert!(!c.fault);
+        assert_eq!(c.kind, Kind::Panic);
         assert_eq!(c.app_base, None);
         assert!(parse_line("hello").is_none());
         assert!(parse_line("unikernel-crash v2 fault 0x1").unwrap().is_err());
@@ -404,5 +506,49 @@ mod tests {
         assert!(w.last.is_none());
         w.feed(b"ult app=0x1000 0x2000\nmore\n");
         assert_eq!(w.last.as_ref().unwrap().frames, [(0x2000, false)]);
+    }
+
+    #[test]
+    fn std_backtrace_frames_are_gathered_block_by_block() {
+        assert_eq!(
+            parse_backtrace_frame("  12:           0x16dfff - <unknown>"),
+            Some((12, 0x16dfff))
+        );
+        assert_eq!(parse_backtrace_frame("   0: std::rt::lang_start"), None);
+        assert_eq!(parse_backtrace_frame("note: 0x10 - <unknown>"), None);
+        let mut w = CrashWatch::default();
+        w.feed(b"stack backtrace:\n   0:   0x10 - <unknown>\n   1:   0x20 - <unknown>\r\n");
+        assert!(w.backtrace.is_none(), "the block has not ended yet");
+        // A new block (frame 0 again) ends the first.
+        w.feed(b"   0:   0x30 - <unknown>\n");
+        let first = w.backtrace.take().unwrap();
+        assert_eq!(first.kind, Kind::Backtrace);
+        assert_eq!(first.frames, [(0x10, false), (0x20, false)]);
+        // A frame out of order ends the block and starts none.
+        w.feed(b"   5:   0x40 - <unknown>\nafter\n");
+        assert_eq!(w.backtrace.take().unwrap().frames, [(0x30, false)]);
+        w.feed(b"   0:   0x50 - <unknown>");
+        w.publish();
+        let got = take_console_crashes();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].frames, [(0x50, false)]);
+    }
+
+    #[test]
+    fn the_log_filter_puts_a_backtraces_report_after_its_last_frame() {
+        let log = b"stack backtrace:\n   0:   0x10 - <unknown>\n   1:   0x20 - <unknown>\nexit\n";
+        let mut out = Vec::new();
+        let n = filter(Path::new("/nonexistent/image"), None, &log[..], &mut out).unwrap();
+        assert_eq!(n, 1);
+        let out = String::from_utf8(out).unwrap();
+        let report = out
+            .find("panic backtrace (RUST_BACKTRACE; symbols from")
+            .unwrap();
+        assert!(report > out.find("0x20 - <unknown>").unwrap(), "{out}");
+        assert!(report < out.find("exit").unwrap(), "{out}");
+        assert!(
+            out.contains("cannot symbolize: cannot read /nonexistent/image"),
+            "{out}"
+        );
     }
 }

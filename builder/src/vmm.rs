@@ -57,6 +57,9 @@ pub struct QemuConfig {
     pub net: NetOptions,
     /// The disks (`--disk`), in the image's declaration order.
     pub disks: Vec<Disk>,
+    /// `--gdb`: QEMU's gdbstub on this address, the CPU held until gdb
+    /// continues (`-S`).
+    pub gdb: Option<std::net::SocketAddr>,
 }
 
 /// The id of the one network backend (`-netdev ...,id=net0`).
@@ -192,6 +195,9 @@ impl QemuConfig {
                 qemu_blk_device(self.machine, d),
             ]);
         }
+        if let Some(addr) = self.gdb {
+            a.extend(["-gdb".into(), format!("tcp:{addr}"), "-S".into()]);
+        }
         a
     }
 
@@ -323,6 +329,7 @@ mod tests {
             cmdline: r#"A="x y" -- b"#.into(),
             net: NetOptions::default(),
             disks: Vec::new(),
+            gdb: None,
         }
     }
 

@@ -83,7 +83,12 @@ extern "C" fn unikernel_handle_trap(frame: *mut TrapFrame) -> ! {
         crate::platform().end_of_interrupt(f.vector as u8);
     }
     match f.vector {
-        v if v == crate::sched::TICK_VECTOR as u64 => crate::sched::on_tick(),
+        v if v == crate::sched::TICK_VECTOR as u64 => {
+            if crate::platform().debug_interrupt() {
+                crate::debug::stop(f, crate::debug::INTERRUPT, crate::signal::SIGINT);
+            }
+            crate::sched::on_tick()
+        }
         32.. => {} // no other interrupt source yet
         14 => {
             let write = f.error_code & 2 != 0;
@@ -97,12 +102,18 @@ extern "C" fn unikernel_handle_trap(frame: *mut TrapFrame) -> ! {
                 Resolve::OutOfMemory => out_of_memory(f.cr2),
                 Resolve::NotMapped => {
                     let (sig, code) = signal_for(f);
+                    crate::debug::stop(f, 14, sig);
                     signal::fault(f, sig, code);
                 }
             }
         }
+        // A breakpoint or a finished step, with a debugger: its business.
+        v @ (1 | 3) if crate::platform().debugger() => {
+            crate::debug::stop(f, v as u32, SIGTRAP);
+        }
         _ => {
             let (sig, code) = signal_for(f);
+            crate::debug::stop(f, f.vector as u32, sig);
             signal::fault(f, sig, code);
         }
     }

@@ -28,6 +28,7 @@ pub mod backtrace;
 pub mod cmdline;
 pub mod component;
 pub mod console;
+pub mod debug;
 pub mod device;
 pub mod errno;
 pub mod fault;
@@ -87,6 +88,12 @@ pub fn option(key: &str) -> Option<&'static str> {
         let (k, v) = o.split_once('=')?;
         (k == key).then_some(v)
     })
+}
+
+/// `UNIKERNEL_PANIC=1`: a runtime panic on purpose (docs/debugging.md).
+#[inline(never)]
+fn panic_on_request() -> ! {
+    panic!("UNIKERNEL_PANIC=1: a runtime panic asked for (a check of the crash report)")
 }
 
 /// With `UNIKERNEL_VERBOSE=1`, print the options the runtime was given.
@@ -175,6 +182,9 @@ pub fn start(boot: BootInfo, platform: &'static dyn Platform) -> ! {
     aspace.add_stack(boot.app.stack_reserve_bottom, boot.app.stack_top);
     *mm::vm::ASPACE.lock() = Some(aspace);
     report_options(&boot.options);
+    if option(unikernel_image::options::PANIC) == Some("1") {
+        panic_on_request();
+    }
     fs::root::init(boot.mem_size);
     let vvar = match platform.vdso_clock() {
         None => vdso::Vvar::default(),

@@ -74,12 +74,27 @@ pub struct InitialStack {
 
 const PLATFORM: &[u8] = b"x86_64\0";
 
+/// The environment string the app sees for `s`. std's short backtrace
+/// (`RUST_BACKTRACE=1`, or any value but `0` and `full`) prints only the
+/// frames it can name, and in a unikernel it can name none (the image holds
+/// no debug info and there is no `/proc/self/exe`): it would print no frame
+/// at all. The full form prints every frame's address, which the host
+/// names (`cargo unikernel run`, `cargo unikernel symbolize`;
+/// docs/debugging.md), so a backtrace asked for is made the full one.
+pub fn app_env(s: &str) -> &str {
+    match s.strip_prefix("RUST_BACKTRACE=") {
+        Some("0") | Some("full") | None => s,
+        Some(_) => "RUST_BACKTRACE=full",
+    }
+}
+
 /// Builds the initial stack for a stack whose top (exclusive) is `top`.
 pub fn build(top: u64, input: &StackInput) -> InitialStack {
     let strings: u64 = input
         .argv
         .iter()
-        .chain(&input.envp)
+        .map(String::as_str)
+        .chain(input.envp.iter().map(|s| app_env(s)))
         .map(|s| s.len() as u64 + 1)
         .sum();
     let random_at = top - 8 - strings - PLATFORM.len() as u64 - 16;
@@ -88,7 +103,8 @@ pub fn build(top: u64, input: &StackInput) -> InitialStack {
 
     let mut string_ptrs = Vec::with_capacity(input.argv.len() + input.envp.len());
     let mut string_bytes = Vec::with_capacity(strings as usize);
-    for s in input.argv.iter().chain(&input.envp) {
+    let all = input.argv.iter().map(String::as_str);
+    for s in all.chain(input.envp.iter().map(|s| app_env(s))) {
         string_ptrs.push(cursor);
         string_bytes.extend_from_slice(s.as_bytes());
         string_bytes.push(0);
@@ -234,5 +250,19 @@ mod tests {
             assert_eq!(s.rsp % 16, 0, "argc {n}");
             assert_eq!(word(&s, s.rsp), n as u64);
         }
+    }
+
+    #[test]
+    fn a_backtrace_asked_for_is_the_full_one() {
+        assert_eq!(app_env("RUST_BACKTRACE=1"), "RUST_BACKTRACE=full");
+        assert_eq!(app_env("RUST_BACKTRACE=short"), "RUST_BACKTRACE=full");
+        assert_eq!(app_env("RUST_BACKTRACE=full"), "RUST_BACKTRACE=full");
+        assert_eq!(app_env("RUST_BACKTRACE=0"), "RUST_BACKTRACE=0");
+        assert_eq!(app_env("RUST_BACKTRACE_X=1"), "RUST_BACKTRACE_X=1");
+        assert_eq!(app_env("HOME=/"), "HOME=/");
+        let mut i = input();
+        i.envp.push("RUST_BACKTRACE=1".into());
+        let s = build(TOP, &i);
+        assert_eq!(cstr(&s, word(&s, s.rsp + 56)), "RUST_BACKTRACE=full");
     }
 }

@@ -157,6 +157,20 @@ pub trait Platform: Sync {
     /// record) keeps it for [`Platform::halt`]; the crash line on the
     /// console is printed either way.
     fn note_crash(&self, _fault: bool, _frames: &[u64], _guessed: u32, _app_base: u64) {}
+    /// A debugger is attached (hvt `--gdb`): see [`crate::debug`].
+    fn debugger(&self) -> bool {
+        false
+    }
+    /// The debugger asked the app to stop (gdb's Ctrl-C); taking the
+    /// request clears it.
+    fn debug_interrupt(&self) -> bool {
+        false
+    }
+    /// Hand a stop to the debugger and wait for it; `stop` then holds the
+    /// registers it left.
+    fn debug_stop(&self, _stop: &mut crate::debug::Stop) -> crate::debug::Resume {
+        crate::debug::Resume::Continue
+    }
     /// Drop the TLB entry for one virtual page (privileged).
     fn flush_tlb_page(&self, va: u64);
     /// Drop all non-global TLB entries (privileged).

@@ -18,6 +18,7 @@ use crate::syscall::SyscallFrame;
 use spin::Mutex;
 
 pub const NSIG: u64 = 64;
+pub const SIGINT: u32 = 2;
 pub const SIGILL: u32 = 4;
 pub const SIGTRAP: u32 = 5;
 pub const SIGABRT: u32 = 6;

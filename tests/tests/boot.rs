@@ -212,6 +212,241 @@ cases! {
         }
     }
 
+    /// A panic of the runtime itself (`UNIKERNEL_PANIC=1` asks for one at
+    /// boot): exit 253, the crash line, and the report names the kernel's
+    /// functions innermost first (hvt: the halt call's crash record through
+    /// `cargo unikernel run`; kvm: the console's crash line; Xen: a saved
+    /// console through `cargo unikernel symbolize`).
+    fn runtime_panic_is_reported_in_the_kernels_terms(t) on [hvt, kvm, xen] {
+        let image = t.image("probe");
+        let opts = ["--env", "UNIKERNEL_PANIC=1"];
+        let o = if t == Target::Hvt {
+            let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
+            cmd.arg("run").arg(&image).args(opts).args(["--", "args"]);
+            run_with_deadline(cmd, b"", std::time::Duration::from_secs(60))
+        } else {
+            t.boot("probe", &opts, &["args"])
+        };
+        assert_eq!(o.code, 253, "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+        let console = if t == Target::Xen { &o.stdout } else { &o.stderr };
+        assert!(console.contains("UNIKERNEL_PANIC=1: a runtime panic asked for"), "{console}");
+        assert!(console.contains("unikernel-crash v1 panic"), "{console}");
+        assert!(!o.stdout.contains("argv:"), "the app must not have run: {}", o.stdout);
+        let report = if t == Target::Xen {
+            let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
+            cmd.arg("symbolize").arg(&image);
+            let s = run_with_deadline(cmd, console.as_bytes(), std::time::Duration::from_secs(60));
+            assert_eq!(s.code, 0, "stderr: {}", s.stderr);
+            s.stdout
+        } else {
+            o.stderr.clone()
+        };
+        let mut at = report
+            .find("crash report (panic; symbols from")
+            .unwrap_or_else(|| panic!("no report in {report}"));
+        for frame in ["unikernel_runtime::panic_on_request at ", "unikernel_runtime::start at "] {
+            let Some(i) = report[at..].find(frame) else {
+                panic!("no {frame:?} after byte {at} of the report:\n{report}");
+            };
+            at += i;
+            assert!(report[at..].lines().next().unwrap().ends_with("[kernel]"), "{report}");
+        }
+    }
+
+    /// std's backtrace of an app's panic in source terms: the runtime hands
+    /// the app `RUST_BACKTRACE=full` for any backtrace asked for (std's
+    /// short form names frames itself, which it cannot in a unikernel), and
+    /// the host names the printed addresses: hvt and kvm in `cargo
+    /// unikernel run`, Xen through `cargo unikernel symbolize`.
+    fn panic_backtrace_names_the_apps_frames(t) on [hvt, kvm, xen] {
+        let image = t.image("probe");
+        let log = if t == Target::Hvt {
+            let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
+            cmd.arg("run").arg(&image).args(["--env", "RUST_BACKTRACE=1", "--", "panic"]);
+            run_with_deadline(cmd, b"", std::time::Duration::from_secs(60))
+        } else {
+            t.boot("probe", &["--env", "RUST_BACKTRACE=1"], &["panic"])
+        };
+        assert_eq!(log.code, 101, "stderr: {}", log.stderr);
+        let console = if t == Target::Xen { &log.stdout } else { &log.stderr };
+        assert!(console.contains("stack backtrace:\n   0: "), "console: {console}");
+        let report = if t == Target::Xen {
+            let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
+            cmd.arg("symbolize").arg(&image);
+            let s = run_with_deadline(cmd, console.as_bytes(), std::time::Duration::from_secs(60));
+            assert_eq!(s.code, 0, "stderr: {}", s.stderr);
+            s.stdout
+        } else {
+            log.stderr.clone()
+        };
+        let at = report
+            .find("panic backtrace (RUST_BACKTRACE; symbols from")
+            .unwrap_or_else(|| panic!("no report in {report}"));
+        let mut at = at;
+        for frame in [
+            "std::panicking::panic_with_hook at ",
+            "core::panicking::panic_fmt at ",
+            "probe::main at probe/src/main.rs:",
+            "std::rt::lang_start_internal at ",
+        ] {
+            let Some(i) = report[at..].find(frame) else {
+                panic!("no {frame:?} after byte {at} of the report:\n{report}");
+            };
+            at += i;
+        }
+    }
+
+    /// gdb on a running guest (docs/debugging.md): `cargo unikernel run
+    /// --gdb` waits for it and prints the command that loads the symbols
+    /// where the guest runs them; gdb stops at a breakpoint in the app,
+    /// walks its stack, single-steps and kills it. hvt serves gdb itself
+    /// (breakpoints and steps trapped by the runtime), and also reports the
+    /// app's fault as SIGSEGV; kvm is QEMU's gdbstub.
+    fn gdb_breaks_steps_and_walks_the_apps_stack(t) on [hvt, kvm] {
+        let image = t.image("probe");
+        // hvt names the port it got for port 0; QEMU needs a free one.
+        let addr = if t == Target::Hvt {
+            "127.0.0.1:0".to_string()
+        } else {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let mut run = std::process::Command::new(tool("cargo-unikernel"));
+        run.arg("run").arg(format!("--gdb={addr}")).arg(&image).args(["--", "crash"]);
+        let mut guest = run
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = guest.stderr.take().unwrap();
+        let relay = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(err)).map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                all += &line;
+                all.push('\n');
+            }
+            all
+        });
+        let command = loop {
+            match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+                Ok(l) if l.trim_start().starts_with("gdb -q") => break l,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = guest.kill();
+                    panic!("no gdb command line from cargo unikernel run ({e}): {}", relay.join().unwrap());
+                }
+            }
+        };
+        // The printed `-ex '...'` commands, then ours.
+        let mut gdb = std::process::Command::new("gdb");
+        gdb.args(["-q", "-batch", "-nx", "-ex", "set pagination off"]);
+        for part in command.split("-ex '").skip(1) {
+            gdb.args(["-ex", part.split('\'').next().unwrap()]);
+        }
+        let bp = if t == Target::Hvt { "break" } else { "hbreak" };
+        for c in [
+            &format!("{bp} probe::crash_inner"),
+            "continue",
+            "bt",
+            "info registers rip",
+            "stepi",
+            "info registers rip",
+        ] {
+            gdb.args(["-ex", c]);
+        }
+        if t == Target::Hvt {
+            gdb.args(["-ex", "continue"]);
+        }
+        gdb.args(["-ex", "kill"]);
+        let o = run_with_deadline(gdb, b"", std::time::Duration::from_secs(300));
+        let _ = guest.kill();
+        let _ = guest.wait();
+        let monitor = relay.join().unwrap();
+        let out = format!("{}{}", o.stdout, o.stderr);
+        let mut at = out
+            .find("Breakpoint 1, probe::crash_inner () at probe/src/main.rs:")
+            .unwrap_or_else(|| panic!("gdb did not stop at the breakpoint:\n{out}\nrun:\n{monitor}"));
+        for frame in ["in probe::crash_middle ()", "in probe::crash_outer ()", "in probe::main ()"] {
+            at += out[at..].find(frame).unwrap_or_else(|| panic!("no {frame:?} in the backtrace:\n{out}"));
+        }
+        let rips: Vec<u64> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("rip"))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+            .collect();
+        assert_eq!(rips.len(), 2, "two rip lines expected:\n{out}");
+        assert!(rips[1] > rips[0] && rips[1] < rips[0] + 16, "stepi did not step one instruction: {rips:x?}\n{out}");
+        if t == Target::Hvt {
+            assert!(out.contains("Program received signal SIGSEGV"), "{out}");
+            assert!(monitor.contains("unikernel-hvt: killed by gdb"), "{monitor}");
+        }
+    }
+
+    /// gdb's Ctrl-C (the byte 0x03 of the remote protocol) stops a guest
+    /// that spins without a system call or a timer of its own: the monitor
+    /// kicks the vCPU with a tick, the runtime stops there. Spoken raw (gdb
+    /// in batch mode cannot interrupt); the stop's rip, symbolized with the
+    /// image's debug files, is in the spinning function.
+    fn gdb_ctrl_c_stops_a_spinning_app(t) on [hvt] {
+        let image = t.image("probe");
+        let mut cmd = std::process::Command::new(tool("unikernel-hvt"));
+        cmd.args(["--gdb", "127.0.0.1:0"]).arg(&image).args(["--", "spin"]);
+        let mut guest = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = std::io::BufReader::new(guest.stderr.take().unwrap());
+        let mut port = None;
+        let mut seen = String::new();
+        while port.is_none() {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut err, &mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            seen += &line;
+            port = line
+                .split("waiting for gdb on 127.0.0.1:")
+                .nth(1)
+                .and_then(|r| r.split(';').next())
+                .and_then(|p| p.parse::<u16>().ok());
+        }
+        let port = port.unwrap_or_else(|| panic!("no gdb port in: {seen}"));
+        // The gdb command line follows.
+        std::io::BufRead::read_line(&mut err, &mut seen).unwrap();
+        let mut rsp = Rsp::connect(port);
+        let first = rsp.ask("?");
+        assert!(first.starts_with("T05") || first.starts_with("S05"), "{first}");
+        rsp.send("c");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let stop = rsp.interrupt();
+        assert!(stop.starts_with("S02") || stop.starts_with("T02"), "Ctrl-C gave {stop:?}");
+        let regs = rsp.ask("g");
+        // rip is register 16: 8 little-endian bytes after 16 of 8.
+        let rip = u64::from_str_radix(regs.get(256..272).unwrap_or_else(|| panic!("short g reply {regs}")), 16)
+            .map(u64::swap_bytes)
+            .unwrap();
+        let base = seen
+            .split(" -o ")
+            .nth(1)
+            .and_then(|r| r.split('\'').next())
+            .and_then(|b| u64::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+            .unwrap_or_else(|| panic!("no app offset in {seen}"));
+        rsp.send("k");
+        let code = guest.wait().unwrap().code();
+        assert_eq!(code, Some(137), "killed by gdb is 137");
+        let mut sym = std::process::Command::new(tool("cargo-unikernel"));
+        sym.arg("symbolize").arg(&image);
+        let line = format!("unikernel-crash v1 fault app={base:#x} {rip:#x}\n");
+        let s = run_with_deadline(sym, line.as_bytes(), std::time::Duration::from_secs(60));
+        assert!(s.stdout.contains("probe::spin_forever"), "rip {rip:#x} is not in spin_forever:\n{}", s.stdout);
+    }
+
     /// The same report where the console mixes stdout and stderr.
     fn null_deref_is_reported_on_a_mixed_console(t) on [microvm, xen] {
         let o = t.boot("probe", &[], &["segv"]);
@@ -620,4 +855,65 @@ fn sigterm_stops_the_monitor_cleanly() {
         o.stderr
     );
     assert!(!o.stdout.contains("woke up"), "{}", o.stdout);
+}
+
+/// A client of the GDB remote protocol, just enough for a Ctrl-C.
+struct Rsp {
+    s: std::net::TcpStream,
+}
+
+impl Rsp {
+    fn connect(port: u16) -> Rsp {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        Rsp { s }
+    }
+
+    fn send(&mut self, body: &str) {
+        use std::io::Write;
+        let sum = body.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+        write!(self.s, "${body}#{sum:02x}").unwrap();
+    }
+
+    /// The next packet's body (acks skipped; acknowledged).
+    fn reply(&mut self) -> String {
+        use std::io::{Read, Write};
+        let mut byte = [0u8];
+        let mut body = Vec::new();
+        loop {
+            self.s.read_exact(&mut byte).expect("gdb stub reply");
+            if byte[0] == b'$' {
+                break;
+            }
+        }
+        loop {
+            self.s.read_exact(&mut byte).expect("gdb stub reply");
+            match byte[0] {
+                b'#' => break,
+                // Run-length encoding: repeat the last byte (count - 29) times.
+                b'*' => {
+                    self.s.read_exact(&mut byte).expect("gdb stub reply");
+                    let last = *body.last().expect("run length with nothing before");
+                    body.extend(std::iter::repeat_n(last, usize::from(byte[0]) - 29));
+                }
+                b => body.push(b),
+            }
+        }
+        let mut sum = [0u8; 2];
+        self.s.read_exact(&mut sum).unwrap();
+        self.s.write_all(b"+").unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    fn ask(&mut self, body: &str) -> String {
+        self.send(body);
+        self.reply()
+    }
+
+    fn interrupt(&mut self) -> String {
+        use std::io::Write;
+        self.s.write_all(&[3]).unwrap();
+        self.reply()
+    }
 }

@@ -36,10 +36,13 @@ pub enum Call {
     BlockNotify = 12,
     /// [`crate::block::BlockWait`]: block until requests completed.
     BlockWait = 13,
+    /// [`DebugStop`]: the app stopped for the debugger (`--gdb`): a
+    /// breakpoint, a finished single step, a fault or an interrupt request.
+    DebugStop = 14,
 }
 
 impl Call {
-    pub const ALL: [Call; 13] = [
+    pub const ALL: [Call; 14] = [
         Call::ConsoleWrite,
         Call::ConsoleRead,
         Call::WallTime,
@@ -53,6 +56,7 @@ impl Call {
         Call::BlockSetup,
         Call::BlockNotify,
         Call::BlockWait,
+        Call::DebugStop,
     ];
 
     /// The call whose MMIO slot is at `addr`, if any.
@@ -75,6 +79,7 @@ impl Call {
             Call::BlockSetup => "block_setup",
             Call::BlockNotify => "block_notify",
             Call::BlockWait => "block_wait",
+            Call::DebugStop => "debug_stop",
         }
     }
 }
@@ -82,6 +87,48 @@ impl Call {
 /// Guest-physical MMIO address of a call's slot.
 pub const fn mmio_address(call: Call) -> u64 {
     HYPERCALL_MMIO_BASE + 8 * call as u64
+}
+
+/// The registers of the app where it stopped for the debugger, in the
+/// order of gdb's amd64 `g` packet: rax, rbx, rcx, rdx, rsi, rdi, rbp,
+/// rsp, r8-r15, rip, rflags, cs, ss, fs base, gs base.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DebugRegs {
+    pub gpr: [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+    pub cs: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+}
+
+/// `DebugStop::vector` for a stop asked for with [`crate::BootInfo`]'s
+/// `debug_interrupt` (not a CPU exception).
+pub const DEBUG_STOP_INTERRUPT: u32 = 0x100;
+
+/// `DebugStop::resume` values (set by the monitor).
+pub const DEBUG_RESUME_CONTINUE: u32 = 0;
+/// Run one instruction, then stop again (the guest sets RFLAGS.TF).
+pub const DEBUG_RESUME_STEP: u32 = 1;
+
+/// The app stopped for the debugger: the monitor serves gdb until gdb
+/// resumes it, then writes back the registers (the guest takes the general
+/// registers, `rip` and the arithmetic flags from them, never `cs`/`ss`)
+/// and how to resume.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DebugStop {
+    pub regs: DebugRegs,
+    /// The exception vector (1 #DB, 3 #BP, 14 #PF, ...) or
+    /// [`DEBUG_STOP_INTERRUPT`].
+    pub vector: u32,
+    /// The Linux signal the stop stands for (SIGTRAP 5, SIGINT 2, SIGSEGV 11...).
+    pub signal: u32,
+    /// Out: `DEBUG_RESUME_*`.
+    pub resume: u32,
+    pub _pad: u32,
 }
 
 /// `ConsoleWrite::stream` values.
@@ -234,6 +281,7 @@ mod tests {
         }
         assert_eq!(Call::from_mmio_address(HYPERCALL_MMIO_BASE), None);
         assert_eq!(core::mem::size_of::<ConsoleWrite>(), 32);
+        assert_eq!(core::mem::size_of::<DebugStop>(), 192);
         assert_eq!(core::mem::size_of::<Timer>(), 24);
         assert_eq!(core::mem::size_of::<TimerBlock>(), 32);
     }

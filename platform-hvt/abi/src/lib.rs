@@ -29,7 +29,9 @@ pub mod net;
 /// 4: the block device calls; `BootInfo` gained the declared disks and the
 /// embedded-files archive.
 /// 5: `Halt` may carry a crash record (the stack of a fault or panic).
-pub const ABI_VERSION: u32 = 5;
+/// 6: the debugger: `BOOT_FLAG_DEBUGGER`, `BootInfo::debug_interrupt`, the
+/// debug-stop call.
+pub const ABI_VERSION: u32 = 6;
 
 /// Guest memory layout. The monitor builds page tables that follow it; the
 /// runtime relies on it. Every address named here is in one place: the
@@ -104,6 +106,9 @@ pub const MAX_FREE_RANGES: usize = 4;
 
 /// `BootInfo::flags`: print every system call (strace style) on stderr.
 pub const BOOT_FLAG_TRACE_SYSCALLS: u64 = 1 << 0;
+/// A debugger is attached (`unikernel-hvt --gdb`): breakpoints, single
+/// steps, faults and `BootInfo::debug_interrupt` become debug-stop calls.
+pub const BOOT_FLAG_DEBUGGER: u64 = 1 << 1;
 
 /// What the monitor tells the guest at entry. Written by the monitor into
 /// guest memory (inside the boot area); `%rdi` holds its address.
@@ -172,4 +177,21 @@ pub struct BootInfo {
     /// loaded with the image; both 0 when the image embeds no files.
     pub files_addr: u64,
     pub files_len: u64,
+    /// Non-zero: the debugger asks the app to stop (gdb's Ctrl-C). The
+    /// monitor sets it at any time; the guest reads it at each timer tick
+    /// while `BOOT_FLAG_DEBUGGER` is set and clears it when it stops.
+    pub debug_interrupt: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_info_layout_is_the_documented_one() {
+        assert_eq!(core::mem::offset_of!(BootInfo, flags), 48);
+        assert_eq!(core::mem::offset_of!(BootInfo, files_len), 280);
+        assert_eq!(core::mem::offset_of!(BootInfo, debug_interrupt), 288);
+        assert_eq!(core::mem::size_of::<BootInfo>(), 296);
+    }
 }

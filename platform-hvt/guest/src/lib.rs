@@ -29,11 +29,35 @@ pub use hvt_abi::KERNEL_HEADER_MAGIC;
 
 struct Hvt {
     clock: TscClock,
+    /// `BOOT_FLAG_DEBUGGER`.
+    debugger: bool,
+    /// Where the monitor's `BootInfo::debug_interrupt` is (identity-mapped).
+    debug_interrupt: u64,
 }
 
 static mut HVT: Hvt = Hvt {
     clock: TscClock::zero(),
+    debugger: false,
+    debug_interrupt: 0,
 };
+
+/// The debug-stop call's argument, used only while `IN_DEBUG_STOP` is held.
+static mut DEBUG_STOP: hc::DebugStop = hc::DebugStop {
+    regs: hc::DebugRegs {
+        gpr: [0; 16],
+        rip: 0,
+        rflags: 0,
+        cs: 0,
+        ss: 0,
+        fs_base: 0,
+        gs_base: 0,
+    },
+    vector: 0,
+    signal: 0,
+    resume: 0,
+    _pad: 0,
+};
+static IN_DEBUG_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The crash record [`Platform::halt`] hands to the monitor once
 /// [`Platform::note_crash`] filled it (`CRASH_NOTED`).
@@ -121,6 +145,65 @@ impl Platform for Hvt {
         r.guessed = guessed;
         r.app_base = app_base;
         r.frames[..n].copy_from_slice(&frames[..n]);
+    }
+
+    fn debugger(&self) -> bool {
+        self.debugger
+    }
+
+    fn debug_interrupt(&self) -> bool {
+        if !self.debugger || IN_DEBUG_STOP.load(core::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        let word = self.debug_interrupt as *mut u64;
+        // SAFETY: the word is inside the monitor's BootInfo, identity-mapped
+        // and never reused; the monitor may set it at any time (volatile).
+        unsafe {
+            if core::ptr::read_volatile(word) == 0 {
+                return false;
+            }
+            core::ptr::write_volatile(word, 0);
+        }
+        true
+    }
+
+    fn debug_stop(
+        &self,
+        stop: &mut unikernel_runtime::debug::Stop,
+    ) -> unikernel_runtime::debug::Resume {
+        use core::sync::atomic::Ordering;
+        use unikernel_runtime::debug::Resume;
+        // A stop inside a stop (a tick while the first one is reported)
+        // is not one.
+        if IN_DEBUG_STOP.swap(true, Ordering::SeqCst) {
+            return Resume::Continue;
+        }
+        // SAFETY: IN_DEBUG_STOP makes this the only user of DEBUG_STOP, a
+        // kernel static (identity-mapped: its address is the physical one).
+        let a = unsafe { &mut *core::ptr::addr_of_mut!(DEBUG_STOP) };
+        a.regs = hc::DebugRegs {
+            gpr: stop.gpr,
+            rip: stop.rip,
+            rflags: stop.rflags,
+            cs: stop.cs,
+            ss: stop.ss,
+            fs_base: stop.fs_base,
+            gs_base: 0,
+        };
+        a.vector = stop.vector;
+        a.signal = stop.signal;
+        a.resume = hc::DEBUG_RESUME_CONTINUE;
+        hypercall::call(hc::Call::DebugStop, a);
+        stop.gpr = a.regs.gpr;
+        stop.rip = a.regs.rip;
+        stop.rflags = a.regs.rflags;
+        let resume = if a.resume == hc::DEBUG_RESUME_STEP {
+            Resume::Step
+        } else {
+            Resume::Continue
+        };
+        IN_DEBUG_STOP.store(false, Ordering::SeqCst);
+        resume
     }
 
     fn halt(&self, exit_code: u32) -> ! {
@@ -224,6 +307,9 @@ extern "C" fn hvt_main(info: *const HvtBootInfo) -> ! {
     let hvt: &'static Hvt = unsafe {
         let p = core::ptr::addr_of_mut!(HVT);
         (*p).clock = TscClock::new(bi.tsc_khz, bi.wall_clock_ns, bi.wall_clock_tsc);
+        (*p).debugger = bi.flags & hvt_abi::BOOT_FLAG_DEBUGGER != 0;
+        (*p).debug_interrupt =
+            info as u64 + core::mem::offset_of!(HvtBootInfo, debug_interrupt) as u64;
         &*p
     };
     let mut free = [MemRange::default(); unikernel_runtime::platform::MAX_FREE_RANGES];

@@ -21,3 +21,8 @@ pub const EXIT_INVALID_HYPERCALL: i32 = 254;
 /// port I/O, or any other unexpected exit). The monitor printed the
 /// registers on stderr.
 pub const EXIT_GUEST_CRASHED: i32 = 255;
+
+/// gdb killed the guest (`--gdb`: gdb's `kill`, or the connection lost
+/// while the guest was stopped): 128 + SIGKILL, as a shell reports a
+/// process killed that way.
+pub const EXIT_KILLED_BY_GDB: i32 = 137;

@@ -12,8 +12,9 @@ use std::io::{Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hvt_abi::hypercall::{
-    Call, ConsoleRead, ConsoleWrite, CrashRecord, Halt, Poll, Timer, TimerBlock, WallTime,
-    CRASH_FAULT, CRASH_FRAMES, CRASH_PANIC, CRASH_RECORD_VERSION, STREAM_STDERR, STREAM_STDOUT,
+    Call, ConsoleRead, ConsoleWrite, CrashRecord, DebugStop, Halt, Poll, Timer, TimerBlock,
+    WallTime, CRASH_FAULT, CRASH_FRAMES, CRASH_PANIC, CRASH_RECORD_VERSION, STREAM_STDERR,
+    STREAM_STDOUT,
 };
 use thiserror::Error;
 
@@ -36,6 +37,9 @@ pub enum Outcome {
         tsc_at_zero: u64,
         vector: u8,
     },
+    /// The app stopped for the debugger: its [`DebugStop`] (read once) at
+    /// `gpa`, where the answer goes.
+    DebugStop { gpa: u64, stop: DebugStop },
 }
 
 /// An invalid hypercall (the guest's fault, never the monitor's).
@@ -136,6 +140,13 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
                 STREAM_STDERR => write_all(&mut std::io::stderr().lock(), bytes),
                 s => return Err(HypercallError::BadStream(s)),
             };
+            if let Some(watch) = CONSOLE_WATCH
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                watch(a.stream == STREAM_STDERR, &bytes[..a.written as usize]);
+            }
             reply(mem, call, gpa, &a)?;
         }
         Call::ConsoleRead => {
@@ -176,6 +187,10 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
         Call::BlockInfo | Call::BlockSetup | Call::BlockNotify | Call::BlockWait => {
             crate::block::serve(mem, call, gpa)?
         }
+        Call::DebugStop => {
+            let stop: DebugStop = args(mem, call, gpa)?;
+            return Ok(Outcome::DebugStop { gpa, stop });
+        }
         Call::Halt => {
             let a: Halt = args(mem, call, gpa)?;
             let _ = std::io::stdout().flush();
@@ -206,6 +221,21 @@ pub struct CrashReport {
     pub app_base: u64,
     /// Innermost first; `true` where the guest found it by scanning the stack.
     pub frames: Vec<(u64, bool)>,
+}
+
+/// Sees what the guest writes to its console: (stderr?, bytes).
+pub type ConsoleWatch = Box<dyn FnMut(bool, &[u8]) + Send>;
+
+static CONSOLE_WATCH: std::sync::Mutex<Option<ConsoleWatch>> = std::sync::Mutex::new(None);
+
+/// Installs (or with `None` removes) the function that sees every console
+/// write after it is written (`cargo unikernel run` looks for std's
+/// backtraces in it); returns the one it replaces.
+pub fn watch_console(watch: Option<ConsoleWatch>) -> Option<ConsoleWatch> {
+    std::mem::replace(
+        &mut *CONSOLE_WATCH.lock().unwrap_or_else(|e| e.into_inner()),
+        watch,
+    )
 }
 
 /// The crash record of the run that just ended, if its guest gave one.

@@ -28,6 +28,7 @@ use thiserror::Error;
 pub mod block;
 pub mod boot;
 pub mod exit;
+pub mod gdb;
 pub mod hypercall;
 pub mod image;
 pub mod memory;
@@ -66,6 +67,8 @@ pub struct RunConfig {
     /// The disks (`--disk NAME=FILE`), in order; each must be one the
     /// image declares, and every declared disk needs one.
     pub disks: Vec<block::DiskArg>,
+    /// `--gdb`: wait for gdb on this address before the guest starts.
+    pub gdb: Option<std::net::SocketAddr>,
 }
 
 impl RunConfig {
@@ -314,11 +317,20 @@ pub fn launch(config: &RunConfig) -> Result<i32, Error> {
             BOOT_FLAG_TRACE_SYSCALLS
         } else {
             0
+        } | if config.gdb.is_some() {
+            hvt_abi::BOOT_FLAG_DEBUGGER
+        } else {
+            0
         },
         options,
     };
     let state = boot::prepare(&mut vm.mem, &img, &header, &params)?;
     vm.configure_vcpu(&state, &header)?;
+    if let Some(addr) = config.gdb {
+        let command = gdb::command_line(&config.image, img.manifest.app_base, addr);
+        vm.attach_gdb(addr, &command)
+            .map_err(|e| Error::Config(e.to_string()))?;
+    }
     Ok(vm.run(&state))
 }
 

@@ -53,6 +53,12 @@ struct Cli {
     /// (`chmod a-w`) is attached read-only.
     #[arg(long = "disk", value_name = "NAME=FILE")]
     disks: Vec<DiskArg>,
+    /// Wait for gdb on this address before the guest starts, and serve the
+    /// GDB remote protocol (breakpoints, single steps, registers, memory,
+    /// Ctrl-C; docs/debugging.md). PORT alone listens on 127.0.0.1; other
+    /// interfaces only if written (e.g. 0.0.0.0:1234).
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = unikernel_hvt::gdb::parse_addr)]
+    gdb: Option<std::net::SocketAddr>,
     /// The unikernel image to boot.
     #[arg(value_name = "IMAGE")]
     image: PathBuf,
@@ -92,6 +98,7 @@ fn main() {
             dns: cli.dns,
         },
         disks: cli.disks,
+        gdb: cli.gdb,
     };
     std::process::exit(run(&config));
 }

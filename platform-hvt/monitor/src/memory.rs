@@ -45,6 +45,8 @@ unsafe impl Pod for hvt_abi::BootInfo {}
 // SAFETY: as above.
 unsafe impl Pod for hvt_abi::hypercall::ConsoleWrite {}
 // SAFETY: as above.
+unsafe impl Pod for hvt_abi::hypercall::DebugStop {}
+// SAFETY: as above.
 unsafe impl Pod for hvt_abi::hypercall::ConsoleRead {}
 // SAFETY: as above.
 unsafe impl Pod for hvt_abi::hypercall::WallTime {}

@@ -33,6 +33,8 @@ static PENDING: AtomicBool = AtomicBool::new(false);
 static VECTOR: AtomicU8 = AtomicU8::new(0);
 static KVM_RUN: AtomicPtr<kvm_run> = AtomicPtr::new(std::ptr::null_mut());
 static STARTED: Once = Once::new();
+/// The vCPU thread (a `pthread_t`), once the timer is configured; 0 before.
+static VCPU_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// The registered block; `None` before the first call and after [`stop`].
 static STATE: Mutex<Option<Block>> = Mutex::new(None);
 /// Wakes the timer thread: the deadline moved earlier, or [`stop`].
@@ -98,7 +100,19 @@ pub fn configure(run: *mut kvm_run, block: *const u8, tsc_at_zero: u64, tsc_khz:
         tsc_khz: tsc_khz.max(1),
     });
     WAKE.notify_one();
+    install_kick(run);
     STARTED.call_once(|| {
+        let vcpu_thread = VCPU_THREAD.load(SeqCst);
+        std::thread::spawn(move || timer_thread(vcpu_thread as libc::pthread_t));
+    });
+}
+
+static KICK_INSTALLED: Once = Once::new();
+
+/// Makes the calling thread (the vCPU thread, whose kvm_run mapping is
+/// `run`) the one [`kick`] interrupts: installs the kick signal's handler.
+pub fn install_kick(run: *mut kvm_run) {
+    KICK_INSTALLED.call_once(|| {
         KVM_RUN.store(run, Relaxed);
         // SAFETY: installing a handler that only does an async-signal-safe
         // store; no SA_RESTART, so a blocking ioctl returns EINTR.
@@ -109,8 +123,7 @@ pub fn configure(run: *mut kvm_run, block: *const u8, tsc_at_zero: u64, tsc_khz:
             libc::sigaction(KICK_SIGNAL, &sa, std::ptr::null_mut());
         }
         // SAFETY: pthread_self has no preconditions.
-        let vcpu_thread = unsafe { libc::pthread_self() } as usize;
-        std::thread::spawn(move || timer_thread(vcpu_thread as libc::pthread_t));
+        VCPU_THREAD.store(unsafe { libc::pthread_self() } as usize, SeqCst);
     });
 }
 
@@ -119,6 +132,18 @@ fn kick(vcpu: libc::pthread_t) {
     if !PENDING.swap(true, AcqRel) {
         // SAFETY: the vCPU thread lives as long as the process.
         unsafe { libc::pthread_kill(vcpu, KICK_SIGNAL) };
+    }
+}
+
+/// A timer interrupt now, from any thread (gdb's Ctrl-C: the guest looks
+/// at its debug-interrupt word at each tick), even if the guest has not
+/// armed its timer (one busy thread needs no time slices). Nothing before
+/// [`install_kick`] or after [`stop`].
+pub fn interrupt_now() {
+    let vcpu = VCPU_THREAD.load(SeqCst);
+    if vcpu != 0 && !KVM_RUN.load(Acquire).is_null() {
+        let _ = VECTOR.compare_exchange(0, unikernel_runtime::sched::TICK_VECTOR, SeqCst, SeqCst);
+        kick(vcpu as libc::pthread_t);
     }
 }
 

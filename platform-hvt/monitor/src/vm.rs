@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use crate::block;
 use crate::boot::BootState;
-use crate::exit::{EXIT_GUEST_CRASHED, EXIT_INVALID_HYPERCALL};
+use crate::exit::{EXIT_GUEST_CRASHED, EXIT_INVALID_HYPERCALL, EXIT_KILLED_BY_GDB};
 use crate::hypercall::{self, Outcome};
 use crate::memory::GuestMemory;
 use crate::net;
@@ -80,6 +80,8 @@ pub const DEBUG_ENV: &str = "UNIKERNEL_HVT_DEBUG";
 /// The VM: the vCPU and VM fds are declared (and so dropped) before the
 /// memory they use.
 pub struct Vm {
+    /// `--gdb`: first, so it (and its view of `mem`) goes before `mem`.
+    gdb: Option<crate::gdb::Session>,
     vcpu: VcpuFd,
     _vm: VmFd,
     _kvm: Kvm,
@@ -120,6 +122,7 @@ impl Vm {
             .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
         vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
         Ok(Vm {
+            gdb: None,
             vcpu,
             _vm: vm,
             _kvm: kvm,
@@ -303,10 +306,56 @@ impl Vm {
         }
     }
 
+    /// `--gdb`: waits for gdb on `addr` (the guest starts once it continues);
+    /// `command` is the gdb command line to print.
+    pub fn attach_gdb(
+        &mut self,
+        addr: std::net::SocketAddr,
+        command: &str,
+    ) -> Result<(), crate::gdb::GdbError> {
+        // SAFETY: the session is the Vm's first field: dropped before `mem`.
+        self.gdb = Some(unsafe { crate::gdb::Session::accept(addr, &self.mem, command)? });
+        Ok(())
+    }
+
+    /// The guest's page-table root now (for gdb's memory accesses).
+    fn cr3(&self) -> u64 {
+        self.vcpu.get_sregs().map_or(0, |s| s.cr3)
+    }
+
+    /// Serves a debug-stop call at `gpa`; `Some(code)`: end the run.
+    fn debug_stop(&mut self, gpa: u64, mut stop: hvt_abi::hypercall::DebugStop) -> Option<i32> {
+        let cr3 = self.cr3();
+        let Some(session) = self.gdb.as_mut() else {
+            // Detached (or never attached: the guest only calls with
+            // BOOT_FLAG_DEBUGGER): go on as if gdb continued.
+            return None;
+        };
+        let verdict = session.stop(&mut stop, cr3);
+        match verdict {
+            crate::gdb::Verdict::Kill => return Some(EXIT_KILLED_BY_GDB),
+            crate::gdb::Verdict::Detached => self.gdb = None,
+            crate::gdb::Verdict::Resume(_) => {}
+        }
+        if self.mem.write_obj(gpa, &stop).is_err() {
+            eprintln!("unikernel-hvt: the guest's debug-stop argument left RAM");
+            return Some(EXIT_INVALID_HYPERCALL);
+        }
+        None
+    }
+
     pub fn run(&mut self, boot: &BootState) -> i32 {
         let mut exits = 0;
         stop::install(self.vcpu.get_kvm_run());
         let code = self.run_until_exit(boot, &mut exits);
+        if let Some(gdb) = self.gdb.as_mut() {
+            if code == EXIT_GUEST_CRASHED || code == EXIT_INVALID_HYPERCALL {
+                gdb.crashed();
+            } else if code != EXIT_KILLED_BY_GDB {
+                gdb.exited(code);
+            }
+        }
+        self.gdb = None;
         crate::profile::finish();
         stop::uninstall();
         if let Some(code) = stop::requested() {
@@ -345,7 +394,25 @@ impl Vm {
         block::bind_vcpu(self.vcpu.get_kvm_run());
         crate::profile::start(self.vcpu.get_kvm_run());
         let profiling = crate::profile::on();
+        if self.gdb.is_some() {
+            // gdb's Ctrl-C kicks this thread out of KVM_RUN.
+            timer::install_kick(self.vcpu.get_kvm_run());
+            let regs = self.vcpu.get_regs().unwrap_or_default();
+            let cr3 = self.cr3();
+            let verdict = self.gdb.as_mut().map(|g| g.initial(&regs, cr3));
+            match verdict {
+                Some(crate::gdb::Verdict::Kill) => return EXIT_KILLED_BY_GDB,
+                Some(crate::gdb::Verdict::Detached) => self.gdb = None,
+                _ => {}
+            }
+        }
         loop {
+            // gdb's Ctrl-C: the guest stops at its next timer tick.
+            if self.gdb.as_ref().is_some_and(|g| g.take_interrupt()) {
+                let word = boot.boot_info
+                    + std::mem::offset_of!(hvt_abi::BootInfo, debug_interrupt) as u64;
+                let _ = self.mem.write_obj(word, &1u64);
+            }
             if let Some(vector) = timer::before_run(self.vcpu.get_kvm_run()) {
                 if let Err(e) = self.inject(vector) {
                     eprintln!("unikernel-hvt: cannot inject the timer interrupt: {e}");
@@ -383,6 +450,10 @@ impl Vm {
                     match hypercall::handle_write(&mut self.mem, addr, &buf[..len]) {
                         Ok(Outcome::Continue) => continue,
                         Ok(Outcome::Halt(code)) => return code,
+                        Ok(Outcome::DebugStop { gpa, stop }) => match self.debug_stop(gpa, stop) {
+                            Some(code) => return code,
+                            None => continue,
+                        },
                         Ok(Outcome::Timer {
                             block,
                             tsc_at_zero,

@@ -31,6 +31,9 @@ pub const DNS: &str = "UNIKERNEL_DNS";
 pub const TMP_SIZE: &str = "UNIKERNEL_TMP_SIZE";
 /// `1`: the runtime prints its boot diagnostics (among them the options).
 pub const VERBOSE: &str = "UNIKERNEL_VERBOSE";
+/// `1`: the runtime panics at boot, before the app starts: a check of the
+/// crash path end to end (the crash line, its report, exit 253).
+pub const PANIC: &str = "UNIKERNEL_PANIC";
 
 /// Why an option token or value is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -103,7 +103,10 @@ pub fn resume(frame: &TrapFrame) -> ! {
 /// Resume `frame` on a platform with an IDT: at ring 3 without a trap, or
 /// with `iretq` (directly or through the privileged gate).
 pub fn resume_native(frame: &TrapFrame) -> ! {
-    if frame.from_user() && super::cpu::cpl() == 3 {
+    // A single step (TF, crate::debug) needs `iretq`: TF set by the ring-3
+    // path's `popfq` would trap after that path's own jump, before the
+    // app's instruction.
+    if frame.from_user() && super::cpu::cpl() == 3 && frame.rflags & (1 << 8) == 0 {
         // SAFETY: the frame describes a ring-3 context; the resume code restores it exactly.
         unsafe { unikernel_resume_ring3(frame) }
     } else {

@@ -56,6 +56,12 @@ fn main() {
         "time" => time(),
         "vdso" => vdso(),
         "clockbench" => clockbench(),
+        "spin" => {
+            // Busy forever, no system call (a debugger's Ctrl-C stops it).
+            println!("spinning");
+            std::io::stdout().flush().unwrap();
+            spin_forever();
+        }
         "sleep" => {
             println!("sleeping");
             std::thread::sleep(std::time::Duration::from_secs(60));
@@ -266,6 +272,14 @@ fn vdso() {
 
 /// Nanoseconds per clock read through libc (the vDSO where there is one)
 /// and per raw system call, for tests/bench/vdso/run.sh.
+#[inline(never)]
+fn spin_forever() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
 fn clockbench() {
     let n = 1_000_000u32;
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
