@@ -111,6 +111,10 @@ pub fn boot(
         net_options: net.options,
         disks,
         gdb,
+        // The monitor runs in this process, which goes on after the guest
+        // (crash reports read debug files): no filter here yet.
+        seccomp: false,
+        seccomp_check: false,
     };
     // std's backtraces on the console, for the report after the run (one
     // watch per stream: their lines interleave).

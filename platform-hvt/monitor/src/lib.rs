@@ -35,6 +35,7 @@ pub mod memory;
 pub mod net;
 pub mod paging;
 pub mod profile;
+pub mod seccomp;
 pub mod stop;
 pub mod tables;
 pub mod timer;
@@ -69,6 +70,13 @@ pub struct RunConfig {
     pub disks: Vec<block::DiskArg>,
     /// `--gdb`: wait for gdb on this address before the guest starts.
     pub gdb: Option<std::net::SocketAddr>,
+    /// Install the seccomp filter before the guest starts ([`seccomp`]);
+    /// off only with `--no-seccomp` (or in a caller that keeps running
+    /// after the guest, as `cargo unikernel run` does today).
+    pub seccomp: bool,
+    /// `--seccomp-check`: after installing the filter, make a call it
+    /// forbids (the monitor dies of SIGSYS).
+    pub seccomp_check: bool,
 }
 
 impl RunConfig {
@@ -330,6 +338,13 @@ pub fn launch(config: &RunConfig) -> Result<i32, Error> {
         let command = gdb::command_line(&config.image, img.manifest.app_base, addr);
         vm.attach_gdb(addr, &command)
             .map_err(|e| Error::Config(e.to_string()))?;
+    }
+    profile::prepare();
+    if config.seccomp {
+        seccomp::install().map_err(Error::Config)?;
+        if config.seccomp_check {
+            seccomp::check();
+        }
     }
     Ok(vm.run(&state))
 }

@@ -59,6 +59,15 @@ struct Cli {
     /// interfaces only if written (e.g. 0.0.0.0:1234).
     #[arg(long, value_name = "[ADDR:]PORT", value_parser = unikernel_hvt::gdb::parse_addr)]
     gdb: Option<std::net::SocketAddr>,
+    /// Do not install the seccomp filter (docs/security.md): for debugging
+    /// the monitor only (e.g. under strace); the guest then has a monitor
+    /// that may make any host call.
+    #[arg(long)]
+    no_seccomp: bool,
+    /// Test that the seccomp filter is live: once it is installed, attempt
+    /// a forbidden call (openat); the monitor must die of SIGSYS.
+    #[arg(long, hide = true, conflicts_with = "no_seccomp")]
+    seccomp_check: bool,
     /// The unikernel image to boot.
     #[arg(value_name = "IMAGE")]
     image: PathBuf,
@@ -99,6 +108,13 @@ fn main() {
         },
         disks: cli.disks,
         gdb: cli.gdb,
+        seccomp: !cli.no_seccomp,
+        seccomp_check: cli.seccomp_check,
     };
+    if cli.no_seccomp {
+        eprintln!(
+            "unikernel-hvt: warning: --no-seccomp: the monitor runs without its seccomp filter (for debugging only)"
+        );
+    }
     std::process::exit(run(&config));
 }

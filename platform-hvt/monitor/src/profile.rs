@@ -32,6 +32,17 @@ static KICKED: AtomicBool = AtomicBool::new(false);
 static HOST_PERIODS: AtomicU64 = AtomicU64::new(0);
 static KVM_RUN: AtomicPtr<kvm_run> = AtomicPtr::new(std::ptr::null_mut());
 static SAMPLES: Mutex<Option<HashMap<u64, u64>>> = Mutex::new(None);
+/// The output file, created by [`prepare`] before the seccomp filter
+/// forbids opening files.
+static OUTPUT: Mutex<Option<std::io::Result<std::fs::File>>> = Mutex::new(None);
+
+/// Creates the profile's output file if profiling is asked for; call during
+/// setup (the run itself may not open files).
+pub fn prepare() {
+    if let Some(path) = std::env::var_os(PROFILE_ENV) {
+        *OUTPUT.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::fs::File::create(path));
+    }
+}
 
 fn signal() -> libc::c_int {
     libc::SIGRTMIN() + 5
@@ -126,7 +137,10 @@ pub fn finish() {
     for (n, a) in v {
         out.push_str(&format!("{n} {a:#x}\n"));
     }
-    let r = std::fs::File::create(&path).and_then(|mut f| f.write_all(out.as_bytes()));
+    let file = OUTPUT.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let r = file
+        .unwrap_or_else(|| Err(std::io::Error::other("not created during setup")))
+        .and_then(|mut f| f.write_all(out.as_bytes()));
     match r {
         Ok(()) => eprintln!(
             "unikernel-hvt: profile: {total} guest samples written to {}",

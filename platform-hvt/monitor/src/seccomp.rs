@@ -1,0 +1,168 @@
+//! The monitor's seccomp filter (docs/security.md). Installed once setup is
+//! done (the image read, guest memory mapped, the devices opened, passt
+//! started, gdb connected) and before the guest's first instruction, on every
+//! thread of the monitor at once (TSYNC; threads started later inherit it).
+//! It allows exactly the host calls the run loop, the timer thread, the
+//! network and block I/O threads and the gdb reader make; anything else
+//! kills the whole monitor (`SECCOMP_RET_KILL_PROCESS`, the shell sees
+//! SIGSYS: exit 159).
+//!
+//! How the list was made, and how to update it when a device needs a new
+//! call: docs/security.md.
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    apply_filter_all_threads, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp,
+    SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
+
+/// Calls allowed whatever their arguments. Everything that opens, creates,
+/// maps files, executes or changes credentials is missing on purpose:
+/// `openat`, `socket`, `connect`, `bind`, `execve`, `ptrace`, `mount`...
+const ALLOWED: &[i64] = &[
+    // Console, stdin, the network backend (tap, passt's socket), the pcap
+    // file, the disks, gdb's socket, eventfds.
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+    libc::SYS_close,
+    libc::SYS_lseek,
+    libc::SYS_fstat,
+    libc::SYS_fdatasync,
+    libc::SYS_fsync,
+    // Waiting.
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_futex,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_clock_gettime,
+    libc::SYS_sched_yield,
+    // The kick signal (timer, Ctrl-C, gdb) and its handlers.
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_tgkill,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    // Memory of the monitor itself (the allocator, thread stacks).
+    libc::SYS_mmap,
+    libc::SYS_mprotect,
+    libc::SYS_munmap,
+    libc::SYS_madvise,
+    libc::SYS_mremap,
+    libc::SYS_brk,
+    // Threads started after setup (the timer, the device I/O threads).
+    libc::SYS_clone3,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_exit,
+    // Hash maps' random seeds (the profiler's).
+    libc::SYS_getrandom,
+    // The end: stopping passt, exiting.
+    libc::SYS_kill,
+    libc::SYS_wait4,
+    libc::SYS_exit_group,
+];
+
+/// `ioctl` requests allowed (on any fd; KVM refuses them on other fds):
+/// the run loop's.
+const IOCTLS: &[(u64, &str)] = &[
+    (0xae80, "KVM_RUN"),
+    (0x4004_ae86, "KVM_INTERRUPT"),
+    (0x8090_ae81, "KVM_GET_REGS"),
+    (0x4090_ae82, "KVM_SET_REGS"),
+    (0x8138_ae83, "KVM_GET_SREGS"),
+];
+
+/// `prctl` options allowed: the timer thread's slack, a thread's name.
+const PRCTLS: &[u64] = &[libc::PR_SET_TIMERSLACK as u64, libc::PR_SET_NAME as u64];
+
+fn equal(arg: u8, value: u64) -> Result<SeccompRule, String> {
+    let c = SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+        .map_err(|e| e.to_string())?;
+    SeccompRule::new(vec![c]).map_err(|e| e.to_string())
+}
+
+/// The filter, compiled to BPF.
+pub fn program() -> Result<BpfProgram, String> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for &nr in ALLOWED {
+        // No rule: allowed with any arguments.
+        rules.insert(nr, Vec::new());
+    }
+    let ioctls = IOCTLS.iter().map(|&(req, _)| equal(1, req));
+    rules.insert(libc::SYS_ioctl, ioctls.collect::<Result<_, _>>()?);
+    let prctls = PRCTLS.iter().map(|&op| equal(0, op));
+    rules.insert(libc::SYS_prctl, prctls.collect::<Result<_, _>>()?);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(|e| e.to_string())?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())
+}
+
+/// Installs the filter on every thread of the process.
+pub fn install() -> Result<(), String> {
+    let program = program()?;
+    apply_filter_all_threads(&program)
+        .map_err(|e| format!("cannot install the seccomp filter: {e}"))
+}
+
+/// `--seccomp-check`: a call the filter forbids, after it is installed. The
+/// monitor dies of SIGSYS here; returning means the filter is not live.
+pub fn check() -> ! {
+    // SAFETY: a plain openat of a constant, NUL-terminated path; its result
+    // is only printed.
+    let fd = unsafe {
+        libc::openat(
+            libc::AT_FDCWD,
+            c"/proc/self/status".as_ptr(),
+            libc::O_RDONLY,
+        )
+    };
+    eprintln!("unikernel-hvt: --seccomp-check: openat was not stopped by the filter (fd {fd})");
+    std::process::exit(crate::exit::EXIT_GUEST_CRASHED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_compiles_and_lists_no_opening_call() {
+        let p = program().unwrap();
+        assert!(p.len() > ALLOWED.len(), "one check per call at least");
+        for nr in [
+            libc::SYS_openat,
+            libc::SYS_open,
+            libc::SYS_execve,
+            libc::SYS_socket,
+            libc::SYS_connect,
+            libc::SYS_ptrace,
+            libc::SYS_fork,
+            libc::SYS_clone,
+        ] {
+            assert!(!ALLOWED.contains(&nr), "{nr} must not be allowed");
+        }
+    }
+}
