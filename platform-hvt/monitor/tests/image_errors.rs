@@ -181,3 +181,39 @@ fn help_documents_the_cli() {
     }
     assert_eq!(out.status.code(), Some(0));
 }
+
+mod mutated {
+    use super::*;
+    use proptest::prelude::*;
+    use unikernel_hvt::image::Image;
+    use unikernel_hvt::memory::GuestMemory;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// A valid image with random bytes changed, cut at a random point,
+        /// or grown with junk: the loader refuses it with an error or takes
+        /// it, and a taken one loads into guest memory or is refused there;
+        /// it never panics.
+        #[test]
+        fn mutated_images_never_panic_the_loader(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+            cut in proptest::option::weighted(0.2, any::<prop::sample::Index>()),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut bytes = good();
+            for (at, v) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= v;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            bytes.extend_from_slice(&tail);
+            if let Ok(img) = Image::parse(bytes) {
+                let mut mem = GuestMemory::new(16 << 20).unwrap();
+                let _ = img.load(&mut mem);
+            }
+        }
+    }
+}

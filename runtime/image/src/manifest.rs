@@ -396,4 +396,83 @@ mod tests {
         e.extend_from_slice(&[0; 7]);
         assert_eq!(Manifest::decode(&e), Ok(sample()));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn list() -> impl Strategy<Value = Vec<String>> {
+            proptest::collection::vec("\\PC{0,12}", 0..4)
+        }
+
+        fn manifest() -> impl Strategy<Value = Manifest> {
+            (
+                (0u32..3, any::<[u64; 7]>(), any::<[u32; 2]>(), "\\PC{0,16}"),
+                (list(), list(), list(), list(), list(), list()),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            )
+                .prop_map(
+                    |(
+                        (p, n, w, name),
+                        (args, env, components, devices, ports, options),
+                        build_id,
+                    )| {
+                        let reasons = components.iter().map(|c| format!("why {c}")).collect();
+                        Manifest {
+                            platform: [Platform::Hvt, Platform::Kvm, Platform::Xen][p as usize],
+                            memory: n[0],
+                            app_entry: n[1],
+                            app_base: n[2],
+                            app_phdr: n[3],
+                            app_end: n[4],
+                            app_phnum: w[0],
+                            app_phent: w[1],
+                            name,
+                            args,
+                            env,
+                            components,
+                            component_reasons: reasons,
+                            devices,
+                            ports,
+                            options: options.clone(),
+                            disks: options,
+                            files_addr: n[5],
+                            files_len: n[6],
+                            build_id,
+                        }
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn any_manifest_decodes_to_itself(m in manifest()) {
+                prop_assert_eq!(Manifest::decode(&m.encode()), Ok(m));
+            }
+
+            /// Truncated, mutated or random descriptors: an error or a
+            /// manifest, never a panic.
+            #[test]
+            fn broken_descriptors_never_panic(
+                m in manifest(),
+                cut in any::<prop::sample::Index>(),
+                flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+                junk in proptest::collection::vec(any::<u8>(), 0..200),
+            ) {
+                let mut bytes = m.encode();
+                for (at, v) in flips {
+                    let i = at.index(bytes.len());
+                    bytes[i] ^= v;
+                }
+                let n = cut.index(bytes.len() + 1);
+                let _ = Manifest::decode(&bytes[..n]);
+                let _ = Manifest::decode(&junk);
+                let mut magic = MAGIC.to_vec();
+                magic.extend_from_slice(&junk);
+                let _ = Manifest::decode(&magic);
+            }
+        }
+    }
 }
