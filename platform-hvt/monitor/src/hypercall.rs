@@ -505,4 +505,58 @@ mod tests {
             );
         }
     }
+
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Guest RAM of the fuzzed calls.
+        const RAM: u64 = 0x1_0000;
+
+        fn gpa() -> impl Strategy<Value = u64> {
+            prop_oneof![
+                4 => 0..RAM + 0x100,
+                1 => (0u64..0x100).prop_map(|d| RAM - d),
+                1 => (0u64..0x100).prop_map(|d| u64::MAX - d),
+                1 => any::<u64>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(5000))]
+
+            /// A hostile guest's calls: every call but the blocking console
+            /// read, its argument struct anywhere (inside RAM, straddling
+            /// its end, near u64::MAX), full of random bytes (pointers,
+            /// lengths, streams, vectors, ring and disk numbers), and
+            /// random MMIO writes: an outcome or an error, never a panic.
+            #[test]
+            fn random_calls_never_panic_the_monitor(
+                fill in proptest::collection::vec(any::<u8>(), RAM as usize),
+                which in 0usize..Call::ALL.len(),
+                at in gpa(),
+                mmio in (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..10)),
+            ) {
+                let call = Call::ALL[which];
+                prop_assume!(call != Call::ConsoleRead);
+                let mut mem = GuestMemory::new(RAM).unwrap();
+                mem.write(0, &fill).unwrap();
+                // Calls that wait: a wait of at most a microsecond.
+                let wait_at = match call {
+                    Call::Poll => Some(0),
+                    Call::BlockWait => Some(8),
+                    _ => None,
+                };
+                if let Some(off) = wait_at {
+                    let _ = mem.write_obj(at.wrapping_add(off), &(fill[0] as u64 * 4));
+                }
+                let _ = handle_write(&mut mem, mmio_address(call), &at.to_le_bytes());
+                let (addr, data) = mmio;
+                if Call::from_mmio_address(addr).is_none_or(|c| c != Call::ConsoleRead) {
+                    let _ = handle_write(&mut mem, addr, &data);
+                }
+                let _ = read_error(addr, data.len());
+            }
+        }
+    }
 }
