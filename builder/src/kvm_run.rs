@@ -36,6 +36,32 @@ fn catch_sigint() {
     }
 }
 
+/// SIGINT or SIGTERM got while a child monitor ran (0: none).
+static CAUGHT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    CAUGHT.store(sig, Ordering::SeqCst);
+}
+
+/// Catches SIGINT and SIGTERM for [`take_interrupt_signal`] (so that this
+/// process outlives its child and reports after it).
+pub fn install_interrupt_handlers() {
+    // SAFETY: installs a handler that only stores to an atomic, which is
+    // async-signal-safe; the sigaction struct is fully initialized.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_stop_signal as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+    }
+}
+
+/// The SIGINT or SIGTERM caught since the last call, if any.
+pub fn take_interrupt_signal() -> Option<libc::c_int> {
+    Some(CAUGHT.swap(0, Ordering::SeqCst)).filter(|&s| s != 0)
+}
+
 fn kill(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) on the pid of our own child, which we have not reaped
     // yet (the waiter thread has not reported its exit), so it is still ours.

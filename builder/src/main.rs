@@ -268,6 +268,14 @@ enum Emit {
 
 fn main() -> ExitCode {
     let mut argv: Vec<OsString> = std::env::args_os().collect();
+    // `cargo unikernel run` of an hvt image runs the monitor in a child
+    // process of this executable (its seccomp filter then ends with it).
+    if argv.get(1).is_some_and(|a| a == run::MONITOR_ARG) {
+        argv.remove(1);
+        argv[0] = "unikernel-hvt".into();
+        let code = unikernel_hvt::cli::main(argv);
+        return ExitCode::from((code & 0xff) as u8);
+    }
     if argv.get(1).is_some_and(|a| a == "unikernel") {
         argv.remove(1);
     }

@@ -15,7 +15,6 @@ use cargo_unikernel::vmm::{
     QemuConfig, DEFAULT_MEMORY,
 };
 use unikernel_hvt::net::{NetBackend, NetConfig, NetOptions, PortForward};
-use unikernel_hvt::RunConfig;
 
 use crate::{Emit, RunArgs};
 
@@ -93,48 +92,144 @@ pub fn boot(
     let (components, ports) = unikernel_hvt::image::Image::open(image)
         .map(|i| (i.manifest.components, i.manifest.ports))
         .unwrap_or_default();
-    if let Some(secs) = timeout {
-        // The monitor runs in this process: the deadline ends the process.
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs_f64(secs));
-            eprintln!("cargo-unikernel: the guest did not exit within {secs} s (--timeout)");
-            std::process::exit(i32::from(EXIT_TIMEOUT));
+    let net_options = net.options.clone();
+    let net = net_config(&net, &components, &manifest_ports(&ports)?);
+    let mut cmd = std::process::Command::new(
+        std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?,
+    );
+    cmd.arg(MONITOR_ARG);
+    if let Some(m) = mem {
+        cmd.arg(format!("--mem={m}"));
+    }
+    for e in &env {
+        cmd.arg(format!("--env={e}"));
+    }
+    if trace_syscalls {
+        cmd.arg("--trace-syscalls");
+    }
+    if let Some(b) = &net.backend {
+        cmd.arg(format!("--net={b}"));
+    }
+    for p in &net.ports {
+        cmd.arg(format!("--publish={p}"));
+    }
+    if let Some(p) = &net.pcap {
+        cmd.arg("--pcap").arg(p);
+    }
+    if let Some(ip) = net_options.ip {
+        cmd.arg(format!("--ip={ip}"));
+    }
+    if let Some(gw) = net_options.gateway {
+        cmd.arg(format!("--gateway={gw}"));
+    }
+    for d in &net_options.dns {
+        cmd.arg(format!("--dns={d}"));
+    }
+    for d in &disks {
+        let mut a = std::ffi::OsString::from(format!("--disk={}=", d.name));
+        a.push(&d.path);
+        cmd.arg(a);
+    }
+    if let Some(g) = gdb {
+        cmd.arg(format!("--gdb={g}"));
+    }
+    cmd.arg(image);
+    if let Some(args) = &args {
+        cmd.arg("--").args(args);
+    }
+    Ok(run_monitor(cmd, timeout.map(Duration::from_secs_f64)))
+}
+
+/// The first argument that makes this executable the hvt monitor.
+pub const MONITOR_ARG: &str = "__hvt-monitor";
+
+/// Runs the monitor child: stdin and stdout are the guest's console as
+/// they are ours; its stderr passes through a watch for crash lines and
+/// std's backtraces (reported after the run). Our SIGINT and SIGTERM go to
+/// the child, which stops the guest and exits 130/143 itself. A child
+/// killed by a signal exits 128 + N, with one line (SIGSYS: its seccomp
+/// filter stopped a host call).
+fn run_monitor(mut cmd: std::process::Command, timeout: Option<Duration>) -> u8 {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    cmd.stdin(std::process::Stdio::inherit())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: prctl is async-signal-safe; the child only asks to be killed
+    // if this process dies first (nothing else runs before exec).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
         });
     }
-    let config = RunConfig {
-        image: image.to_path_buf(),
-        mem,
-        env,
-        args,
-        trace_syscalls,
-        net: net_config(&net, &components, &manifest_ports(&ports)?),
-        net_options: net.options,
-        disks,
-        gdb,
-        // The monitor runs in this process, which goes on after the guest
-        // (crash reports read debug files): no filter here yet.
-        seccomp: false,
-        seccomp_check: false,
-    };
-    // std's backtraces on the console, for the report after the run (one
-    // watch per stream: their lines interleave).
-    let watches = std::sync::Arc::new(std::sync::Mutex::new(Some([
-        CrashWatch::default(),
-        CrashWatch::default(),
-    ])));
-    let seen = watches.clone();
-    unikernel_hvt::hypercall::watch_console(Some(Box::new(move |stderr, bytes| {
-        if let Some(w) = seen.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            w[usize::from(stderr)].feed(bytes);
+    cargo_unikernel::kvm_run::install_interrupt_handlers();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot start the monitor: {e}");
+            return EXIT_SETUP_FAILED;
         }
-    })));
-    let code = unikernel_hvt::run(&config);
-    unikernel_hvt::hypercall::watch_console(None);
-    let taken = watches.lock().unwrap_or_else(|e| e.into_inner()).take();
-    for w in taken.into_iter().flatten() {
-        w.publish();
+    };
+    let pid = child.id();
+    let stderr = child.stderr.take();
+    let relay = std::thread::spawn(move || {
+        let (mut watch, mut err) = (CrashWatch::default(), std::io::stderr());
+        if let Some(mut s) = stderr {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                watch.feed(&buf[..n]);
+                let _ = std::io::Write::write_all(&mut err, &buf[..n]);
+            }
+        }
+        watch.publish();
+    });
+    let start = std::time::Instant::now();
+    let mut forwarded = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) => {}
+            Err(_) => break None,
+        }
+        if let Some(sig) = cargo_unikernel::kvm_run::take_interrupt_signal() {
+            if !forwarded {
+                // SAFETY: kill of our own child's pid with a plain signal.
+                unsafe { libc::kill(pid as libc::pid_t, sig) };
+                forwarded = true;
+            }
+        }
+        if timeout.is_some_and(|t| start.elapsed() >= t) {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = relay.join();
+            eprintln!(
+                "cargo-unikernel: the guest did not exit within {} s (--timeout)",
+                timeout.map_or(0.0, |t| t.as_secs_f64())
+            );
+            return EXIT_TIMEOUT;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = relay.join();
+    match status {
+        Some(st) => match (st.code(), st.signal()) {
+            (Some(code), _) => (code & 0xff) as u8,
+            (None, Some(sig)) => {
+                let why = if sig == libc::SIGSYS {
+                    " (a host call outside its seccomp filter; docs/security.md)"
+                } else {
+                    ""
+                };
+                eprintln!("cargo-unikernel: the monitor was killed by signal {sig}{why}");
+                (128 + sig) as u8
+            }
+            _ => EXIT_SETUP_FAILED,
+        },
+        None => EXIT_SETUP_FAILED,
     }
-    Ok((code & 0xff) as u8)
 }
 
 /// The kvm network device for a run: `--net` as given, else user-mode

@@ -386,6 +386,59 @@ cases! {
         }
     }
 
+    /// `cargo unikernel run` runs the hvt monitor as a child process under
+    /// its seccomp filter (docs/security.md): the child shows `Seccomp: 2`
+    /// while the guest runs, and a child killed by SIGSYS is reported in
+    /// one line with 128 + 31.
+    fn cargo_run_puts_the_monitor_under_seccomp(t) on [hvt] {
+        let image = t.image("probe");
+        let mut run = std::process::Command::new(tool("cargo-unikernel"));
+        let mut child = run
+            .arg("run")
+            .arg(&image)
+            .args(["--", "sleep"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let children = format!("/proc/{0}/task/{0}/children", child.id());
+        let start = std::time::Instant::now();
+        let mut mode = String::new();
+        let mut monitor = 0;
+        while start.elapsed() < std::time::Duration::from_secs(30) && mode != "2" {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let Some(pid) = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()))
+            else {
+                continue;
+            };
+            monitor = pid;
+            mode = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+        }
+        if mode == "2" {
+            let k = std::process::Command::new("kill")
+                .args(["-SYS", &monitor.to_string()])
+                .status()
+                .unwrap();
+            assert!(k.success());
+        } else {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(mode, "2", "the monitor child's Seccomp mode; stderr: {err}");
+        assert_eq!(out.status.code(), Some(159), "stderr: {err}");
+        assert!(err.contains("the monitor was killed by signal 31 (a host call outside its seccomp filter"), "{err}");
+    }
+
     /// gdb's Ctrl-C (the byte 0x03 of the remote protocol) stops a guest
     /// that spins without a system call or a timer of its own: the monitor
     /// kicks the vCPU with a tick, the runtime stops there. Spoken raw (gdb

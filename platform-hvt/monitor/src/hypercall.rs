@@ -140,13 +140,7 @@ pub fn serve(mem: &mut GuestMemory, call: Call, gpa: u64) -> Result<Outcome, Hyp
                 STREAM_STDERR => write_all(&mut std::io::stderr().lock(), bytes),
                 s => return Err(HypercallError::BadStream(s)),
             };
-            if let Some(watch) = CONSOLE_WATCH
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_mut()
-            {
-                watch(a.stream == STREAM_STDERR, &bytes[..a.written as usize]);
-            }
+
             reply(mem, call, gpa, &a)?;
         }
         Call::ConsoleRead => {
@@ -221,21 +215,6 @@ pub struct CrashReport {
     pub app_base: u64,
     /// Innermost first; `true` where the guest found it by scanning the stack.
     pub frames: Vec<(u64, bool)>,
-}
-
-/// Sees what the guest writes to its console: (stderr?, bytes).
-pub type ConsoleWatch = Box<dyn FnMut(bool, &[u8]) + Send>;
-
-static CONSOLE_WATCH: std::sync::Mutex<Option<ConsoleWatch>> = std::sync::Mutex::new(None);
-
-/// Installs (or with `None` removes) the function that sees every console
-/// write after it is written (`cargo unikernel run` looks for std's
-/// backtraces in it); returns the one it replaces.
-pub fn watch_console(watch: Option<ConsoleWatch>) -> Option<ConsoleWatch> {
-    std::mem::replace(
-        &mut *CONSOLE_WATCH.lock().unwrap_or_else(|e| e.into_inner()),
-        watch,
-    )
 }
 
 /// The crash record of the run that just ended, if its guest gave one.

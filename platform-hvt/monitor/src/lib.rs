@@ -27,6 +27,7 @@ use thiserror::Error;
 
 pub mod block;
 pub mod boot;
+pub mod cli;
 pub mod exit;
 pub mod gdb;
 pub mod hypercall;
