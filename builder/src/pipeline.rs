@@ -91,6 +91,16 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
             .env("CARGO_ENCODED_RUSTFLAGS", flags)
             .env_remove("RUSTFLAGS"),
     };
+    // Line tables for the crash reports' `file:line` (and gdb), unless the
+    // app's workspace or the environment chose its release debug level.
+    let command = if !opts.debug
+        && std::env::var_os("CARGO_PROFILE_RELEASE_DEBUG").is_none()
+        && !release_debug_is_set(&metadata.workspace_root.as_std_path().join("Cargo.toml"))
+    {
+        command.env("CARGO_PROFILE_RELEASE_DEBUG", "limited")
+    } else {
+        command
+    };
     let c_hint = missing_c_compiler(&metadata);
     if let Some(h) = &c_hint {
         progress.warn(h);
@@ -378,6 +388,18 @@ pub fn pick_bin<'a>(package: &'a Package, wanted: Option<&str>) -> Result<&'a st
     }
 }
 
+/// Whether the workspace manifest at `path` sets `[profile.release] debug`.
+fn release_debug_is_set(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            let profile = t.get("profile")?.get("release")?;
+            Some(profile.get("debug").is_some())
+        })
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,5 +448,18 @@ mod tests {
     fn missing_manifest() {
         let e = read_metadata(Some(Path::new("/nonexistent/Cargo.toml"))).unwrap_err();
         assert!(e.contains("/nonexistent/Cargo.toml does not exist"), "{e}");
+    }
+
+    #[test]
+    fn an_explicit_release_debug_level_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("Cargo.toml");
+        std::fs::write(&p, "[package]\nname = \"a\"\n").unwrap();
+        assert!(!release_debug_is_set(&p));
+        std::fs::write(&p, "[profile.release]\ndebug = 2\n").unwrap();
+        assert!(release_debug_is_set(&p));
+        std::fs::write(&p, "[profile.release]\nlto = true\n").unwrap();
+        assert!(!release_debug_is_set(&p));
+        assert!(!release_debug_is_set(&d.path().join("missing.toml")));
     }
 }
