@@ -445,26 +445,10 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                     )?
                 }
             };
-            // A crash: its stack in source terms (hvt: the monitor's crash
-            // record, else the crash line; kvm: the crash line seen on the
-            // console), and std's backtrace of an app's panic.
-            let mut crashes = symbolize::take_console_crashes();
-            if let Some(r) = unikernel_hvt::hypercall::take_crash() {
-                crashes.retain(|c| c.kind == symbolize::Kind::Backtrace);
-                crashes.insert(
-                    0,
-                    symbolize::Crash {
-                        kind: if r.fault {
-                            symbolize::Kind::Fault
-                        } else {
-                            symbolize::Kind::Panic
-                        },
-                        app_base: Some(r.app_base),
-                        frames: r.frames,
-                    },
-                );
-            }
-            for crash in crashes {
+            // A crash (its crash line) and std's backtrace of an app's
+            // panic, seen on the console (hvt: the monitor child's stderr;
+            // kvm: QEMU's output), in source terms.
+            for crash in symbolize::take_console_crashes() {
                 for line in symbolize::report(&image, debug_dir.as_deref(), &crash) {
                     eprintln!("{line}");
                 }

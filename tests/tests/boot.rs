@@ -189,9 +189,7 @@ cases! {
         if t != Target::Kvm {
             // The console as a log file would hold it.
             let log = if t == Target::Xen { &o.stdout } else { &o.stderr };
-            let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
-            cmd.arg("symbolize").arg(&image);
-            let s = run_with_deadline(cmd, log.as_bytes(), std::time::Duration::from_secs(60));
+            let s = symbolize(&image, log.as_bytes());
             assert_eq!(s.code, 0, "stderr: {}", s.stderr);
             assert!(s.stdout.starts_with(log.lines().next().unwrap_or("")), "{}", s.stdout);
             reports.push(("cargo unikernel symbolize", s.stdout));
@@ -233,9 +231,7 @@ cases! {
         assert!(console.contains("unikernel-crash v1 panic"), "{console}");
         assert!(!o.stdout.contains("argv:"), "the app must not have run: {}", o.stdout);
         let report = if t == Target::Xen {
-            let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
-            cmd.arg("symbolize").arg(&image);
-            let s = run_with_deadline(cmd, console.as_bytes(), std::time::Duration::from_secs(60));
+            let s = symbolize(&image, console.as_bytes());
             assert_eq!(s.code, 0, "stderr: {}", s.stderr);
             s.stdout
         } else {
@@ -271,9 +267,7 @@ cases! {
         let console = if t == Target::Xen { &log.stdout } else { &log.stderr };
         assert!(console.contains("stack backtrace:\n   0: "), "console: {console}");
         let report = if t == Target::Xen {
-            let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
-            cmd.arg("symbolize").arg(&image);
-            let s = run_with_deadline(cmd, console.as_bytes(), std::time::Duration::from_secs(60));
+            let s = symbolize(&image, console.as_bytes());
             assert_eq!(s.code, 0, "stderr: {}", s.stderr);
             s.stdout
         } else {
@@ -493,10 +487,8 @@ cases! {
         rsp.send("k");
         let code = guest.wait().unwrap().code();
         assert_eq!(code, Some(137), "killed by gdb is 137");
-        let mut sym = std::process::Command::new(tool("cargo-unikernel"));
-        sym.arg("symbolize").arg(&image);
         let line = format!("unikernel-crash v1 fault app={base:#x} {rip:#x}\n");
-        let s = run_with_deadline(sym, line.as_bytes(), std::time::Duration::from_secs(60));
+        let s = symbolize(&image, line.as_bytes());
         assert!(s.stdout.contains("probe::spin_forever"), "rip {rip:#x} is not in spin_forever:\n{}", s.stdout);
     }
 
@@ -908,6 +900,13 @@ fn sigterm_stops_the_monitor_cleanly() {
         o.stderr
     );
     assert!(!o.stdout.contains("woke up"), "{}", o.stdout);
+}
+
+/// `cargo unikernel symbolize IMAGE` on the console log `log`.
+fn symbolize(image: &std::path::Path, log: &[u8]) -> Outcome {
+    let mut cmd = std::process::Command::new(tool("cargo-unikernel"));
+    cmd.arg("symbolize").arg(image);
+    run_with_deadline(cmd, log, std::time::Duration::from_secs(60))
 }
 
 /// A client of the GDB remote protocol, just enough for a Ctrl-C.

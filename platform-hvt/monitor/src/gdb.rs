@@ -393,10 +393,7 @@ impl Session {
         };
         match machine {
             Ok(m) => self.machine = Some(m),
-            Err(e) => {
-                eprintln!("unikernel-hvt: gdb connection failed: {e}; killing the guest");
-                return Verdict::Kill;
-            }
+            Err(e) => return connection_failed(e),
         }
         let verdict = self.serve_while_stopped();
         let g = &self.guest.regs;
@@ -474,12 +471,7 @@ impl Session {
                     };
                     match m.incoming_data(&mut self.guest, byte) {
                         Ok(next) => next,
-                        Err(e) => {
-                            eprintln!(
-                                "unikernel-hvt: gdb connection failed: {e}; killing the guest"
-                            );
-                            return Verdict::Kill;
-                        }
+                        Err(e) => return connection_failed(e),
                     }
                 }
                 GdbStubStateMachine::Running(m) => {
@@ -491,12 +483,7 @@ impl Session {
                     let reason = Some(SingleThreadStopReason::Signal(Signal::SIGINT));
                     match m.interrupt_handled(&mut self.guest, reason) {
                         Ok(next) => next,
-                        Err(e) => {
-                            eprintln!(
-                                "unikernel-hvt: gdb connection failed: {e}; killing the guest"
-                            );
-                            return Verdict::Kill;
-                        }
+                        Err(e) => return connection_failed(e),
                     }
                 }
                 GdbStubStateMachine::Disconnected(m) => {
@@ -524,6 +511,13 @@ impl Session {
             };
         }
     }
+}
+
+/// gdb's connection broke: the guest is killed (it cannot be resumed
+/// safely without the debugger that stopped it).
+fn connection_failed(e: impl std::fmt::Display) -> Verdict {
+    eprintln!("unikernel-hvt: gdb connection failed: {e}; killing the guest");
+    Verdict::Kill
 }
 
 impl Drop for Session {

@@ -72,8 +72,7 @@ pub struct RunConfig {
     /// `--gdb`: wait for gdb on this address before the guest starts.
     pub gdb: Option<std::net::SocketAddr>,
     /// Install the seccomp filter before the guest starts ([`seccomp`]);
-    /// off only with `--no-seccomp` (or in a caller that keeps running
-    /// after the guest, as `cargo unikernel run` does today).
+    /// off only with `--no-seccomp`.
     pub seccomp: bool,
     /// `--seccomp-check`: after installing the filter, make a call it
     /// forbids (the monitor dies of SIGSYS).
