@@ -8,7 +8,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use common::*;
@@ -28,15 +28,6 @@ const MODE_BAD_SPIN: u32 = 8;
 const MODE_BENCH: u32 = 9;
 const MODE_BAD_OP: u32 = 10;
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 fn tmp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hvt-block-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -48,46 +39,13 @@ fn test_kernel(test: &str, mode: u32) -> Option<Vec<u8>> {
     if !kvm_available(test) {
         return None;
     }
-    if !(have("gcc") && have("ld")) {
-        eprintln!("SKIPPED: {test}: gcc and ld are needed to build the test kernel");
-        return None;
-    }
-    let dir = tmp_dir();
-    let obj = dir.join(format!("k{mode}.o"));
-    let bin = dir.join(format!("k{mode}.bin"));
-    let run = |cmd: &mut Command| {
-        let o = cmd.output().unwrap();
-        assert!(
-            o.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(Command::new("gcc")
-        .arg(format!("-DMODE={mode}"))
-        .args([
-            "-O2",
-            "-ffreestanding",
-            "-fno-pic",
-            "-fno-pie",
-            "-fno-stack-protector",
-            "-fno-asynchronous-unwind-tables",
-            "-mgeneral-regs-only",
-            "-mno-red-zone",
-            "-fno-tree-loop-distribute-patterns",
-            "-nostdlib",
-            "-Wall",
-            "-Werror",
-            "-c",
-            KERNEL_C,
-            "-o",
-        ])
-        .arg(&obj));
-    run(Command::new("ld")
-        .args(["-T", LINK_LD, "--oformat", "binary", "-o"])
-        .arg(&bin)
-        .arg(&obj));
-    Some(std::fs::read(&bin).unwrap())
+    c_kernel(
+        test,
+        KERNEL_C,
+        LINK_LD,
+        &format!("block{mode}"),
+        &[format!("MODE={mode}")],
+    )
 }
 
 /// A test image around the kernel in `mode`, declaring `disks` (`NAME=MOUNT`).

@@ -30,58 +30,15 @@ fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED: {test}: {why}");
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 /// The test kernel in `mode`, or `None` (SKIPPED printed) without gcc/ld.
 fn test_kernel(test: &str, mode: u32) -> Option<Vec<u8>> {
-    if !(have("gcc") && have("ld")) {
-        skip(test, "gcc and ld are needed to build the test kernel");
-        return None;
-    }
-    let dir = std::env::temp_dir().join(format!("hvt-net-kernel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let obj = dir.join(format!("k{mode}.o"));
-    let bin = dir.join(format!("k{mode}.bin"));
-    let run = |cmd: &mut Command| {
-        let o = cmd.output().unwrap();
-        assert!(
-            o.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(Command::new("gcc")
-        .arg(format!("-DMODE={mode}"))
-        .args([
-            "-O2",
-            "-ffreestanding",
-            "-fno-pic",
-            "-fno-pie",
-            "-fno-stack-protector",
-            "-fno-asynchronous-unwind-tables",
-            "-mgeneral-regs-only",
-            "-mno-red-zone",
-            "-fno-tree-loop-distribute-patterns",
-            "-nostdlib",
-            "-Wall",
-            "-Werror",
-            "-c",
-            KERNEL_C,
-            "-o",
-        ])
-        .arg(&obj));
-    run(Command::new("ld")
-        .args(["-T", LINK_LD, "--oformat", "binary", "-o"])
-        .arg(&bin)
-        .arg(&obj));
-    Some(std::fs::read(&bin).unwrap())
+    c_kernel(
+        test,
+        KERNEL_C,
+        LINK_LD,
+        &format!("net{mode}"),
+        &[format!("MODE={mode}")],
+    )
 }
 
 /// A test image around the kernel in `mode`; `components` go into its manifest.

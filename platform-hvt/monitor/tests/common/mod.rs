@@ -285,3 +285,66 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// True if `tool --version` runs.
+pub fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A test kernel written in C (`c`, linked by `ld_script` into a flat
+/// binary), built with gcc in the test's temp dir under `tag` with the
+/// `-D` `defines`; `None` (SKIPPED printed) without gcc or ld.
+pub fn c_kernel(
+    test: &str,
+    c: &str,
+    ld_script: &str,
+    tag: &str,
+    defines: &[String],
+) -> Option<Vec<u8>> {
+    if !(have("gcc") && have("ld")) {
+        eprintln!("SKIPPED: {test}: gcc and ld are needed to build the test kernel");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("hvt-c-kernels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let obj = dir.join(format!("{tag}.o"));
+    let bin = dir.join(format!("{tag}.bin"));
+    let run = |cmd: &mut Command| {
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(Command::new("gcc")
+        .args(defines.iter().map(|d| format!("-D{d}")))
+        .args([
+            "-O2",
+            "-ffreestanding",
+            "-fno-pic",
+            "-fno-pie",
+            "-fno-stack-protector",
+            "-fno-asynchronous-unwind-tables",
+            "-mgeneral-regs-only",
+            "-mno-red-zone",
+            "-fno-tree-loop-distribute-patterns",
+            "-nostdlib",
+            "-Wall",
+            "-Werror",
+            "-c",
+            c,
+            "-o",
+        ])
+        .arg(&obj));
+    run(Command::new("ld")
+        .args(["-T", ld_script, "--oformat", "binary", "-o"])
+        .arg(&bin)
+        .arg(&obj));
+    Some(std::fs::read(&bin).unwrap())
+}
