@@ -77,6 +77,7 @@ pub fn start(run: *mut kvm_run) {
     let vcpu = unsafe { libc::pthread_self() } as usize;
     ON.store(true, Ordering::Release);
     std::thread::spawn(move || {
+        crate::seccomp::narrow(crate::seccomp::Role::Sampler);
         while ON.load(Ordering::Acquire) {
             std::thread::sleep(PERIOD);
             if IN_GUEST.load(Ordering::Acquire) {

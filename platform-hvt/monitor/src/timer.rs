@@ -151,6 +151,7 @@ fn timer_thread(vcpu: libc::pthread_t) {
     // Wake-ups as precise as the host gives (the default slack is 50 us).
     // SAFETY: changes only this thread's timer slack.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+    crate::seccomp::narrow(crate::seccomp::Role::Timer);
     let mut last_fire = 0u64;
     let mut g = lock();
     loop {

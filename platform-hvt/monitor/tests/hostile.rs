@@ -16,18 +16,10 @@ mod common;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
-use unikernel_image::manifest::Platform;
 
-const KERNEL_C: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile/kernel.c");
-const LINK_LD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile/link.ld");
-/// Where `hostile/link.ld` puts the kernel (its own read-only, executable segment).
-const SEGMENT: u64 = 0x11_0000;
-/// `params[0]` in kernel.c.
-const PARAMS_MAGIC: u64 = 0x454c_4954_534f_4821;
 const MODE_CASE: u64 = 1;
 const MODE_RANDOM: u64 = 2;
 /// Random calls per boot in the random mode (most boots end earlier, at a
@@ -35,46 +27,6 @@ const MODE_RANDOM: u64 = 2;
 const CALLS_PER_BOOT: u64 = 20_000;
 /// A boot that runs longer than this has hung.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The kernel binary, built once per test process.
-fn kernel_bin(test: &str) -> Option<&'static [u8]> {
-    static BIN: OnceLock<Option<Vec<u8>>> = OnceLock::new();
-    if !kvm_available(test) {
-        return None;
-    }
-    BIN.get_or_init(|| c_kernel(test, KERNEL_C, LINK_LD, "hostile", &[]))
-        .as_deref()
-}
-
-/// An image of the hostile kernel with its parameters patched in; the
-/// tiny header kernel only jumps to it.
-fn image(code: &[u8], tag: &str, mode: u64, arg: u64, count: u64) -> PathBuf {
-    let mut code = code.to_vec();
-    let at = code
-        .windows(8)
-        .position(|w| w == PARAMS_MAGIC.to_le_bytes())
-        .expect("the params block of hostile/kernel.c");
-    for (i, v) in [mode, arg, count].into_iter().enumerate() {
-        let o = at + 8 * (i + 1);
-        code[o..o + 8].copy_from_slice(&v.to_le_bytes());
-    }
-    // movabs $SEGMENT, %rax; jmp *%rax (%rdi still holds the BootInfo).
-    let mut jump = vec![0x48, 0xb8];
-    jump.extend_from_slice(&SEGMENT.to_le_bytes());
-    jump.extend_from_slice(&[0xff, 0xe0]);
-    let seg = Seg {
-        gpa: SEGMENT,
-        memsz: code.len() as u64,
-        bytes: code,
-        flags: 4 | 1,
-    };
-    let mut m = manifest(Platform::Hvt);
-    m.disks = vec!["data=/data".into()];
-    write_image(
-        &format!("hostile-{tag}"),
-        &elf(&[kernel(&jump, &[]), seg], Some(&m)),
-    )
-}
 
 /// A 4 MiB disk file of the test `tag` for the ring attacks.
 fn disk(tag: &str) -> PathBuf {
@@ -468,14 +420,14 @@ fn check_case(r: &Run, expect: Expect) -> Result<(), String> {
 #[test]
 fn hostile_guest_attacks_end_with_documented_codes() {
     let test = "hostile_guest_attacks_end_with_documented_codes";
-    let Some(code) = kernel_bin(test) else {
+    let Some(code) = hostile_kernel(test) else {
         return;
     };
     let disk = disk("cases");
     let mut failures = Vec::new();
     let cases = cases();
     for (n, (name, expect)) in cases.iter().enumerate() {
-        let img = image(code, &format!("case{n}"), MODE_CASE, n as u64, 0);
+        let img = hostile_image(code, &format!("case{n}"), MODE_CASE, n as u64, 0);
         let timeout = match expect {
             Sleeps => Duration::from_secs(2),
             _ => BOOT_TIMEOUT,
@@ -498,7 +450,7 @@ fn hostile_guest_attacks_end_with_documented_codes() {
         }
     }
     // The kernel knows no case past the table.
-    let img = image(code, "case-past", MODE_CASE, cases.len() as u64, 0);
+    let img = hostile_image(code, "case-past", MODE_CASE, cases.len() as u64, 0);
     let r = boot(&img, &disk, BOOT_TIMEOUT);
     assert!(
         r.code == Some(3) && r.stderr.contains("no such case"),
@@ -533,7 +485,7 @@ fn reported_calls(stderr: &str) -> (u64, bool) {
 #[test]
 fn hostile_guest_random_calls() {
     let test = "hostile_guest_random_calls";
-    let Some(code) = kernel_bin(test) else {
+    let Some(code) = hostile_kernel(test) else {
         return;
     };
     let target: u64 = match std::env::var("HVT_HOSTILE_CALLS") {
@@ -547,7 +499,7 @@ fn hostile_guest_random_calls() {
     let mut reasons = std::collections::BTreeMap::<String, u64>::new();
     let mut seed = 1u64;
     while calls < target {
-        let img = image(
+        let img = hostile_image(
             code,
             "random",
             MODE_RANDOM,

@@ -89,3 +89,68 @@ fn a_forbidden_call_kills_the_monitor_with_sigsys() {
         stderr(&out)
     );
 }
+
+/// `Seccomp_filters:` of every thread of `pid`, with its name.
+fn thread_filters(pid: u32) -> Vec<(String, u32)> {
+    let mut v = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return v;
+    };
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|s| s.trim().to_string())
+        };
+        if let (Some(name), Some(n)) = (field("Name:"), field("Seccomp_filters:")) {
+            v.push((name, n.parse().unwrap_or(0)));
+        }
+    }
+    v
+}
+
+#[test]
+fn device_threads_narrow_their_own_filters() {
+    let test = "device_threads_narrow_their_own_filters";
+    let Some(code) = hostile_kernel(test) else {
+        return;
+    };
+    // The hostile kernel's idle mode: a disk ring and the timer set up,
+    // then 3 s of 1 ms polls.
+    let img = hostile_image(code, "idle", 3, 3000, 0);
+    let disk = std::env::temp_dir().join(format!("hvt-seccomp-{}.disk", std::process::id()));
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unikernel-hvt"))
+        .arg("--disk")
+        .arg(format!("data={}", disk.display()))
+        .arg(&img)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for "idle": the block I/O thread and the timer thread run.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert_eq!(line, "idle\n");
+    let threads = thread_filters(child.id());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "threads {threads:?}");
+    // The vCPU (main) thread has the process-wide filter only; the disk's
+    // I/O thread and the timer thread stacked their own on it.
+    let main = threads.iter().filter(|(_, n)| *n == 1).count();
+    let blk = threads
+        .iter()
+        .filter(|(name, n)| name == "hvt-blk0" && *n == 2)
+        .count();
+    let narrowed = threads.iter().filter(|(_, n)| *n == 2).count();
+    assert!(main >= 1, "the vCPU thread: {threads:?}");
+    assert_eq!(blk, 1, "the block I/O thread: {threads:?}");
+    assert!(narrowed >= 2, "block I/O and timer threads: {threads:?}");
+    assert!(
+        threads.iter().all(|(_, n)| *n >= 1),
+        "every thread filtered: {threads:?}"
+    );
+}

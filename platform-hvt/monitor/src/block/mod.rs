@@ -352,6 +352,7 @@ fn start(mem: &GuestMemory, index: u32, d: &Arc<DiskShared>, ring: io::Ring) -> 
     let t = std::thread::Builder::new()
         .name(format!("hvt-blk{index}"))
         .spawn(move || {
+            crate::seccomp::narrow(crate::seccomp::Role::BlockIo);
             if let Err(io::Fault(what)) = io::serve(&disk, ram, ring) {
                 record_fault(what);
             }

@@ -309,7 +309,10 @@ fn start(mem: &GuestMemory, rings: Rings) -> Result<(), String> {
     let sh = dev.shared.clone();
     let t = std::thread::Builder::new()
         .name("hvt-net".into())
-        .spawn(move || io::serve(&sh, backend, tracer, ram, rings))
+        .spawn(move || {
+            crate::seccomp::narrow(crate::seccomp::Role::NetIo);
+            io::serve(&sh, backend, tracer, ram, rings)
+        })
         .map_err(|e| format!("cannot start the network I/O thread: {e}"))?;
     dev.thread = Some(t);
     Ok(())

@@ -348,3 +348,52 @@ pub fn c_kernel(
         .arg(&obj));
     Some(std::fs::read(&bin).unwrap())
 }
+
+/// The hostile test kernel (`hostile/kernel.c`; see tests/hostile.rs),
+/// built once per test process; `None` (SKIPPED printed) without KVM, gcc
+/// or ld.
+pub fn hostile_kernel(test: &str) -> Option<&'static [u8]> {
+    const KERNEL_C: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile/kernel.c");
+    const LINK_LD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile/link.ld");
+    static BIN: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    if !kvm_available(test) {
+        return None;
+    }
+    BIN.get_or_init(|| c_kernel(test, KERNEL_C, LINK_LD, "hostile", &[]))
+        .as_deref()
+}
+
+/// An image of the hostile kernel `code` with its parameters patched in
+/// (`params` in kernel.c: mode, arg, count) and one declared disk `data`;
+/// the tiny header kernel only jumps to it.
+pub fn hostile_image(code: &[u8], tag: &str, mode: u64, arg: u64, count: u64) -> PathBuf {
+    /// Where `hostile/link.ld` puts the kernel (its own read-only, executable segment).
+    const SEGMENT: u64 = 0x11_0000;
+    /// `params[0]` in kernel.c.
+    const PARAMS_MAGIC: u64 = 0x454c_4954_534f_4821;
+    let mut code = code.to_vec();
+    let at = code
+        .windows(8)
+        .position(|w| w == PARAMS_MAGIC.to_le_bytes())
+        .expect("the params block of hostile/kernel.c");
+    for (i, v) in [mode, arg, count].into_iter().enumerate() {
+        let o = at + 8 * (i + 1);
+        code[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    // movabs $SEGMENT, %rax; jmp *%rax (%rdi still holds the BootInfo).
+    let mut jump = vec![0x48, 0xb8];
+    jump.extend_from_slice(&SEGMENT.to_le_bytes());
+    jump.extend_from_slice(&[0xff, 0xe0]);
+    let seg = Seg {
+        gpa: SEGMENT,
+        memsz: code.len() as u64,
+        bytes: code,
+        flags: 4 | 1,
+    };
+    let mut m = manifest(Platform::Hvt);
+    m.disks = vec!["data=/data".into()];
+    write_image(
+        &format!("hostile-{tag}"),
+        &elf(&[kernel(&jump, &[]), seg], Some(&m)),
+    )
+}

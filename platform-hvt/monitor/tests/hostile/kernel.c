@@ -9,7 +9,10 @@
  *                     well-formed, now and then broken; block requests
  *                     whose descriptors change under the monitor's I/O
  *                     thread), print "hostile: N calls" on stderr every
- *                     256 calls and "hostile: N calls, done" at the end.
+ *                     256 calls and "hostile: N calls, done" at the end;
+ *   mode 3, arg = ms: set up the disk's ring and the timer, serve one
+ *                     request, print "idle", then sleep `ms` ms in 1 ms
+ *                     polls and halt 0 (the device threads run meanwhile).
  * Before an attack it prints "case N: NAME" so that the test can check
  * that its table and this file agree. No globals: the segment is
  * read-only; all state lives on the stack and in free RAM. */
@@ -479,6 +482,21 @@ static void random_mode(struct env *e, u64 seed, u64 count) {
     halt(0);
 }
 
+static void idle(struct env *e, u64 ms) {
+    ring_up(e);
+    zero(TBLOCK(e), 32);
+    put8(TBLOCK(e), ~0UL); /* no deadline */
+    timer_call(TBLOCK(e), 40);
+    publish(e, 0, 1, 0, BUFS(e), 512);
+    while (block_wait(0, 1, 1000000000UL) != 1) {}
+    puts_("idle\n");
+    for (u64 i = 0; i < ms; i++) {
+        struct { u64 timeout, ready; } a = { 1000000, 0 };
+        call(POLL, (u64)&a);
+    }
+    halt(0);
+}
+
 __attribute__((section(".text.entry"), used))
 void entry(u64 *bi) {
     struct env e;
@@ -496,6 +514,7 @@ void entry(u64 *bi) {
         halt(0);
     }
     if (params[1] == 2) random_mode(&e, params[2], params[3]);
+    if (params[1] == 3) idle(&e, params[2]);
     puts_("unknown mode\n");
     halt(3);
 }
