@@ -186,6 +186,7 @@ static const char *const case_names[] = {
     "net_info with no device",
     [110] = "wall_time over the page tables",
     "block_wait for 2^31 completions",
+    "net tx desc changed while the monitor reads it",
     0,
 };
 
@@ -213,6 +214,46 @@ static void ring_up(struct env *e) {
 }
 
 void entry(u64 *bi);
+
+/* 20,000 tx frames whose buffer address flips between a valid buffer and
+ * one 32 bytes below the end of RAM (the frame is 60 bytes) while the
+ * monitor's network I/O thread reads the descriptors (needs --net). */
+static void net_race(struct env *e) {
+    struct { u32 flags, mtu; u8 mac[8]; } info = { 0, 0, { 0 } };
+    call(NET_INFO, (u64)&info);
+    if (!(info.flags & 1)) { puts_("no network device\n"); halt(3); }
+    u64 buf = (info.mtu + 14 + 2047) & ~2047UL;
+    u64 rx = e->s + 0x20000, tx = rx + 0x1000, bufs = rx + 0x2000, txbufs = bufs + SLOTS * buf;
+    if (txbufs + SLOTS * buf > e->s_end) { puts_("too little free RAM\n"); halt(3); }
+    zero(rx, 0x2000);
+    for (u64 i = 0; i < SLOTS; i++) put8(rx + 128 + 16 * i, bufs + i * buf);
+    for (u64 i = 0; i < SLOTS; i++) {
+        u64 f = txbufs + i * buf;
+        zero(f, 60);
+        for (int j = 0; j < 6; j++) put1(f + j, 0xff);
+        put1(f + 12, 0x88); put1(f + 13, 0xb5);
+    }
+    struct { u64 rx, tx; u32 slots, buf; } a = { rx, tx, SLOTS, (u32)buf };
+    call(NET_SETUP, (u64)&a);
+    volatile u32 *producer = (volatile u32 *)tx, *consumer = (volatile u32 *)(tx + 64);
+    volatile u32 *polling = (volatile u32 *)(tx + 68);
+    for (u32 p = 0; p < 20000; p++) {
+        while (p - __atomic_load_n(consumer, __ATOMIC_ACQUIRE) >= SLOTS) {}
+        volatile u64 *d = (volatile u64 *)(tx + 128 + 16 * (p % SLOTS));
+        u64 good = txbufs + (p % SLOTS) * buf;
+        d[0] = good;
+        d[1] = 60;
+        __atomic_store_n(producer, p + 1, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (__atomic_load_n(consumer, __ATOMIC_ACQUIRE) == p && *polling == 0) call(NET_NOTIFY, (u64)&a);
+        for (int k = 0; k < 64; k++) d[0] = (k & 1) ? e->ram - 32 : good;
+        d[0] = good;
+    }
+    while (__atomic_load_n(consumer, __ATOMIC_ACQUIRE) != 20000) {
+        struct { u64 timeout, ready; } w = { 1000000, 0 };
+        call(POLL, (u64)&w);
+    }
+}
 
 static void attack(struct env *e, u64 n) {
     u64 a = ARGS(e), ram = e->ram;
@@ -339,6 +380,7 @@ static void attack(struct env *e, u64 n) {
     case 109: call(NET_INFO, a); puts_(get8(a) & 1 ? "net attached\n" : "no net\n"); return;
     case 110: call(WALL_TIME, e->bi[7]); return;
     case 111: ring_up(e); block_wait(0, 0x80000000u, 1000000); return;
+    case 112: net_race(e); return;
     default: puts_("no such case\n"); halt(3);
     }
     call(CONSOLE_WRITE, a);
@@ -506,7 +548,7 @@ void entry(u64 *bi) {
     e.s = (bi[8 + 2 * (n - 1)] + 4095) & ~4095UL;
     e.s_end = bi[9 + 2 * (n - 1)];
     e.rng = 1;
-    if (e.s_end - e.s < 0x20000) { puts_("too little free RAM\n"); halt(3); }
+    if (e.s_end - e.s < 0x80000) { puts_("too little free RAM\n"); halt(3); }
     if (params[1] == 1) {
         print_case(params[2]);
         attack(&e, params[2]);
