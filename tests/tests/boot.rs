@@ -528,6 +528,53 @@ cases! {
         );
     }
 
+    /// W^X on every image page (docs/xen.md, "Memory"): the app's code
+    /// is not writable, its data not executable, as on Linux: SIGSEGV.
+    fn writing_the_apps_code_is_sigsegv(t) on [hvt, kvm, xen] {
+        let o = t.boot("probe", &[], &["write-code"]);
+        let line = o.stdout_lines().first().copied().unwrap_or_default().to_string();
+        assert!(line.starts_with("writing to app code at 0x"), "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+        assert!(!o.stdout.contains("should not happen"), "the write went through: {}", o.stdout);
+        let addr = line.trim_start_matches("writing to app code at ");
+        assert_sigsegv(&o, addr, "write");
+    }
+
+    fn executing_the_apps_data_is_sigsegv(t) on [hvt, kvm, xen] {
+        for (mode, what) in [("exec-data", "data"), ("exec-heap", "heap")] {
+            let o = t.boot("probe", &[], &[mode]);
+            let line = o.stdout_lines().first().copied().unwrap_or_default().to_string();
+            let prefix = format!("calling {what} at 0x");
+            assert!(
+                line.starts_with(&prefix) && line.ends_with("(byte 0xc3)"),
+                "{mode}: stdout: {}\nstderr: {}",
+                o.stdout,
+                o.stderr
+            );
+            assert!(!o.stdout.contains("should not happen"), "{mode}: the call returned: {}", o.stdout);
+            let addr = line[prefix.len() - 2..].split(' ').next().unwrap_or_default();
+            assert_sigsegv(&o, addr, "execute");
+        }
+    }
+
+    /// The runtime's code is in the app's address space (one address
+    /// space, docs/architecture.md) but read-only: the store faults. The
+    /// address is the kernel's ELF entry point, in its text segment.
+    fn writing_the_kernels_code_is_sigsegv(t) on [hvt, kvm, xen] {
+        let image = t.image("probe");
+        let entry = elf_entry(&image);
+        let arg = format!("{entry:#x}");
+        let o = t.boot_image(&image, &[], &["write-kernel", &arg], b"");
+        assert_eq!(
+            o.stdout_lines().first().copied().unwrap_or_default(),
+            format!("writing to kernel code at {arg}"),
+            "stdout: {}\nstderr: {}",
+            o.stdout,
+            o.stderr
+        );
+        assert!(!o.stdout.contains("should not happen"), "the write went through: {}", o.stdout);
+        assert_sigsegv(&o, &arg, "write");
+    }
+
     fn abort_ends_with_sigabrt(t) on [hvt, kvm, xen] {
         let o = t.boot("probe", &[], &["abort"]);
         // Xen: one console ring, so the runtime's report follows in stdout.
@@ -860,6 +907,38 @@ cases! {
 }
 
 /// `net-probe` ran and printed no `env UNIKERNEL_*` line.
+/// The app died of a protection fault at `addr` (`what`: read, write,
+/// execute): the runtime's report (stderr; on a mixed console, where
+/// `Outcome::stderr` holds the console too) and 128 + SIGSEGV.
+fn assert_sigsegv(o: &Outcome, addr: &str, what: &str) {
+    assert!(
+        o.stderr.contains("app killed by SIGSEGV"),
+        "stderr: {}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains(&format!(
+            "faulting address: {addr} ({what}, protection violation)"
+        )),
+        "no {what} fault at {addr} in stderr: {}",
+        o.stderr
+    );
+    assert_eq!(o.code, 139, "SIGSEGV is 128+11; stderr: {}", o.stderr);
+}
+
+/// The ELF entry point of an image (the kernel's: `_start`, `hvt_entry`,
+/// `kvm_pvh_entry`, each in the kernel's text segment).
+fn elf_entry(image: &std::path::Path) -> u64 {
+    let bytes = std::fs::read(image).expect("read the image");
+    assert_eq!(
+        &bytes[..4],
+        b"\x7fELF",
+        "{} is not an ELF file",
+        image.display()
+    );
+    u64::from_le_bytes(bytes[24..32].try_into().unwrap())
+}
+
 fn assert_app_saw_no_options(o: &Outcome) {
     let lines = o.stdout_lines();
     assert!(

@@ -44,6 +44,7 @@ use clock::Clock;
 use unikernel_image::layout::{KERNEL_BASE, USER_STACK_RESERVE, USER_STACK_TOP};
 use unikernel_image::manifest::Manifest;
 use unikernel_runtime::arch::x86_64::cpu::privileged;
+use unikernel_runtime::mm::image;
 use unikernel_runtime::{AppImage, AppSpec, BootInfo, MemRange, Platform, Stream};
 
 /// QEMU's isa-debug-exit port: writing N makes QEMU exit with (N << 1) | 1.
@@ -256,8 +257,17 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     let verbose = cl.option("VERBOSE") == Some("1");
 
     // Page tables: RAM, image permissions, devices.
-    let image = (KERNEL_BASE, app_end);
-    let app_segments = app_segments(&manifest);
+    let image_range = (KERNEL_BASE, app_end);
+    // SAFETY: the app's program headers lie in its first loaded segment
+    // (checked by the builder), identity-mapped.
+    let app_segments = unsafe {
+        image::app_segments(
+            manifest.app_base,
+            manifest.app_phdr,
+            manifest.app_phent as u64,
+            manifest.app_phnum as u64,
+        )
+    };
     // SAFETY: linker symbols of this kernel.
     let (text, rodata_end, kernel_end) = unsafe {
         (
@@ -266,30 +276,27 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
             sym(&__kernel_end),
         )
     };
+    // Every image page gets its segment's ELF permissions (the runtime's
+    // W^X rule, `unikernel_runtime::mm::image`, which Xen PV shares).
+    let segments = image::image_segments(
+        text,
+        rodata_end,
+        kernel_end,
+        manifest.app_base,
+        &app_segments,
+    );
     let perm = |va: u64| -> Option<u64> {
         if va < KERNEL_BASE || va >= app_end {
             return None;
         }
-        if (text.0..text.1).contains(&va) {
-            return Some(paging::elf_flags(5));
+        match image::page_perms(&segments, va) {
+            Ok(p) => p.map(image::elf_flags),
+            Err(e) => fatal(&format!("{e}")),
         }
-        if va < rodata_end {
-            return Some(paging::elf_flags(4));
-        }
-        if va < kernel_end {
-            return Some(paging::elf_flags(6));
-        }
-        if va < manifest.app_base {
-            return Some(paging::elf_flags(4)); // the manifest, and the guard page below the app
-        }
-        app_segments
-            .iter()
-            .find(|(s, e, _)| (*s..*e).contains(&va))
-            .map(|(_, _, f)| paging::elf_flags(*f))
     };
     let mut tables = paging::Tables::new();
     for &(s, e) in &boot.ram[..boot.ram_count] {
-        tables.map_ram(s, e, &perm, image);
+        tables.map_ram(s, e, &perm, image_range);
     }
     tables.map_4k(lapic::BASE, paging::DEVICE);
     // QEMU microvm's virtio-mmio transports, which it does not name on a PVH
@@ -499,28 +506,4 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
         serial::write(serial::stderr_port(), line.as_bytes());
     }
     unikernel_runtime::start(info, kvm)
-}
-
-/// The app's PT_LOAD ranges (start, end, ELF flags), from its program headers in memory.
-fn app_segments(m: &Manifest) -> Vec<(u64, u64, u32)> {
-    let mut out = Vec::new();
-    for i in 0..m.app_phnum as u64 {
-        let ph = m.app_phdr + i * m.app_phent as u64;
-        // SAFETY: the app's program headers lie in its first loaded segment
-        // (checked by the builder), identity-mapped.
-        let (ty, flags, vaddr, memsz) = unsafe {
-            (
-                (ph as *const u32).read_unaligned(),
-                ((ph + 4) as *const u32).read_unaligned(),
-                ((ph + 16) as *const u64).read_unaligned(),
-                ((ph + 40) as *const u64).read_unaligned(),
-            )
-        };
-        if ty == 1 {
-            let start = (m.app_base + vaddr) & !0xfff;
-            let end = (m.app_base + vaddr + memsz + 0xfff) & !0xfff;
-            out.push((start, end, flags));
-        }
-    }
-    out
 }

@@ -1,7 +1,8 @@
 //! The real page tables, built once at boot (ring 0) after the bootstrap
 //! identity map: all RAM identity-mapped and user-accessible (the runtime
 //! runs at ring 3 too), the low 64 KiB left out (null guard), the image
-//! with each page's ELF permissions (W^X), 2 MiB pages where a 2 MiB chunk
+//! with each page's ELF permissions (W^X: the flags the caller gets from
+//! `unikernel_runtime::mm::image`), 2 MiB pages where a 2 MiB chunk
 //! holds no image page, and the device pages (LAPIC, virtio-mmio) uncached.
 //! Table frames come from the runtime's frame allocator.
 
@@ -15,18 +16,6 @@ const TABLE: u64 = P | W | U | A;
 const HUGE: u64 = 2 << 20;
 const PAGE: u64 = 4096;
 pub const LOW_GUARD_END: u64 = 0x1_0000;
-
-/// Leaf flags for ELF segment permissions (PF_X = 1, PF_W = 2, PF_R = 4).
-pub fn elf_flags(pf: u32) -> u64 {
-    let mut f = P | U | A | D;
-    if pf & 2 != 0 {
-        f |= W;
-    }
-    if pf & 1 == 0 {
-        f |= NX;
-    }
-    f
-}
 
 pub struct Tables {
     pub root: u64,

@@ -242,7 +242,14 @@ extern "C" fn xen_start(si: *mut StartInfo, entry_tsc: u64) -> ! {
     };
     events::set_kind(timer_port, PortKind::Timer);
 
-    // All of RAM at its identity address.
+    // All of RAM at its identity address, never executable (mm::RAM_RW):
+    // NX must be on, or Xen refuses every such entry.
+    if !mm::nx_enabled() {
+        fatal(
+            "no-execute is off",
+            "EFER.NXE is clear under this Xen (a CPU without NX?): the image cannot be mapped W^X",
+        );
+    }
     // SAFETY: start_info verified above.
     let phys = unsafe { PhysMap::new(si) };
     let first_free = start_info::first_free_pfn(si);

@@ -17,6 +17,11 @@
 //!   virtual == pseudo-physical. [`map_all_ram`] extends that identity map
 //!   to all `nr_pages`, so the runtime's "RAM is identity-mapped"
 //!   assumption holds for pseudo-physical addresses.
+//! * W^X: the builder maps the bootstrap region (image included)
+//!   read-write-execute. Every mapping the platform makes is NX (RAM,
+//!   page tables, foreign frames), and [`protect`] rewrites the builder's
+//!   entries once the image's layout is known: image pages with their ELF
+//!   permissions, everything else NX (the runtime calls it, `xen_main`).
 
 use crate::abi::{self, MmuUpdate, StartInfo};
 use crate::hypercall;
@@ -28,13 +33,35 @@ pub const U: u64 = 1 << 2;
 pub const A: u64 = 1 << 5;
 pub const D: u64 = 1 << 6;
 pub const PS: u64 = 1 << 7;
+/// No execute: valid because Xen runs with EFER.NXE ([`nx_enabled`]).
+pub const NX: u64 = 1 << 63;
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
-/// Flags of a table entry above the leaves.
+/// Flags of a table entry above the leaves (no NX: the leaf decides).
 const TABLE: u64 = P | W | U | A;
-/// Flags of a RAM leaf (Xen adds U itself for 64-bit PV kernels).
-pub const RAM_RW: u64 = P | W | A | D;
-pub const RAM_RO: u64 = P | A;
+/// Flags of a RAM leaf (Xen adds U itself for 64-bit PV kernels): data,
+/// never executable.
+pub const RAM_RW: u64 = P | W | A | D | NX;
+pub const RAM_RO: u64 = P | A | NX;
+
+/// EFER (the MSR) and its no-execute enable bit.
+const MSR_EFER: u32 = 0xc000_0080;
+const EFER_NXE: u64 = 1 << 11;
+
+/// Whether page-table entries may carry [`NX`]. A 64-bit PV guest runs
+/// under Xen's own EFER, and Xen sets NXE whenever the CPU has NX (it then
+/// accepts bit 63 in a guest's entries; without it, it refuses them). The
+/// guest kernel's `rdmsr` traps to Xen, which emulates it for PV kernels.
+pub fn nx_enabled() -> bool {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reading EFER has no side effect; in PV guest kernel mode
+    // Xen emulates the instruction (it shows its own EFER, known bits only).
+    unsafe {
+        core::arch::asm!("rdmsr", in("ecx") MSR_EFER, out("eax") lo, out("edx") hi,
+            options(nomem, nostack, preserves_flags))
+    };
+    ((u64::from(hi) << 32) | u64::from(lo)) & EFER_NXE != 0
+}
 
 /// The P2M list and what the platform knows about RAM.
 pub struct PhysMap {
@@ -227,6 +254,83 @@ pub unsafe fn map_all_ram(pt: &mut PageTables, first_free: u64) -> Result<MapRep
         }
     }
     r.tables_end = pt.next_table_pfn;
+    Ok(r)
+}
+
+/// What [`protect`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProtectReport {
+    /// Present pages looked at.
+    pub pages: u64,
+    /// Entries rewritten, and the `mmu_update` calls that did it.
+    pub changed: u64,
+    pub hypercalls: u64,
+}
+
+/// Rewrite the leaf entry of every present page in `[0, end)`: a page for
+/// which `flags(va)` names leaf flags gets them (its frame kept, W only
+/// if it had W: a frame Xen or the platform mapped read-only, such as a
+/// page table, stays read-only), every other page keeps its entry plus
+/// [`NX`]. Entries that change are written with batched `mmu_update`s
+/// (128 a call, in address order, so a batch stays inside few L1
+/// tables), then the TLB is flushed.
+///
+/// # Safety
+/// Nothing that runs afterwards may need what the new flags take away
+/// (code on a page without execute, a store to a page without write).
+pub unsafe fn protect(
+    pt: &PageTables,
+    end: u64,
+    flags: &dyn Fn(u64) -> Option<u64>,
+) -> Result<ProtectReport, &'static str> {
+    const BATCH: usize = 128;
+    let mut batch = [MmuUpdate::default(); BATCH];
+    let mut n = 0;
+    let mut r = ProtectReport::default();
+    let flush = |batch: &[MmuUpdate], r: &mut ProtectReport| -> Result<(), &'static str> {
+        // SAFETY: the caller vouches for the new permissions; the frames are unchanged.
+        let done = unsafe { hypercall::mmu_update(batch) }
+            .map_err(|_| "mmu_update refused an image permission")?;
+        if done as usize != batch.len() {
+            return Err("mmu_update changed only part of a batch of permissions");
+        }
+        r.changed += batch.len() as u64;
+        r.hypercalls += 1;
+        Ok(())
+    };
+    let mut va = 0;
+    while va < end {
+        let Some(e) = pt.leaf(va) else {
+            // No L1 table: nothing mapped in this 2 MiB.
+            va = (va | ((PAGE_SIZE << 9) - 1)) + 1;
+            continue;
+        };
+        // SAFETY: `leaf` returns an entry of a mapped L1 table.
+        let old = unsafe { e.read_volatile() };
+        if old & P != 0 {
+            r.pages += 1;
+            let new = match flags(va) {
+                Some(f) => (old & ADDR_MASK) | (f & !(W & !old)),
+                None => old | NX,
+            };
+            if new != old {
+                batch[n] = MmuUpdate {
+                    ptr: pt.phys.machine_addr(e as u64) | abi::mmu::NORMAL_PT_UPDATE,
+                    val: new,
+                };
+                n += 1;
+                if n == BATCH {
+                    flush(&batch[..n], &mut r)?;
+                    n = 0;
+                }
+            }
+        }
+        va += PAGE_SIZE;
+    }
+    if n > 0 {
+        flush(&batch[..n], &mut r)?;
+    }
+    hypercall::tlb_flush_local().map_err(|_| "TLB flush after the permission changes failed")?;
     Ok(r)
 }
 

@@ -164,6 +164,8 @@ extern "C" {
     fn xen_resume_user(frame: *const TrapFrame) -> !;
     static __kernel_end: u8;
     static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
 }
 
 /// A trap (or the tick) for the runtime: the frame already has its layout.
@@ -374,6 +376,75 @@ fn unmap_low_pages() {
     }
 }
 
+/// W^X on the image. Xen's domain builder maps the bootstrap region (the
+/// kernel, the boot manifest, the app, then its own elements: P2M list,
+/// start_info, xenstore and console pages, page tables, stack) read-write
+/// and executable. Rewrite those entries as kvm and hvt map them: each
+/// image page with its ELF segment's permissions (the runtime's rule,
+/// `unikernel_runtime::mm::image`: kernel text R-X, read-only data R--,
+/// data and bss RW-, the manifest and the guard page R--, the app's
+/// segments as its program headers say), every other page of the region
+/// as it was plus NX. (RAM beyond the region was mapped NX to begin with.)
+/// Returns what it did and how long it took (ns).
+fn protect_image(xen: &Xen, manifest: &Manifest) -> (mm::ProtectReport, u64) {
+    use unikernel_runtime::mm::image;
+    let t0 = xen.system_time_ns();
+    let sym = |s: &u8| s as *const u8 as u64;
+    // SAFETY: linker symbols of this kernel (the glue's link-xen.ld); only
+    // their addresses are taken.
+    let (text, rodata_end, kernel_end) = unsafe {
+        (
+            (sym(&__text_start), sym(&__text_end)),
+            sym(&__rodata_end),
+            sym(&__kernel_end),
+        )
+    };
+    // SAFETY: the app's program headers lie in its first loaded segment
+    // (checked by the builder), which xl loaded in the identity-mapped
+    // bootstrap region.
+    let app = unsafe {
+        image::app_segments(
+            manifest.app_base,
+            manifest.app_phdr,
+            manifest.app_phent as u64,
+            manifest.app_phnum as u64,
+        )
+    };
+    let segments = image::image_segments(text, rodata_end, kernel_end, manifest.app_base, &app);
+    let image = text.0..manifest.app_end;
+    // Refuse a page that would need W and X before changing anything.
+    for page in image.clone().step_by(PAGE_SIZE as usize) {
+        if let Err(e) = image::page_perms(&segments, page) {
+            fatal(&format!("{e}"));
+        }
+    }
+    let flags = |va: u64| -> Option<u64> {
+        if !image.contains(&va) {
+            return None;
+        }
+        // A page of the app's range no segment covers (the embedded files)
+        // stays read-write, and becomes NX, as on kvm.
+        image::page_perms(&segments, va)
+            .ok()
+            .flatten()
+            .map(image::elf_flags)
+    };
+    let pt = mm::PageTables {
+        phys: &xen.phys,
+        l4: xen.start_info.pt_base,
+        next_table_pfn: 0,
+        table_pfn_limit: 0,
+    };
+    let end = xen.memory.bootstrap_end_pfn * PAGE_SIZE;
+    // SAFETY: from here on the kernel runs its text, reads its read-only
+    // data and writes its data, bss and RAM only, as the app (ELF
+    // permissions) does; nothing executes outside the two text segments.
+    match unsafe { mm::protect(&pt, end, &flags) } {
+        Ok(r) => (r, xen.system_time_ns() - t0),
+        Err(e) => fatal(e),
+    }
+}
+
 /// The manifest the builder put at `__kernel_end` (u32 length + bytes).
 fn manifest_bytes() -> &'static [u8] {
     // SAFETY: the boot-manifest segment is loaded there (bootstrap region,
@@ -406,6 +477,7 @@ fn xen_main(xen: &'static Xen) -> ! {
         fatal("the app overlaps the boot page tables");
     }
     unmap_low_pages();
+    let (protected, protect_ns) = protect_image(xen, &manifest);
     let cl = unikernel_runtime::cmdline::parse(xen.cmdline());
     let verbose = cl.option("VERBOSE") == Some("1");
     let boot_ns = xen.system_time_ns() - xen.tsc_delta_ns(boot_tsc_age(xen));
@@ -503,6 +575,14 @@ fn xen_main(xen: &'static Xen) -> ! {
             out,
             "[unikernel] xen: {} pages, image 0..{:#x}, free RAM {:#x}..{:#x}, {} pages mapped at boot",
             si.nr_pages, manifest.app_end, free.start, free.end, xen.memory.mapped
+        );
+        let _ = writeln!(
+            out,
+            "[unikernel] xen: W^X: {} pages of the bootstrap region, {} entries rewritten in {} mmu_update calls, {} us",
+            protected.pages,
+            protected.changed,
+            protected.hypercalls,
+            protect_ns / 1000
         );
         let _ = writeln!(
             out,

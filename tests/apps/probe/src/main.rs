@@ -72,6 +72,33 @@ fn main() {
             std::io::stdin().read_to_string(&mut s).unwrap();
             println!("stdin had {} bytes: {}", s.len(), s.trim().to_uppercase());
         }
+        "write-code" => {
+            // A store into one of the app's own code pages (R-X): SIGSEGV.
+            let at = spin_forever as *const () as *mut u8;
+            poke("app code", at);
+        }
+        "write-kernel" => {
+            // A store into the runtime's code (the test passes an address
+            // in the kernel's text segment: its ELF entry point).
+            let at = args
+                .get(2)
+                .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
+            let Some(at) = at else {
+                eprintln!("probe: write-kernel needs a hex address");
+                std::process::exit(2);
+            };
+            poke("kernel code", at as *mut u8);
+        }
+        "exec-data" => {
+            // A call into the app's own .data (RW-, never executable).
+            let at = core::ptr::addr_of_mut!(RET_IN_DATA) as *mut u8;
+            call_data("data", at);
+        }
+        "exec-heap" => {
+            // The same into the heap (malloc'd, mapped read-write by the runtime).
+            let buf = Box::leak(vec![0xc3u8; 64].into_boxed_slice());
+            call_data("heap", buf.as_mut_ptr());
+        }
         "efault" => {
             // SAFETY: a bad pointer handed to the kernel must give EFAULT, not a crash.
             let r = unsafe { libc::write(1, 16 as *const libc::c_void, 10) };
@@ -192,7 +219,8 @@ fn vdso() {
             1 => "tsc".to_string(),
             2 => {
                 // SAFETY: as above; mode 2 names an app-readable pvclock.
-                let flags = unsafe { ((vvar.add(4).read_volatile() + 29) as *const u8).read_volatile() };
+                let flags =
+                    unsafe { ((vvar.add(4).read_volatile() + 29) as *const u8).read_volatile() };
                 format!("pvclock, stable: {}", flags & 1 != 0)
             }
             _ => "system call".to_string(),
@@ -202,18 +230,27 @@ fn vdso() {
         std::io::stderr().write_all(line.as_bytes()).unwrap();
     }
     let raw = |clk: libc::clockid_t| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: a valid timespec for the call to fill.
         unsafe { libc::syscall(libc::SYS_clock_gettime, clk, &mut ts) };
         ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
     };
     let libc_now = |clk: libc::clockid_t| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: as above; musl uses the vDSO when there is one.
         unsafe { libc::clock_gettime(clk, &mut ts) };
         ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
     };
-    for (name, clk) in [("monotonic", libc::CLOCK_MONOTONIC), ("realtime", libc::CLOCK_REALTIME)] {
+    for (name, clk) in [
+        ("monotonic", libc::CLOCK_MONOTONIC),
+        ("realtime", libc::CLOCK_REALTIME),
+    ] {
         let before = raw(clk);
         let mut ordered = true;
         let mut last = 0;
@@ -231,7 +268,10 @@ fn vdso() {
             before <= last && last <= after && after <= first
         );
     }
-    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
     // SAFETY: a valid timeval; no timezone.
     unsafe { libc::gettimeofday(&mut tv, std::ptr::null_mut()) };
     // SAFETY: time with a null pointer only returns the seconds.
@@ -270,6 +310,38 @@ fn vdso() {
     );
 }
 
+/// `ret` instructions in a writable data page (`static mut`: `.data`).
+static mut RET_IN_DATA: [u8; 16] = [0xc3; 16];
+
+/// Write one byte at `at` (a page that must not be writable): the line
+/// names the address; a second line would mean the write went through.
+fn poke(what: &str, at: *mut u8) {
+    println!("writing to {what} at {at:p}");
+    std::io::stdout().flush().unwrap();
+    // SAFETY: deliberately invalid: a code page must not be writable, the
+    // test checks that the store faults.
+    unsafe {
+        let old = std::ptr::read_volatile(at);
+        std::ptr::write_volatile(at, old);
+    }
+    println!("wrote {what} (should not happen)");
+}
+
+/// Call `at`, which holds a `ret` (0xc3) in a data page: it must fault on
+/// the instruction fetch, not return.
+fn call_data(what: &str, at: *mut u8) {
+    // SAFETY: the bytes are `ret`s, so the call would return if the page
+    // were executable; W^X means the fetch faults (the test checks that).
+    let f: extern "C" fn() = unsafe { std::mem::transmute(std::hint::black_box(at)) };
+    // The byte is a `ret` indeed (read through the data mapping).
+    // SAFETY: `at` points at the caller's initialised buffer.
+    let first = unsafe { std::ptr::read_volatile(at) };
+    println!("calling {what} at {at:p} (byte {first:#x})");
+    std::io::stdout().flush().unwrap();
+    f();
+    println!("returned from {what} (should not happen)");
+}
+
 /// Nanoseconds per clock read through libc (the vDSO where there is one)
 /// and per raw system call, for tests/bench/vdso/run.sh.
 #[inline(never)]
@@ -282,7 +354,10 @@ fn spin_forever() -> ! {
 
 fn clockbench() {
     let n = 1_000_000u32;
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     let t = std::time::Instant::now();
     for _ in 0..n {
         // SAFETY: a valid timespec for the call to fill.
