@@ -23,6 +23,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod arch;
 pub mod backtrace;
 pub mod cmdline;

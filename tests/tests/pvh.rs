@@ -178,3 +178,53 @@ fn no_devices_is_said_too() {
         o.stdout
     );
 }
+
+/// Boot hello-min the way a cloud VM boots: no isa-debug-exit device, and
+/// a reset reboots (no `-no-reboot`). Only an ACPI power-off ends QEMU.
+fn cloud_boot(machine: &str) -> Outcome {
+    let img = Target::Kvm.image("hello-min");
+    let mut cmd = std::process::Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-M",
+        machine,
+        "-accel",
+        "tcg",
+        "-cpu",
+        "qemu64",
+        "-m",
+        "64M",
+        "-nodefaults",
+        "-no-user-config",
+    ])
+    .args(["-display", "none", "-serial", "stdio", "-kernel"])
+    .arg(&img);
+    run_with_deadline(cmd, b"", Duration::from_secs(90))
+}
+
+#[test]
+fn acpi_power_off_ends_a_vm_without_isa_debug_exit() {
+    if !qemu_available("acpi_power_off_ends_a_vm_without_isa_debug_exit") {
+        return;
+    }
+    // q35: legacy ACPI (PM1a_CNT); microvm: hardware-reduced (the GED's
+    // sleep control register).
+    for machine in ["q35", "microvm"] {
+        let o = cloud_boot(machine);
+        // One boot (a reset would boot the app again, and again, until the
+        // deadline), its exit line, and QEMU ending by itself with status 0:
+        // the guest powered off.
+        assert_eq!(
+            o.stdout.matches("hello from hello-min").count(),
+            1,
+            "{machine}: stdout: {}\nstderr: {}",
+            o.stdout,
+            o.stderr
+        );
+        assert!(
+            o.stdout.contains("[unikernel] exit 0\n"),
+            "{machine}: {}",
+            o.stdout
+        );
+        assert_eq!(o.code, 0, "{machine}: QEMU's status; stderr: {}", o.stderr);
+    }
+}

@@ -16,6 +16,7 @@
 
 extern crate alloc;
 
+mod acpi;
 #[cfg(feature = "block")]
 mod blockcheck;
 mod clock;
@@ -143,11 +144,13 @@ impl Platform for Kvm {
 }
 
 /// Tell the runner the exit code (last console line), then stop the VM:
-/// QEMU's isa-debug-exit, else the i8042 reset line (Firecracker).
+/// QEMU's isa-debug-exit (the code reaches the runner), else ACPI S5 (a
+/// cloud VM powers off), else the i8042 reset line (Firecracker stops on it).
 fn exit(code: u32) -> ! {
     let line = format!("[unikernel] exit {}\n", code & 0xff);
     serial::write(serial::COM1, line.as_bytes());
     privileged::outb(DEBUG_EXIT_PORT, (code & 0xff) as u8);
+    acpi::power_off();
     privileged::outb(0x64, 0xfe);
     loop {
         privileged::halt();
@@ -162,6 +165,7 @@ pub(crate) fn fatal(msg: &str) -> ! {
     serial::write(serial::COM1, b"\n");
     serial::write(serial::COM1, b"[unikernel] exit 253\n");
     privileged::outb(DEBUG_EXIT_PORT, EXIT_BOOT_FAILED as u8);
+    acpi::power_off();
     privileged::outb(0x64, 0xfe);
     loop {
         privileged::halt();
@@ -299,6 +303,13 @@ extern "C" fn kvm_main(start_info_pa: u64) -> ! {
         tables.map_ram(s, e, &perm, image_range);
     }
     tables.map_4k(lapic::BASE, paging::DEVICE);
+    // How to power off (ACPI S5), read while the loader's identity map of
+    // the low 4 GiB (where the tables are) is still the one in use.
+    // SAFETY: ring 0 at boot, the bootstrap tables active.
+    unsafe { acpi::init(boot.info.rsdp_paddr) };
+    if let Some(p) = acpi::mmio_page() {
+        tables.map_4k(p, paging::DEVICE);
+    }
     // QEMU microvm's virtio-mmio transports, which it does not name on a PVH
     // command line; probed only when no `virtio_mmio.device=` token came.
     if cl.virtio_mmio.is_empty() {

@@ -142,6 +142,7 @@ pub mod privileged {
     pub const OP_OUTB: u64 = 7;
     pub const OP_HALT: u64 = 8;
     pub const OP_TSC_DEADLINE: u64 = 9;
+    pub const OP_ACPI_SLEEP: u64 = 10;
 
     extern "C" {
         fn unikernel_priv_op(op: u64, arg: u64);
@@ -182,6 +183,14 @@ pub mod privileged {
     pub fn set_tsc_deadline(tsc: u64) {
         // SAFETY: the gate writes only that MSR.
         unsafe { unikernel_priv_op(OP_TSC_DEADLINE, tsc) }
+    }
+
+    /// ACPI sleep through a PM1 control port: reads the 16-bit register at
+    /// `port`, replaces its SLP_TYP and SLP_EN bits (10-13) with those of
+    /// `value`, writes it back (S5 powers the machine off).
+    pub fn acpi_sleep(port: u16, value: u16) {
+        // SAFETY: the callers name the FADT's PM1 control port.
+        unsafe { unikernel_priv_op(OP_ACPI_SLEEP, ((port as u64) << 16) | value as u64) }
     }
 
     pub fn flush_all() {

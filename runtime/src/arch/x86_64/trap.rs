@@ -339,9 +339,23 @@ unikernel_priv_op_ring0:
     ret
 .Lop9:
     cmpq $9, %rax
-    jne .Lopend
+    jne .Lop10
     movl $0x6e0, %ecx          /* IA32_TSC_DEADLINE */
     jmp .Lwrmsr
+.Lop10:
+    cmpq $10, %rax
+    jne .Lopend
+    /* ACPI sleep: %rsi = port << 16 | value; PM1_CNT = (PM1_CNT &
+       ~0x3c00) | (value & 0x3c00) */
+    movl %esi, %edx
+    shrl $16, %edx
+    inw %dx, %ax
+    andw $0xc3ff, %ax
+    movl %esi, %ecx
+    andw $0x3c00, %cx
+    orw %cx, %ax
+    outw %ax, %dx
+    ret
 .Lopend:
     ret
 
