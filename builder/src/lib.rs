@@ -36,6 +36,7 @@ pub mod kvm_run;
 pub mod link;
 pub mod messages;
 pub mod netopt;
+pub mod oci;
 pub mod pack;
 pub mod pipeline;
 pub mod progress;

@@ -65,6 +65,33 @@ enum Command {
     /// from a Unikernel.toml beside it (the keys of
     /// [package.metadata.unikernel]), the options below override them.
     Pack(PackArgs),
+    /// Push an image to an OCI image layout (oci:DIR[:TAG]) or a registry
+    /// (HOST[:PORT]/REPO[:TAG]) as an OCI artifact, its debug files as a
+    /// second one tagged debug-<build id> (docs/deploy.md). Prints each
+    /// manifest's digest and where it went.
+    Push {
+        /// The image file.
+        image: PathBuf,
+        /// oci:DIR[:TAG] or HOST[:PORT]/REPO[:TAG] (tag: latest).
+        dest: String,
+        /// Plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Pull an image pushed by `push` from an OCI layout or a registry.
+    Pull {
+        /// oci:DIR[:TAG] or HOST[:PORT]/REPO[:TAG|@DIGEST].
+        source: String,
+        /// Where to write the image.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Also pull the debug files, as FILE.app.debug and FILE.kernel.debug.
+        #[arg(long)]
+        debug: bool,
+        /// Plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Copy a console log (a file, or stdin) to stdout with each crash line
     /// expanded into functions and source lines, from the image's debug
     /// files (docs/debugging.md).
@@ -507,6 +534,53 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
             if n == 0 {
                 eprintln!("cargo-unikernel: no crash line (unikernel-crash v1 ...) in the log");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Push {
+            image,
+            dest,
+            insecure,
+        } => {
+            for line in
+                cargo_unikernel::oci::push(&image, &dest, insecure).map_err(|e| e.to_string())?
+            {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pull {
+            source,
+            output,
+            debug,
+            insecure,
+        } => {
+            let p =
+                cargo_unikernel::oci::pull(&source, debug, insecure).map_err(|e| e.to_string())?;
+            Image::parse(&p.image).map_err(|e| image_error(Path::new(&source), e))?;
+            std::fs::write(&output, &p.image)
+                .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+            for (name, data) in &p.debug {
+                // <build id>.app.debug -> OUTPUT.app.debug, where symbolize looks.
+                let which = if name.ends_with(".kernel.debug") {
+                    "kernel"
+                } else {
+                    "app"
+                };
+                let path = cargo_unikernel::pipeline::debug_path(&output, which);
+                std::fs::write(&path, data)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+            eprintln!(
+                "cargo-unikernel: pulled {source} ({}, {} bytes{}) to {}",
+                p.digest,
+                p.image.len(),
+                if p.debug.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} debug files", p.debug.len())
+                },
+                output.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { image, json } => {
