@@ -118,8 +118,8 @@ fn device_threads_narrow_their_own_filters() {
         return;
     };
     // The hostile kernel's idle mode: a disk ring and the timer set up,
-    // then 3 s of 1 ms polls.
-    let img = hostile_image(code, "idle", 3, 3000, 0);
+    // then 5 s of 1 ms polls.
+    let img = hostile_image(code, "idle", 3, 5000, 0);
     let disk = std::env::temp_dir().join(format!("hvt-seccomp-{}.disk", std::process::id()));
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_unikernel-hvt"))
@@ -135,7 +135,18 @@ fn device_threads_narrow_their_own_filters() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut err, &mut line).unwrap();
     assert_eq!(line, "idle\n");
-    let threads = thread_filters(child.id());
+    // The threads narrow themselves as their first step, once the
+    // scheduler runs them: look until both have (4 s at most).
+    let narrowed = |t: &[(String, u32)]| {
+        t.iter().any(|(name, n)| name == "hvt-blk0" && *n == 2)
+            && t.iter().filter(|(_, n)| *n == 2).count() >= 2
+    };
+    let start = Instant::now();
+    let mut threads = thread_filters(child.id());
+    while !narrowed(&threads) && start.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(20));
+        threads = thread_filters(child.id());
+    }
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "threads {threads:?}");
     // The vCPU (main) thread has the process-wide filter only; the disk's
