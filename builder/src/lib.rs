@@ -24,6 +24,7 @@
 //!
 //! [`template`] is `cargo unikernel new`.
 pub mod cargo;
+pub mod cloud;
 pub mod cmdline;
 pub mod config;
 pub mod console;

@@ -275,10 +275,16 @@ struct RunArgs {
     /// kvm: print the QEMU command line (xen: the xl config) instead of running it.
     #[arg(long)]
     print_vmm_config: bool,
-    /// kvm: write a VMM config next to the image (<image>.firecracker.json);
-    /// xen: the xl config (<image>.xl.cfg); instead of running it.
-    #[arg(long, value_enum, value_name = "VMM")]
+    /// kvm: write a VMM config next to the image (<image>.firecracker.json)
+    /// or a bootable disk (disk: <image>.raw, BIOS and UEFI through GRUB,
+    /// with this command line; see --disk-format); xen: the xl config
+    /// (<image>.xl.cfg); instead of running it.
+    #[arg(long, value_enum, value_name = "WHAT")]
     emit: Option<Emit>,
+    /// With --emit disk: raw (default), qcow2, vhd (fixed, Azure) or gce
+    /// (disk.raw in a gzipped tar).
+    #[arg(long, value_enum, value_name = "FMT", default_value = "raw")]
+    disk_format: cargo_unikernel::cloud::DiskFormat,
     /// Arguments for the app (replace the image's default arguments).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
@@ -291,6 +297,9 @@ enum Emit {
     Firecracker,
     /// xen images: <image>.xl.cfg.
     Xl,
+    /// kvm images: a GPT disk booting with BIOS and UEFI (<image>.raw, or
+    /// the --disk-format's extension).
+    Disk,
 }
 
 fn main() -> ExitCode {
@@ -381,12 +390,17 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
             let emit_mismatch = match (platform, args.emit) {
                 (Platform::Kvm, Some(Emit::Xl)) => Some("kvm"),
                 (Platform::Xen, Some(Emit::Firecracker)) => Some("xen"),
+                (Platform::Xen, Some(Emit::Disk)) => Some("xen"),
                 _ => None,
             };
             if let Some(p) = emit_mismatch {
+                let what = match args.emit {
+                    Some(Emit::Xl) => "xl",
+                    Some(Emit::Disk) => "disk",
+                    _ => "firecracker",
+                };
                 return Err(format!(
-                    "--emit {} does not apply to {}, a {p} image (kvm: firecracker, xen: xl)",
-                    if p == "kvm" { "xl" } else { "firecracker" },
+                    "--emit {what} does not apply to {}, a {p} image (kvm: firecracker, disk; xen: xl)",
                     image.display()
                 ));
             }

@@ -310,6 +310,15 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
     // Absolute: QEMU and Firecracker may run from another directory.
     let image = std::path::absolute(image)
         .map_err(|e| format!("cannot resolve {}: {e}", image.display()))?;
+    if run.emit == Some(Emit::Disk) {
+        eprintln!(
+            "cargo-unikernel: writing a disk image of {} (GRUB, BIOS and UEFI)",
+            image.display()
+        );
+        let out = cargo_unikernel::cloud::write(&image, &cmdline, run.disk_format)?;
+        println!("{}", out.display());
+        return Ok(0);
+    }
 
     let net = KvmNet::new(
         kvm_attach(run, &manifest.components),

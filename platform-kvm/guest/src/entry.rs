@@ -8,12 +8,26 @@
 //!
 //! PVH entry state: 32-bit protected mode, paging off, flat segments, %ebx
 //! = guest-physical address of the `hvm_start_info`, no stack.
+//!
+//! The same image also boots through GRUB (a disk image: `--emit disk`):
+//! a Multiboot2 header at the start of the text (inside the file's first
+//! 32 KiB, as the spec wants) names `kvm_mb2_entry`, where a Multiboot2
+//! loader enters in the same state but with %eax = 0x36d76289 and %ebx =
+//! the Multiboot2 information; the stub notes that in `KVM_BOOT_MB2` and
+//! joins the PVH path; `kvm_main` reads the information instead
+//! (`start_info::from_multiboot2`).
 
 /// The boot stack (becomes the main thread's kernel stack).
 pub const BOOT_STACK_SIZE: usize = 64 * 1024;
 
 #[repr(C, align(16))]
 pub struct Stack<const N: usize>(pub [u8; N]);
+
+/// Non-zero when a Multiboot2 loader (GRUB) entered the kernel. In .data
+/// (file-backed), never cleared after the entry stub wrote it.
+#[no_mangle]
+#[link_section = ".data.kvm_boot_mb2"]
+pub static mut KVM_BOOT_MB2: u32 = 0;
 
 /// TSC at the PVH entry (written by the entry code).
 #[no_mangle]
@@ -52,6 +66,32 @@ kvm_boot_pd:
     .quad (i << 21) | 0x83        /* present, writable, 2 MiB */
     .set i, i + 1
     .endr
+
+    .section .text.kvm_mb2_header, "ax"
+    .balign 8
+kvm_mb2_header:
+    .long 0xe85250d6              /* Multiboot2 magic */
+    .long 0                       /* i386 protected mode */
+    .long kvm_mb2_header_end - kvm_mb2_header
+    .long -(0xe85250d6 + (kvm_mb2_header_end - kvm_mb2_header))
+    .balign 8
+    .word 3, 0                    /* entry address tag */
+    .long 12
+    .long kvm_mb2_entry
+    .balign 8
+    .word 0, 0                    /* end tag */
+    .long 8
+kvm_mb2_header_end:
+
+    .code32
+    .global kvm_mb2_entry
+kvm_mb2_entry:
+    cmpl $0x36d76289, %eax
+    jne 1f
+    movl $1, KVM_BOOT_MB2
+    jmp kvm_pvh_entry
+1:  hlt                           /* not a Multiboot2 loader */
+    jmp 1b
 
     .section .text.kvm_pvh_entry, "ax"
     .code32

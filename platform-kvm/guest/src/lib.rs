@@ -207,10 +207,19 @@ static mut CMDLINE: [u8; 4096] = [0; 4096];
 extern "C" fn kvm_main(start_info_pa: u64) -> ! {
     // SAFETY: ring 0, at boot, single CPU.
     unsafe { serial::init() };
-    // SAFETY: %ebx of the PVH entry; the first 4 GiB are mapped.
-    let boot = match unsafe { start_info::read(start_info_pa) } {
+    // SAFETY: written once by the entry code, before this.
+    let multiboot2 = unsafe { core::ptr::addr_of!(entry::KVM_BOOT_MB2).read() } != 0;
+    // SAFETY: %ebx of the PVH (or Multiboot2) entry; the first 4 GiB are mapped.
+    let boot = match unsafe {
+        if multiboot2 {
+            start_info::from_multiboot2(start_info_pa).map_err(Err)
+        } else {
+            start_info::read(start_info_pa).map_err(Ok)
+        }
+    } {
         Ok(b) => b,
-        Err(m) => {
+        Err(Err(e)) => fatal(e),
+        Err(Ok(m)) => {
             use core::fmt::Write;
             let mut msg = unikernel_runtime::fmtbuf::FmtBuf::<128>::new();
             let _ = write!(msg, "hvm_start_info has a bad magic {m:#x} (expected 0x336ec578): was this booted as PVH?");

@@ -1,0 +1,528 @@
+//! Bootable disk images of kvm images, for clouds and hypervisor managers
+//! that boot only disks (docs/deploy.md): a GPT disk that boots with BIOS
+//! and with UEFI through GRUB, written without privileges or loop devices.
+//!
+//! Layout (512-byte sectors):
+//!
+//! | LBA | what |
+//! |---|---|
+//! | 0 | protective MBR carrying GRUB's `boot.img` (it loads `core.img` from LBA 2048) |
+//! | 1-33 | GPT header and partition entries |
+//! | 2048-4095 | partition 1, BIOS boot: GRUB's i386-pc `core.img` |
+//! | 4096- | partition 2, EFI system partition (FAT): `EFI/BOOT/BOOTX64.EFI` (GRUB x86_64-efi), `boot/grub/grub.cfg`, `boot/kernel` (the image) |
+//! | last 33 | the backup GPT |
+//!
+//! GRUB (Debian's `grub-pc-bin` and `grub-efi-amd64-bin`, through
+//! `grub-mkimage`) boots the image through its Multiboot2 header with the
+//! command line in `grub.cfg`. Reproducible: GUIDs and the volume id come
+//! from the build id, the FAT has no timestamps.
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest as _, Sha256};
+
+const SECTOR: u64 = 512;
+const BIOS_START: u64 = 2048;
+const BIOS_SECTORS: u64 = 2048;
+const ESP_START: u64 = BIOS_START + BIOS_SECTORS;
+/// Partition entries: 128 of 128 bytes (32 sectors).
+const ENTRIES: u64 = 128;
+const ENTRY_SIZE: u64 = 128;
+const ENTRY_SECTORS: u64 = ENTRIES * ENTRY_SIZE / SECTOR;
+/// GPT partition type GUIDs.
+const BIOS_BOOT_TYPE: &str = "21686148-6449-6e6f-744e-656564454649";
+const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+/// Where Debian's GRUB packages keep their modules.
+const GRUB_PC: &str = "/usr/lib/grub/i386-pc";
+const GRUB_EFI: &str = "/usr/lib/grub/x86_64-efi";
+/// Modules in both core images: GPT, FAT, Multiboot2, and the config parser.
+const GRUB_MODULES: &[&str] = &["part_gpt", "fat", "multiboot2", "normal", "configfile"];
+
+/// `--disk-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiskFormat {
+    /// A raw disk: `<image>.raw`.
+    Raw,
+    /// qcow2 (through qemu-img): `<image>.qcow2`.
+    Qcow2,
+    /// A fixed VHD (Azure): `<image>.vhd`.
+    Vhd,
+    /// `disk.raw` in a gzipped GNU tar (GCE): `<image>.tar.gz`.
+    Gce,
+}
+
+impl DiskFormat {
+    fn extension(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Vhd => "vhd",
+            DiskFormat::Gce => "tar.gz",
+        }
+    }
+}
+
+/// Where `--emit disk` writes: the image's path with the format's extension.
+pub fn disk_path(image: &Path, format: DiskFormat) -> PathBuf {
+    let mut s = image.as_os_str().to_owned();
+    s.push(".");
+    s.push(format.extension());
+    PathBuf::from(s)
+}
+
+/// GRUB's pieces: `boot.img`, the BIOS `core.img`, the UEFI `BOOTX64.EFI`.
+struct Grub {
+    boot: Vec<u8>,
+    core: Vec<u8>,
+    efi: Vec<u8>,
+}
+
+fn grub(tmp: &Path) -> Result<Grub, String> {
+    for (dir, pkg) in [(GRUB_PC, "grub-pc-bin"), (GRUB_EFI, "grub-efi-amd64-bin")] {
+        if !Path::new(dir).is_dir() {
+            return Err(format!(
+                "{dir} is missing: disk images need GRUB's modules (Debian: apt-get install {pkg})"
+            ));
+        }
+    }
+    let mk = |format: &str, dir: &str, prefix: &str, out: &Path| -> Result<Vec<u8>, String> {
+        let mut cmd = Command::new("grub-mkimage");
+        cmd.args(["-O", format, "-d", dir, "-p", prefix, "-o"])
+            .arg(out)
+            .args(GRUB_MODULES);
+        if format == "i386-pc" {
+            cmd.arg("biosdisk");
+        }
+        let o = cmd.output().map_err(|e| {
+            format!("cannot run grub-mkimage: {e} (Debian: apt-get install grub-common)")
+        })?;
+        if !o.status.success() {
+            return Err(format!(
+                "grub-mkimage -O {format} failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        std::fs::read(out).map_err(|e| format!("cannot read {}: {e}", out.display()))
+    };
+    let core = mk(
+        "i386-pc",
+        GRUB_PC,
+        "(hd0,gpt2)/boot/grub",
+        &tmp.join("core.img"),
+    )?;
+    let efi = mk(
+        "x86_64-efi",
+        GRUB_EFI,
+        "/boot/grub",
+        &tmp.join("bootx64.efi"),
+    )?;
+    let boot_path = Path::new(GRUB_PC).join("boot.img");
+    let boot = std::fs::read(&boot_path)
+        .map_err(|e| format!("cannot read {}: {e}", boot_path.display()))?;
+    if boot.len() != 512 {
+        return Err(format!("{} is not one sector", boot_path.display()));
+    }
+    Ok(Grub { boot, core, efi })
+}
+
+/// The module string that marks the command-line file for the kernel
+/// (`start_info::from_multiboot2`).
+pub const CMDLINE_MODULE: &str = "unikernel-cmdline";
+
+/// The `grub.cfg`: boot the kernel at once, its command line in a file
+/// loaded as a Multiboot2 module (GRUB would re-quote words given on the
+/// `multiboot2` line; a module reaches the kernel byte for byte).
+pub fn grub_cfg() -> String {
+    format!(
+        "# Written by cargo-unikernel: boot the image; its command line is /boot/cmdline.\n\
+         set timeout=0\n\
+         multiboot2 /boot/kernel\n\
+         module2 /boot/cmdline {CMDLINE_MODULE}\n\
+         boot\n"
+    )
+}
+
+/// A GUID from `seed` (a version-4-shaped GUID: reproducible, unique per
+/// build id and purpose), in GPT's on-disk byte order.
+fn guid(seed: &[u8], what: &str) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(seed);
+    h.update(what.as_bytes());
+    let d = h.finalize();
+    let mut g = [0u8; 16];
+    g.copy_from_slice(&d[..16]);
+    g[7] = (g[7] & 0x0f) | 0x40;
+    g[8] = (g[8] & 0x3f) | 0x80;
+    g
+}
+
+/// A GUID's text form in GPT's on-disk byte order (the first three fields
+/// little-endian).
+fn guid_bytes(text: &str) -> [u8; 16] {
+    let hex: Vec<u8> = text
+        .bytes()
+        .filter(|c| *c != b'-')
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+        .collect();
+    let mut g = [0u8; 16];
+    g[0..4].copy_from_slice(&[hex[3], hex[2], hex[1], hex[0]]);
+    g[4..6].copy_from_slice(&[hex[5], hex[4]]);
+    g[6..8].copy_from_slice(&[hex[7], hex[6]]);
+    g[8..16].copy_from_slice(&hex[8..16]);
+    g
+}
+
+/// The ESP: a FAT volume of `sectors` with GRUB, its config and the kernel.
+fn esp(sectors: u64, volume_id: u32, files: &[(&str, &[u8])]) -> Result<Vec<u8>, String> {
+    fn err<E: std::fmt::Debug>(e: E) -> String {
+        format!("writing the EFI system partition: {e:?}")
+    }
+    let mut buf = std::io::Cursor::new(vec![0u8; (sectors * SECTOR) as usize]);
+    lamfat::format_volume(
+        &mut lamfat::StdIoWrapper::new(&mut buf),
+        lamfat::FormatVolumeOptions::new()
+            .volume_label(*b"UNIKERNEL  ")
+            .volume_id(volume_id),
+    )
+    .map_err(err)?;
+    buf.seek(SeekFrom::Start(0)).map_err(err)?;
+    {
+        let fs = lamfat::FileSystem::new(
+            lamfat::StdIoWrapper::new(&mut buf),
+            lamfat::FsOptions::new().time_provider(lamfat::NullTimeProvider::new()),
+        )
+        .map_err(err)?;
+        for (path, data) in files {
+            let root = fs.root_dir();
+            let mut dir = root;
+            let parts: Vec<&str> = path.split('/').collect();
+            for d in &parts[..parts.len() - 1] {
+                dir = match dir.open_dir(d) {
+                    Ok(x) => x,
+                    Err(_) => dir.create_dir(d).map_err(err)?,
+                };
+            }
+            let mut f = dir.create_file(parts[parts.len() - 1]).map_err(err)?;
+            f.truncate().map_err(err)?;
+            f.write_all(data).map_err(err)?;
+            f.flush().map_err(err)?;
+            drop(f);
+            drop(dir);
+        }
+        fs.unmount().map_err(err)?;
+    }
+    Ok(buf.into_inner())
+}
+
+fn put(buf: &mut [u8], at: usize, b: &[u8]) {
+    buf[at..at + b.len()].copy_from_slice(b);
+}
+
+/// A GPT header for `my_lba` (1 or the last sector).
+fn gpt_header(
+    my_lba: u64,
+    alt_lba: u64,
+    entries_lba: u64,
+    last_usable: u64,
+    disk: &[u8; 16],
+    entries_crc: u32,
+) -> Vec<u8> {
+    let mut h = vec![0u8; SECTOR as usize];
+    put(&mut h, 0, b"EFI PART");
+    put(&mut h, 8, &0x0001_0000u32.to_le_bytes());
+    put(&mut h, 12, &92u32.to_le_bytes());
+    put(&mut h, 24, &my_lba.to_le_bytes());
+    put(&mut h, 32, &alt_lba.to_le_bytes());
+    put(&mut h, 40, &(2 + ENTRY_SECTORS).to_le_bytes());
+    put(&mut h, 48, &last_usable.to_le_bytes());
+    put(&mut h, 56, disk);
+    put(&mut h, 72, &entries_lba.to_le_bytes());
+    put(&mut h, 80, &(ENTRIES as u32).to_le_bytes());
+    put(&mut h, 84, &(ENTRY_SIZE as u32).to_le_bytes());
+    put(&mut h, 88, &entries_crc.to_le_bytes());
+    let crc = crc32fast::hash(&h[..92]);
+    put(&mut h, 16, &crc.to_le_bytes());
+    h
+}
+
+/// The raw disk for `image` (a kvm image's bytes) booting with the
+/// (encoded) command line `cmdline`; `seed` is the build id.
+pub fn raw_disk(image: &[u8], cmdline: &str, seed: &[u8], tmp: &Path) -> Result<Vec<u8>, String> {
+    let g = grub(tmp)?;
+    let core_sectors = (g.core.len() as u64).div_ceil(SECTOR);
+    if !(2..=BIOS_SECTORS).contains(&core_sectors) {
+        return Err(format!(
+            "GRUB's core.img is {} bytes: it does not fit the BIOS boot partition",
+            g.core.len()
+        ));
+    }
+    if cmdline.len() > 4095 {
+        return Err(format!(
+            "the command line is {} bytes; the kernel takes 4095",
+            cmdline.len()
+        ));
+    }
+    let cfg = grub_cfg();
+    // The ESP: room for the files and a margin, whole MiB, at least 32 MiB.
+    let need = g.efi.len() + image.len() + cfg.len() + (8 << 20);
+    let esp_sectors = (need as u64).max(32 << 20).next_multiple_of(1 << 20) / SECTOR;
+    let volume_id = u32::from_le_bytes(guid(seed, "volume")[..4].try_into().unwrap());
+    let fat = esp(
+        esp_sectors,
+        volume_id,
+        &[
+            ("EFI/BOOT/BOOTX64.EFI", &g.efi),
+            ("boot/grub/grub.cfg", cfg.as_bytes()),
+            ("boot/cmdline", cmdline.as_bytes()),
+            ("boot/kernel", image),
+        ],
+    )?;
+    // One MiB after the ESP for the backup GPT (whole MiB: clouds want it).
+    let total = ESP_START + esp_sectors + (1 << 20) / SECTOR;
+    let last = total - 1;
+    let mut disk = vec![0u8; (total * SECTOR) as usize];
+
+    // Protective MBR with GRUB's boot code, which loads core.img's first
+    // sector from LBA BIOS_START (the u64 at 0x5c).
+    let mut mbr = g.boot.clone();
+    put(&mut mbr, 0x5c, &BIOS_START.to_le_bytes());
+    mbr[440..446].fill(0);
+    put(&mut mbr, 440, &guid(seed, "mbr")[..4]);
+    mbr[446..510].fill(0);
+    // Entry 1: type 0xEE from LBA 1 over the whole disk (capped at 2^32-1).
+    let size = (total - 1).min(0xffff_ffff) as u32;
+    put(
+        &mut mbr,
+        446,
+        &[0x00, 0x00, 0x02, 0x00, 0xee, 0xff, 0xff, 0xff],
+    );
+    put(&mut mbr, 454, &1u32.to_le_bytes());
+    put(&mut mbr, 458, &size.to_le_bytes());
+    put(&mut mbr, 510, &[0x55, 0xaa]);
+    put(&mut disk, 0, &mbr);
+
+    // core.img: its first sector (diskboot) reads the rest by a blocklist
+    // at its end: { u64 start, u16 sectors, u16 segment }.
+    let mut core = g.core.clone();
+    core.resize((core_sectors * SECTOR) as usize, 0);
+    put(&mut core, 0x1f4, &(BIOS_START + 1).to_le_bytes());
+    put(&mut core, 0x1fc, &((core_sectors - 1) as u16).to_le_bytes());
+    put(&mut disk, (BIOS_START * SECTOR) as usize, &core);
+    put(&mut disk, (ESP_START * SECTOR) as usize, &fat);
+
+    // The partition entries.
+    let mut entries = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
+    let mut entry =
+        |i: usize, ty: &str, uniq: [u8; 16], first: u64, last: u64, attrs: u64, name: &str| {
+            let e = &mut entries[i * ENTRY_SIZE as usize..(i + 1) * ENTRY_SIZE as usize];
+            put(e, 0, &guid_bytes(ty));
+            put(e, 16, &uniq);
+            put(e, 32, &first.to_le_bytes());
+            put(e, 40, &last.to_le_bytes());
+            put(e, 48, &attrs.to_le_bytes());
+            for (k, c) in name.encode_utf16().enumerate().take(36) {
+                put(e, 56 + 2 * k, &c.to_le_bytes());
+            }
+        };
+    entry(
+        0,
+        BIOS_BOOT_TYPE,
+        guid(seed, "bios"),
+        BIOS_START,
+        BIOS_START + BIOS_SECTORS - 1,
+        0,
+        "BIOS boot",
+    );
+    entry(
+        1,
+        ESP_TYPE,
+        guid(seed, "esp"),
+        ESP_START,
+        ESP_START + esp_sectors - 1,
+        0,
+        "EFI system",
+    );
+    let crc = crc32fast::hash(&entries);
+    let disk_guid = guid(seed, "disk");
+    let last_usable = last - 1 - ENTRY_SECTORS;
+    put(
+        &mut disk,
+        SECTOR as usize,
+        &gpt_header(1, last, 2, last_usable, &disk_guid, crc),
+    );
+    put(&mut disk, (2 * SECTOR) as usize, &entries);
+    let backup_entries = last - ENTRY_SECTORS;
+    put(&mut disk, (backup_entries * SECTOR) as usize, &entries);
+    put(
+        &mut disk,
+        (last * SECTOR) as usize,
+        &gpt_header(last, 1, backup_entries, last_usable, &disk_guid, crc),
+    );
+    Ok(disk)
+}
+
+/// A fixed VHD: the raw disk and a 512-byte footer.
+pub fn vhd(mut raw: Vec<u8>, seed: &[u8]) -> Vec<u8> {
+    let size = raw.len() as u64;
+    let mut f = vec![0u8; 512];
+    put(&mut f, 0, b"conectix");
+    put(&mut f, 8, &2u32.to_be_bytes()); // features: reserved bit
+    put(&mut f, 12, &0x0001_0000u32.to_be_bytes()); // format version
+    put(&mut f, 16, &u64::MAX.to_be_bytes()); // data offset: none (fixed)
+                                              // timestamp (24): 0, for reproducibility
+    put(&mut f, 28, b"cunk");
+    put(&mut f, 32, &0x0001_0000u32.to_be_bytes());
+    put(&mut f, 36, b"Wi2k");
+    put(&mut f, 40, &size.to_be_bytes());
+    put(&mut f, 48, &size.to_be_bytes());
+    // CHS geometry, as the VHD specification computes it.
+    let total = (size / 512).min(65535 * 16 * 255);
+    let (mut spt, mut heads);
+    let mut cth;
+    if total >= 65535 * 16 * 63 {
+        spt = 255;
+        heads = 16;
+        cth = total / spt;
+    } else {
+        spt = 17;
+        cth = total / spt;
+        heads = cth.div_ceil(1024).max(4);
+        if cth >= heads * 1024 || heads > 16 {
+            spt = 31;
+            heads = 16;
+            cth = total / spt;
+        }
+        if cth >= heads * 1024 {
+            spt = 63;
+            heads = 16;
+            cth = total / spt;
+        }
+    }
+    let cyl = (cth / heads).min(65535) as u16;
+    put(&mut f, 56, &cyl.to_be_bytes());
+    f[58] = heads as u8;
+    f[59] = spt as u8;
+    put(&mut f, 60, &2u32.to_be_bytes()); // disk type: fixed
+    put(&mut f, 68, &guid(seed, "vhd"));
+    let sum: u32 = f.iter().map(|&b| u32::from(b)).sum();
+    put(&mut f, 64, &(!sum).to_be_bytes());
+    raw.extend_from_slice(&f);
+    raw
+}
+
+/// GCE's import format: `disk.raw` in a gzipped GNU tar.
+pub fn gce(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let err = |e: std::io::Error| format!("writing the GCE tarball: {e}");
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::default());
+    let mut t = tar::Builder::new(gz);
+    let mut h = tar::Header::new_gnu();
+    h.set_path("disk.raw").map_err(err)?;
+    h.set_size(raw.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    t.append(&h, raw).map_err(err)?;
+    let gz = t.into_inner().map_err(err)?;
+    gz.finish().map_err(err)
+}
+
+/// Writes the disk of the kvm image at `image` in `format` (next to it);
+/// returns its path.
+pub fn write(image: &Path, cmdline: &str, format: DiskFormat) -> Result<PathBuf, String> {
+    let data = std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+    let img = crate::image::Image::parse(&data)
+        .map_err(|e| format!("{} is not a unikernel image ({e:?})", image.display()))?;
+    if img.manifest.platform != unikernel_image::manifest::Platform::Kvm {
+        return Err(format!(
+            "{} is a {} image: disk images hold kvm images (build with --platform kvm)",
+            image.display(),
+            img.manifest.platform.name()
+        ));
+    }
+    let tmp = std::env::temp_dir().join(format!("cargo-unikernel-disk-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let result = (|| {
+        let raw = raw_disk(&data, cmdline, &img.manifest.build_id, &tmp)?;
+        let out = disk_path(image, format);
+        let write_file = |p: &Path, b: &[u8]| {
+            std::fs::write(p, b).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        };
+        match format {
+            DiskFormat::Raw => write_file(&out, &raw)?,
+            DiskFormat::Vhd => write_file(&out, &vhd(raw, &img.manifest.build_id))?,
+            DiskFormat::Gce => write_file(&out, &gce(&raw)?)?,
+            DiskFormat::Qcow2 => {
+                let r = tmp.join("disk.raw");
+                write_file(&r, &raw)?;
+                let o = Command::new("qemu-img")
+                    .args(["convert", "-f", "raw", "-O", "qcow2"])
+                    .arg(&r)
+                    .arg(&out)
+                    .output()
+                    .map_err(|e| {
+                        format!("cannot run qemu-img: {e} (Debian: apt-get install qemu-utils)")
+                    })?;
+                if !o.status.success() {
+                    return Err(format!(
+                        "qemu-img convert failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grub_cfg_boots_with_the_command_line_module() {
+        let cfg = grub_cfg();
+        assert!(
+            cfg.contains(
+                "\nmultiboot2 /boot/kernel\nmodule2 /boot/cmdline unikernel-cmdline\nboot\n"
+            ),
+            "{cfg}"
+        );
+    }
+
+    #[test]
+    fn guid_text_to_gpt_bytes() {
+        // The ESP type as it lies on disk.
+        assert_eq!(
+            guid_bytes(ESP_TYPE),
+            [
+                0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
+                0xc9, 0x3b
+            ]
+        );
+        assert_eq!(guid(b"id", "x"), guid(b"id", "x"));
+        assert_ne!(guid(b"id", "x"), guid(b"id", "y"));
+    }
+
+    #[test]
+    fn vhd_footer_checksums() {
+        let v = vhd(vec![0u8; 8 << 20], b"id");
+        let f = &v[v.len() - 512..];
+        assert_eq!(&f[..8], b"conectix");
+        let stored = u32::from_be_bytes(f[64..68].try_into().unwrap());
+        let sum: u32 = f
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(64..68).contains(i))
+            .map(|(_, &b)| u32::from(b))
+            .sum();
+        assert_eq!(stored, !sum);
+        assert_eq!(u64::from_be_bytes(f[48..56].try_into().unwrap()), 8 << 20);
+    }
+}

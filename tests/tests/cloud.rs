@@ -1,0 +1,335 @@
+//! Bootable disk images (docs/deploy.md): `cargo unikernel run IMAGE
+//! --emit disk` writes a GPT disk that QEMU q35 boots with SeaBIOS and with
+//! OVMF (UEFI) through GRUB, the command line from the disk's grub.cfg
+//! reaching the app intact; the qcow2, VHD and GCE forms checked with
+//! qemu-img, tar, sfdisk and mtools. Needs Debian's grub-pc-bin,
+//! grub-efi-amd64-bin, ovmf, qemu-utils, fdisk and mtools (.ci/run
+//! installs them); prints SKIPPED without.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use unikernel_tests::*;
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+fn ready(test: &str) -> bool {
+    if !qemu_available(test) {
+        return false;
+    }
+    let missing: Vec<&str> = [
+        ("/usr/lib/grub/i386-pc/boot.img", "grub-pc-bin"),
+        ("/usr/lib/grub/x86_64-efi/normal.mod", "grub-efi-amd64-bin"),
+        (OVMF_CODE, "ovmf"),
+        ("/usr/bin/qemu-img", "qemu-utils"),
+        ("/usr/sbin/sfdisk", "fdisk"),
+        ("/usr/bin/mdir", "mtools"),
+    ]
+    .iter()
+    .filter(|(p, _)| !Path::new(p).exists())
+    .map(|(_, pkg)| *pkg)
+    .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "SKIPPED: {test}: needs {} (.ci/run installs them)",
+            missing.join(", ")
+        );
+        return false;
+    }
+    true
+}
+
+/// `cargo unikernel run IMAGE --emit disk ARGS...`: the disk's path.
+fn emit_disk(image: &Path, args: &[&str]) -> PathBuf {
+    let mut cmd = Command::new(tool("cargo-unikernel"));
+    cmd.arg("run")
+        .arg(image)
+        .args(["--emit", "disk"])
+        .args(args);
+    let o = run_with_deadline(cmd, b"", Duration::from_secs(120));
+    assert_eq!(o.code, 0, "--emit disk failed: {}{}", o.stdout, o.stderr);
+    PathBuf::from(o.stdout.trim())
+}
+
+/// Boots `disk` on QEMU q35 (TCG) with SeaBIOS or, `uefi`, OVMF.
+fn boot_disk(disk: &Path, uefi: bool) -> Outcome {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-M",
+        "q35",
+        "-accel",
+        "tcg",
+        "-m",
+        "256M",
+        "-nodefaults",
+        "-no-user-config",
+    ])
+    .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+    .arg("-drive")
+    .arg(format!(
+        "file={},format=raw,if=none,id=d0,snapshot=on",
+        disk.display()
+    ))
+    .args(["-device", "virtio-blk-pci,drive=d0"]);
+    if uefi {
+        let vars = std::env::temp_dir().join(format!("unikernel-ovmf-vars-{}", std::process::id()));
+        std::fs::copy(OVMF_VARS, &vars).unwrap();
+        cmd.arg("-drive")
+            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+    }
+    run_with_deadline(cmd, b"", Duration::from_secs(180))
+}
+
+/// isa-debug-exit's QEMU status for the guest's exit code.
+fn qemu_status(code: i32) -> i32 {
+    ((code << 1) | 1) & 0xff
+}
+
+#[test]
+fn disk_boots_with_bios_and_uefi() {
+    let test = "disk_boots_with_bios_and_uefi";
+    if !ready(test) {
+        return;
+    }
+    let disk = emit_disk(&Target::Kvm.image("hello-min"), &[]);
+    assert!(
+        disk.to_string_lossy().ends_with(".raw"),
+        "{}",
+        disk.display()
+    );
+    for uefi in [false, true] {
+        let o = boot_disk(&disk, uefi);
+        let fw = if uefi { "OVMF" } else { "SeaBIOS" };
+        assert!(
+            o.stdout.contains("hello from hello-min\n"),
+            "{fw}: {}\n{}",
+            o.stdout,
+            o.stderr
+        );
+        assert!(
+            o.stdout.contains("[unikernel] exit 0\n"),
+            "{fw}: {}",
+            o.stdout
+        );
+        assert_eq!(o.code, qemu_status(0), "{fw}: {}", o.stderr);
+    }
+}
+
+#[test]
+fn the_command_line_reaches_the_app_through_grub() {
+    let test = "the_command_line_reaches_the_app_through_grub";
+    if !ready(test) {
+        return;
+    }
+    let probe = Target::Kvm.image("probe");
+    let awkward = "it's $x \"q\" \\b";
+    let disk = emit_disk(
+        &probe,
+        &[
+            "--env",
+            "PROBE_VAR=hello world",
+            "--",
+            "args",
+            "alpha",
+            "beta gamma",
+            awkward,
+        ],
+    );
+    for uefi in [false, true] {
+        let o = boot_disk(&disk, uefi);
+        assert_eq!(
+            // GRUB leaves a carriage return on the shared serial line.
+            o.stdout_lines()
+                .into_iter()
+                .map(|l| l.trim_start_matches('\r'))
+                .filter(|l| l.starts_with("argv") || l.starts_with("env "))
+                .collect::<Vec<_>>(),
+            [
+                format!("argv: [\"/probe\", \"args\", \"alpha\", \"beta gamma\", {awkward:?}]")
+                    .as_str(),
+                "env PROBE_DEFAULT=from-metadata",
+                "env PROBE_VAR=hello world",
+            ],
+            "uefi {uefi}: {}",
+            o.stdout
+        );
+        assert_eq!(o.code, qemu_status(0));
+    }
+    // An exit code comes back through isa-debug-exit.
+    let disk = emit_disk(&probe, &["--", "exit", "7"]);
+    let o = boot_disk(&disk, false);
+    assert!(o.stdout.contains("[unikernel] exit 7\n"), "{}", o.stdout);
+    assert_eq!(o.code, qemu_status(7));
+}
+
+#[test]
+fn disk_formats_are_what_their_tools_expect() {
+    let test = "disk_formats_are_what_their_tools_expect";
+    if !ready(test) {
+        return;
+    }
+    // A copy of its own: the disks go next to the image, and the other
+    // tests write disks of hello-min too.
+    let img = std::env::temp_dir().join(format!("unikernel-formats-{}", std::process::id()));
+    std::fs::copy(Target::Kvm.image("hello-min"), &img).unwrap();
+    let raw = emit_disk(&img, &[]);
+    let raw_bytes = std::fs::read(&raw).unwrap();
+    // Reproducible: the same image gives the same disk.
+    assert!(
+        std::fs::read(emit_disk(&img, &[])).unwrap() == raw_bytes,
+        "two disks of one image differ"
+    );
+    // Whole MiB, a GPT with the BIOS boot partition and the ESP.
+    assert_eq!(raw_bytes.len() % (1 << 20), 0);
+    let parts = gpt_partitions(&raw);
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    // The ESP holds GRUB's UEFI binary, its config, the command line and
+    // the kernel (mtools reads it; sfdisk's start is in sectors).
+    let esp_start: u64 = parts[1]
+        .split("start=")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .expect("the ESP's start");
+    let at = format!("{}@@{}", raw.display(), esp_start * 512);
+    for (dir, file) in [
+        ("::/EFI/BOOT", "BOOTX64"),
+        ("::/boot", "kernel"),
+        ("::/boot/grub", "grub"),
+    ] {
+        let o = Command::new("mdir")
+            .args(["-i", &at, dir])
+            .output()
+            .unwrap();
+        let list = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && list.contains(file),
+            "mdir {dir}: {list}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = Command::new("mtype")
+        .args(["-i", &at, "::/boot/kernel"])
+        .output()
+        .unwrap();
+    assert!(
+        o.stdout == std::fs::read(&img).unwrap(),
+        "the ESP's kernel is the image"
+    );
+
+    let qcow2 = emit_disk(&img, &["--disk-format", "qcow2"]);
+    assert!(qcow2.to_string_lossy().ends_with(".qcow2"));
+    let o = Command::new("qemu-img")
+        .arg("check")
+        .arg(&qcow2)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "qemu-img check: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let info = |p: &Path, format: &str| -> serde_json::Value {
+        let o = Command::new("qemu-img")
+            .args(["info", "--output", "json", "-f", format])
+            .arg(p)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "qemu-img info -f {format}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    assert_eq!(
+        info(&qcow2, "qcow2")["virtual-size"],
+        raw_bytes.len() as u64
+    );
+
+    // A fixed VHD: the raw disk and its footer, which qemu-img's vpc driver
+    // must accept (a fixed VHD has no header to probe: -f vpc) with the
+    // raw disk's size.
+    let vhd = emit_disk(&img, &["--disk-format", "vhd"]);
+    let v = info(&vhd, "vpc");
+    assert_eq!(v["format"], "vpc", "{v}");
+    assert_eq!(v["virtual-size"], raw_bytes.len() as u64, "{v}");
+    let vhd_bytes = std::fs::read(&vhd).unwrap();
+    assert_eq!(vhd_bytes.len(), raw_bytes.len() + 512);
+    assert!(vhd_bytes[..raw_bytes.len()] == raw_bytes[..]);
+    assert_eq!(
+        &vhd_bytes[raw_bytes.len()..raw_bytes.len() + 8],
+        b"conectix"
+    );
+
+    let gce = emit_disk(&img, &["--disk-format", "gce"]);
+    assert!(gce.to_string_lossy().ends_with(".tar.gz"));
+    let o = Command::new("tar").arg("tzvf").arg(&gce).output().unwrap();
+    let list = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && list.lines().count() == 1 && list.trim_end().ends_with(" disk.raw"),
+        "{list}"
+    );
+    let dir = std::env::temp_dir().join(format!("unikernel-gce-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(Command::new("tar")
+        .arg("xzf")
+        .arg(&gce)
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        std::fs::read(dir.join("disk.raw")).unwrap() == raw_bytes,
+        "disk.raw is the raw disk"
+    );
+
+    // Not a kvm image: a clear error.
+    let mut cmd = Command::new(tool("cargo-unikernel"));
+    cmd.arg("run")
+        .arg(Target::Hvt.image("hello-min"))
+        .args(["--emit", "disk"]);
+    let o = run_with_deadline(cmd, b"", Duration::from_secs(60));
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("--emit applies to kvm images only"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// The GPT's partitions, read by the host's own sfdisk.
+fn gpt_partitions(disk: &Path) -> Vec<String> {
+    let o = Command::new("sfdisk")
+        .arg("--dump")
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "sfdisk: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dump = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(dump.contains("label: gpt"), "{dump}");
+    assert!(
+        dump.to_lowercase()
+            .contains("21686148-6449-6e6f-744e-656564454649"),
+        "BIOS boot: {dump}"
+    );
+    assert!(
+        dump.to_lowercase()
+            .contains("c12a7328-f81f-11d2-ba4b-00a0c93ec93b"),
+        "ESP: {dump}"
+    );
+    dump.lines()
+        .filter(|l| l.contains(" : start="))
+        .map(str::to_string)
+        .collect()
+}
