@@ -147,6 +147,14 @@ struct PackArgs {
 struct BuildCmd {
     #[command(flatten)]
     build: BuildArgs,
+    /// Also write a bootable disk of the image (kvm: disk, BIOS and UEFI
+    /// through GRUB, the image's own default command line; see
+    /// `run --emit disk` for another one).
+    #[arg(long, value_enum, value_name = "WHAT")]
+    emit: Option<BuildEmit>,
+    /// With --emit disk: raw (default), qcow2, vhd (fixed, Azure) or gce.
+    #[arg(long, value_enum, value_name = "FMT", default_value = "raw")]
+    disk_format: cargo_unikernel::cloud::DiskFormat,
     /// human (default) or json: one JSON object per line on stdout, cargo's
     /// messages and ours (docs/ci.md); text only on stderr.
     #[arg(long, value_enum, value_name = "FMT", default_value = "human")]
@@ -281,6 +289,10 @@ struct RunArgs {
     /// (<image>.xl.cfg); instead of running it.
     #[arg(long, value_enum, value_name = "WHAT")]
     emit: Option<Emit>,
+    /// Boot a disk (DISK: what --emit disk writes) with UEFI (OVMF) instead
+    /// of BIOS (SeaBIOS).
+    #[arg(long)]
+    uefi: bool,
     /// With --emit disk: raw (default), qcow2, vhd (fixed, Azure) or gce
     /// (disk.raw in a gzipped tar).
     #[arg(long, value_enum, value_name = "FMT", default_value = "raw")]
@@ -288,6 +300,13 @@ struct RunArgs {
     /// Arguments for the app (replace the image's default arguments).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
+}
+
+/// What `build --emit` writes besides the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BuildEmit {
+    /// kvm images: <image>.raw (or the --disk-format's extension).
+    Disk,
 }
 
 /// What `--emit` writes.
@@ -353,6 +372,10 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
         Command::Build(cmd) => {
             let image = pipeline::build(&build_options(&cmd.build)?, Progress::detect())?;
             report_image(&image);
+            if cmd.emit == Some(BuildEmit::Disk) {
+                let disk = cargo_unikernel::cloud::write(&image.path, "", cmd.disk_format)?;
+                eprintln!("  disk {}", disk.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
@@ -363,6 +386,18 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                         "bad --timeout {t}: give a positive number of seconds"
                     ));
                 }
+            }
+            if let Some(disk) = args
+                .build
+                .path
+                .as_deref()
+                .filter(|p| p.is_file() && run::is_disk(p))
+            {
+                let code = run::run_disk(&args, disk)?;
+                return Ok(ExitCode::from(code));
+            }
+            if args.uefi {
+                return Err("--uefi boots a disk (cargo unikernel run DISK --uefi; write one with --emit disk)".into());
             }
             let (image, platform) = match existing_image(args.build.path.as_deref())? {
                 Some((path, platform)) => {

@@ -1,6 +1,6 @@
 //! `cargo unikernel run`: boot an hvt image with the bundled monitor,
 //! in-process, or a kvm image under QEMU, and hand back its exit code.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cargo_unikernel::cmdline::{CommandLine, TRACE_SYSCALLS_TOKEN, VERBOSE_TOKEN};
@@ -12,7 +12,7 @@ use cargo_unikernel::netopt::{NetAttach, NetOptions as KvmNet, Proto, Publish};
 use cargo_unikernel::symbolize::CrashWatch;
 use cargo_unikernel::vmm::{
     find_qemu, firecracker_config, firecracker_drives, firecracker_path, Accel, Machine,
-    QemuConfig, DEFAULT_MEMORY,
+    QemuConfig, DEFAULT_MEMORY, OVMF_CODE, OVMF_VARS,
 };
 use unikernel_hvt::net::{NetBackend, NetConfig, NetOptions, PortForward};
 
@@ -390,6 +390,7 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         net,
         disks,
         gdb: run.gdb,
+        disk_boot: None,
     };
     if run.print_vmm_config {
         println!("{}", config.shell_line());
@@ -521,6 +522,63 @@ pub fn boot_xen(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
         .status()
         .map_err(|e| format!("cannot start xl: {e}"))?;
     Ok(status.code().unwrap_or(i32::from(EXIT_SETUP_FAILED)) as u8)
+}
+
+/// True if the file at `path` is a GPT disk (what `--emit disk` writes, raw
+/// or qcow2), not an image.
+pub fn is_disk(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 520];
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let n = f.read(&mut head).unwrap_or(0);
+    (n >= 520 && &head[512..520] == b"EFI PART" && head[510..512] == [0x55, 0xaa])
+        || (n >= 4 && &head[..4] == b"QFI\xfb")
+}
+
+/// `cargo unikernel run DISK [--uefi]`: QEMU q35 boots the disk through
+/// SeaBIOS or OVMF, as a cloud's firmware would; the console and the exit
+/// code as for a kvm image.
+pub fn run_disk(run: &RunArgs, disk: &Path) -> Result<u8, String> {
+    let qemu = find_qemu()?;
+    let disk =
+        std::path::absolute(disk).map_err(|e| format!("cannot resolve {}: {e}", disk.display()))?;
+    let firmware = if run.uefi {
+        if !Path::new(OVMF_CODE).exists() {
+            return Err(format!(
+                "--uefi needs OVMF at {OVMF_CODE} (Debian: apt-get install ovmf)"
+            ));
+        }
+        // The firmware writes its variables: a private copy.
+        let vars =
+            std::env::temp_dir().join(format!("cargo-unikernel-ovmf-vars-{}", std::process::id()));
+        std::fs::copy(OVMF_VARS, &vars).map_err(|e| format!("cannot copy {OVMF_VARS}: {e}"))?;
+        Some((PathBuf::from(OVMF_CODE), vars))
+    } else {
+        None
+    };
+    let config = QemuConfig {
+        qemu,
+        image: disk,
+        machine: Machine::Q35,
+        accel: run.accel.unwrap_or(Accel::Tcg),
+        memory: run.mem.map_or(256 << 20, |m| m.0.max(64 << 20)),
+        cmdline: String::new(),
+        net: KvmNet::default(),
+        disks: Vec::new(),
+        gdb: None,
+        disk_boot: Some(firmware.clone()),
+    };
+    if run.print_vmm_config {
+        println!("{}", config.shell_line());
+        return Ok(0);
+    }
+    let code = kvm_run::run(&config, run.timeout.map(Duration::from_secs_f64));
+    if let Some((_, vars)) = firmware {
+        let _ = std::fs::remove_file(vars);
+    }
+    Ok(code)
 }
 
 #[cfg(test)]

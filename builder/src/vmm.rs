@@ -60,7 +60,15 @@ pub struct QemuConfig {
     /// `--gdb`: QEMU's gdbstub on this address, the CPU held until gdb
     /// continues (`-S`).
     pub gdb: Option<std::net::SocketAddr>,
+    /// Boot `image` as a disk (`--emit disk`'s output) through the
+    /// firmware instead of as a kernel: SeaBIOS, or OVMF with these
+    /// (code, vars) files (`--uefi`).
+    pub disk_boot: Option<Option<(PathBuf, PathBuf)>>,
 }
+
+/// Debian's OVMF (package `ovmf`): the code and the pristine variables.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// The id of the one network backend (`-netdev ...,id=net0`).
 pub const NETDEV_ID: &str = "net0";
@@ -170,11 +178,40 @@ impl QemuConfig {
             // COM2 = the app's stderr, to QEMU's own stderr.
             a.extend(["-serial".into(), "file:/proc/self/fd/2".into()]);
         }
+        match &self.disk_boot {
+            None => a.extend([
+                "-kernel".into(),
+                self.image.display().to_string(),
+                "-append".into(),
+                self.cmdline.clone(),
+            ]),
+            Some(firmware) => {
+                // The disk is not written: snapshot=on.
+                a.extend([
+                    "-drive".into(),
+                    format!(
+                        "file={},format={},if=none,id=boot0,snapshot=on",
+                        self.image.display(),
+                        if self.image.extension().is_some_and(|e| e == "qcow2") {
+                            "qcow2"
+                        } else {
+                            "raw"
+                        }
+                    ),
+                    "-device".into(),
+                    "virtio-blk-pci,drive=boot0,bootindex=0".into(),
+                ]);
+                if let Some((code, vars)) = firmware {
+                    a.extend([
+                        "-drive".into(),
+                        format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
+                        "-drive".into(),
+                        format!("if=pflash,format=raw,file={}", vars.display()),
+                    ]);
+                }
+            }
+        }
         a.extend([
-            "-kernel".into(),
-            self.image.display().to_string(),
-            "-append".into(),
-            self.cmdline.clone(),
             "-device".into(),
             DEBUG_EXIT_DEVICE.into(),
             "-no-reboot".into(),
@@ -330,6 +367,7 @@ mod tests {
             net: NetOptions::default(),
             disks: Vec::new(),
             gdb: None,
+            disk_boot: None,
         }
     }
 

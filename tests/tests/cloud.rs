@@ -165,6 +165,23 @@ fn the_command_line_reaches_the_app_through_grub() {
     let o = boot_disk(&disk, false);
     assert!(o.stdout.contains("[unikernel] exit 7\n"), "{}", o.stdout);
     assert_eq!(o.code, qemu_status(7));
+    // `cargo unikernel run DISK [--uefi]` boots it the same way and hands
+    // the app's exit code back.
+    for uefi in [false, true] {
+        let mut cmd = Command::new(tool("cargo-unikernel"));
+        cmd.arg("run").arg(&disk);
+        if uefi {
+            cmd.arg("--uefi");
+        }
+        let o = run_with_deadline(cmd, b"", Duration::from_secs(180));
+        assert!(
+            o.stdout.contains("exiting with 7"),
+            "uefi {uefi}: {}{}",
+            o.stdout,
+            o.stderr
+        );
+        assert_eq!(o.code, 7, "uefi {uefi}: {}", o.stderr);
+    }
 }
 
 #[test]
