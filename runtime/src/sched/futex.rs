@@ -107,14 +107,21 @@ pub fn futex(
                 None
             } else {
                 let t = user::read::<Timespec>(timeout)?.to_ns()?;
-                let mono = crate::platform().monotonic_ns();
                 Some(if cmd == FUTEX_WAIT {
                     // Relative, on CLOCK_MONOTONIC.
-                    mono.saturating_add(t)
+                    crate::platform().monotonic_ns().saturating_add(t)
                 } else {
-                    // Absolute, on CLOCK_MONOTONIC or (with the flag) CLOCK_REALTIME.
+                    // Absolute, on CLOCK_MONOTONIC or (with the flag)
+                    // CLOCK_REALTIME. The clock is read before the monotonic
+                    // base (as clock_nanosleep does): time passing between
+                    // the two reads makes the wait later, never earlier than
+                    // asked (read the other way round, a vCPU descheduled
+                    // between them woke the waiter early).
                     let clk = if op & FUTEX_CLOCK_REALTIME != 0 { 0 } else { 1 };
-                    mono.saturating_add(t.saturating_sub(crate::time::now(clk)?))
+                    let now = crate::time::now(clk)?;
+                    crate::platform()
+                        .monotonic_ns()
+                        .saturating_add(t.saturating_sub(now))
                 })
             };
             wait(uaddr, val as u32, bitset, deadline)
