@@ -72,14 +72,24 @@ fn kill(pid: u32, signal: libc::c_int) {
 
 /// Boot the image under QEMU and return the exit code for our process.
 pub fn run(config: &QemuConfig, timeout: Option<Duration>) -> u8 {
+    use std::os::unix::process::CommandExt;
     catch_sigint();
-    let mut child = match Command::new(&config.qemu)
-        .args(config.args())
+    let mut cmd = Command::new(&config.qemu);
+    cmd.args(config.args())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
+        .stderr(Stdio::piped());
+    // QEMU dies with us: a `cargo unikernel run` killed by SIGKILL (a test
+    // harness's timeout, a CI job cancelled) must not leave the VM running.
+    // SAFETY: prctl is async-signal-safe and touches only the child; nothing
+    // else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot start {}: {e}", config.qemu.display());
