@@ -206,7 +206,7 @@ impl Image {
         } else {
             format!("{} ({} bytes)", format_size(m.memory), m.memory)
         };
-        let hex: String = m.build_id.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::messages::hex(&m.build_id);
         let _ = writeln!(out, "manifest:");
         let _ = writeln!(out, "  name        {}", m.name);
         let _ = writeln!(out, "  platform    {}", m.platform.name());

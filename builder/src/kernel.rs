@@ -111,10 +111,7 @@ pub fn glue_dir(target_dir: &Path, platform: Platform, components: &[ComponentCr
         h.update([0]);
         h.update(c.path.as_os_str().as_encoded_bytes());
     }
-    let hash: String = h.finalize()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = crate::messages::hex(&h.finalize()[..6]);
     target_dir
         .join("unikernel")
         .join("kernel")
@@ -325,10 +322,7 @@ mod tests {
         );
         // No components: the key is the platform alone, as before components
         // existed (an app without them keeps its cached kernel).
-        let hash: String = Sha256::digest("hvt")[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = crate::messages::hex(&Sha256::digest("hvt")[..6]);
         assert_eq!(name, format!("hvt-{hash}"));
     }
 

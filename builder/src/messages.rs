@@ -55,7 +55,8 @@ pub fn emit(v: &Value) {
     emit_line(&v.to_string());
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`, two digits each (build ids, digests).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

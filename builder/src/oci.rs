@@ -18,6 +18,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::messages::hex;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -83,16 +84,7 @@ pub struct Artifacts {
 }
 
 pub fn sha256(data: &[u8]) -> String {
-    let h = Sha256::digest(data);
-    let mut s = String::from("sha256:");
-    for b in h {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    format!("sha256:{}", hex(&Sha256::digest(data)))
 }
 
 /// JSON with sorted keys (serde_json's map is a BTreeMap): the same

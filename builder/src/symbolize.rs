@@ -192,12 +192,7 @@ impl Symbolizer {
         let data =
             std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
         let img = Image::parse(&data).map_err(|e| format!("{}: {e:?}", image.display()))?;
-        let build_id: String = img
-            .manifest
-            .build_id
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let build_id = crate::messages::hex(&img.manifest.build_id);
         let app_base = img
             .segments
             .iter()

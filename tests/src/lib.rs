@@ -148,6 +148,18 @@ pub fn qemu_available(test: &str) -> bool {
     false
 }
 
+/// QEMU with no default devices and the first serial port on stdout:
+/// `machine` under `accel` ("tcg" or "kvm"; the CPU model follows), with
+/// `mem` of RAM. Callers add the kernel or disk and the devices.
+pub fn qemu_base(machine: &str, accel: &str, mem: &str) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    let cpu = if accel == "kvm" { "EPYC" } else { "qemu64" };
+    c.args(["-M", machine, "-accel", accel, "-cpu", cpu, "-m", mem])
+        .args(["-nodefaults", "-no-user-config"])
+        .args(["-display", "none", "-serial", "stdio"]);
+    c
+}
+
 /// Where a case boots its image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {

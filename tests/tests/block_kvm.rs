@@ -27,7 +27,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use unikernel_tests::{accel, root, run_with_deadline, tool, Outcome, Target};
+use unikernel_tests::{accel, qemu_base, root, run_with_deadline, tool, Outcome, Target};
 
 /// Sectors the self-test reads (8 MiB: many requests of the driver's 64 KiB).
 const SECTORS: u64 = 16384;
@@ -163,28 +163,8 @@ fn qemu_with_disk(
     file: &Path,
     ro: bool,
 ) -> Command {
-    let mut c = Command::new("qemu-system-x86_64");
-    let cpu = if accel() == "kvm" { "EPYC" } else { "qemu64" };
-    c.args([
-        "-M",
-        machine,
-        "-accel",
-        accel(),
-        "-cpu",
-        cpu,
-        "-m",
-        "64M",
-        "-smp",
-        "1",
-    ])
-    .args([
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-    ]);
+    let mut c = qemu_base(machine, accel(), "64M");
+    c.args(["-smp", "1"]);
     if machine == "q35" {
         c.args(["-serial", "file:/proc/self/fd/2"]);
     }

@@ -55,25 +55,15 @@ fn emit_disk(image: &Path, args: &[&str]) -> PathBuf {
 
 /// Boots `disk` on QEMU q35 (TCG) with SeaBIOS or, `uefi`, OVMF.
 fn boot_disk(disk: &Path, uefi: bool) -> Outcome {
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-M",
-        "q35",
-        "-accel",
-        "tcg",
-        "-m",
-        "256M",
-        "-nodefaults",
-        "-no-user-config",
-    ])
-    .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
-    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-    .arg("-drive")
-    .arg(format!(
-        "file={},format=raw,if=none,id=d0,snapshot=on",
-        disk.display()
-    ))
-    .args(["-device", "virtio-blk-pci,drive=d0"]);
+    let mut cmd = qemu_base("q35", "tcg", "256M");
+    cmd.arg("-no-reboot")
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=none,id=d0,snapshot=on",
+            disk.display()
+        ))
+        .args(["-device", "virtio-blk-pci,drive=d0"]);
     if uefi {
         let vars = std::env::temp_dir().join(format!("unikernel-ovmf-vars-{}", std::process::id()));
         std::fs::copy(OVMF_VARS, &vars).unwrap();

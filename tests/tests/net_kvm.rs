@@ -31,7 +31,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use unikernel_tests::{accel, root, run_with_deadline, tool, Outcome, Target};
+use unikernel_tests::{accel, qemu_base, root, run_with_deadline, tool, Outcome, Target};
 
 /// EtherType of the guest's self-test frames (platform-kvm netcheck.rs).
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
@@ -145,28 +145,8 @@ fn qemu_with_dgram(
     guest_port: u16,
     peer_port: u16,
 ) -> Command {
-    let mut c = Command::new("qemu-system-x86_64");
-    let cpu = if accel() == "kvm" { "EPYC" } else { "qemu64" };
-    c.args([
-        "-M",
-        machine,
-        "-accel",
-        accel(),
-        "-cpu",
-        cpu,
-        "-m",
-        "64M",
-        "-smp",
-        "1",
-    ])
-    .args([
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-    ]);
+    let mut c = qemu_base(machine, accel(), "64M");
+    c.args(["-smp", "1"]);
     if machine == "q35" {
         c.args(["-serial", "file:/proc/self/fd/2"]);
     }

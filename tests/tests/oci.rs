@@ -7,16 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use unikernel_tests::netns::have;
 use unikernel_tests::*;
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 fn cu(args: &[&str]) -> Outcome {
     let mut cmd = Command::new(tool("cargo-unikernel"));

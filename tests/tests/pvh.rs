@@ -46,26 +46,14 @@ fn broken_start_info_magic_is_a_clear_error() {
     let img = std::fs::read(Target::Kvm.image("hello-min")).unwrap();
     let bad = std::env::temp_dir().join(format!("unikernel-badmagic-{}", std::process::id()));
     std::fs::write(&bad, with_broken_start_info(&img)).unwrap();
-    let mut cmd = std::process::Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-M",
-        "microvm",
-        "-accel",
-        "tcg",
-        "-cpu",
-        "qemu64",
-        "-m",
-        "16M",
-        "-nodefaults",
-        "-no-user-config",
-    ])
-    .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
-    .args([
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        "-kernel",
-    ])
-    .arg(&bad);
+    let mut cmd = qemu_base("microvm", "tcg", "16M");
+    cmd.arg("-no-reboot")
+        .args([
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-kernel",
+        ])
+        .arg(&bad);
     let o = run_with_deadline(cmd, b"", Duration::from_secs(60));
     let _ = std::fs::remove_file(&bad);
     assert!(
@@ -92,24 +80,12 @@ fn broken_start_info_magic_is_a_clear_error() {
 /// Boot hello-min under QEMU with `extra` devices and UNIKERNEL_VERBOSE=1.
 fn verbose_boot(machine: &str, extra: &[&str]) -> Outcome {
     let img = Target::Kvm.image("hello-min");
-    let mut cmd = std::process::Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-M",
-        machine,
-        "-accel",
-        "tcg",
-        "-cpu",
-        "qemu64",
-        "-m",
-        "64M",
-        "-nodefaults",
-        "-no-user-config",
-    ])
-    .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
-    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-    .args(extra)
-    .args(["-append", "UNIKERNEL_VERBOSE=1", "-kernel"])
-    .arg(&img);
+    let mut cmd = qemu_base(machine, "tcg", "64M");
+    cmd.arg("-no-reboot")
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(extra)
+        .args(["-append", "UNIKERNEL_VERBOSE=1", "-kernel"])
+        .arg(&img);
     run_with_deadline(cmd, b"", Duration::from_secs(60))
 }
 
@@ -183,21 +159,8 @@ fn no_devices_is_said_too() {
 /// a reset reboots (no `-no-reboot`). Only an ACPI power-off ends QEMU.
 fn cloud_boot(machine: &str) -> Outcome {
     let img = Target::Kvm.image("hello-min");
-    let mut cmd = std::process::Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-M",
-        machine,
-        "-accel",
-        "tcg",
-        "-cpu",
-        "qemu64",
-        "-m",
-        "64M",
-        "-nodefaults",
-        "-no-user-config",
-    ])
-    .args(["-display", "none", "-serial", "stdio", "-kernel"])
-    .arg(&img);
+    let mut cmd = qemu_base(machine, "tcg", "64M");
+    cmd.arg("-kernel").arg(&img);
     run_with_deadline(cmd, b"", Duration::from_secs(90))
 }
 

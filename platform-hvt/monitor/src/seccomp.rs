@@ -183,13 +183,18 @@ fn thread_program(role: Role) -> Result<BpfProgram, String> {
         .into_iter()
         .map(|nr| (nr, Vec::new()))
         .collect();
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::KillProcess,
-        TargetArch::x86_64,
-    )
-    .map_err(|e| e.to_string())?;
+    compile(rules, SeccompAction::Allow, SeccompAction::KillProcess)
+}
+
+/// Compiles `rules` to BPF: calls no rule matches get `mismatch`, the
+/// others `on_match`.
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    on_match: SeccompAction,
+) -> Result<BpfProgram, String> {
+    let filter = SeccompFilter::new(rules, mismatch, on_match, TargetArch::x86_64)
+        .map_err(|e| e.to_string())?;
     filter
         .try_into()
         .map_err(|e: seccompiler::BackendError| e.to_string())
@@ -238,16 +243,7 @@ pub fn program() -> Result<BpfProgram, String> {
         ])
         .map_err(|e| e.to_string())?],
     );
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::KillProcess,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(|e| e.to_string())?;
-    filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| e.to_string())
+    compile(rules, SeccompAction::KillProcess, SeccompAction::Allow)
 }
 
 /// Installs the filter on every thread of the process, and compiles the
