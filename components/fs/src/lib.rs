@@ -23,6 +23,7 @@ pub mod cache;
 mod crc;
 pub mod fatio;
 mod fatmap;
+pub mod gpt;
 #[cfg(feature = "std")]
 pub mod host;
 pub mod journal;
@@ -78,7 +79,8 @@ fn pick_devices(names: &[&str], devs: &[Arc<dyn BlockDevice>]) -> Vec<Option<usi
 /// a usable volume of ours, ends the boot with one line and exit code 252.
 pub fn init() {
     let decls: Vec<String> = unikernel_runtime::declared_disks().to_vec();
-    let devs = block_devices();
+    // A bootable disk's data partitions stand in for the disk itself.
+    let devs = gpt::expand(block_devices());
     let parsed: Vec<DiskDecl> = decls
         .iter()
         .map(|d| match DiskDecl::parse(d) {

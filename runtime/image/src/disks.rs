@@ -15,6 +15,15 @@ pub const DEFAULT_MOUNT: &str = "/data";
 /// Most disks an image may declare.
 pub const MAX_DISKS: usize = 8;
 
+/// The GPT partition type of a data volume on a bootable disk
+/// (`cargo unikernel build --emit disk`): the partition's name is the disk's
+/// name, and the kernel mounts it as that disk. The type is ours,
+/// a4e6c0d2-5f1b-4c7e-8e93-75756b646174, here in GPT's on-disk byte order
+/// (the first three fields little-endian).
+pub const GPT_DATA_TYPE: [u8; 16] = [
+    0xd2, 0xc0, 0xe6, 0xa4, 0x1b, 0x5f, 0x7e, 0x4c, 0x8e, 0x93, 0x75, 0x75, 0x6b, 0x64, 0x61, 0x74,
+];
+
 /// One declared disk, borrowed from its `NAME=MOUNT` text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiskDecl<'a> {
