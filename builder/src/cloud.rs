@@ -38,6 +38,8 @@ const GRUB_PC: &str = "/usr/lib/grub/i386-pc";
 const GRUB_EFI: &str = "/usr/lib/grub/x86_64-efi";
 /// Modules in both core images: GPT, FAT, Multiboot2, and the config parser.
 const GRUB_MODULES: &[&str] = &["part_gpt", "fat", "multiboot2", "normal", "configfile"];
+/// The size of each declared disk's data partition (a multiple of 1 MiB).
+pub const DATA_SIZE: u64 = 64 << 20;
 
 /// `--disk-format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -250,7 +252,13 @@ fn gpt_header(
 
 /// The raw disk for `image` (a kvm image's bytes) booting with the
 /// (encoded) command line `cmdline`; `seed` is the build id.
-pub fn raw_disk(image: &[u8], cmdline: &str, seed: &[u8], tmp: &Path) -> Result<Vec<u8>, String> {
+pub fn raw_disk(
+    image: &[u8],
+    cmdline: &str,
+    seed: &[u8],
+    tmp: &Path,
+    data: &[&str],
+) -> Result<Vec<u8>, String> {
     let g = grub(tmp)?;
     let core_sectors = (g.core.len() as u64).div_ceil(SECTOR);
     if !(2..=BIOS_SECTORS).contains(&core_sectors) {
@@ -280,8 +288,25 @@ pub fn raw_disk(image: &[u8], cmdline: &str, seed: &[u8], tmp: &Path) -> Result<
             ("boot/kernel", image),
         ],
     )?;
-    // One MiB after the ESP for the backup GPT (whole MiB: clouds want it).
-    let total = ESP_START + esp_sectors + (1 << 20) / SECTOR;
+    // The declared disks' volumes, DATA_SIZE each, after the ESP.
+    let data_start = ESP_START + esp_sectors;
+    let mut volumes = Vec::new();
+    for (i, name) in data.iter().enumerate() {
+        let path = tmp.join(format!("data-{i}"));
+        let id = u32::from_le_bytes(
+            guid(seed, &format!("volume {name}"))[..4]
+                .try_into()
+                .unwrap(),
+        );
+        unikernel_fs::host::create_reproducible(&path, DATA_SIZE, id)
+            .map_err(|e| format!("the data volume \"{name}\": {e}"))?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        volumes.push((*name, data_start + i as u64 * DATA_SIZE / SECTOR, bytes));
+    }
+    // One MiB after the last partition for the backup GPT (whole MiB:
+    // clouds want it).
+    let total = data_start + data.len() as u64 * DATA_SIZE / SECTOR + (1 << 20) / SECTOR;
     let last = total - 1;
     let mut disk = vec![0u8; (total * SECTOR) as usize];
 
@@ -312,13 +337,16 @@ pub fn raw_disk(image: &[u8], cmdline: &str, seed: &[u8], tmp: &Path) -> Result<
     put(&mut core, 0x1fc, &((core_sectors - 1) as u16).to_le_bytes());
     put(&mut disk, (BIOS_START * SECTOR) as usize, &core);
     put(&mut disk, (ESP_START * SECTOR) as usize, &fat);
+    for (_, first, bytes) in &volumes {
+        put(&mut disk, (first * SECTOR) as usize, bytes);
+    }
 
     // The partition entries.
     let mut entries = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
     let mut entry =
-        |i: usize, ty: &str, uniq: [u8; 16], first: u64, last: u64, attrs: u64, name: &str| {
+        |i: usize, ty: [u8; 16], uniq: [u8; 16], first: u64, last: u64, attrs: u64, name: &str| {
             let e = &mut entries[i * ENTRY_SIZE as usize..(i + 1) * ENTRY_SIZE as usize];
-            put(e, 0, &guid_bytes(ty));
+            put(e, 0, &ty);
             put(e, 16, &uniq);
             put(e, 32, &first.to_le_bytes());
             put(e, 40, &last.to_le_bytes());
@@ -329,7 +357,7 @@ pub fn raw_disk(image: &[u8], cmdline: &str, seed: &[u8], tmp: &Path) -> Result<
         };
     entry(
         0,
-        BIOS_BOOT_TYPE,
+        guid_bytes(BIOS_BOOT_TYPE),
         guid(seed, "bios"),
         BIOS_START,
         BIOS_START + BIOS_SECTORS - 1,
@@ -338,13 +366,24 @@ pub fn raw_disk(image: &[u8], cmdline: &str, seed: &[u8], tmp: &Path) -> Result<
     );
     entry(
         1,
-        ESP_TYPE,
+        guid_bytes(ESP_TYPE),
         guid(seed, "esp"),
         ESP_START,
         ESP_START + esp_sectors - 1,
         0,
         "EFI system",
     );
+    for (i, (name, first, bytes)) in volumes.iter().enumerate() {
+        entry(
+            2 + i,
+            unikernel_image::disks::GPT_DATA_TYPE,
+            guid(seed, &format!("data {name}")),
+            *first,
+            first + bytes.len() as u64 / SECTOR - 1,
+            0,
+            name,
+        );
+    }
     let crc = crc32fast::hash(&entries);
     let disk_guid = guid(seed, "disk");
     let last_usable = last - 1 - ENTRY_SECTORS;
@@ -447,7 +486,14 @@ pub fn write(image: &Path, cmdline: &str, format: DiskFormat) -> Result<PathBuf,
     let tmp = std::env::temp_dir().join(format!("cargo-unikernel-disk-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     let result = (|| {
-        let raw = raw_disk(&data, cmdline, &img.manifest.build_id, &tmp)?;
+        let names: Vec<&str> = img
+            .manifest
+            .disks
+            .iter()
+            .filter_map(|d| unikernel_image::disks::DiskDecl::parse(d).ok())
+            .map(|d| d.name)
+            .collect();
+        let raw = raw_disk(&data, cmdline, &img.manifest.build_id, &tmp, &names)?;
         let out = disk_path(image, format);
         let write_file = |p: &Path, b: &[u8]| {
             std::fs::write(p, b).map_err(|e| format!("cannot write {}: {e}", p.display()))

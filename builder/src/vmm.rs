@@ -186,11 +186,12 @@ impl QemuConfig {
                 self.cmdline.clone(),
             ]),
             Some(firmware) => {
-                // The disk is not written: snapshot=on.
+                // Written in place: the guest writes its data partitions
+                // (never the boot partitions), and they persist.
                 a.extend([
                     "-drive".into(),
                     format!(
-                        "file={},format={},if=none,id=boot0,snapshot=on",
+                        "file={},format={},if=none,id=boot0",
                         self.image.display(),
                         if self.image.extension().is_some_and(|e| e == "qcow2") {
                             "qcow2"

@@ -2,9 +2,10 @@
 //! --emit disk` writes a GPT disk that QEMU q35 boots with SeaBIOS and with
 //! OVMF (UEFI) through GRUB, the command line from the disk's grub.cfg
 //! reaching the app intact; the qcow2, VHD and GCE forms checked with
-//! qemu-img, tar, sfdisk and mtools. Needs Debian's grub-pc-bin,
-//! grub-efi-amd64-bin, ovmf, qemu-utils, fdisk and mtools (.ci/run
-//! installs them); prints SKIPPED without.
+//! qemu-img, tar, sfdisk and mtools; an image's declared disk as a data
+//! partition that keeps what the app wrote. Needs Debian's grub-pc-bin,
+//! grub-efi-amd64-bin, ovmf, qemu-utils, fdisk, mtools and dosfstools
+//! (.ci/run installs them); prints SKIPPED without.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +27,7 @@ fn ready(test: &str) -> bool {
         ("/usr/bin/qemu-img", "qemu-utils"),
         ("/usr/sbin/sfdisk", "fdisk"),
         ("/usr/bin/mdir", "mtools"),
+        ("/usr/sbin/fsck.fat", "dosfstools"),
     ]
     .iter()
     .filter(|(p, _)| !Path::new(p).exists())
@@ -339,4 +341,105 @@ fn gpt_partitions(disk: &Path) -> Vec<String> {
         .filter(|l| l.contains(" : start="))
         .map(str::to_string)
         .collect()
+}
+
+/// Start and size (in sectors) of an sfdisk dump line.
+fn part_range(line: &str) -> (u64, u64) {
+    let field = |k: &str| -> u64 {
+        line.split(k)
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+    };
+    (field("start="), field("size="))
+}
+
+#[test]
+fn a_declared_disk_is_a_data_partition_that_persists() {
+    let test = "a_declared_disk_is_a_data_partition_that_persists";
+    if !ready(test) {
+        return;
+    }
+    // fs-disk declares disk "data" at /data. A copy of its own: the disks
+    // go next to the image.
+    let img = std::env::temp_dir().join(format!("unikernel-datadisk-{}", std::process::id()));
+    std::fs::copy(Target::Kvm.image("fs-disk"), &img).unwrap();
+    let write = emit_disk(&img, &["--", "write", "/data"]);
+    let fresh = std::fs::read(&write).unwrap();
+    assert!(
+        std::fs::read(emit_disk(&img, &["--", "write", "/data"])).unwrap() == fresh,
+        "two disks of one image differ"
+    );
+    // A third partition, ours, named after the disk.
+    let parts = gpt_partitions(&write);
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    assert!(
+        parts[2]
+            .to_lowercase()
+            .contains("type=a4e6c0d2-5f1b-4c7e-8e93-75756b646174")
+            && parts[2].contains("name=\"data\""),
+        "{}",
+        parts[2]
+    );
+    let (start, size) = part_range(&parts[2]);
+    assert_eq!(size * 512, 64 << 20);
+    // Boot 1 (SeaBIOS, `cargo unikernel run DISK`, which writes the disk
+    // in place) writes the tour; its verify run checks it from a second
+    // disk of the same image that gets boot 1's data partition.
+    let mut cmd = Command::new(tool("cargo-unikernel"));
+    cmd.arg("run").arg(&write);
+    let o = run_with_deadline(cmd, b"", Duration::from_secs(180));
+    assert_eq!(o.code, 0, "write boot: {}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("checks passed"), "{}", o.stdout);
+    let written = std::fs::read(&write).unwrap();
+    let range = (start * 512) as usize..((start + size) * 512) as usize;
+    assert!(
+        written[range.clone()] != fresh[range.clone()],
+        "the data partition was not written"
+    );
+    assert!(
+        written[..range.start] == fresh[..range.start],
+        "the boot partitions were written"
+    );
+    // The host's own tools read the volume: fsck clean, the tour there.
+    let part = std::env::temp_dir().join(format!("unikernel-datapart-{}", std::process::id()));
+    std::fs::write(&part, &written[range.clone()]).unwrap();
+    let o = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "fsck.fat -n: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = Command::new("mdir")
+        .args(["-i"])
+        .arg(&part)
+        .arg("::/")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("tour"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let verify = emit_disk(&img, &["--", "verify", "/data"]);
+    let mut v = std::fs::read(&verify).unwrap();
+    v[range.clone()].copy_from_slice(&written[range]);
+    std::fs::write(&verify, &v).unwrap();
+    let o = boot_disk(&verify, true);
+    assert!(
+        o.stdout.contains("checks passed"),
+        "UEFI verify: {}\n{}",
+        o.stdout,
+        o.stderr
+    );
+    assert_eq!(o.code, qemu_status(0));
+    for f in [img.clone(), part, write, verify] {
+        let _ = std::fs::remove_file(f);
+    }
 }

@@ -118,6 +118,22 @@ pub fn create_with_progress(
     seed: Option<&Path>,
     progress: Progress,
 ) -> Result<(), String> {
+    create_inner(path, size, seed, progress, volume_id())
+}
+
+/// An empty volume whose FAT volume id is `volume_id`: the same arguments
+/// give the same bytes (the bootable disk's data partitions).
+pub fn create_reproducible(path: &Path, size: u64, volume_id: u32) -> Result<(), String> {
+    create_inner(path, size, None, &mut |_, _| {}, volume_id)
+}
+
+fn create_inner(
+    path: &Path,
+    size: u64,
+    seed: Option<&Path>,
+    progress: Progress,
+    volume_id: u32,
+) -> Result<(), String> {
     let (fat_sectors, journal_blocks) = layout(size)?;
     let show = path.display();
     let mut file = OpenOptions::new()
@@ -129,8 +145,8 @@ pub fn create_with_progress(
         .map_err(|e| format!("cannot create {show}: {e}"))?;
     file.set_len(size)
         .map_err(|e| format!("cannot size {show} to {size} bytes: {e}"))?;
-    let fat_sectors =
-        format_aligned(&mut file, fat_sectors).map_err(|e| format!("cannot format {show}: {e}"))?;
+    let fat_sectors = format_aligned(&mut file, fat_sectors, volume_id)
+        .map_err(|e| format!("cannot format {show}: {e}"))?;
     // The journal header after the FAT volume.
     let header = Header {
         fat_sectors,
@@ -167,14 +183,14 @@ pub fn create_with_progress(
 /// itself; the knobs are the FAT12/16 root directory's size (one sector
 /// per 16 entries) and, for FAT32, the volume's size in 8-sector steps.
 /// Returns the sectors the volume got (what the journal follows).
-fn format_aligned(file: &mut File, fat_sectors: u64) -> Result<u64, String> {
+fn format_aligned(file: &mut File, fat_sectors: u64, volume_id: u32) -> Result<u64, String> {
     let mut sectors = fat_sectors;
     let mut last = 0;
     for _ in 0..8 {
         // FAT12/16: the root directory's size moves the data region by a
         // sector per 16 entries.
         for root_entries in (400u16..=512).rev().step_by(16) {
-            format_once(file, sectors, root_entries)?;
+            format_once(file, sectors, root_entries, volume_id)?;
             let (start, fat32, cluster_sectors) = data_start(file).map_err(|e| e.to_string())?;
             if start.is_multiple_of(SECTORS_PER_BLOCK) {
                 return Ok(sectors);
@@ -194,7 +210,12 @@ fn format_aligned(file: &mut File, fat_sectors: u64) -> Result<u64, String> {
     ))
 }
 
-fn format_once(file: &mut File, sectors: u64, root_entries: u16) -> Result<(), String> {
+fn format_once(
+    file: &mut File,
+    sectors: u64,
+    root_entries: u16,
+    volume_id: u32,
+) -> Result<(), String> {
     let mut part = Part {
         file,
         pos: 0,
@@ -205,7 +226,7 @@ fn format_once(file: &mut File, sectors: u64, root_entries: u16) -> Result<(), S
         &mut lamfat::StdIoWrapper::new(&mut part),
         lamfat::FormatVolumeOptions::new()
             .volume_label(label)
-            .volume_id(volume_id())
+            .volume_id(volume_id)
             .max_root_dir_entries(root_entries),
     )
     .map_err(|e| e.to_string())
