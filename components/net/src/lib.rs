@@ -16,6 +16,7 @@ mod config;
 mod dev;
 mod socket;
 mod stack;
+mod wake;
 
 use alloc::string::String;
 use alloc::sync::Arc;

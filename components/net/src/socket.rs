@@ -40,8 +40,9 @@ impl NetSocket {
     /// Run `f` on this socket's entry, polling the stack before and after.
     fn op<R>(&self, f: impl FnOnce(&mut Stack, SockId) -> Result<R, Errno>) -> Result<R, Errno> {
         stack::with(|s| {
-            s.poll();
+            s.poll_rx();
             let r = f(s, self.id);
+            s.touch();
             s.poll();
             if matches!(r, Err(EAGAIN)) {
                 // The app saw "not ready": whatever readiness there is now
@@ -347,8 +348,7 @@ impl File for NetSocket {
     fn poll_ready(&self) -> u16 {
         stack::with(|s| {
             s.poll();
-            s.refresh(self.id);
-            s.socks.get(&self.id).map_or(0, |x| x.ready)
+            s.current(self.id)
         })
     }
     fn event_seq(&self) -> u64 {

@@ -46,6 +46,9 @@ const SOMAXCONN: usize = 4096;
 const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
 /// Packets handled per link in one poll before the poller yields.
 const BURST: usize = 256;
+/// smoltcp arms no timer sooner than this after the change that arms it
+/// (its delayed ACK is 10 ms, its shortest retransmission timeout 1 s).
+const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 pub struct Net {
     pub iface: Interface,
@@ -146,8 +149,14 @@ pub struct Sock {
     /// is a new edge for edge-triggered epoll even when readiness stays.
     pub pending: usize,
     /// Free send-buffer bytes at the last refresh: more room is a new edge
-    /// too (an app that saw a short write waits for it, as on Linux).
+    /// too, but only for an app that saw the buffer full (a short write or
+    /// EAGAIN: `want_room`), as on Linux, where room made by an ACK wakes
+    /// only a writer that found no space.
     pub room: usize,
+    pub want_room: bool,
+    /// Readiness above is current: computed since the last change, with
+    /// wakers on the socket's smoltcp sockets (see [`crate::wake`]).
+    pub fresh: bool,
 }
 
 pub struct Stack {
@@ -166,6 +175,12 @@ pub struct Stack {
     listening: Vec<SockId>,
     /// When readiness of every socket was last recomputed.
     last_full_refresh: Option<Instant>,
+    /// A link needs an output sweep (see [`Stack::poll`]).
+    dirty_lo: bool,
+    dirty_eth: bool,
+    /// When the stack's timers next need a sweep; `None`: no timer is
+    /// armed. Never later than smoltcp's deadline (see [`Stack::poll`]).
+    timer_at: Option<Instant>,
 }
 
 pub static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -213,6 +228,9 @@ impl Stack {
             verbose: false,
             listening: Vec::new(),
             last_full_refresh: None,
+            dirty_lo: true,
+            dirty_eth: true,
+            timer_at: Some(t),
         };
         if let Some(mut e) = eth {
             let mac = e.dev.mac();
@@ -354,6 +372,8 @@ impl Stack {
                 seq: 1,
                 pending: 0,
                 room: 0,
+                want_room: false,
+                fresh: false,
             },
         );
         id
@@ -691,6 +711,8 @@ impl Stack {
                     seq: 1,
                     pending: 0,
                     room: 0,
+                    want_room: false,
+                    fresh: false,
                 },
             );
             // Accepted connections do not hold the port as bound sockets do.
@@ -770,6 +792,7 @@ impl Stack {
             last: tcp::State::SynSent,
             fin_seen: false,
         };
+        self.touch();
         self.poll();
         Err(EINPROGRESS)
     }
@@ -845,77 +868,153 @@ impl Stack {
                 }
             }
         }
+        self.touch();
         self.poll();
+    }
+
+    /// Something changed outside a poll (an app call, a new or closed
+    /// socket, an option): the next poll sweeps every link's sockets for
+    /// output, and the stack's timers are looked at again soon (a changed
+    /// socket may have armed one).
+    pub fn touch(&mut self) {
+        self.dirty_lo = true;
+        self.dirty_eth = true;
+        self.clamp_timer(now());
+    }
+
+    /// The cached timer may be late by what changed at `t`: make it no
+    /// later than `t + TIMER_SLACK` (smoltcp arms nothing sooner).
+    fn clamp_timer(&mut self, t: Instant) {
+        let soon = t + TIMER_SLACK;
+        self.timer_at = Some(self.timer_at.map_or(soon, |a| a.min(soon)));
+    }
+
+    /// Take in what arrived (every link, bounded), without sending: the
+    /// app call that follows sees it, and the poll after that call sends
+    /// the acknowledgements and replies in one sweep.
+    pub fn poll_rx(&mut self) {
+        let t = now();
+        if self.ingress(t) || crate::wake::any() {
+            self.after_moved(t);
+        }
+    }
+
+    /// Receive on both links (up to BURST packets each); whether anything
+    /// came in. A link that received is marked for an output sweep.
+    fn ingress(&mut self, t: Instant) -> bool {
+        let mut any = false;
+        for _ in 0..BURST {
+            match self
+                .lo
+                .iface
+                .poll_ingress_single(t, &mut self.lo_dev, &mut self.lo.sockets)
+            {
+                smoltcp::iface::PollIngressSingleResult::None => break,
+                _ => {
+                    any = true;
+                    self.dirty_lo = true;
+                    self.replenish_all();
+                }
+            }
+        }
+        for _ in 0..BURST {
+            let Some((net, dev)) = self.eth.as_mut() else {
+                break;
+            };
+            let r = net.iface.poll_ingress_single(t, dev, &mut net.sockets);
+            if matches!(r, smoltcp::iface::PollIngressSingleResult::None) {
+                break;
+            }
+            any = true;
+            self.dirty_eth = true;
+            self.replenish_all();
+        }
+        any
     }
 
     /// Move packets on every link until nothing more happens (bounded);
     /// then service listeners, reap finished sockets, and refresh
     /// readiness (waking waiters when it changed).
+    ///
+    /// smoltcp sends only from a sweep over all of a link's sockets, so a
+    /// sweep runs only on a link with work: something arrived on it, the
+    /// app changed a socket ([`Stack::touch`]), or a timer is due. The
+    /// timer is cached (`timer_at`, never later than smoltcp's own) and
+    /// computed afresh only when it came due, so a poll with nothing to
+    /// do costs a look at each receive queue.
     pub fn poll(&mut self) {
         let t = now();
+        let timer_due = self.timer_at.is_some_and(|a| a <= t);
         let mut moved = false;
         for _round in 0..64 {
-            let mut busy = false;
-            // Loopback: what one side sends is the other side's ingress.
-            for _ in 0..BURST {
-                match self
+            let mut again = self.ingress(t);
+            moved |= again;
+            if self.dirty_lo || timer_due {
+                self.dirty_lo = false;
+                self.lo.iface.poll_maintenance(t);
+                // What loopback sends is its own ingress: another round.
+                while self
                     .lo
                     .iface
-                    .poll_ingress_single(t, &mut self.lo_dev, &mut self.lo.sockets)
+                    .poll_egress(t, &mut self.lo_dev, &mut self.lo.sockets)
+                    == smoltcp::iface::PollResult::SocketStateChanged
                 {
-                    smoltcp::iface::PollIngressSingleResult::None => break,
-                    _ => {
-                        busy = true;
-                        self.replenish_all();
+                    again = true;
+                    moved = true;
+                }
+            }
+            if self.dirty_eth || timer_due {
+                self.dirty_eth = false;
+                if let Some((net, dev)) = self.eth.as_mut() {
+                    net.iface.poll_maintenance(t);
+                    while net.iface.poll_egress(t, dev, &mut net.sockets)
+                        == smoltcp::iface::PollResult::SocketStateChanged
+                    {
+                        moved = true;
                     }
                 }
             }
-            self.lo.iface.poll_maintenance(t);
-            while self
-                .lo
-                .iface
-                .poll_egress(t, &mut self.lo_dev, &mut self.lo.sockets)
-                == smoltcp::iface::PollResult::SocketStateChanged
-            {
-                busy = true;
-            }
-            for _ in 0..BURST {
-                let Some((net, dev)) = self.eth.as_mut() else {
-                    break;
-                };
-                let r = net.iface.poll_ingress_single(t, dev, &mut net.sockets);
-                if matches!(r, smoltcp::iface::PollIngressSingleResult::None) {
-                    break;
-                }
-                busy = true;
-                self.replenish_all();
-            }
-            if let Some((net, dev)) = self.eth.as_mut() {
-                net.iface.poll_maintenance(t);
-                while net.iface.poll_egress(t, dev, &mut net.sockets)
-                    == smoltcp::iface::PollResult::SocketStateChanged
-                {
-                    busy = true;
-                }
-            }
-            if !busy {
+            if !again {
                 break;
             }
-            moved = true;
+        }
+        if timer_due {
+            self.timer_at = self.poll_at(t);
+        } else if moved {
+            self.clamp_timer(t);
         }
         self.dhcp_events();
-        // Nothing moved: no socket but the caller's own can have changed
-        // (the caller refreshes it), except through timers (smoltcp's
-        // timers emit packets, which counts as moved).
-        if moved
-            || self
-                .last_full_refresh
-                .is_none_or(|l| t - l > Duration::from_millis(50))
+        if moved || crate::wake::any() {
+            self.after_moved(t);
+        }
+        if self
+            .last_full_refresh
+            .is_none_or(|l| t - l > Duration::from_millis(50))
         {
+            // Now and then every socket is looked at anyway, woken or not.
             self.last_full_refresh = Some(t);
-            self.replenish_all();
-            self.reap();
             self.refresh_all();
+        }
+    }
+
+    /// Packets moved: service listeners, reap, and refresh the sockets
+    /// smoltcp changed (and every listener: its queue is ours).
+    fn after_moved(&mut self, _t: Instant) {
+        self.replenish_all();
+        self.reap();
+        self.refresh_changed();
+    }
+
+    /// The earliest time any link wants to be polled (smoltcp's view).
+    fn poll_at(&mut self, t: Instant) -> Option<Instant> {
+        let a = self.lo.iface.poll_at(t, &self.lo.sockets);
+        let b = self
+            .eth
+            .as_mut()
+            .and_then(|(n, _)| n.iface.poll_at(t, &n.sockets));
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -1146,6 +1245,7 @@ impl Stack {
             s.ready = 0;
             s.pending = 0;
             s.room = 0;
+            s.want_room = true;
         }
     }
 
@@ -1164,16 +1264,23 @@ impl Stack {
     }
 
     /// Recompute `id`'s readiness; true (and a new event sequence number)
-    /// when it changed, new input arrived or send room grew.
+    /// when it changed, new input arrived or send room grew. Registers the
+    /// wakers that mark it changed again (see [`crate::wake`]).
     pub fn refresh(&mut self, id: SockId) -> bool {
         self.track(id);
         let r = self.readiness(id);
         let pending = self.pending_input(id);
         let room = self.send_room(id);
+        self.arm_wakers(id);
         let Some(s) = self.socks.get_mut(&id) else {
             return false;
         };
-        let more = pending > s.pending || room > s.room;
+        s.fresh = true;
+        let roomier = s.want_room && room > s.room;
+        if roomier {
+            s.want_room = false;
+        }
+        let more = pending > s.pending || roomier;
         s.pending = pending;
         s.room = room;
         if s.ready != r || more {
@@ -1185,8 +1292,61 @@ impl Stack {
         }
     }
 
+    /// `id`'s readiness, recomputed only if something changed it since.
+    pub fn current(&mut self, id: SockId) -> u16 {
+        match self.socks.get(&id) {
+            Some(s) if s.fresh => s.ready,
+            Some(_) => {
+                if self.refresh(id) {
+                    unikernel_runtime::sched::notify_io();
+                }
+                self.socks.get(&id).map_or(0, |s| s.ready)
+            }
+            None => 0,
+        }
+    }
+
+    /// Point the wakers of `id`'s smoltcp sockets at `id`. Listeners need
+    /// none: [`Stack::refresh_changed`] looks at every one.
+    fn arm_wakers(&mut self, id: SockId) {
+        let Some(s) = self.socks.get(&id) else { return };
+        let w = crate::wake::waker(id);
+        match &s.kind {
+            Kind::TcpConn { link, handle, .. } => {
+                let (l, h) = (*link, *handle);
+                if let Some(n) = self.net(l) {
+                    let t = n.sockets.get_mut::<tcp::Socket>(h);
+                    t.register_recv_waker(&w);
+                    t.register_send_waker(&w);
+                }
+            }
+            Kind::Udp { handles, .. } => {
+                let hs = handles.clone();
+                for (l, h) in hs {
+                    if let Some(n) = self.net(l) {
+                        let u = n.sockets.get_mut::<udp::Socket>(h);
+                        u.register_recv_waker(&w);
+                        u.register_send_waker(&w);
+                    }
+                }
+            }
+            Kind::TcpIdle | Kind::TcpListen { .. } => {}
+        }
+    }
+
     fn refresh_all(&mut self) {
         let ids: Vec<SockId> = self.socks.keys().copied().collect();
+        self.refresh_ids(ids);
+    }
+
+    /// Refresh the sockets smoltcp woke, and the listeners.
+    fn refresh_changed(&mut self) {
+        let mut ids = crate::wake::take();
+        ids.extend(self.listening.iter().copied());
+        self.refresh_ids(ids);
+    }
+
+    fn refresh_ids(&mut self, ids: Vec<SockId>) {
         let mut changed = false;
         for id in ids {
             changed |= self.refresh(id);
@@ -1219,18 +1379,10 @@ impl Stack {
         }
     }
 
-    /// When the stack next wants to run (monotonic ns).
+    /// When the stack next wants to run (monotonic ns): the cached timer
+    /// (see [`Stack::poll`]), never later than smoltcp's own deadline.
     pub fn deadline(&mut self) -> Option<u64> {
-        let t = now();
-        let a = self.lo.iface.poll_at(t, &self.lo.sockets);
-        let b = self
-            .eth
-            .as_mut()
-            .and_then(|(n, _)| n.iface.poll_at(t, &n.sockets));
-        let at = match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }?;
+        let at = self.timer_at?;
         Some((at.total_micros().max(0) as u64).saturating_mul(1000))
     }
 }

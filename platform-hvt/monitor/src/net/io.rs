@@ -211,6 +211,10 @@ impl Server<'_> {
     /// Polls the tx ring and the backend for [`POLL`] (each frame moved
     /// starts it again) with the tx ring's `polling` word set; then clears
     /// it, fences and looks at the tx ring once more (see hvt_abi::net).
+    /// Between looks it yields the host CPU: on a host with few cores the
+    /// vCPU thread (or the peer) is what it would otherwise take the CPU
+    /// from, and a spinning I/O thread cost the guest a third of its
+    /// HTTP throughput (docs/benchmarks-net.md).
     /// Returns (tx frames waiting, rx ring full).
     fn poll(&mut self, backend: &mut Backend) -> Result<(bool, bool), Stop> {
         let flag = self.rings.tx + RING_POLLING;
@@ -227,7 +231,9 @@ impl Server<'_> {
             if (tx, rx) != (self.tx_next, self.rx_next) {
                 since = std::time::Instant::now();
             } else {
-                std::hint::spin_loop();
+                // SAFETY: sched_yield takes no arguments and only asks the
+                // host scheduler to run another thread first.
+                unsafe { libc::sched_yield() };
             }
         }
         self.ram.store_release(flag, 0).map_err(ram_err)?;
