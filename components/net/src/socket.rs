@@ -41,8 +41,11 @@ impl NetSocket {
     fn op<R>(&self, f: impl FnOnce(&mut Stack, SockId) -> Result<R, Errno>) -> Result<R, Errno> {
         stack::with(|s| {
             s.poll_rx();
+            s.quiet = false;
             let r = f(s, self.id);
-            s.touch();
+            if !s.quiet {
+                s.touch();
+            }
             s.poll();
             if matches!(r, Err(EAGAIN)) {
                 // The app saw "not ready": whatever readiness there is now
@@ -153,6 +156,18 @@ fn tcp_send(s: &mut Stack, id: SockId, buf: &[u8]) -> Result<usize, Errno> {
 }
 
 fn tcp_recv(s: &mut Stack, id: SockId, buf: &mut [u8], flags: u32) -> Result<usize, Errno> {
+    let (r, quiet) = tcp_recv_inner(s, id, buf, flags);
+    s.quiet = quiet;
+    r
+}
+
+/// The read, and whether it left nothing for smoltcp to send.
+fn tcp_recv_inner(
+    s: &mut Stack,
+    id: SockId,
+    buf: &mut [u8],
+    flags: u32,
+) -> (Result<usize, Errno>, bool) {
     let (shut_rd, connecting) = match s.socks.get(&id) {
         Some(x) => (
             x.shut_rd,
@@ -164,31 +179,42 @@ fn tcp_recv(s: &mut Stack, id: SockId, buf: &mut [u8], flags: u32) -> Result<usi
                 }
             ),
         ),
-        None => return Err(EBADF),
+        None => return (Err(EBADF), true),
     };
     if connecting {
-        return Err(EAGAIN);
+        return (Err(EAGAIN), true);
     }
-    let t = conn(s, id)?;
+    let t = match conn(s, id) {
+        Ok(t) => t,
+        Err(e) => return (Err(e), true),
+    };
     if t.can_recv() {
-        let r = if flags & MSG_PEEK != 0 {
+        // Reading only opens the receive window. smoltcp announces a
+        // window that at least doubled; with half the buffer free before
+        // this read the peer already has a window of a quarter of it or
+        // more (a smaller one is updated by the read that frees it), so
+        // the link need not be swept for this read alone.
+        let free = t.recv_capacity() - t.recv_queue();
+        let peek = flags & MSG_PEEK != 0;
+        let quiet = peek || free >= t.recv_capacity() / 2;
+        let r = if peek {
             t.peek_slice(buf)
         } else {
             t.recv_slice(buf)
         };
-        return r.map_err(|_| ECONNRESET);
+        return (r.map_err(|_| ECONNRESET), quiet);
     }
     if shut_rd || buf.is_empty() {
-        return Ok(0);
+        return (Ok(0), true);
     }
     if !t.may_recv() {
         // End of stream, or a reset reported once.
         return match take_error(s, id) {
-            Some(e) => Err(e),
-            None => Ok(0),
+            Some(e) => (Err(e), true),
+            None => (Ok(0), true),
         };
     }
-    Err(EAGAIN)
+    (Err(EAGAIN), true)
 }
 
 /// The smoltcp UDP socket to send to `dst` from.
@@ -347,7 +373,13 @@ impl File for NetSocket {
     }
     fn poll_ready(&self) -> u16 {
         stack::with(|s| {
-            s.poll();
+            // Once per readiness scan: an epoll_wait over many sockets
+            // moves packets once, then reads each socket's readiness.
+            let scan = unikernel_runtime::fs::scan();
+            if s.scanned != scan {
+                s.scanned = scan;
+                s.poll();
+            }
             s.current(self.id)
         })
     }

@@ -181,6 +181,12 @@ pub struct Stack {
     /// When the stack's timers next need a sweep; `None`: no timer is
     /// armed. Never later than smoltcp's deadline (see [`Stack::poll`]).
     timer_at: Option<Instant>,
+    /// The readiness scan this stack last polled in (see
+    /// `unikernel_runtime::fs::scan`).
+    pub scanned: u64,
+    /// Set by an app call that changed nothing smoltcp would send (see
+    /// `NetSocket::op`): the call's poll needs no sweep of its own.
+    pub quiet: bool,
 }
 
 pub static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -231,6 +237,8 @@ impl Stack {
             dirty_lo: true,
             dirty_eth: true,
             timer_at: Some(t),
+            scanned: 0,
+            quiet: false,
         };
         if let Some(mut e) = eth {
             let mac = e.dev.mac();

@@ -90,6 +90,7 @@ impl Epoll {
     /// Collect up to `max` ready (events, data) pairs, updating ET/oneshot state.
     pub fn collect(&self, max: usize) -> Vec<(u32, u64)> {
         let mut out = Vec::new();
+        super::new_scan();
         let mut e = self.entries.lock();
         e.retain(|_, en| en.file.strong_count() > 0);
         for en in e.values_mut() {
@@ -120,6 +121,7 @@ impl Epoll {
     }
 
     fn any_ready(&self) -> bool {
+        super::new_scan();
         let e = self.entries.lock();
         e.values().any(|en| {
             en.armed

@@ -155,6 +155,22 @@ pub trait File: Send + Sync {
     }
 }
 
+/// Readiness scans (one `epoll_wait` collection, one pass of `poll` or
+/// `select` over its descriptors): a file whose readiness comes from a
+/// component (a socket of the network stack) may bring that component up
+/// to date once per scan instead of once per file ([`scan`]).
+static SCAN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+/// A readiness scan begins.
+pub fn new_scan() {
+    SCAN.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current scan's number (it changes at every [`new_scan`]).
+pub fn scan() -> u64 {
+    SCAN.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 pub const POLLIN: u16 = 0x1;
 pub const POLLPRI: u16 = 0x2;
 pub const POLLOUT: u16 = 0x4;

@@ -53,6 +53,7 @@ struct PollFd {
 }
 
 fn poll_scan(fds: &mut [PollFd]) -> i64 {
+    crate::fs::new_scan();
     let mut ready = 0;
     for p in fds.iter_mut() {
         p.revents = 0;
@@ -119,6 +120,7 @@ fn select_common(nfds: u64, r: u64, w: u64, x: u64, deadline: Option<u64>) -> Sy
             alloc::vec![0u64; words],
         );
         let mut count = 0;
+        crate::fs::new_scan();
         for fd in 0..nfds {
             let (wi, b) = ((fd / 64) as usize, 1u64 << (fd % 64));
             let wanted = (rin[wi] | win[wi] | xin[wi]) & b != 0;
