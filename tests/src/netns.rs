@@ -143,8 +143,26 @@ impl NetNs {
             .spawn()
             .map_err(|e| format!("dnsmasq: {e}"))?;
         self.dnsmasq = Some(child);
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(())
+        // Ready when it listens on the DHCP port: a guest that boots
+        // sooner loses its first DISCOVER, and the next comes 10 s later.
+        let start = std::time::Instant::now();
+        loop {
+            let out = self
+                .command("ss")
+                .args(["-Hlun", "sport", "=", ":67"])
+                .output()
+                .map_err(|e| format!("ss: {e}"))?;
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return Ok(());
+            }
+            if let Some(Ok(Some(st))) = self.dnsmasq.as_mut().map(|c| c.try_wait()) {
+                return Err(format!("dnsmasq exited at start: {st}"));
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err("dnsmasq does not listen on port 67 after 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Boot `image` on the monitor inside the namespace, attached to the tap.
