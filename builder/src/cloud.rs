@@ -486,13 +486,8 @@ pub fn write(image: &Path, cmdline: &str, format: DiskFormat) -> Result<PathBuf,
     let tmp = std::env::temp_dir().join(format!("cargo-unikernel-disk-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     let result = (|| {
-        let names: Vec<&str> = img
-            .manifest
-            .disks
-            .iter()
-            .filter_map(|d| unikernel_image::disks::DiskDecl::parse(d).ok())
-            .map(|d| d.name)
-            .collect();
+        let declared = crate::diskopt::declared_names(&img.manifest.disks);
+        let names: Vec<&str> = declared.iter().map(String::as_str).collect();
         let raw = raw_disk(&data, cmdline, &img.manifest.build_id, &tmp, &names)?;
         let out = disk_path(image, format);
         let write_file = |p: &Path, b: &[u8]| {

@@ -199,12 +199,7 @@ fn disk_formats_are_what_their_tools_expect() {
     assert_eq!(parts.len(), 2, "{parts:?}");
     // The ESP holds GRUB's UEFI binary, its config, the command line and
     // the kernel (mtools reads it; sfdisk's start is in sectors).
-    let esp_start: u64 = parts[1]
-        .split("start=")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .and_then(|s| s.trim().parse().ok())
-        .expect("the ESP's start");
+    let (esp_start, _) = part_range(&parts[1]);
     let at = format!("{}@@{}", raw.display(), esp_start * 512);
     for (dir, file) in [
         ("::/EFI/BOOT", "BOOTX64"),

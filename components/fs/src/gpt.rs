@@ -12,14 +12,15 @@
 //! volume, which the mount then checks as usual).
 
 use crate::crc::crc32;
+use crate::journal::{le32, le64};
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use unikernel_image::disks::{check_name, GPT_DATA_TYPE};
-use unikernel_runtime::device::BlockDevice;
-use unikernel_runtime::errno::{Errno, EINVAL};
+use unikernel_runtime::device::{check_request, BlockDevice};
+use unikernel_runtime::errno::Errno;
 
 const SECTOR: usize = 512;
 /// Entry arrays larger than this are not ours (ours: 128 x 128 bytes).
@@ -34,16 +35,6 @@ pub struct DataPart {
     pub sectors: u64,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(v)
-}
-
 /// The data partitions of `dev` when it holds a valid GPT (`Some`, maybe
 /// empty), `None` when it does not (or cannot be read).
 pub fn data_partitions(dev: &dyn BlockDevice) -> Option<Vec<DataPart>> {
@@ -55,22 +46,22 @@ pub fn data_partitions(dev: &dyn BlockDevice) -> Option<Vec<DataPart>> {
     if &h[0..8] != b"EFI PART" {
         return None;
     }
-    let header_size = u32_at(&h, 12) as usize;
+    let header_size = le32(&h[12..]) as usize;
     if !(92..=SECTOR).contains(&header_size) {
         return None;
     }
-    let stored = u32_at(&h, 16);
+    let stored = le32(&h[16..]);
     let mut copy = h[..header_size].to_vec();
     copy[16..20].fill(0);
-    if crc32(&copy) != stored || u64_at(&h, 24) != 1 {
+    if crc32(&copy) != stored || le64(&h[24..]) != 1 {
         return None;
     }
-    let first_usable = u64_at(&h, 40);
-    let last_usable = u64_at(&h, 48);
-    let entries_lba = u64_at(&h, 72);
-    let count = u32_at(&h, 80) as usize;
-    let entry_size = u32_at(&h, 84) as usize;
-    let entries_crc = u32_at(&h, 88);
+    let first_usable = le64(&h[40..]);
+    let last_usable = le64(&h[48..]);
+    let entries_lba = le64(&h[72..]);
+    let count = le32(&h[80..]) as usize;
+    let entry_size = le32(&h[84..]) as usize;
+    let entries_crc = le32(&h[88..]);
     if entry_size < 128 || !entry_size.is_multiple_of(8) {
         return None;
     }
@@ -93,7 +84,7 @@ pub fn data_partitions(dev: &dyn BlockDevice) -> Option<Vec<DataPart>> {
         if e[0..16] != GPT_DATA_TYPE {
             continue;
         }
-        let (first, last) = (u64_at(e, 32), u64_at(e, 40));
+        let (first, last) = (le64(&e[32..]), le64(&e[40..]));
         if first < first_usable || last > last_usable || first > last {
             continue;
         }
@@ -128,13 +119,8 @@ pub struct Partition {
 
 impl Partition {
     fn check(&self, sector: u64, len: usize) -> Result<u64, Errno> {
-        if len == 0 || !len.is_multiple_of(SECTOR) {
-            return Err(EINVAL);
-        }
-        match sector.checked_add((len / SECTOR) as u64) {
-            Some(end) if end <= self.sectors => Ok(self.first + sector),
-            _ => Err(EINVAL),
-        }
+        check_request(self.sectors, sector, len)?;
+        Ok(self.first + sector)
     }
 }
 
@@ -199,6 +185,7 @@ pub fn expand(devs: Vec<Arc<dyn BlockDevice>>) -> Vec<Arc<dyn BlockDevice>> {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+    use unikernel_runtime::errno::EINVAL;
     extern crate std;
 
     /// A disk in memory.

@@ -13,7 +13,7 @@ use std::io::{Read as _, Seek as _, SeekFrom as StdSeek};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use unikernel_runtime::device::BlockDevice;
+use unikernel_runtime::device::{check_request, BlockDevice};
 use unikernel_runtime::errno::*;
 
 /// The smallest volume `create` makes.
@@ -40,16 +40,6 @@ impl FileDevice {
     }
 }
 
-fn check(sectors: u64, sector: u64, len: usize) -> Result<(), Errno> {
-    if len == 0 || !len.is_multiple_of(SECTOR) {
-        return Err(EINVAL);
-    }
-    match sector.checked_add((len / SECTOR) as u64) {
-        Some(end) if end <= sectors => Ok(()),
-        _ => Err(EINVAL),
-    }
-}
-
 impl BlockDevice for FileDevice {
     fn name(&self) -> &str {
         "file"
@@ -61,7 +51,7 @@ impl BlockDevice for FileDevice {
         self.read_only
     }
     fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        check(self.sectors, sector, buf.len())?;
+        check_request(self.sectors, sector, buf.len())?;
         let f = self.file.lock().map_err(|_| EIO)?;
         f.read_exact_at(buf, sector * SECTOR as u64)
             .map_err(|_| EIO)
@@ -70,7 +60,7 @@ impl BlockDevice for FileDevice {
         if self.read_only {
             return Err(EROFS);
         }
-        check(self.sectors, sector, buf.len())?;
+        check_request(self.sectors, sector, buf.len())?;
         let f = self.file.lock().map_err(|_| EIO)?;
         f.write_all_at(buf, sector * SECTOR as u64).map_err(|_| EIO)
     }

@@ -47,8 +47,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
 use unikernel_runtime::arch::x86_64::cpu::privileged;
 use unikernel_runtime::arch::x86_64::trap::{defer_irq, take_pending_irqs};
-use unikernel_runtime::device::BlockDevice;
-use unikernel_runtime::errno::{Errno, EINVAL, EIO, EROFS};
+use unikernel_runtime::device::{check_request, BlockDevice};
+use unikernel_runtime::errno::{Errno, EIO, EROFS};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::pci::bus::{Command, PciRoot};
@@ -325,14 +325,7 @@ pub struct VirtioBlk<T: Transport> {
 impl<T: Transport> VirtioBlk<T> {
     /// Check a request of `len` bytes at `sector` against the device.
     fn check(&self, sector: u64, len: usize) -> Result<(), Errno> {
-        if len == 0 || !len.is_multiple_of(SECTOR) {
-            return Err(EINVAL);
-        }
-        let n = (len / SECTOR) as u64;
-        match sector.checked_add(n) {
-            Some(end) if end <= self.sectors => Ok(()),
-            _ => Err(EINVAL),
-        }
+        check_request(self.sectors, sector, len)
     }
 }
 

@@ -89,6 +89,21 @@ pub trait BlockDevice: Send + Sync {
     fn flush(&self) -> Result<(), crate::errno::Errno>;
 }
 
+/// Check a request of `len` bytes at `sector` against a device of
+/// `sectors` 512-byte sectors, as every [`BlockDevice`] does before it
+/// reaches the disk: `EINVAL` when `len` is zero or not whole sectors, or
+/// when the range does not end inside the device (overflow included).
+pub fn check_request(sectors: u64, sector: u64, len: usize) -> Result<(), crate::errno::Errno> {
+    const SECTOR: usize = 512;
+    if len == 0 || !len.is_multiple_of(SECTOR) {
+        return Err(crate::errno::EINVAL);
+    }
+    match sector.checked_add((len / SECTOR) as u64) {
+        Some(end) if end <= sectors => Ok(()),
+        _ => Err(crate::errno::EINVAL),
+    }
+}
+
 static BLOCK_DEVICES: Mutex<Vec<Arc<dyn BlockDevice>>> = Mutex::new(Vec::new());
 
 /// A driver found a block device (called by the platform at boot, before
