@@ -95,6 +95,11 @@ fn grub(tmp: &Path) -> Result<Grub, String> {
             .args(GRUB_MODULES);
         if format == "i386-pc" {
             cmd.arg("biosdisk");
+        } else {
+            // The firmware's framebuffer (GOP), which the kernel's
+            // Multiboot2 header accepts: without it GRUB finds no video
+            // mode under UEFI and says so on the console.
+            cmd.arg("efi_gop");
         }
         let o = cmd.output().map_err(|e| {
             format!("cannot run grub-mkimage: {e} (Debian: apt-get install grub-common)")
@@ -139,6 +144,7 @@ pub fn grub_cfg() -> String {
     format!(
         "# Written by cargo-unikernel: boot the image; its command line is /boot/cmdline.\n\
          set timeout=0\n\
+         set gfxpayload=keep\n\
          multiboot2 /boot/kernel\n\
          module2 /boot/cmdline {CMDLINE_MODULE}\n\
          boot\n"

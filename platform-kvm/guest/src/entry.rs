@@ -79,6 +79,10 @@ kvm_mb2_header:
     .long 12
     .long kvm_mb2_entry
     .balign 8
+    .word 5, 1                    /* framebuffer tag, optional: accepting */
+    .long 20                      /* one keeps GRUB from warning under UEFI */
+    .long 0, 0, 0                 /* (no text mode) that the OS has no console */
+    .balign 8
     .word 0, 0                    /* end tag */
     .long 8
 kvm_mb2_header_end:
