@@ -38,8 +38,75 @@ const GRUB_PC: &str = "/usr/lib/grub/i386-pc";
 const GRUB_EFI: &str = "/usr/lib/grub/x86_64-efi";
 /// Modules in both core images: GPT, FAT, Multiboot2, and the config parser.
 const GRUB_MODULES: &[&str] = &["part_gpt", "fat", "multiboot2", "normal", "configfile"];
-/// The size of each declared disk's data partition (a multiple of 1 MiB).
+/// The default size of each declared disk's data partition (`--data-size`).
 pub const DATA_SIZE: u64 = 64 << 20;
+/// The largest `--data-size`: what a volume of ours holds at most.
+pub const MAX_DATA_SIZE: u64 = unikernel_fs::host::MAX_SIZE;
+
+/// The declared disks' data partitions: each `size` bytes, seeded from
+/// the tree under `from` (every disk the same tree) if given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataOptions {
+    pub size: u64,
+    pub from: Option<PathBuf>,
+}
+
+impl Default for DataOptions {
+    fn default() -> Self {
+        DataOptions {
+            size: DATA_SIZE,
+            from: None,
+        }
+    }
+}
+
+/// `--data-size SIZE`: "64M", "1G" (binary units) or bytes; whole MiB
+/// (partitions are MiB-aligned) and a size a volume of ours takes.
+pub fn parse_data_size(s: &str) -> Result<u64, String> {
+    let size = crate::config::parse_size_as(s, "--data-size")?;
+    if !size.is_multiple_of(1 << 20) {
+        return Err(format!(
+            "bad --data-size \"{s}\": {size} bytes is not whole MiB (data partitions are MiB-aligned); give e.g. {}M",
+            size.div_ceil(1 << 20)
+        ));
+    }
+    unikernel_fs::host::layout(size).map_err(|e| format!("bad --data-size \"{s}\": {e}"))?;
+    Ok(size)
+}
+
+/// Check `--data-size` (parsed by [`parse_data_size`]) and `--data-from`
+/// against the rest of the command: they shape the disk `--emit disk`
+/// writes and mean nothing without it; `--data-from` must be a directory.
+pub fn data_options(
+    emit_disk: bool,
+    size: Option<u64>,
+    from: Option<&Path>,
+) -> Result<DataOptions, String> {
+    if !emit_disk {
+        if let Some(flag) = [
+            (size.is_some(), "--data-size"),
+            (from.is_some(), "--data-from"),
+        ]
+        .iter()
+        .find(|(given, _)| *given)
+        .map(|(_, f)| f)
+        {
+            return Err(format!(
+                "{flag} shapes the disk `--emit disk` writes; give it with --emit disk"
+            ));
+        }
+    }
+    let size = size.unwrap_or(DATA_SIZE);
+    if let Some(dir) = from {
+        if !dir.is_dir() {
+            return Err(format!("--data-from {}: not a directory", dir.display()));
+        }
+    }
+    Ok(DataOptions {
+        size,
+        from: from.map(Path::to_path_buf),
+    })
+}
 
 /// `--disk-format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -256,15 +323,20 @@ fn gpt_header(
     h
 }
 
-/// The raw disk for `image` (a kvm image's bytes) booting with the
-/// (encoded) command line `cmdline`; `seed` is the build id.
+/// Write the raw disk for `image` (a kvm image's bytes) booting with the
+/// (encoded) command line `cmdline` to `out` (a new, empty file), with a
+/// data partition for each of `data` (the declared disks' names) shaped
+/// by `opts`; `seed` is the build id. The disk goes to the file piece by
+/// piece (sparse where it is zero), never whole in memory. Returns its size.
 pub fn raw_disk(
+    out: &std::fs::File,
     image: &[u8],
     cmdline: &str,
     seed: &[u8],
     tmp: &Path,
     data: &[&str],
-) -> Result<Vec<u8>, String> {
+    opts: &DataOptions,
+) -> Result<u64, String> {
     let g = grub(tmp)?;
     let core_sectors = (g.core.len() as u64).div_ceil(SECTOR);
     if !(2..=BIOS_SECTORS).contains(&core_sectors) {
@@ -294,27 +366,37 @@ pub fn raw_disk(
             ("boot/kernel", image),
         ],
     )?;
-    // The declared disks' volumes, DATA_SIZE each, after the ESP.
+    // The declared disks' volumes, opts.size each, after the ESP; one MiB
+    // after the last for the backup GPT (whole MiB: clouds want it).
     let data_start = ESP_START + esp_sectors;
+    let data_sectors = opts.size / SECTOR;
+    let total = data_start + data.len() as u64 * data_sectors + (1 << 20) / SECTOR;
+    let last = total - 1;
+    let write = |at: u64, b: &[u8]| {
+        use std::os::unix::fs::FileExt as _;
+        out.write_all_at(b, at * SECTOR)
+            .map_err(|e| format!("cannot write the disk: {e}"))
+    };
+    out.set_len(total * SECTOR)
+        .map_err(|e| format!("cannot size the disk to {} bytes: {e}", total * SECTOR))?;
     let mut volumes = Vec::new();
     for (i, name) in data.iter().enumerate() {
-        let path = tmp.join(format!("data-{i}"));
+        let first = data_start + i as u64 * data_sectors;
         let id = u32::from_le_bytes(
             guid(seed, &format!("volume {name}"))[..4]
                 .try_into()
                 .unwrap(),
         );
-        unikernel_fs::host::create_reproducible(&path, DATA_SIZE, id)
-            .map_err(|e| format!("the data volume \"{name}\": {e}"))?;
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        volumes.push((*name, data_start + i as u64 * DATA_SIZE / SECTOR, bytes));
+        unikernel_fs::host::create_reproducible_at(
+            out,
+            first * SECTOR,
+            opts.size,
+            id,
+            opts.from.as_deref(),
+            &format!("the data volume \"{name}\""),
+        )?;
+        volumes.push((*name, first));
     }
-    // One MiB after the last partition for the backup GPT (whole MiB:
-    // clouds want it).
-    let total = data_start + data.len() as u64 * DATA_SIZE / SECTOR + (1 << 20) / SECTOR;
-    let last = total - 1;
-    let mut disk = vec![0u8; (total * SECTOR) as usize];
 
     // Protective MBR with GRUB's boot code, which loads core.img's first
     // sector from LBA BIOS_START (the u64 at 0x5c).
@@ -333,7 +415,7 @@ pub fn raw_disk(
     put(&mut mbr, 454, &1u32.to_le_bytes());
     put(&mut mbr, 458, &size.to_le_bytes());
     put(&mut mbr, 510, &[0x55, 0xaa]);
-    put(&mut disk, 0, &mbr);
+    write(0, &mbr)?;
 
     // core.img: its first sector (diskboot) reads the rest by a blocklist
     // at its end: { u64 start, u16 sectors, u16 segment }.
@@ -341,11 +423,8 @@ pub fn raw_disk(
     core.resize((core_sectors * SECTOR) as usize, 0);
     put(&mut core, 0x1f4, &(BIOS_START + 1).to_le_bytes());
     put(&mut core, 0x1fc, &((core_sectors - 1) as u16).to_le_bytes());
-    put(&mut disk, (BIOS_START * SECTOR) as usize, &core);
-    put(&mut disk, (ESP_START * SECTOR) as usize, &fat);
-    for (_, first, bytes) in &volumes {
-        put(&mut disk, (first * SECTOR) as usize, bytes);
-    }
+    write(BIOS_START, &core)?;
+    write(ESP_START, &fat)?;
 
     // The partition entries.
     let mut entries = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
@@ -379,13 +458,13 @@ pub fn raw_disk(
         0,
         "EFI system",
     );
-    for (i, (name, first, bytes)) in volumes.iter().enumerate() {
+    for (i, (name, first)) in volumes.iter().enumerate() {
         entry(
             2 + i,
             unikernel_image::disks::GPT_DATA_TYPE,
             guid(seed, &format!("data {name}")),
             *first,
-            first + bytes.len() as u64 / SECTOR - 1,
+            first + data_sectors - 1,
             0,
             name,
         );
@@ -393,25 +472,19 @@ pub fn raw_disk(
     let crc = crc32fast::hash(&entries);
     let disk_guid = guid(seed, "disk");
     let last_usable = last - 1 - ENTRY_SECTORS;
-    put(
-        &mut disk,
-        SECTOR as usize,
-        &gpt_header(1, last, 2, last_usable, &disk_guid, crc),
-    );
-    put(&mut disk, (2 * SECTOR) as usize, &entries);
+    write(1, &gpt_header(1, last, 2, last_usable, &disk_guid, crc))?;
+    write(2, &entries)?;
     let backup_entries = last - ENTRY_SECTORS;
-    put(&mut disk, (backup_entries * SECTOR) as usize, &entries);
-    put(
-        &mut disk,
-        (last * SECTOR) as usize,
+    write(backup_entries, &entries)?;
+    write(
+        last,
         &gpt_header(last, 1, backup_entries, last_usable, &disk_guid, crc),
-    );
-    Ok(disk)
+    )?;
+    Ok(total * SECTOR)
 }
 
-/// A fixed VHD: the raw disk and a 512-byte footer.
-pub fn vhd(mut raw: Vec<u8>, seed: &[u8]) -> Vec<u8> {
-    let size = raw.len() as u64;
+/// The 512-byte footer that makes a raw disk of `size` bytes a fixed VHD.
+pub fn vhd_footer(size: u64, seed: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; 512];
     put(&mut f, 0, b"conectix");
     put(&mut f, 8, &2u32.to_be_bytes()); // features: reserved bit
@@ -454,33 +527,43 @@ pub fn vhd(mut raw: Vec<u8>, seed: &[u8]) -> Vec<u8> {
     put(&mut f, 68, &guid(seed, "vhd"));
     let sum: u32 = f.iter().map(|&b| u32::from(b)).sum();
     put(&mut f, 64, &(!sum).to_be_bytes());
-    raw.extend_from_slice(&f);
-    raw
+    f
 }
 
-/// GCE's import format: `disk.raw` in a gzipped GNU tar.
-pub fn gce(raw: &[u8]) -> Result<Vec<u8>, String> {
-    let err = |e: std::io::Error| format!("writing the GCE tarball: {e}");
+/// The GCE form: the raw disk at `raw` as `disk.raw` in a gzipped GNU
+/// tar at `out` (streamed from the file; reproducible: no timestamps).
+pub fn gce(raw: &Path, out: &Path) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("writing the GCE tarball {}: {e}", out.display());
+    let src =
+        std::fs::File::open(raw).map_err(|e| format!("cannot read {}: {e}", raw.display()))?;
+    let len = src.metadata().map_err(err)?.len();
+    let dst = std::fs::File::create(out).map_err(err)?;
     let gz = flate2::GzBuilder::new()
         .mtime(0)
-        .write(Vec::new(), flate2::Compression::default());
+        .write(std::io::BufWriter::new(dst), flate2::Compression::default());
     let mut t = tar::Builder::new(gz);
     let mut h = tar::Header::new_gnu();
     h.set_path("disk.raw").map_err(err)?;
-    h.set_size(raw.len() as u64);
+    h.set_size(len);
     h.set_mode(0o644);
     h.set_mtime(0);
     h.set_cksum();
-    t.append(&h, raw).map_err(err)?;
+    t.append(&h, std::io::BufReader::new(src)).map_err(err)?;
     let gz = t.into_inner().map_err(err)?;
-    gz.finish().map_err(err)
+    gz.finish().map_err(err)?.flush().map_err(err)
 }
 
-/// Writes the disk of the kvm image at `image` in `format` (next to it);
-/// returns its path.
-pub fn write(image: &Path, cmdline: &str, format: DiskFormat) -> Result<PathBuf, String> {
-    let data = std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
-    let img = crate::image::Image::parse(&data)
+/// Writes the disk of the kvm image at `image` in `format` (next to it),
+/// its data partitions shaped by `data`; returns its path.
+pub fn write(
+    image: &Path,
+    cmdline: &str,
+    format: DiskFormat,
+    data: &DataOptions,
+) -> Result<PathBuf, String> {
+    let bytes =
+        std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+    let img = crate::image::Image::parse(&bytes)
         .map_err(|e| format!("{} is not a unikernel image ({e:?})", image.display()))?;
     if img.manifest.platform != unikernel_image::manifest::Platform::Kvm {
         return Err(format!(
@@ -494,21 +577,42 @@ pub fn write(image: &Path, cmdline: &str, format: DiskFormat) -> Result<PathBuf,
     let result = (|| {
         let declared = crate::diskopt::declared_names(&img.manifest.disks);
         let names: Vec<&str> = declared.iter().map(String::as_str).collect();
-        let raw = raw_disk(&data, cmdline, &img.manifest.build_id, &tmp, &names)?;
         let out = disk_path(image, format);
-        let write_file = |p: &Path, b: &[u8]| {
-            std::fs::write(p, b).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        // Raw and VHD: the disk goes straight to its file; qcow2 and GCE
+        // convert a raw disk in the temporary directory.
+        let raw = match format {
+            DiskFormat::Raw | DiskFormat::Vhd => out.clone(),
+            DiskFormat::Qcow2 | DiskFormat::Gce => tmp.join("disk.raw"),
         };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&raw)
+            .map_err(|e| format!("cannot create {}: {e}", raw.display()))?;
+        let size = raw_disk(
+            &file,
+            &bytes,
+            cmdline,
+            &img.manifest.build_id,
+            &tmp,
+            &names,
+            data,
+        )?;
+        let write_err = |e: std::io::Error| format!("cannot write {}: {e}", raw.display());
         match format {
-            DiskFormat::Raw => write_file(&out, &raw)?,
-            DiskFormat::Vhd => write_file(&out, &vhd(raw, &img.manifest.build_id))?,
-            DiskFormat::Gce => write_file(&out, &gce(&raw)?)?,
+            DiskFormat::Raw => {}
+            DiskFormat::Vhd => {
+                use std::os::unix::fs::FileExt as _;
+                file.write_all_at(&vhd_footer(size, &img.manifest.build_id), size)
+                    .map_err(write_err)?;
+            }
+            DiskFormat::Gce => gce(&raw, &out)?,
             DiskFormat::Qcow2 => {
-                let r = tmp.join("disk.raw");
-                write_file(&r, &raw)?;
                 let o = Command::new("qemu-img")
                     .args(["convert", "-f", "raw", "-O", "qcow2"])
-                    .arg(&r)
+                    .arg(&raw)
                     .arg(&out)
                     .output()
                     .map_err(|e| {
@@ -522,8 +626,15 @@ pub fn write(image: &Path, cmdline: &str, format: DiskFormat) -> Result<PathBuf,
                 }
             }
         }
+        if raw == out {
+            file.sync_all().map_err(write_err)?;
+        }
         Ok(out)
     })();
+    if result.is_err() {
+        // No half-written disk left behind.
+        let _ = std::fs::remove_file(disk_path(image, format));
+    }
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }
@@ -558,9 +669,51 @@ mod tests {
     }
 
     #[test]
+    fn data_sizes_are_whole_mib_a_volume_takes() {
+        assert_eq!(parse_data_size("40M").unwrap(), 40 << 20);
+        assert_eq!(parse_data_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_data_size("4194304").unwrap(), 4 << 20);
+        let e = parse_data_size("2M").unwrap_err();
+        assert!(e.contains("too small") && e.contains("4 MiB"), "{e}");
+        let e = parse_data_size("4100K").unwrap_err();
+        assert!(e.contains("not whole MiB") && e.contains("5M"), "{e}");
+        let e = parse_data_size("2T").unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        let e = parse_data_size("lots").unwrap_err();
+        assert!(e.contains("bad --data-size"), "{e}");
+        assert!(parse_data_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn data_options_need_emit_disk_and_a_directory() {
+        assert_eq!(data_options(false, None, None), Ok(DataOptions::default()));
+        assert_eq!(data_options(true, None, None).unwrap().size, DATA_SIZE);
+        assert_eq!(
+            data_options(true, Some(40 << 20), None).unwrap().size,
+            40 << 20
+        );
+        let e = data_options(false, Some(40 << 20), None).unwrap_err();
+        assert!(
+            e.contains("--data-size") && e.contains("--emit disk"),
+            "{e}"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let e = data_options(false, None, Some(d.path())).unwrap_err();
+        assert!(
+            e.contains("--data-from") && e.contains("--emit disk"),
+            "{e}"
+        );
+        let o = data_options(true, None, Some(d.path())).unwrap();
+        assert_eq!(o.from.as_deref(), Some(d.path()));
+        let file = d.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let e = data_options(true, None, Some(&file)).unwrap_err();
+        assert!(e.contains("not a directory"), "{e}");
+    }
+
+    #[test]
     fn vhd_footer_checksums() {
-        let v = vhd(vec![0u8; 8 << 20], b"id");
-        let f = &v[v.len() - 512..];
+        let f = &vhd_footer(8 << 20, b"id");
         assert_eq!(&f[..8], b"conectix");
         let stored = u32::from_be_bytes(f[64..68].try_into().unwrap());
         let sum: u32 = f

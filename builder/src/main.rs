@@ -155,6 +155,15 @@ struct BuildCmd {
     /// With --emit disk: raw (default), qcow2, vhd (fixed, Azure) or gce.
     #[arg(long, value_enum, value_name = "FMT", default_value = "raw")]
     disk_format: cargo_unikernel::cloud::DiskFormat,
+    /// With --emit disk: the size of each declared disk's data partition
+    /// ("256M", "1G"; whole MiB, at least 4M) [default: 64M]. An image
+    /// declaring several disks gets one partition this size for each.
+    #[arg(long, value_name = "SIZE", value_parser = cargo_unikernel::cloud::parse_data_size)]
+    data_size: Option<u64>,
+    /// With --emit disk: copy this directory tree into each declared
+    /// disk's data partition (reproducible: every timestamp 1980-01-01).
+    #[arg(long, value_name = "DIR")]
+    data_from: Option<PathBuf>,
     /// human (default) or json: one JSON object per line on stdout, cargo's
     /// messages and ours (docs/ci.md); text only on stderr.
     #[arg(long, value_enum, value_name = "FMT", default_value = "human")]
@@ -297,6 +306,15 @@ struct RunArgs {
     /// (disk.raw in a gzipped tar).
     #[arg(long, value_enum, value_name = "FMT", default_value = "raw")]
     disk_format: cargo_unikernel::cloud::DiskFormat,
+    /// With --emit disk: the size of each declared disk's data partition
+    /// ("256M", "1G"; whole MiB, at least 4M) [default: 64M]. An image
+    /// declaring several disks gets one partition this size for each.
+    #[arg(long, value_name = "SIZE", value_parser = cargo_unikernel::cloud::parse_data_size)]
+    data_size: Option<u64>,
+    /// With --emit disk: copy this directory tree into each declared
+    /// disk's data partition (reproducible: every timestamp 1980-01-01).
+    #[arg(long, value_name = "DIR")]
+    data_from: Option<PathBuf>,
     /// Arguments for the app (replace the image's default arguments).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
@@ -370,10 +388,16 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Build(cmd) => {
+            // Before the build: a bad --data-* fails at once.
+            let data = cargo_unikernel::cloud::data_options(
+                cmd.emit == Some(BuildEmit::Disk),
+                cmd.data_size,
+                cmd.data_from.as_deref(),
+            )?;
             let image = pipeline::build(&build_options(&cmd.build)?, Progress::detect())?;
             report_image(&image);
             if cmd.emit == Some(BuildEmit::Disk) {
-                let disk = cargo_unikernel::cloud::write(&image.path, "", cmd.disk_format)?;
+                let disk = cargo_unikernel::cloud::write(&image.path, "", cmd.disk_format, &data)?;
                 eprintln!("  disk {}", disk.display());
             }
             Ok(ExitCode::SUCCESS)
@@ -387,6 +411,11 @@ fn dispatch(command: Command, dash_dash: bool) -> Result<ExitCode, String> {
                     ));
                 }
             }
+            cargo_unikernel::cloud::data_options(
+                args.emit == Some(Emit::Disk),
+                args.data_size,
+                args.data_from.as_deref(),
+            )?;
             if let Some(disk) = args
                 .build
                 .path

@@ -315,7 +315,9 @@ pub fn boot_kvm(image: &Path, run: &RunArgs, args: Option<Vec<String>>) -> Resul
             "cargo-unikernel: writing a disk image of {} (GRUB, BIOS and UEFI)",
             image.display()
         );
-        let out = cargo_unikernel::cloud::write(&image, &cmdline, run.disk_format)?;
+        let data =
+            cargo_unikernel::cloud::data_options(true, run.data_size, run.data_from.as_deref())?;
+        let out = cargo_unikernel::cloud::write(&image, &cmdline, run.disk_format, &data)?;
         println!("{}", out.display());
         return Ok(0);
     }

@@ -350,6 +350,29 @@ fn part_range(line: &str) -> (u64, u64) {
     (field("start="), field("size="))
 }
 
+/// The partition of `size` sectors at `start` of `disk` in a file of its
+/// own (its path), which `fsck.fat -n` must find clean.
+fn extract_clean(disk: &[u8], start: u64, size: u64, what: &str) -> PathBuf {
+    let part = std::env::temp_dir().join(format!("unikernel-{what}-{}", std::process::id()));
+    std::fs::write(
+        &part,
+        &disk[(start * 512) as usize..((start + size) * 512) as usize],
+    )
+    .unwrap();
+    let o = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "fsck.fat -n: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    part
+}
+
 #[test]
 fn a_declared_disk_is_a_data_partition_that_persists() {
     let test = "a_declared_disk_is_a_data_partition_that_persists";
@@ -398,19 +421,7 @@ fn a_declared_disk_is_a_data_partition_that_persists() {
         "the boot partitions were written"
     );
     // The host's own tools read the volume: fsck clean, the tour there.
-    let part = std::env::temp_dir().join(format!("unikernel-datapart-{}", std::process::id()));
-    std::fs::write(&part, &written[range.clone()]).unwrap();
-    let o = Command::new("fsck.fat")
-        .arg("-n")
-        .arg(&part)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "fsck.fat -n: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let part = extract_clean(&written, start, size, "datapart");
     let o = Command::new("mdir")
         .args(["-i"])
         .arg(&part)
@@ -437,4 +448,85 @@ fn a_declared_disk_is_a_data_partition_that_persists() {
     for f in [img.clone(), part, write, verify] {
         let _ = std::fs::remove_file(f);
     }
+}
+
+#[test]
+fn data_size_and_data_from_shape_the_data_partition() {
+    let test = "data_size_and_data_from_shape_the_data_partition";
+    if !ready(test) {
+        return;
+    }
+    let img = std::env::temp_dir().join(format!("unikernel-datasize-{}", std::process::id()));
+    std::fs::copy(Target::Kvm.image("fs-disk"), &img).unwrap();
+    let seed = std::env::temp_dir().join(format!("unikernel-dataseed-{}", std::process::id()));
+    std::fs::create_dir_all(seed.join("etc")).unwrap();
+    std::fs::write(seed.join("etc/seeded.txt"), "from the host\n").unwrap();
+    let args = [
+        "--data-size",
+        "40M",
+        "--data-from",
+        seed.to_str().unwrap(),
+        "--",
+        "verify",
+        "/data",
+    ];
+    let disk = emit_disk(&img, &args);
+    let bytes = std::fs::read(&disk).unwrap();
+    // Reproducible with a seed too (its mtimes do not count).
+    std::fs::File::open(seed.join("etc/seeded.txt"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 30))
+        .unwrap();
+    assert!(
+        std::fs::read(emit_disk(&img, &args)).unwrap() == bytes,
+        "two seeded disks of one image differ"
+    );
+    let parts = gpt_partitions(&disk);
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    let (start, size) = part_range(&parts[2]);
+    assert_eq!(size * 512, 40 << 20, "{}", parts[2]);
+    assert_eq!(bytes.len() as u64, (start + size) * 512 + (1 << 20));
+    let part = extract_clean(&bytes, start, size, "sizedpart");
+    let o = Command::new("mdir")
+        .arg("-i")
+        .arg(&part)
+        .arg("::/etc")
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        list.contains("seeded") && list.contains("1980-01-01"),
+        "{list}"
+    );
+    let o = Command::new("mtype")
+        .arg("-i")
+        .arg(&part)
+        .arg("::/etc/seeded.txt")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "from the host\n");
+
+    // Bad values, and the options without --emit disk: clear errors.
+    for (args, want) in [
+        (&["--emit", "disk", "--data-size", "2M"][..], "too small"),
+        (
+            &["--emit", "disk", "--data-size", "4100K"][..],
+            "not whole MiB",
+        ),
+        (&["--data-size", "40M"][..], "give it with --emit disk"),
+        (
+            &["--emit", "disk", "--data-from", "/nonexistent-seed"][..],
+            "not a directory",
+        ),
+    ] {
+        let mut cmd = Command::new(tool("cargo-unikernel"));
+        cmd.arg("run").arg(&img).args(args);
+        let o = run_with_deadline(cmd, b"", Duration::from_secs(60));
+        assert_ne!(o.code, 0, "{args:?}");
+        assert!(o.stderr.contains(want), "{args:?}: {}", o.stderr);
+    }
+    for f in [img, part, disk] {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_dir_all(&seed);
 }

@@ -7,9 +7,10 @@
 //! FSInfo hints set to "unknown" (see `fatio.rs`), and the journal header
 //! written after the FAT volume. No root, no loop devices, no mkfs.
 
+use crate::fatio::NowFn;
 use crate::journal::{Header, BLOCK, SECTOR, SECTORS_PER_BLOCK};
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Seek as _, SeekFrom as StdSeek};
+use std::io::{Read as _, SeekFrom as StdSeek};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,9 +22,11 @@ pub const MIN_SIZE: u64 = 4 << 20;
 /// The largest (FAT32 with 32 KiB clusters addresses 2 TiB; we stop well below).
 pub const MAX_SIZE: u64 = 1 << 40;
 
-/// A block device over a host file (sector 512).
+/// A block device over a host file (sector 512), or over `sectors`
+/// sectors of it from byte `base` (a volume inside a disk being written).
 pub struct FileDevice {
     file: Mutex<File>,
+    base: u64,
     sectors: u64,
     read_only: bool,
 }
@@ -34,6 +37,7 @@ impl FileDevice {
         let len = file.metadata()?.len();
         Ok(FileDevice {
             file: Mutex::new(file),
+            base: 0,
             sectors: len / SECTOR as u64,
             read_only,
         })
@@ -53,7 +57,7 @@ impl BlockDevice for FileDevice {
     fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), Errno> {
         check_request(self.sectors, sector, buf.len())?;
         let f = self.file.lock().map_err(|_| EIO)?;
-        f.read_exact_at(buf, sector * SECTOR as u64)
+        f.read_exact_at(buf, self.base + sector * SECTOR as u64)
             .map_err(|_| EIO)
     }
     fn write(&self, sector: u64, buf: &[u8]) -> Result<(), Errno> {
@@ -62,7 +66,8 @@ impl BlockDevice for FileDevice {
         }
         check_request(self.sectors, sector, buf.len())?;
         let f = self.file.lock().map_err(|_| EIO)?;
-        f.write_all_at(buf, sector * SECTOR as u64).map_err(|_| EIO)
+        f.write_all_at(buf, self.base + sector * SECTOR as u64)
+            .map_err(|_| EIO)
     }
     fn flush(&self) -> Result<(), Errno> {
         let f = self.file.lock().map_err(|_| EIO)?;
@@ -108,25 +113,9 @@ pub fn create_with_progress(
     seed: Option<&Path>,
     progress: Progress,
 ) -> Result<(), String> {
-    create_inner(path, size, seed, progress, volume_id())
-}
-
-/// An empty volume whose FAT volume id is `volume_id`: the same arguments
-/// give the same bytes (the bootable disk's data partitions).
-pub fn create_reproducible(path: &Path, size: u64, volume_id: u32) -> Result<(), String> {
-    create_inner(path, size, None, &mut |_, _| {}, volume_id)
-}
-
-fn create_inner(
-    path: &Path,
-    size: u64,
-    seed: Option<&Path>,
-    progress: Progress,
-    volume_id: u32,
-) -> Result<(), String> {
-    let (fat_sectors, journal_blocks) = layout(size)?;
+    layout(size)?;
     let show = path.display();
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -135,7 +124,80 @@ fn create_inner(
         .map_err(|e| format!("cannot create {show}: {e}"))?;
     file.set_len(size)
         .map_err(|e| format!("cannot size {show} to {size} bytes: {e}"))?;
-    let fat_sectors = format_aligned(&mut file, fat_sectors, volume_id)
+    let how = How {
+        volume_id: volume_id(),
+        now: unix_now,
+        host_mtimes: true,
+    };
+    create_inner(&file, 0, size, seed, progress, &how, &show.to_string())?;
+    file.sync_all()
+        .map_err(|e| format!("cannot write {show}: {e}"))
+}
+
+/// Every timestamp of a reproducible volume: 1980-01-01 00:00:00 UTC, the
+/// first FAT can hold.
+pub const FIXED_TIME: i64 = 315_532_800;
+
+fn fixed_now() -> i64 {
+    FIXED_TIME
+}
+
+/// A volume of `size` bytes written into `file` at byte `offset` (the file
+/// already that long), whose FAT volume id is `volume_id`, holding a copy
+/// of the tree under `seed` if given: the same arguments and the same
+/// seed contents give the same bytes, every timestamp being
+/// [`FIXED_TIME`] (the seed's modification times are not kept). The
+/// bootable disk's data partitions. `what` names the volume in errors.
+pub fn create_reproducible_at(
+    file: &File,
+    offset: u64,
+    size: u64,
+    volume_id: u32,
+    seed: Option<&Path>,
+    what: &str,
+) -> Result<(), String> {
+    layout(size)?;
+    if !offset.is_multiple_of(SECTOR as u64) {
+        return Err(format!("{what}: offset {offset} is not whole sectors"));
+    }
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot read {what}: {e}"))?
+        .len();
+    if offset.checked_add(size).is_none_or(|end| end > len) {
+        return Err(format!(
+            "{what}: {size} bytes at {offset} do not fit its file of {len} bytes"
+        ));
+    }
+    let how = How {
+        volume_id,
+        now: fixed_now,
+        host_mtimes: false,
+    };
+    create_inner(file, offset, size, seed, &mut |_, _| {}, &how, what)
+}
+
+/// How a volume is made: its FAT volume id, the clock for the seed's
+/// directory entries, and whether copied files keep the host's mtimes.
+struct How {
+    volume_id: u32,
+    now: NowFn,
+    host_mtimes: bool,
+}
+
+/// Format `size` bytes of `file` from byte `base` as a volume and copy
+/// the seed in.
+fn create_inner(
+    file: &File,
+    base: u64,
+    size: u64,
+    seed: Option<&Path>,
+    progress: Progress,
+    how: &How,
+    show: &str,
+) -> Result<(), String> {
+    let (fat_sectors, journal_blocks) = layout(size)?;
+    let fat_sectors = format_aligned(file, base, fat_sectors, how.volume_id)
         .map_err(|e| format!("cannot format {show}: {e}"))?;
     // The journal header after the FAT volume.
     let header = Header {
@@ -144,25 +206,36 @@ fn create_inner(
         checkpointed: 0,
     };
     let h = header.encode();
-    let at = fat_sectors * SECTOR as u64;
+    let at = base + fat_sectors * SECTOR as u64;
     file.write_all_at(&h, at)
         .and_then(|_| file.write_all_at(&h, at + SECTOR as u64))
         .map_err(|e| format!("cannot write {show}: {e}"))?;
-    set_fsinfo_unknown(&mut file).map_err(|e| format!("cannot write {show}: {e}"))?;
+    set_fsinfo_unknown(file, base).map_err(|e| format!("cannot write {show}: {e}"))?;
     if let Some(seed) = seed {
-        let dev: Arc<dyn BlockDevice> = Arc::new(
-            FileDevice::open(path, false).map_err(|e| format!("cannot open {show}: {e}"))?,
-        );
-        let vol = crate::open_volume(dev, true, 0, unix_now).map_err(|e| format!("{show}: {e}"))?;
+        let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice {
+            file: Mutex::new(
+                file.try_clone()
+                    .map_err(|e| format!("cannot open {show}: {e}"))?,
+            ),
+            base,
+            sectors: size / SECTOR as u64,
+            read_only: false,
+        });
+        let vol = crate::open_volume(dev, true, 0, how.now).map_err(|e| format!("{show}: {e}"))?;
         let total = tree_bytes(seed).map_err(|e| format!("cannot read {}: {e}", seed.display()))?;
         let mut done = 0;
-        copy_tree(&vol, seed, "", &mut done, total, progress)?;
+        copy_tree(
+            &vol,
+            seed,
+            "",
+            (&mut done, total),
+            progress,
+            how.host_mtimes,
+        )?;
         use unikernel_runtime::fs::vfs::Filesystem;
         vol.sync()
             .map_err(|e| format!("cannot write {show}: {}", name(e)))?;
     }
-    file.sync_all()
-        .map_err(|e| format!("cannot write {show}: {e}"))?;
     Ok(())
 }
 
@@ -172,16 +245,18 @@ fn create_inner(
 /// has to read the blocks it straddles first. lamfat picks the FAT size
 /// itself; the knobs are the FAT12/16 root directory's size (one sector
 /// per 16 entries) and, for FAT32, the volume's size in 8-sector steps.
-/// Returns the sectors the volume got (what the journal follows).
-fn format_aligned(file: &mut File, fat_sectors: u64, volume_id: u32) -> Result<u64, String> {
+/// Returns the sectors the volume got (what the journal follows). The
+/// volume starts at byte `base` of `file`.
+fn format_aligned(file: &File, base: u64, fat_sectors: u64, volume_id: u32) -> Result<u64, String> {
     let mut sectors = fat_sectors;
     let mut last = 0;
     for _ in 0..8 {
         // FAT12/16: the root directory's size moves the data region by a
         // sector per 16 entries.
         for root_entries in (400u16..=512).rev().step_by(16) {
-            format_once(file, sectors, root_entries, volume_id)?;
-            let (start, fat32, cluster_sectors) = data_start(file).map_err(|e| e.to_string())?;
+            format_once(file, base, sectors, root_entries, volume_id)?;
+            let (start, fat32, cluster_sectors) =
+                data_start(file, base).map_err(|e| e.to_string())?;
             if start.is_multiple_of(SECTORS_PER_BLOCK) {
                 return Ok(sectors);
             }
@@ -201,13 +276,15 @@ fn format_aligned(file: &mut File, fat_sectors: u64, volume_id: u32) -> Result<u
 }
 
 fn format_once(
-    file: &mut File,
+    file: &File,
+    base: u64,
     sectors: u64,
     root_entries: u16,
     volume_id: u32,
 ) -> Result<(), String> {
     let mut part = Part {
         file,
+        base,
         pos: 0,
         len: sectors * SECTOR as u64,
     };
@@ -224,9 +301,9 @@ fn format_once(
 
 /// The first sector of the data region, whether the volume is FAT32 and
 /// its sectors per cluster, from the boot sector's BPB.
-fn data_start(file: &File) -> std::io::Result<(u64, bool, u64)> {
+fn data_start(file: &File, base: u64) -> std::io::Result<(u64, bool, u64)> {
     let mut b = [0u8; SECTOR];
-    file.read_exact_at(&mut b, 0)?;
+    file.read_exact_at(&mut b, base)?;
     let u16_at = |i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
     let reserved = u16_at(14);
     let fats = u64::from(b[16]);
@@ -259,9 +336,9 @@ pub fn unix_now() -> i64 {
 }
 
 /// FAT32's FSInfo: free count and next free "unknown" (0xFFFFFFFF).
-fn set_fsinfo_unknown(file: &mut File) -> std::io::Result<()> {
+fn set_fsinfo_unknown(file: &File, base: u64) -> std::io::Result<()> {
     let mut boot = [0u8; SECTOR];
-    file.read_exact_at(&mut boot, 0)?;
+    file.read_exact_at(&mut boot, base)?;
     let total16 = u16::from_le_bytes([boot[19], boot[20]]);
     let fat16_size = u16::from_le_bytes([boot[22], boot[23]]);
     if total16 != 0 || fat16_size != 0 {
@@ -274,12 +351,12 @@ fn set_fsinfo_unknown(file: &mut File) -> std::io::Result<()> {
             continue;
         }
         let mut sec = [0u8; SECTOR];
-        file.read_exact_at(&mut sec, s * SECTOR as u64)?;
+        file.read_exact_at(&mut sec, base + s * SECTOR as u64)?;
         if sec[0..4] != [0x52, 0x52, 0x61, 0x41] {
             continue;
         }
         sec[488..496].fill(0xFF);
-        file.write_all_at(&sec, s * SECTOR as u64)?;
+        file.write_all_at(&sec, base + s * SECTOR as u64)?;
     }
     Ok(())
 }
@@ -298,14 +375,18 @@ fn tree_bytes(dir: &Path) -> std::io::Result<u64> {
     Ok(n)
 }
 
+/// Copy the tree under `dir` to `at` in `vol`; `count` is (bytes copied
+/// so far, bytes in all) for `progress`; `host_mtimes`: files keep the
+/// host's modification times (else they get the volume's clock).
 fn copy_tree(
     vol: &crate::FatVolume,
     dir: &Path,
     at: &str,
-    done: &mut u64,
-    total: u64,
+    count: (&mut u64, u64),
     progress: Progress,
+    host_mtimes: bool,
 ) -> Result<(), String> {
+    let (done, total) = count;
     use unikernel_runtime::fs::vfs::{Filesystem, OpenFlags};
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .and_then(|r| r.collect::<Result<Vec<_>, _>>())
@@ -334,7 +415,7 @@ fn copy_tree(
         };
         if t.is_dir() {
             vol.mkdir(&inside, 0o755).map_err(fail)?;
-            copy_tree(vol, &p, &inside, done, total, progress)?;
+            copy_tree(vol, &p, &inside, (&mut *done, total), progress, host_mtimes)?;
         } else if t.is_file() {
             let f = vol
                 .open(
@@ -364,7 +445,10 @@ fn copy_tree(
                 *done += n as u64;
                 progress(*done, total);
             }
-            if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+            if let Some(m) = host_mtimes
+                .then(|| e.metadata().and_then(|m| m.modified()).ok())
+                .flatten()
+            {
                 if let Ok(d) = m.duration_since(std::time::UNIX_EPOCH) {
                     let ts = unikernel_runtime::fs::vfs::Timespec {
                         sec: d.as_secs() as i64,
@@ -387,10 +471,11 @@ fn name_of(e: Errno) -> &'static str {
     name(e)
 }
 
-/// The first `len` bytes of a file, as a seekable stream (lamfat formats
-/// what it is given; the journal lives after it).
+/// `len` bytes of a file from byte `base`, as a seekable stream (lamfat
+/// formats what it is given; the journal lives after it).
 struct Part<'a> {
-    file: &'a mut File,
+    file: &'a File,
+    base: u64,
     pos: u64,
     len: u64,
 }
@@ -398,8 +483,7 @@ struct Part<'a> {
 impl std::io::Read for Part<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
-        self.file.seek(StdSeek::Start(self.pos))?;
-        let n = self.file.read(&mut buf[..n])?;
+        let n = self.file.read_at(&mut buf[..n], self.base + self.pos)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -408,8 +492,7 @@ impl std::io::Read for Part<'_> {
 impl std::io::Write for Part<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
-        self.file.seek(StdSeek::Start(self.pos))?;
-        let n = self.file.write(&buf[..n])?;
+        let n = self.file.write_at(&buf[..n], self.base + self.pos)?;
         self.pos += n as u64;
         Ok(n)
     }

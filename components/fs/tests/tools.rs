@@ -127,3 +127,61 @@ fn bad_sizes_are_refused() {
     assert!(e.contains("multiple of 512"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_reproducible_seeded_volume_inside_a_file_is_the_same_twice() {
+    let d = tmpdir("repro");
+    seed(&d.join("seed"));
+    // Two host trees with other mtimes: the volumes still agree.
+    let f = std::fs::File::open(d.join("seed/config.toml")).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30))
+        .unwrap();
+    let mut images = Vec::new();
+    for n in 0..2 {
+        let img = d.join(format!("disk{n}.img"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&img)
+            .unwrap();
+        file.set_len((3 << 20) + (32 << 20) + (1 << 20)).unwrap();
+        unikernel_fs::host::create_reproducible_at(
+            &file,
+            3 << 20,
+            32 << 20,
+            7,
+            Some(&d.join("seed")),
+            "the test volume",
+        )
+        .unwrap();
+        images.push(std::fs::read(&img).unwrap());
+        let f = std::fs::File::open(d.join("seed/config.toml")).unwrap();
+        f.set_modified(std::time::SystemTime::now()).unwrap();
+    }
+    assert!(images[0] == images[1], "two volumes of one seed differ");
+    let disk = &images[0];
+    assert!(disk[..3 << 20].iter().all(|&b| b == 0), "before the volume");
+    assert!(disk[(35 << 20)..].iter().all(|&b| b == 0), "after it");
+    let vol = d.join("vol.img");
+    std::fs::write(&vol, &disk[3 << 20..35 << 20]).unwrap();
+    fsck(&disk[3 << 20..35 << 20], "a reproducible seeded volume");
+    let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&vol, true).unwrap());
+    let v = unikernel_fs::open_volume(dev, false, 0, unikernel_fs::host::unix_now).unwrap();
+    assert_eq!(
+        read_all(&v, "static/index.html").unwrap(),
+        b"<h1>hello</h1>\n"
+    );
+    if let Some(list) = mtool("mdir", &["-i", vol.to_str().unwrap(), "::/"]) {
+        // Every entry at FAT's first moment.
+        assert!(list.contains("1980-01-01"), "{list}");
+    }
+    // A volume that does not fit the file is refused.
+    let small = std::fs::File::create(d.join("small.img")).unwrap();
+    small.set_len(8 << 20).unwrap();
+    let e = unikernel_fs::host::create_reproducible_at(&small, 1 << 20, 8 << 20, 7, None, "v")
+        .unwrap_err();
+    assert!(e.contains("do not fit"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
+}
