@@ -454,16 +454,51 @@ fn layout_manifest(dir: &Path, tag: &str) -> anyhow::Result<(Vec<u8>, String)> {
 /// `~/.docker/config.json` (`auths.<registry>.auth`, base64 of
 /// `user:password`); anonymous without one.
 pub fn registry_auth(registry: &str) -> anyhow::Result<RegistryAuth> {
-    let dir = std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
-    let Some(path) = dir.map(|d| d.join("config.json")) else {
+    let Some(path) = docker_config() else {
         return Ok(RegistryAuth::Anonymous);
     };
     let Ok(s) = std::fs::read_to_string(&path) else {
         return Ok(RegistryAuth::Anonymous);
     };
     auth_from_config(&s, registry).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+fn docker_config() -> Option<PathBuf> {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"))
+}
+
+/// `e`, from talking to `registry` with `auth`, said more plainly when the
+/// registry refused the request as unauthorized (HTTP 401): whether
+/// credentials were sent, and where they come from.
+pub fn explain_unauthorized(
+    e: anyhow::Error,
+    registry: &str,
+    auth: &RegistryAuth,
+) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let unauthorized = text.contains("code: 401")
+        || text.contains("Not authorized")
+        || text.contains("UNAUTHORIZED");
+    if !unauthorized {
+        return e;
+    }
+    let config = docker_config().map_or_else(
+        || "~/.docker/config.json".to_string(),
+        |p| p.display().to_string(),
+    );
+    let why = match auth {
+        RegistryAuth::Basic(user, _) => format!(
+            "authentication failed: {registry} refused the credentials of user \"{user}\" from {config}"
+        ),
+        _ => format!(
+            "authentication required: {registry} refused anonymous access, and {config} holds no credentials for it (auths.\"{registry}\".auth: base64 of user:password)"
+        ),
+    };
+    anyhow::anyhow!("{why} ({text})")
 }
 
 /// See [`registry_auth`].
@@ -590,18 +625,20 @@ pub fn push(image: &Path, dest: &str, insecure: bool) -> anyhow::Result<Vec<Stri
             let r = with_tag(r, &tag);
             let auth = registry_auth(r.resolve_registry())?;
             let c = client(&r, insecure);
-            runtime()?.block_on(async {
-                c.auth(&r, &auth, RegistryOperation::Push)
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("{}: authentication: {e}", r.resolve_registry())
-                    })?;
-                push_artifact(&c, &r, &arts.image).await?;
-                if let Some(d) = &arts.debug {
-                    push_artifact(&c, &with_tag(&r, &d.tag), d).await?;
-                }
-                anyhow::Ok(())
-            })?;
+            runtime()?
+                .block_on(async {
+                    c.auth(&r, &auth, RegistryOperation::Push)
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!("{}: authentication: {e}", r.resolve_registry())
+                        })?;
+                    push_artifact(&c, &r, &arts.image).await?;
+                    if let Some(d) = &arts.debug {
+                        push_artifact(&c, &with_tag(&r, &d.tag), d).await?;
+                    }
+                    anyhow::Ok(())
+                })
+                .map_err(|e| explain_unauthorized(e, r.resolve_registry(), &auth))?;
             out.push(format!("{} {}", arts.image.manifest.digest, r.whole()));
             if let Some(d) = &arts.debug {
                 out.push(format!(
@@ -707,7 +744,8 @@ pub fn pull(source: &str, debug: bool, insecure: bool) -> anyhow::Result<Pulled>
                     Ok((b.to_vec(), d))
                 }
             };
-            (manifest, digest) = get_manifest(None)?;
+            (manifest, digest) = get_manifest(None)
+                .map_err(|e| explain_unauthorized(e, r.resolve_registry(), &auth))?;
             let (c2, rt2, r2) = (c.clone(), rt.clone(), r.clone());
             fetch = Box::new(move |dg| {
                 let desc = oci_client::manifest::OciDescriptor {
@@ -808,6 +846,36 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn unauthorized_errors_say_so() {
+        let e = |s: &str| anyhow::anyhow!("{s}");
+        let basic = RegistryAuth::Basic("alice".into(), "pw".into());
+        let m = explain_unauthorized(
+            e("pushing blob x: Server error: url u, code: 401, message: m"),
+            "r:1",
+            &basic,
+        )
+        .to_string();
+        assert!(
+            m.starts_with("authentication failed: r:1 refused the credentials of user \"alice\""),
+            "{m}"
+        );
+        assert!(m.contains("code: 401"), "{m}");
+        let m = explain_unauthorized(
+            e("pulling the manifest r:1/x:1: Not authorized: url u"),
+            "r:1",
+            &RegistryAuth::Anonymous,
+        )
+        .to_string();
+        assert!(
+            m.starts_with("authentication required: r:1 refused anonymous access"),
+            "{m}"
+        );
+        let m =
+            explain_unauthorized(e("pulling the manifest: not found"), "r:1", &basic).to_string();
+        assert_eq!(m, "pulling the manifest: not found");
     }
 
     #[test]

@@ -149,18 +149,24 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with("registry", "")
+    }
+
+    /// A registry in the temporary directory `name`, `extra` appended to
+    /// its config.
+    fn start_with(name: &str, extra: &str) -> Registry {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let dir = tmp("registry");
+        let dir = tmp(name);
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 dir.join("data").display()
             ),
         )
@@ -257,4 +263,117 @@ fn push_to_a_registry_then_pull_cross_checked_by_skopeo() {
     ]);
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("pulling the manifest"), "{}", o.stderr);
+}
+
+/// A home directory whose `.docker/config.json` holds `user:password`
+/// for `registry` (none: no config at all).
+fn docker_home(name: &str, registry: &str, creds: Option<&str>) -> PathBuf {
+    let home = tmp(name);
+    std::fs::create_dir_all(home.join(".docker")).unwrap();
+    if let Some(c) = creds {
+        let out = Command::new("base64")
+            .arg("-w0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child.stdin.take().unwrap().write_all(c.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        let auth = String::from_utf8(out.stdout).unwrap();
+        std::fs::write(
+            home.join(".docker/config.json"),
+            format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+        )
+        .unwrap();
+    }
+    home
+}
+
+/// `cargo unikernel ARGS` with HOME at `home` (and no DOCKER_CONFIG).
+fn cu_home(home: &Path, args: &[&str]) -> Outcome {
+    let mut cmd = Command::new(tool("cargo-unikernel"));
+    cmd.args(args).env("HOME", home).env_remove("DOCKER_CONFIG");
+    run_with_deadline(cmd, b"", Duration::from_secs(300))
+}
+
+#[test]
+fn push_and_pull_with_basic_auth() {
+    let test = "push_and_pull_with_basic_auth";
+    if !(have("htpasswd") && Path::new("/usr/bin/docker-registry").exists()) {
+        eprintln!(
+            "SKIPPED: {test}: htpasswd (apache2-utils) and docker-registry are needed (.ci/run installs them)"
+        );
+        return;
+    }
+    let img = Target::Kvm.image("hello-min");
+    // htpasswd -B: bcrypt, the one format docker-registry takes. Plain
+    // HTTP on loopback: the registry serves Basic auth without TLS.
+    let dir = tmp("auth");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("htpasswd");
+    let o = Command::new("htpasswd")
+        .args(["-Bbc"])
+        .arg(&file)
+        .args(["alice", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "htpasswd: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let reg = Registry::start_with(
+        "registry-auth",
+        &format!(
+            "auth:\n  htpasswd:\n    realm: unikernel-test\n    path: {}\n",
+            file.display()
+        ),
+    );
+    let host = format!("127.0.0.1:{}", reg.port);
+    let r = format!("{host}/hello:1.0");
+    let good = docker_home("home-good", &host, Some("alice:s3cret"));
+    let wrong = docker_home("home-wrong", &host, Some("alice:nope"));
+    let none = docker_home("home-none", &host, None);
+
+    // No credentials, then wrong ones: refused, saying why.
+    let o = cu_home(&none, &["push", img.to_str().unwrap(), &r]);
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    assert!(
+        o.stderr.contains("authentication required")
+            && o.stderr.contains("refused anonymous access"),
+        "{}",
+        o.stderr
+    );
+    let o = cu_home(&wrong, &["push", img.to_str().unwrap(), &r]);
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    assert!(
+        o.stderr.contains("authentication failed")
+            && o.stderr.contains("credentials of user \"alice\""),
+        "{}",
+        o.stderr
+    );
+
+    // The right ones: pushed, and pulled back byte for byte.
+    let first = pushed(&cu_home(&good, &["push", img.to_str().unwrap(), &r]));
+    assert_eq!(first[0].1, r);
+    let out = tmp("from-auth-registry");
+    let o = cu_home(&good, &["pull", &r, "-o", out.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    same_file(&out, &img);
+
+    // Pulling needs them too.
+    let o = cu_home(&none, &["pull", &r, "-o", out.to_str().unwrap()]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("authentication required"), "{}", o.stderr);
+    let o = cu_home(&wrong, &["pull", &r, "-o", out.to_str().unwrap()]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("authentication failed"), "{}", o.stderr);
+    drop(reg);
+    for d in [dir, good, wrong, none, tmp("registry-auth")] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let _ = std::fs::remove_file(out);
 }
