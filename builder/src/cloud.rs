@@ -10,6 +10,7 @@
 //! | 1-33 | GPT header and partition entries |
 //! | 2048-4095 | partition 1, BIOS boot: GRUB's i386-pc `core.img` |
 //! | 4096- | partition 2, EFI system partition (FAT): `EFI/BOOT/BOOTX64.EFI` (GRUB x86_64-efi), `boot/grub/grub.cfg`, `boot/kernel` (the image) |
+//! | after the ESP | partition 3, ...: a data volume per declared disk (`--data-size` each, seeded by `--data-from`) |
 //! | last 33 | the backup GPT |
 //!
 //! GRUB (Debian's `grub-pc-bin` and `grub-efi-amd64-bin`, through
@@ -40,8 +41,6 @@ const GRUB_EFI: &str = "/usr/lib/grub/x86_64-efi";
 const GRUB_MODULES: &[&str] = &["part_gpt", "fat", "multiboot2", "normal", "configfile"];
 /// The default size of each declared disk's data partition (`--data-size`).
 pub const DATA_SIZE: u64 = 64 << 20;
-/// The largest `--data-size`: what a volume of ours holds at most.
-pub const MAX_DATA_SIZE: u64 = unikernel_fs::host::MAX_SIZE;
 
 /// The declared disks' data partitions: each `size` bytes, seeded from
 /// the tree under `from` (every disk the same tree) if given.
