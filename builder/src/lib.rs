@@ -5,7 +5,8 @@
 //!
 //! 1. [`config`]: the app's `[package.metadata.unikernel]` table;
 //! 2. [`pipeline`]: cargo metadata, then `cargo build` of the app for
-//!    `x86_64-unknown-linux-musl` (through [`cargo`], under [`progress`]);
+//!    `x86_64-unknown-linux-musl` (through [`cargo`], under [`progress`]),
+//!    with the system-call shim of [`shim`] linked in;
 //! 3. [`elf_input`]: refuse an app the unikernel cannot run, with one line;
 //! 4. [`select`]: the components, from the metadata and the app's symbols;
 //!    [`files`]: the embedded read-only files;
@@ -43,6 +44,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod repro;
 pub mod select;
+pub mod shim;
 pub mod symbolize;
 pub mod template;
 pub mod vmm;

@@ -81,6 +81,14 @@ pub fn build(opts: &BuildOptions, progress: Progress) -> Result<BuiltImage, Stri
     // source paths as fixed names, so the image does not depend on where
     // the sources are (builder/src/repro.rs).
     let mut flags = vec!["-Cforce-frame-pointers=yes".to_string()];
+    // The system-call shim (builder/src/shim.rs): the app's hot calls enter
+    // the runtime with a jump where the platform allows it.
+    let shim = crate::shim::ensure_object(
+        &target_dir.join("unikernel").join("app-shim"),
+        crate_dir,
+        APP_TARGET,
+    )?;
+    flags.extend(crate::shim::link_flags(&shim));
     flags.extend(crate::repro::app_remaps(
         metadata.workspace_root.as_std_path(),
         target_dir,

@@ -44,9 +44,12 @@ pub const NET_SYMBOLS: &[&str] = &[
 /// functions (`syscall.socket` stands for `socket`).
 const GO_SYSCALL_PACKAGES: &[&str] = &["syscall.", "golang.org/x/sys/unix."];
 
-/// Does `name` (a symbol) stand for the libc function `call`?
+/// Does `name` (a symbol) stand for the libc function `call`? The builder's
+/// system-call shim (`crate::shim`) replaces some of musl's functions, so
+/// an app built by it holds `__wrap_accept4` where musl's `accept4` was.
 fn is_call(name: &str, call: &str) -> bool {
     name == call
+        || name.strip_prefix("__wrap_") == Some(call)
         || GO_SYSCALL_PACKAGES
             .iter()
             .any(|p| name.strip_prefix(p) == Some(call))
@@ -226,6 +229,14 @@ mod tests {
             }]
         );
         assert_eq!(devices(&c), ["net"]);
+    }
+
+    #[test]
+    fn a_wrapped_call_counts_as_the_call() {
+        let (c, _) = choose(&[], &[], &syms(&["__wrap_accept4", "main"]));
+        assert_eq!(c[0].reason, "the app calls accept4");
+        let (c, _) = choose(&[], &[], &syms(&["__wrap_read", "__wrap_recv"]));
+        assert!(c.is_empty(), "{c:?}");
     }
 
     #[test]

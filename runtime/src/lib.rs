@@ -239,6 +239,9 @@ fn build_app_stack(app: &AppImage, spec: &AppSpec) -> u64 {
         entry: app.entry,
         hwcap: core::arch::x86_64::__cpuid(1).edx as u64,
         random,
+        // The runtime may run at ring 0 here (kvm; Xen PV's guest kernel
+        // mode): the app keeps the `syscall` instruction.
+        sysinfo: 0,
     };
     let stack = loader::build(app.stack_top, &input);
     // Map what the strings and vectors need plus 16 KiB; the rest grows on demand.

@@ -45,6 +45,7 @@ pub mod at {
     pub const RANDOM: u64 = 25;
     pub const HWCAP2: u64 = 26;
     pub const EXECFN: u64 = 31;
+    pub const SYSINFO: u64 = 32;
     pub const SYSINFO_EHDR: u64 = 33;
 }
 
@@ -62,6 +63,11 @@ pub struct StackInput {
     /// CPUID.1:EDX.
     pub hwcap: u64,
     pub random: [u8; 16],
+    /// `AT_SYSINFO`, the system-call gateway: an address the app may jump
+    /// to in place of the `syscall` instruction (with RCX = its return
+    /// address and R11 = RFLAGS, as `syscall` leaves them), on platforms
+    /// whose runtime runs at ring 3 anyway. 0 = none, and no entry.
+    pub sysinfo: u64,
 }
 
 /// The built stack: `bytes` are the contents of `[top - bytes.len(), top)`,
@@ -113,7 +119,7 @@ pub fn build(top: u64, input: &StackInput) -> InitialStack {
     let (argv_ptrs, envp_ptrs) = string_ptrs.split_at(input.argv.len());
     let execfn = argv_ptrs.first().copied().unwrap_or(0);
 
-    let auxv: [(u64, u64); 19] = [
+    let auxv: [(u64, u64); 20] = [
         (at::PHDR, input.phdr),
         (at::PHENT, input.phent),
         (at::PHNUM, input.phnum),
@@ -134,6 +140,8 @@ pub fn build(top: u64, input: &StackInput) -> InitialStack {
         (at::EXECFN, execfn),
         // The runtime maps it before the app starts (`crate::vdso`).
         (at::SYSINFO_EHDR, unikernel_image::layout::VDSO_BASE),
+        // Left out when 0, as Linux leaves it out on x86_64.
+        (at::SYSINFO, input.sysinfo),
     ];
     let mut words: Vec<u64> = Vec::with_capacity(4 + string_ptrs.len() + 2 * auxv.len() + 2);
     words.push(argv_ptrs.len() as u64);
@@ -142,6 +150,9 @@ pub fn build(top: u64, input: &StackInput) -> InitialStack {
     words.extend_from_slice(envp_ptrs);
     words.push(0);
     for (k, v) in auxv {
+        if k == at::SYSINFO && v == 0 {
+            continue;
+        }
         words.extend_from_slice(&[k, v]);
     }
     words.extend_from_slice(&[at::NULL, 0]);
@@ -181,7 +192,28 @@ mod tests {
             entry: 0x20_1000,
             hwcap: 0x178b_fbff,
             random: *b"0123456789abcdef",
+            sysinfo: 0,
         }
+    }
+
+    /// The auxv of a built stack, checking its shape on the way.
+    fn auxv(s: &InitialStack) -> std::collections::BTreeMap<u64, u64> {
+        let argc = word(s, s.rsp);
+        let mut p = s.rsp + 8 * (argc + 2);
+        while word(s, p) != 0 {
+            p += 8;
+        }
+        p += 8;
+        let mut aux = std::collections::BTreeMap::new();
+        loop {
+            let (k, v) = (word(s, p), word(s, p + 8));
+            p += 16;
+            if k == at::NULL {
+                break;
+            }
+            assert!(aux.insert(k, v).is_none(), "duplicate AT {k}");
+        }
+        aux
     }
 
     /// Reads the u64 at virtual address `va` of the built stack.
@@ -239,6 +271,18 @@ mod tests {
         assert_eq!(&s.bytes[r..r + 16], b"0123456789abcdef");
         // The auxv ends below the strings.
         assert!(p <= aux[&at::RANDOM]);
+        assert!(!aux.contains_key(&at::SYSINFO), "no gateway, no entry");
+    }
+
+    #[test]
+    fn the_gateway_is_named_when_there_is_one() {
+        let mut i = input();
+        i.sysinfo = 0x10_2340;
+        let s = build(TOP, &i);
+        let aux = auxv(&s);
+        assert_eq!(aux[&at::SYSINFO], 0x10_2340);
+        assert_eq!(aux[&at::ENTRY], 0x20_1000);
+        assert_eq!(auxv(&build(TOP, &input())).get(&at::SYSINFO), None);
     }
 
     #[test]

@@ -261,6 +261,10 @@ pub fn prepare(
             entry: m.app_entry,
             hwcap: params.hwcap,
             random: params.random,
+            // hvt's runtime runs at ring 3 (docs/hvt-abi.md): the app may
+            // enter it with a jump, which on kvm-pvm saves the host round
+            // trip of `syscall` (builder/app-shim/syscall.rs).
+            sysinfo: header.syscall_entry,
         },
     );
     let mapped = (app.bytes.len() as u64 + APP_STACK_HEADROOM).next_multiple_of(PAGE_SIZE);

@@ -56,6 +56,8 @@ fn main() {
         "time" => time(),
         "vdso" => vdso(),
         "clockbench" => clockbench(),
+        "syscallbench" => syscallbench(),
+        "gateway" => gateway(),
         "spin" => {
             // Busy forever, no system call (a debugger's Ctrl-C stops it).
             println!("spinning");
@@ -350,6 +352,177 @@ fn spin_forever() -> ! {
     loop {
         n = std::hint::black_box(n.wrapping_add(1));
     }
+}
+
+/// The libc functions the builder's shim replaces give the results musl's
+/// would, through the gateway where the platform names one (`AT_SYSINFO`)
+/// and through `syscall` where it does not.
+fn gateway() {
+    // SAFETY: getauxval has no preconditions.
+    let gw = unsafe { libc::getauxval(32) }; // AT_SYSINFO
+    println!("AT_SYSINFO: {}", if gw != 0 { "present" } else { "absent" });
+    let r: i64;
+    // SAFETY: getppid takes no arguments; `syscall` clobbers rcx and r11.
+    unsafe {
+        core::arch::asm!("syscall", inlateout("rax") libc::SYS_getppid => r,
+            out("rcx") _, out("r11") _, options(nostack));
+    }
+    // SAFETY: as above, through libc.
+    let via_libc = unsafe { libc::syscall(libc::SYS_getppid) };
+    println!("getppid the same both ways: {}", r == via_libc);
+    let mut b = [0u8; 8];
+    // SAFETY: fd -1 is refused before the buffer is used.
+    let n = unsafe { libc::read(-1, b.as_mut_ptr().cast(), 1) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    println!("read(-1): {n} errno EBADF: {}", e == Some(libc::EBADF));
+    let mut fds = [0i32; 2];
+    // SAFETY: fds has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let parts: [&[u8]; 2] = [b"gate", b"way!"];
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
+    // SAFETY: iov points at two live slices.
+    let w = unsafe { libc::writev(fds[1], iov.as_ptr(), 2) };
+    // SAFETY: a plain epoll set on the pipe's read end, events into ev.
+    let (ready, ev_fd) = unsafe {
+        let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 7,
+        };
+        assert_eq!(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fds[0], &mut ev), 0);
+        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        let n = libc::epoll_wait(ep, out.as_mut_ptr(), 4, 1000);
+        (n, out[0].u64)
+    };
+    let mut a = [0u8; 3];
+    let mut c = [0u8; 5];
+    let riov = [
+        libc::iovec {
+            iov_base: a.as_mut_ptr().cast(),
+            iov_len: 3,
+        },
+        libc::iovec {
+            iov_base: c.as_mut_ptr().cast(),
+            iov_len: 5,
+        },
+    ];
+    // SAFETY: riov points at two live buffers of those lengths.
+    let rd = unsafe { libc::readv(fds[0], riov.as_ptr(), 2) };
+    println!(
+        "writev {w}, epoll_wait {ready} (data {ev_fd}), readv {rd}: {}",
+        String::from_utf8_lossy(&[&a[..], &c[..]].concat())
+    );
+    let mut sv = [0i32; 2];
+    // SAFETY: sv has room for two descriptors.
+    assert_eq!(
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) },
+        0
+    );
+    // SAFETY: live buffers of the given lengths.
+    let (s, r) = unsafe {
+        let s = libc::send(sv[0], b"ping".as_ptr().cast(), 4, libc::MSG_NOSIGNAL);
+        let r = libc::recv(sv[1], b.as_mut_ptr().cast(), 8, 0);
+        (s, r)
+    };
+    println!(
+        "send {s}, recv {r}: {}",
+        String::from_utf8_lossy(&b[..r.max(0) as usize])
+    );
+    // SAFETY: a wait on a futex word that does not hold the expected value.
+    let word = 5u32;
+    let f = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            &word as *const u32,
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            6u32,
+            0usize,
+        )
+    };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    println!(
+        "futex wait on a changed word: {f} errno EAGAIN: {}",
+        e == Some(libc::EAGAIN)
+    );
+    let path = c"/tmp/gateway";
+    // SAFETY: a NUL-terminated path; live buffers of the given lengths.
+    let (pw, at, pr, fs, fds_) = unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC,
+            0o600,
+        );
+        assert!(fd >= 0);
+        let pw = libc::pwrite(fd, b"hello".as_ptr().cast(), 5, 1);
+        let at = libc::lseek(fd, 2, libc::SEEK_SET);
+        let pr = libc::pread(fd, b.as_mut_ptr().cast(), 3, 2);
+        (pw, at, pr, libc::fsync(fd), libc::fdatasync(fd))
+    };
+    println!(
+        "pwrite {pw}, lseek {at}, pread {pr}: {}, fsync {fs}, fdatasync {fds_}",
+        String::from_utf8_lossy(&b[..pr.max(0) as usize])
+    );
+    let mut pfd = libc::pollfd {
+        fd: sv[1],
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd; a byte on the socket pair to find.
+    let (p, y) = unsafe {
+        libc::send(sv[0], b"!".as_ptr().cast(), 1, 0);
+        (libc::poll(&mut pfd, 1, 1000), libc::sched_yield())
+    };
+    println!(
+        "poll {p} (POLLIN: {}), sched_yield {y}",
+        pfd.revents & libc::POLLIN != 0
+    );
+}
+
+/// ns per system call three ways: `getppid` through `libc::syscall` (the
+/// builder's shim: the gateway where the platform names one), the same
+/// through a `syscall` instruction of our own, and `read(-1)` through
+/// libc's `read` (the shim again, with its errno path).
+fn syscallbench() {
+    fn per_call(n: u32, mut f: impl FnMut()) -> f64 {
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        t.elapsed().as_nanos() as f64 / f64::from(n)
+    }
+    let n = 200_000;
+    // SAFETY: getppid has no arguments and no effect.
+    let via_libc = per_call(n, || unsafe {
+        std::hint::black_box(libc::syscall(libc::SYS_getppid));
+    });
+    let via_insn = per_call(n, || {
+        let r: i64;
+        // SAFETY: getppid takes no arguments; rcx and r11 are clobbered by
+        // `syscall`, nothing else is touched.
+        unsafe {
+            core::arch::asm!("syscall", inlateout("rax") libc::SYS_getppid => r,
+                out("rcx") _, out("r11") _, options(nostack));
+        }
+        std::hint::black_box(r);
+    });
+    let mut b = 0u8;
+    // SAFETY: fd -1 is refused (EBADF) before the buffer is used.
+    let read_bad = per_call(n, || unsafe {
+        std::hint::black_box(libc::read(-1, core::ptr::addr_of_mut!(b).cast(), 1));
+    });
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EBADF)
+    );
+    println!("RESULT gateway_getppid {via_libc:.1} ns");
+    println!("RESULT syscall_getppid {via_insn:.1} ns");
+    println!("RESULT libc_read_ebadf {read_bad:.1} ns");
 }
 
 fn clockbench() {
