@@ -63,7 +63,10 @@ impl CommandLine {
 fn encode_env(entry: &str) -> String {
     let (key, value) = entry.split_once('=').unwrap_or((entry, ""));
     let mut out = String::new();
-    let key_is_vmm_like = format!("{key}=").starts_with(VIRTIO_MMIO_PREFIX);
+    // A key the guest would take for the VMM's, or for a Linux kernel
+    // parameter, is escaped: an escaped token is always an assignment.
+    let key_is_vmm_like = format!("{key}=").starts_with(VIRTIO_MMIO_PREFIX)
+        || unikernel_image::options::LINUX_PARAMS.contains(&key);
     for (i, c) in key.chars().enumerate() {
         if is_special(c) || (i == 0 && (key_is_vmm_like || key == "--")) {
             out.push('\\');
@@ -204,6 +207,14 @@ mod tests {
         assert_eq!(round_trip(&[], None), "");
         assert_eq!(round_trip(&["A=1"], None), "A=1");
         assert_eq!(round_trip(&[], Some(&[])), "--");
+    }
+
+    #[test]
+    fn env_named_like_a_linux_parameter_stays_env() {
+        assert_eq!(
+            round_trip(&["console=x", "ip=1", "CONSOLE=y"], Some(&["init=z"])),
+            r"\console=x \ip=1 CONSOLE=y -- init=z"
+        );
     }
 
     #[test]

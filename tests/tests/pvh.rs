@@ -191,3 +191,52 @@ fn acpi_power_off_ends_a_vm_without_isa_debug_exit() {
         assert_eq!(o.code, 0, "{machine}: QEMU's status; stderr: {}", o.stderr);
     }
 }
+
+/// The command line urunc's `linux` type writes for QEMU
+/// (pkg/unikontainers/unikernels/linux.go: `panic=-1 console=ttyS0`, a
+/// static `ip=`, the container's environment, `init=APP -- ARGS`): the
+/// app sees the environment and the arguments after `--` and none of the
+/// Linux parameters, and `ip=` becomes the network options
+/// (runtime/src/cmdline.rs). UNIKERNEL_VERBOSE=1 is added to see them.
+#[test]
+fn a_urunc_linux_command_line_reaches_the_app_as_env_and_args() {
+    if !qemu_available("a_urunc_linux_command_line_reaches_the_app_as_env_and_args") {
+        return;
+    }
+    let img = Target::Kvm.image("probe");
+    let line = "UNIKERNEL_VERBOSE=1 panic=-1 console=ttyS0 \
+        ip=10.0.2.15::10.0.2.2:255.255.255.0:urunc:eth0:off URUNIT_DEFROUTE=1 \
+        PROBE_VAR=from-urunc init=/unikernel/probe -- args x";
+    let mut cmd = qemu_base("q35", "tcg", "64M");
+    cmd.arg("-no-reboot")
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(["-append", line, "-kernel"])
+        .arg(&img);
+    let o = run_with_deadline(cmd, b"", Duration::from_secs(60));
+    let app: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("argv:") || l.starts_with("env "))
+        .collect();
+    assert_eq!(
+        app,
+        [
+            r#"argv: ["/probe", "args", "x"]"#,
+            "env PROBE_DEFAULT=from-metadata",
+            "env PROBE_VAR=from-urunc",
+        ],
+        "stdout: {}\nstderr: {}",
+        o.stdout,
+        o.stderr
+    );
+    let all = format!("{}{}", o.stdout, o.stderr);
+    let options = all
+        .lines()
+        .find(|l| l.starts_with("[unikernel] options:"))
+        .unwrap_or_else(|| panic!("no options line: {all}"));
+    assert!(
+        options.contains("UNIKERNEL_IP=10.0.2.15/24")
+            && options.contains("UNIKERNEL_GATEWAY=10.0.2.2"),
+        "{options}"
+    );
+}

@@ -18,6 +18,26 @@
 //! [`VERBOSE`]) are not checked here.
 use core::net::IpAddr;
 
+/// Linux kernel parameters that launchers made for Linux guests put on a
+/// kernel command line (urunc's `linux` type writes `panic=-1
+/// console=ttyS0 ip=... init=APP`). Unquoted before `--`, the guest's
+/// command line takes them for no environment entry
+/// (`unikernel_runtime::cmdline`; `ip=` becomes the network options), so
+/// the builder's encoder escapes an environment key with one of these
+/// names.
+pub const LINUX_PARAMS: &[&str] = &[
+    "console",
+    "panic",
+    "init",
+    "rdinit",
+    "root",
+    "rootfstype",
+    "rootflags",
+    "earlyprintk",
+    "loglevel",
+    "ip",
+];
+
 /// Every option key starts with this.
 pub const PREFIX: &str = "UNIKERNEL_";
 /// The interface address with its prefix length (absent: DHCP).
