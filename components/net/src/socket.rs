@@ -39,11 +39,20 @@ impl NetSocket {
 
     /// Run `f` on this socket's entry, polling the stack before and after.
     fn op<R>(&self, f: impl FnOnce(&mut Stack, SockId) -> Result<R, Errno>) -> Result<R, Errno> {
+        self.op_quiet(|s, id| (f(s, id), false))
+    }
+
+    /// [`NetSocket::op`] for an `f` that also says whether it changed
+    /// nothing smoltcp would send (`true`): then the poll after it needs
+    /// no output sweep of its own.
+    fn op_quiet<R>(
+        &self,
+        f: impl FnOnce(&mut Stack, SockId) -> (Result<R, Errno>, bool),
+    ) -> Result<R, Errno> {
         stack::with(|s| {
             s.poll_rx();
-            s.quiet = false;
-            let r = f(s, self.id);
-            if !s.quiet {
+            let (r, quiet) = f(s, self.id);
+            if !quiet {
                 s.touch();
             }
             s.poll();
@@ -155,19 +164,9 @@ fn tcp_send(s: &mut Stack, id: SockId, buf: &[u8]) -> Result<usize, Errno> {
     }
 }
 
-fn tcp_recv(s: &mut Stack, id: SockId, buf: &mut [u8], flags: u32) -> Result<usize, Errno> {
-    let (r, quiet) = tcp_recv_inner(s, id, buf, flags);
-    s.quiet = quiet;
-    r
-}
-
-/// The read, and whether it left nothing for smoltcp to send.
-fn tcp_recv_inner(
-    s: &mut Stack,
-    id: SockId,
-    buf: &mut [u8],
-    flags: u32,
-) -> (Result<usize, Errno>, bool) {
+/// The read, and whether it left nothing for smoltcp to send (see
+/// [`NetSocket::op_quiet`]).
+fn tcp_recv(s: &mut Stack, id: SockId, buf: &mut [u8], flags: u32) -> (Result<usize, Errno>, bool) {
     let (shut_rd, connecting) = match s.socks.get(&id) {
         Some(x) => (
             x.shut_rd,
@@ -566,12 +565,12 @@ impl Socket for NetSocket {
             // waits for the next edge), as EAGAIN does.
             let want = buf.len();
             return self
-                .op(|s, id| {
-                    let r = tcp_recv(s, id, buf, flags);
+                .op_quiet(|s, id| {
+                    let (r, quiet) = tcp_recv(s, id, buf, flags);
                     if matches!(r, Ok(k) if k < want) {
                         s.forget_readiness(id);
                     }
-                    r
+                    (r, quiet)
                 })
                 .map(|n| (n, n, None));
         }

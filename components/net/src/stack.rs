@@ -186,9 +186,6 @@ pub struct Stack {
     /// The readiness scan this stack last polled in (see
     /// `unikernel_runtime::fs::scan`).
     pub scanned: u64,
-    /// Set by an app call that changed nothing smoltcp would send (see
-    /// `NetSocket::op`): the call's poll needs no sweep of its own.
-    pub quiet: bool,
 }
 
 pub static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -240,7 +237,6 @@ impl Stack {
             dirty_eth: true,
             timer_at: Some(t),
             scanned: 0,
-            quiet: false,
         };
         if let Some(mut e) = eth {
             let mac = e.dev.mac();
@@ -905,7 +901,7 @@ impl Stack {
     pub fn poll_rx(&mut self) {
         let t = now();
         if self.ingress(t) || crate::wake::any() {
-            self.after_moved(t);
+            self.after_moved();
         }
     }
 
@@ -995,7 +991,7 @@ impl Stack {
         }
         self.dhcp_events();
         if moved || crate::wake::any() {
-            self.after_moved(t);
+            self.after_moved();
         }
         if self
             .last_full_refresh
@@ -1009,7 +1005,7 @@ impl Stack {
 
     /// Packets moved: service listeners, reap, and refresh the sockets
     /// smoltcp changed (and every listener: its queue is ours).
-    fn after_moved(&mut self, _t: Instant) {
+    fn after_moved(&mut self) {
         self.replenish_all();
         self.reap();
         self.refresh_changed();
