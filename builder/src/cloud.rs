@@ -553,7 +553,9 @@ pub fn gce(raw: &Path, out: &Path) -> Result<(), String> {
 }
 
 /// Writes the disk of the kvm image at `image` in `format` (next to it),
-/// its data partitions shaped by `data`; returns its path.
+/// its data partitions shaped by `data`; returns its path. The disk is
+/// written to a sibling file and renamed into place when complete: on an
+/// error, a disk already at that path is left as it was.
 pub fn write(
     image: &Path,
     cmdline: &str,
@@ -573,14 +575,18 @@ pub fn write(
     }
     let tmp = std::env::temp_dir().join(format!("cargo-unikernel-disk-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    // Beside the disk's path (a rename stays on its filesystem).
+    let out = disk_path(image, format);
+    let mut partial = out.clone().into_os_string();
+    partial.push(format!(".partial-{}", std::process::id()));
+    let partial = PathBuf::from(partial);
     let result = (|| {
         let declared = crate::diskopt::declared_names(&img.manifest.disks);
         let names: Vec<&str> = declared.iter().map(String::as_str).collect();
-        let out = disk_path(image, format);
         // Raw and VHD: the disk goes straight to its file; qcow2 and GCE
         // convert a raw disk in the temporary directory.
         let raw = match format {
-            DiskFormat::Raw | DiskFormat::Vhd => out.clone(),
+            DiskFormat::Raw | DiskFormat::Vhd => partial.clone(),
             DiskFormat::Qcow2 | DiskFormat::Gce => tmp.join("disk.raw"),
         };
         let file = std::fs::OpenOptions::new()
@@ -607,12 +613,12 @@ pub fn write(
                 file.write_all_at(&vhd_footer(size, &img.manifest.build_id), size)
                     .map_err(write_err)?;
             }
-            DiskFormat::Gce => gce(&raw, &out)?,
+            DiskFormat::Gce => gce(&raw, &partial)?,
             DiskFormat::Qcow2 => {
                 let o = Command::new("qemu-img")
                     .args(["convert", "-f", "raw", "-O", "qcow2"])
                     .arg(&raw)
-                    .arg(&out)
+                    .arg(&partial)
                     .output()
                     .map_err(|e| {
                         format!("cannot run qemu-img: {e} (Debian: apt-get install qemu-utils)")
@@ -625,14 +631,21 @@ pub fn write(
                 }
             }
         }
-        if raw == out {
+        if raw == partial {
             file.sync_all().map_err(write_err)?;
         }
-        Ok(out)
+        std::fs::rename(&partial, &out).map_err(|e| {
+            format!(
+                "cannot rename {} to {}: {e}",
+                partial.display(),
+                out.display()
+            )
+        })?;
+        Ok(out.clone())
     })();
     if result.is_err() {
         // No half-written disk left behind.
-        let _ = std::fs::remove_file(disk_path(image, format));
+        let _ = std::fs::remove_file(&partial);
     }
     let _ = std::fs::remove_dir_all(&tmp);
     result
@@ -708,6 +721,23 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let e = data_options(true, None, Some(&file)).unwrap_err();
         assert!(e.contains("not a directory"), "{e}");
+    }
+
+    #[test]
+    fn a_failing_write_leaves_an_existing_disk_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("app");
+        let kvm = crate::testutil::image_for(unikernel_image::manifest::Platform::Kvm);
+        std::fs::write(&image, kvm).unwrap();
+        let disk = disk_path(&image, DiskFormat::Raw);
+        std::fs::write(&disk, b"the user's disk").unwrap();
+        // Refused once the write began: a command line longer than the
+        // kernel takes (or, without GRUB here, GRUB's files missing).
+        let long = "x".repeat(5000);
+        let e = write(&image, &long, DiskFormat::Raw, &DataOptions::default()).unwrap_err();
+        assert_eq!(std::fs::read(&disk).unwrap(), b"the user's disk", "{e}");
+        // And nothing else left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "{e}");
     }
 
     #[test]

@@ -357,33 +357,11 @@ pub fn human_bytes(n: u64) -> String {
 mod tests {
     use super::*;
     use crate::link::{link, ImageSpec};
-    use crate::testutil::{musl_hello, synthetic_kernel, synthetic_kvm_kernel};
+    use crate::testutil::{image_for, musl_hello, synthetic_kernel, synthetic_kvm_kernel};
     use unikernel_image::manifest::Platform;
 
     fn image() -> Vec<u8> {
         image_for(Platform::Hvt)
-    }
-
-    fn image_for(platform: Platform) -> Vec<u8> {
-        let spec = ImageSpec {
-            platform,
-            memory: 0,
-            name: "hello".into(),
-            args: vec![],
-            env: vec![],
-            components: vec![],
-            component_reasons: vec![],
-            devices: vec![],
-            ports: vec![],
-            options: vec![],
-            disks: vec![],
-            files: None,
-        };
-        let kernel = match platform {
-            Platform::Kvm => synthetic_kvm_kernel(),
-            _ => synthetic_kernel(),
-        };
-        link(&kernel, &musl_hello(), &spec).unwrap().bytes
     }
 
     /// The v2 fields survive link -> parse on hvt (note) and kvm (boot
