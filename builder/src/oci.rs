@@ -20,6 +20,7 @@ use std::str::FromStr;
 
 use crate::messages::hex;
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use oci_spec::image::{
@@ -471,21 +472,49 @@ fn docker_config() -> Option<PathBuf> {
         .map(|d| d.join("config.json"))
 }
 
+/// oci-client's `e` from `doing`: says "`doing`: `e`" (as shown to the
+/// user, the whole message), and keeps `e` below it in the chain for
+/// [`explain_unauthorized`].
+fn registry_err(doing: String, e: OciDistributionError) -> anyhow::Error {
+    let msg = format!("{doing}: {e}");
+    anyhow::Error::new(e).context(msg)
+}
+
+/// Whether oci-client's `e` is the registry refusing the request as
+/// unauthorized: HTTP 401 (`UnauthorizedError`, or a `ServerError` with
+/// that status where oci-client keeps the body) or an OCI error envelope
+/// saying UNAUTHORIZED.
+fn is_unauthorized(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::UnauthorizedError { .. } => true,
+        OciDistributionError::ServerError { code, .. } => *code == 401,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|x| x.code == OciErrorCode::Unauthorized),
+        _ => false,
+    }
+}
+
 /// `e`, from talking to `registry` with `auth`, said more plainly when the
-/// registry refused the request as unauthorized (HTTP 401): whether
-/// credentials were sent, and where they come from.
+/// registry refused the request as unauthorized (see [`is_unauthorized`];
+/// every oci-client error that reaches here comes through
+/// [`registry_err`], so there is no text to match): whether credentials
+/// were sent, and where they come from.
 pub fn explain_unauthorized(
     e: anyhow::Error,
     registry: &str,
     auth: &RegistryAuth,
 ) -> anyhow::Error {
-    let text = format!("{e:#}");
-    let unauthorized = text.contains("code: 401")
-        || text.contains("Not authorized")
-        || text.contains("UNAUTHORIZED");
+    let unauthorized = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<OciDistributionError>())
+        .any(is_unauthorized);
     if !unauthorized {
         return e;
     }
+    // The message as shown (registry_err's context holds the whole of it).
+    let text = e.to_string();
     let config = docker_config().map_or_else(
         || "~/.docker/config.json".to_string(),
         |p| p.display().to_string(),
@@ -571,7 +600,7 @@ async fn push_artifact(c: &Client, r: &Reference, a: &Artifact) -> anyhow::Resul
     for b in &a.blobs {
         c.push_blob(r, b.data.clone(), &b.digest)
             .await
-            .map_err(|e| anyhow::anyhow!("pushing blob {}: {e}", b.digest))?;
+            .map_err(|e| registry_err(format!("pushing blob {}", b.digest), e))?;
     }
     c.push_manifest_raw(
         r,
@@ -579,7 +608,7 @@ async fn push_artifact(c: &Client, r: &Reference, a: &Artifact) -> anyhow::Resul
         http::HeaderValue::from_static(MANIFEST_MEDIA_TYPE),
     )
     .await
-    .map_err(|e| anyhow::anyhow!("pushing the manifest {r}: {e}"))?;
+    .map_err(|e| registry_err(format!("pushing the manifest {r}"), e))?;
     Ok(())
 }
 
@@ -630,7 +659,7 @@ pub fn push(image: &Path, dest: &str, insecure: bool) -> anyhow::Result<Vec<Stri
                     c.auth(&r, &auth, RegistryOperation::Push)
                         .await
                         .map_err(|e| {
-                            anyhow::anyhow!("{}: authentication: {e}", r.resolve_registry())
+                            registry_err(format!("{}: authentication", r.resolve_registry()), e)
                         })?;
                     push_artifact(&c, &r, &arts.image).await?;
                     if let Some(d) = &arts.debug {
@@ -734,7 +763,9 @@ pub fn pull(source: &str, debug: bool, insecure: bool) -> anyhow::Result<Pulled>
                     };
                     let (b, d) = rt
                         .block_on(c.pull_manifest_raw(&r, &auth, &[MANIFEST_MEDIA_TYPE]))
-                        .map_err(|e| anyhow::anyhow!("pulling the manifest {}: {e}", r.whole()))?;
+                        .map_err(|e| {
+                            registry_err(format!("pulling the manifest {}", r.whole()), e)
+                        })?;
                     if sha256(&b) != d {
                         anyhow::bail!(
                             "the manifest of {} does not match its digest {d}",
@@ -848,34 +879,55 @@ mod tests {
         }
     }
 
+    /// oci-client's `e` from "doing it", as explain_unauthorized says it.
+    fn explained(e: OciDistributionError, auth: &RegistryAuth) -> String {
+        explain_unauthorized(registry_err("doing it".into(), e), "r:1", auth).to_string()
+    }
+
+    const REQUIRED: &str = "authentication required: r:1 refused anonymous access";
+
     #[test]
     fn unauthorized_errors_say_so() {
-        let e = |s: &str| anyhow::anyhow!("{s}");
         let basic = RegistryAuth::Basic("alice".into(), "pw".into());
-        let m = explain_unauthorized(
-            e("pushing blob x: Server error: url u, code: 401, message: m"),
-            "r:1",
-            &basic,
-        )
-        .to_string();
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "u".into(),
+            message: "m".into(),
+        };
+        let m = explained(server(401), &basic);
         assert!(
             m.starts_with("authentication failed: r:1 refused the credentials of user \"alice\""),
             "{m}"
         );
         assert!(m.contains("code: 401"), "{m}");
-        let m = explain_unauthorized(
-            e("pulling the manifest r:1/x:1: Not authorized: url u"),
-            "r:1",
+        let m = explained(
+            OciDistributionError::UnauthorizedError { url: "u".into() },
             &RegistryAuth::Anonymous,
-        )
-        .to_string();
-        assert!(
-            m.starts_with("authentication required: r:1 refused anonymous access"),
-            "{m}"
         );
-        let m =
-            explain_unauthorized(e("pulling the manifest: not found"), "r:1", &basic).to_string();
-        assert_eq!(m, "pulling the manifest: not found");
+        assert!(m.starts_with(REQUIRED), "{m}");
+        let m = explained(server(404), &basic);
+        assert_eq!(m, "doing it: Server error: url u, code: 404, message: m");
+        // Only oci-client's error decides, not what a message says.
+        let m = anyhow::anyhow!("a: code: 401, Not authorized, UNAUTHORIZED");
+        let m = explain_unauthorized(m, "r:1", &basic).to_string();
+        assert_eq!(m, "a: code: 401, Not authorized, UNAUTHORIZED");
+    }
+
+    #[test]
+    fn an_unauthorized_error_envelope_is_unauthorized() {
+        // What oci-client makes of a 4xx other than 401 with an OCI error
+        // body: UNAUTHORIZED counts, DENIED does not.
+        let envelope = |code: &str| OciDistributionError::RegistryError {
+            envelope: serde_json::from_str(&format!(
+                r#"{{"errors":[{{"code":"{code}","message":"no"}}]}}"#
+            ))
+            .unwrap(),
+            url: "u".into(),
+        };
+        let m = explained(envelope("UNAUTHORIZED"), &RegistryAuth::Anonymous);
+        assert!(m.starts_with(REQUIRED), "{m}");
+        let m = explained(envelope("DENIED"), &RegistryAuth::Anonymous);
+        assert!(m.starts_with("doing it: Registry error"), "{m}");
     }
 
     #[test]

@@ -35,14 +35,9 @@ fn pushed(o: &Outcome) -> Vec<(String, String)> {
 }
 
 fn skopeo_inspect(what: &str) -> serde_json::Value {
-    let o = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", what])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "skopeo inspect {what}: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let o = host_tool(
+        Command::new("skopeo").args(["inspect", "--tls-verify=false", what]),
+        &format!("inspecting {what}"),
     );
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -233,16 +228,12 @@ fn push_to_a_registry_then_pull_cross_checked_by_skopeo() {
     // skopeo copies it into a layout without changing a digest, and that
     // layout pulls to the same image.
     let lay = tmp("skopeo-layout");
-    let o = Command::new("skopeo")
-        .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
-        .arg(format!("docker://{r}"))
-        .arg(format!("oci:{}:copied", lay.display()))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&o.stderr)
+    host_tool(
+        Command::new("skopeo")
+            .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
+            .arg(format!("docker://{r}"))
+            .arg(format!("oci:{}:copied", lay.display())),
+        "copying the pushed image into a layout",
     );
     let out2 = tmp("from-skopeo");
     let o = cu(&[
@@ -314,16 +305,12 @@ fn push_and_pull_with_basic_auth() {
     let dir = tmp("auth");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("htpasswd");
-    let o = Command::new("htpasswd")
-        .args(["-Bbc"])
-        .arg(&file)
-        .args(["alice", "s3cret"])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "htpasswd: {}",
-        String::from_utf8_lossy(&o.stderr)
+    host_tool(
+        Command::new("htpasswd")
+            .args(["-Bbc"])
+            .arg(&file)
+            .args(["alice", "s3cret"]),
+        "the registry's password file",
     );
     let reg = Registry::start_with(
         "registry-auth",
@@ -339,22 +326,22 @@ fn push_and_pull_with_basic_auth() {
     let none = docker_home("home-none", &host, None);
 
     // No credentials, then wrong ones: refused, saying why.
-    let o = cu_home(&none, &["push", img.to_str().unwrap(), &r]);
-    assert_ne!(o.code, 0, "{}", o.stdout);
-    assert!(
-        o.stderr.contains("authentication required")
-            && o.stderr.contains("refused anonymous access"),
-        "{}",
-        o.stderr
-    );
-    let o = cu_home(&wrong, &["push", img.to_str().unwrap(), &r]);
-    assert_ne!(o.code, 0, "{}", o.stdout);
-    assert!(
-        o.stderr.contains("authentication failed")
-            && o.stderr.contains("credentials of user \"alice\""),
-        "{}",
-        o.stderr
-    );
+    for (home, why, detail) in [
+        (&none, "authentication required", "refused anonymous access"),
+        (
+            &wrong,
+            "authentication failed",
+            "credentials of user \"alice\"",
+        ),
+    ] {
+        let o = cu_home(home, &["push", img.to_str().unwrap(), &r]);
+        assert_ne!(o.code, 0, "{}", o.stdout);
+        assert!(
+            o.stderr.contains(why) && o.stderr.contains(detail),
+            "{}",
+            o.stderr
+        );
+    }
 
     // The right ones: pushed, and pulled back byte for byte.
     let first = pushed(&cu_home(&good, &["push", img.to_str().unwrap(), &r]));
