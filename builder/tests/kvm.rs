@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use cargo_unikernel::link::{link, ImageSpec};
 use unikernel_image::manifest::{Manifest, Platform};
+use unikernel_tests::host_tool;
 
 fn have_qemu(test: &str) -> bool {
     if cargo_unikernel::vmm::find_qemu().is_ok() {
@@ -18,17 +19,6 @@ fn have_qemu(test: &str) -> bool {
     println!("SKIPPED {test}: qemu-system-x86_64 is not installed");
     eprintln!("SKIPPED {test}: qemu-system-x86_64 is not installed");
     false
-}
-
-fn tool(cmd: &mut Command, what: &str) {
-    let o = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        o.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// The stub kernel and a static-pie app, linked into a kvm image (once).
@@ -41,7 +31,7 @@ fn stub_image() -> &'static Path {
         let obj = dir.join("stub.o");
         let kernel = dir.join("stub.elf");
         let app = dir.join("app");
-        tool(
+        host_tool(
             Command::new("cc")
                 .arg("-c")
                 .arg("-o")
@@ -49,7 +39,7 @@ fn stub_image() -> &'static Path {
                 .arg(src.join("stub.S")),
             "cc (stub.S)",
         );
-        tool(
+        host_tool(
             Command::new("ld")
                 .args([
                     "-m",
@@ -66,7 +56,7 @@ fn stub_image() -> &'static Path {
                 .arg(&obj),
             "ld (stub kernel)",
         );
-        tool(
+        host_tool(
             Command::new("cc")
                 .args([
                     "-nostdlib",

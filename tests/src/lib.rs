@@ -133,6 +133,23 @@ pub fn run_with_deadline(mut cmd: Command, input: &[u8], deadline: Duration) -> 
     }
 }
 
+/// Run the host tool `cmd` to completion (no stdin, output captured): its
+/// output. Panics naming `what`, the command line, the exit status and
+/// what it printed if it cannot start or exits non-zero.
+pub fn host_tool(cmd: &mut Command, what: &str) -> std::process::Output {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{what}: {cmd:?} failed ({})\n--- stdout:\n{}\n--- stderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
 /// True if `qemu-system-x86_64` is on PATH; otherwise prints a loud
 /// SKIPPED line (`.ci/run` installs QEMU, so there they always run).
 pub fn qemu_available(test: &str) -> bool {

@@ -206,21 +206,14 @@ fn disk_formats_are_what_their_tools_expect() {
         ("::/boot", "kernel"),
         ("::/boot/grub", "grub"),
     ] {
-        let o = Command::new("mdir")
-            .args(["-i", &at, dir])
-            .output()
-            .unwrap();
+        let o = host_tool(Command::new("mdir").args(["-i", &at, dir]), "the ESP");
         let list = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            o.status.success() && list.contains(file),
-            "mdir {dir}: {list}{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(list.contains(file), "mdir {dir}: {list}");
     }
-    let o = Command::new("mtype")
-        .args(["-i", &at, "::/boot/kernel"])
-        .output()
-        .unwrap();
+    let o = host_tool(
+        Command::new("mtype").args(["-i", &at, "::/boot/kernel"]),
+        "the ESP's kernel",
+    );
     assert!(
         o.stdout == std::fs::read(&img).unwrap(),
         "the ESP's kernel is the image"
@@ -228,26 +221,16 @@ fn disk_formats_are_what_their_tools_expect() {
 
     let qcow2 = emit_disk(&img, &["--disk-format", "qcow2"]);
     assert!(qcow2.to_string_lossy().ends_with(".qcow2"));
-    let o = Command::new("qemu-img")
-        .arg("check")
-        .arg(&qcow2)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "qemu-img check: {}",
-        String::from_utf8_lossy(&o.stdout)
+    host_tool(
+        Command::new("qemu-img").arg("check").arg(&qcow2),
+        "the qcow2 disk",
     );
     let info = |p: &Path, format: &str| -> serde_json::Value {
-        let o = Command::new("qemu-img")
-            .args(["info", "--output", "json", "-f", format])
-            .arg(p)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "qemu-img info -f {format}: {}",
-            String::from_utf8_lossy(&o.stderr)
+        let o = host_tool(
+            Command::new("qemu-img")
+                .args(["info", "--output", "json", "-f", format])
+                .arg(p),
+            "the disk's info",
         );
         serde_json::from_slice(&o.stdout).unwrap()
     };
@@ -273,22 +256,18 @@ fn disk_formats_are_what_their_tools_expect() {
 
     let gce = emit_disk(&img, &["--disk-format", "gce"]);
     assert!(gce.to_string_lossy().ends_with(".tar.gz"));
-    let o = Command::new("tar").arg("tzvf").arg(&gce).output().unwrap();
+    let o = host_tool(Command::new("tar").arg("tzvf").arg(&gce), "the GCE tarball");
     let list = String::from_utf8_lossy(&o.stdout);
     assert!(
-        o.status.success() && list.lines().count() == 1 && list.trim_end().ends_with(" disk.raw"),
+        list.lines().count() == 1 && list.trim_end().ends_with(" disk.raw"),
         "{list}"
     );
     let dir = std::env::temp_dir().join(format!("unikernel-gce-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    assert!(Command::new("tar")
-        .arg("xzf")
-        .arg(&gce)
-        .arg("-C")
-        .arg(&dir)
-        .status()
-        .unwrap()
-        .success());
+    host_tool(
+        Command::new("tar").arg("xzf").arg(&gce).arg("-C").arg(&dir),
+        "the GCE tarball",
+    );
     assert!(
         std::fs::read(dir.join("disk.raw")).unwrap() == raw_bytes,
         "disk.raw is the raw disk"
@@ -310,16 +289,7 @@ fn disk_formats_are_what_their_tools_expect() {
 
 /// The GPT's partitions, read by the host's own sfdisk.
 fn gpt_partitions(disk: &Path) -> Vec<String> {
-    let o = Command::new("sfdisk")
-        .arg("--dump")
-        .arg(disk)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "sfdisk: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = host_tool(Command::new("sfdisk").arg("--dump").arg(disk), "the GPT");
     let dump = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(dump.contains("label: gpt"), "{dump}");
     assert!(
@@ -359,16 +329,9 @@ fn extract_clean(disk: &[u8], start: u64, size: u64, what: &str) -> PathBuf {
         &disk[(start * 512) as usize..((start + size) * 512) as usize],
     )
     .unwrap();
-    let o = Command::new("fsck.fat")
-        .arg("-n")
-        .arg(&part)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "fsck.fat -n: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    host_tool(
+        Command::new("fsck.fat").arg("-n").arg(&part),
+        &format!("the partition {what}"),
     );
     part
 }
@@ -422,12 +385,10 @@ fn a_declared_disk_is_a_data_partition_that_persists() {
     );
     // The host's own tools read the volume: fsck clean, the tour there.
     let part = extract_clean(&written, start, size, "datapart");
-    let o = Command::new("mdir")
-        .args(["-i"])
-        .arg(&part)
-        .arg("::/")
-        .output()
-        .unwrap();
+    let o = host_tool(
+        Command::new("mdir").arg("-i").arg(&part).arg("::/"),
+        "the data partition",
+    );
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("tour"),
         "{}",
@@ -487,23 +448,22 @@ fn data_size_and_data_from_shape_the_data_partition() {
     assert_eq!(size * 512, 40 << 20, "{}", parts[2]);
     assert_eq!(bytes.len() as u64, (start + size) * 512 + (1 << 20));
     let part = extract_clean(&bytes, start, size, "sizedpart");
-    let o = Command::new("mdir")
-        .arg("-i")
-        .arg(&part)
-        .arg("::/etc")
-        .output()
-        .unwrap();
+    let o = host_tool(
+        Command::new("mdir").arg("-i").arg(&part).arg("::/etc"),
+        "the seeded partition",
+    );
     let list = String::from_utf8_lossy(&o.stdout);
     assert!(
         list.contains("seeded") && list.contains("1980-01-01"),
         "{list}"
     );
-    let o = Command::new("mtype")
-        .arg("-i")
-        .arg(&part)
-        .arg("::/etc/seeded.txt")
-        .output()
-        .unwrap();
+    let o = host_tool(
+        Command::new("mtype")
+            .arg("-i")
+            .arg(&part)
+            .arg("::/etc/seeded.txt"),
+        "the seeded file",
+    );
     assert_eq!(String::from_utf8_lossy(&o.stdout), "from the host\n");
 
     // Bad values, and the options without --emit disk: clear errors.

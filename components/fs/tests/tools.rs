@@ -9,18 +9,13 @@ use std::process::Command;
 use std::sync::Arc;
 use unikernel_fs::host::FileDevice;
 use unikernel_runtime::device::BlockDevice;
+use unikernel_tests::host_tool;
 
 fn mtool(name: &str, args: &[&str]) -> Option<String> {
     let t = tool(name)?;
-    let out = Command::new(t)
-        .args(args)
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = host_tool(
+        Command::new(t).args(args).env("MTOOLS_SKIP_CHECK", "1"),
+        "the volume",
     );
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
