@@ -370,11 +370,6 @@ mod tests {
     fn report_shows_components_devices_ports_options() {
         for platform in [Platform::Hvt, Platform::Kvm] {
             let spec = ImageSpec {
-                platform,
-                memory: 0,
-                name: "web".into(),
-                args: vec![],
-                env: vec![],
                 components: vec!["net".into()],
                 component_reasons: vec!["the app calls socket, bind, accept4".into()],
                 devices: vec!["net".into()],
@@ -393,6 +388,7 @@ mod tests {
                         b"hello".to_vec(),
                     ),
                 ])),
+                ..ImageSpec::new(platform, "web")
             };
             let kernel = match platform {
                 Platform::Kvm => synthetic_kvm_kernel(),

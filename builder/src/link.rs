@@ -71,6 +71,28 @@ pub struct ImageSpec {
     pub files: Option<Vec<u8>>,
 }
 
+impl ImageSpec {
+    /// An image of `name` for `platform` with nothing declared: the
+    /// monitor's default memory, no arguments, environment, components,
+    /// devices, ports, options, disks or files.
+    pub fn new(platform: Platform, name: &str) -> Self {
+        ImageSpec {
+            platform,
+            memory: 0,
+            name: name.into(),
+            args: vec![],
+            env: vec![],
+            components: vec![],
+            component_reasons: vec![],
+            devices: vec![],
+            ports: vec![],
+            options: vec![],
+            disks: vec![],
+            files: None,
+        }
+    }
+}
+
 /// A linked image.
 #[derive(Clone, Debug)]
 pub struct LinkedImage {
@@ -383,18 +405,10 @@ mod tests {
 
     fn spec() -> ImageSpec {
         ImageSpec {
-            platform: Platform::Hvt,
             memory: 64 << 20,
-            name: "hello".into(),
             args: vec!["a".into()],
             env: vec!["K=V".into()],
-            components: vec![],
-            component_reasons: vec![],
-            devices: vec![],
-            ports: vec![],
-            options: vec![],
-            disks: vec![],
-            files: None,
+            ..ImageSpec::new(Platform::Hvt, "hello")
         }
     }
 

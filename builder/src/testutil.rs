@@ -181,20 +181,7 @@ pub fn synthetic_kernel() -> Vec<u8> {
 /// (named hello, nothing declared).
 pub fn image_for(platform: unikernel_image::manifest::Platform) -> Vec<u8> {
     use unikernel_image::manifest::Platform;
-    let spec = crate::link::ImageSpec {
-        platform,
-        memory: 0,
-        name: "hello".into(),
-        args: vec![],
-        env: vec![],
-        components: vec![],
-        component_reasons: vec![],
-        devices: vec![],
-        ports: vec![],
-        options: vec![],
-        disks: vec![],
-        files: None,
-    };
+    let spec = crate::link::ImageSpec::new(platform, "hello");
     let kernel = match platform {
         Platform::Kvm => synthetic_kvm_kernel(),
         _ => synthetic_kernel(),

@@ -69,18 +69,10 @@ fn stub_image() -> &'static Path {
             "cc (app.S)",
         );
         let spec = ImageSpec {
-            platform: Platform::Kvm,
             memory: 32 << 20,
-            name: "stub".into(),
             args: vec!["default-arg".into()],
             env: vec!["DEFAULT=1".into()],
-            components: vec![],
-            component_reasons: vec![],
-            devices: vec![],
-            ports: vec![],
-            options: vec![],
-            disks: vec![],
-            files: None,
+            ..ImageSpec::new(Platform::Kvm, "stub")
         };
         let img = link(
             &std::fs::read(&kernel).unwrap(),
