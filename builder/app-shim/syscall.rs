@@ -257,6 +257,66 @@ __wrap_\name:
     movl $24, %eax
     jmp __uk_call
 
+    /* void *mmap(void *a, size_t n, int prot, int flags, int fd, off_t off),
+       with musl's checks: an offset not a multiple of the page is EINVAL, a
+       length of PTRDIFF_MAX or more ENOMEM, and a MAP_FIXED mapping waits
+       for musl's VM lock (__vm_wait, held by process-shared barriers) as
+       musl's does. musl turns an EPERM of an anonymous mapping into ENOMEM;
+       the runtime never answers EPERM there, so that is left out. malloc,
+       pthread_create and the rest of musl call it as __mmap. */
+    uk_wrap mmap
+    testl $4095, %r9d
+    jnz .Lmmap_einval
+    movabsq $0x7fffffffffffffff, %rax
+    cmpq %rax, %rsi
+    jae .Lmmap_enomem
+    testl $0x10, %ecx            /* MAP_FIXED */
+    jz 1f
+    pushq %rdi
+    pushq %rsi
+    pushq %rdx
+    pushq %rcx
+    pushq %r8
+    pushq %r9
+    subq $8, %rsp
+    call __vm_wait
+    addq $8, %rsp
+    popq %r9
+    popq %r8
+    popq %rcx
+    popq %rdx
+    popq %rsi
+    popq %rdi
+1:  movslq %edx, %rdx
+    movslq %ecx, %r10
+    movslq %r8d, %r8
+    movl $9, %eax
+    jmp __uk_call
+.Lmmap_einval:
+    movq $-22, %rax
+    jmp .Luk_back
+.Lmmap_enomem:
+    movq $-12, %rax
+    jmp .Luk_back
+
+    uk_wrap __mmap
+    jmp __wrap_mmap
+
+    /* int munmap(void *a, size_t n): after musl's __vm_wait, as musl's */
+    uk_wrap munmap
+    pushq %rdi
+    pushq %rsi
+    subq $8, %rsp
+    call __vm_wait
+    addq $8, %rsp
+    popq %rsi
+    popq %rdi
+    movl $11, %eax
+    jmp __uk_call
+
+    uk_wrap __munmap
+    jmp __wrap_munmap
+
     /* long syscall(long n, ...): six long arguments, the sixth on the stack */
     uk_wrap syscall
     movq %rdi, %rax

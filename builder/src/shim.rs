@@ -37,6 +37,10 @@ pub const WRAPPED: &[&str] = &[
     "poll",
     "accept4",
     "sched_yield",
+    "mmap",
+    "__mmap",
+    "munmap",
+    "__munmap",
     "syscall",
 ];
 

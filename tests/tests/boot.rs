@@ -702,7 +702,7 @@ cases! {
     }
 
     // The builder links a shim in place of musl's hot wrappers (read,
-    // writev, recv, epoll_wait, pread, poll, syscall, ...;
+    // writev, recv, epoll_wait, pread, poll, mmap, munmap, syscall, ...;
     // builder/app-shim/syscall.rs).
     // hvt names its system-call gateway in AT_SYSINFO and the shim enters
     // the runtime through it with a jump; kvm and Xen name none, and the
@@ -729,6 +729,7 @@ cases! {
                 "futex wait on a changed word: -1 errno EAGAIN: true",
                 "pwrite 5, lseek 2, pread 3: ell, fsync 0, fdatasync 0",
                 "poll 1 (POLLIN: true), sched_yield 0",
+                "mmap fixed true, fresh page zero true, offset EINVAL true, length ENOMEM true, munmap 0",
             ];
         for line in want {
             assert!(app.contains(&line), "missing {line:?}: {app:?}\nstderr: {}", o.stderr);

@@ -482,6 +482,37 @@ fn gateway() {
         "poll {p} (POLLIN: {}), sched_yield {y}",
         pfd.revents & libc::POLLIN != 0
     );
+    let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: fresh anonymous mappings, used only within their length and
+    // unmapped once; a MAP_FIXED mapping only over the second page of the
+    // first one.
+    let (fixed_ok, zeroed, bad_off, bad_len, un) = unsafe {
+        let m = libc::mmap(core::ptr::null_mut(), 8192, rw, anon, -1, 0);
+        assert_ne!(m, libc::MAP_FAILED);
+        let m = m.cast::<u8>();
+        m.write(1);
+        m.add(4096).write(2);
+        let f = libc::mmap(m.add(4096).cast(), 4096, rw, anon | libc::MAP_FIXED, -1, 0);
+        let fixed_ok = f == m.add(4096).cast();
+        let zeroed = *m == 1 && *m.add(4096) == 0;
+        let b = libc::mmap(core::ptr::null_mut(), 4096, rw, anon, -1, 1);
+        let bad_off = b == libc::MAP_FAILED
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL);
+        let b = libc::mmap(core::ptr::null_mut(), usize::MAX - 4095, rw, anon, -1, 0);
+        let bad_len = b == libc::MAP_FAILED
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM);
+        (
+            fixed_ok,
+            zeroed,
+            bad_off,
+            bad_len,
+            libc::munmap(m.cast(), 8192),
+        )
+    };
+    println!(
+        "mmap fixed {fixed_ok}, fresh page zero {zeroed}, offset EINVAL {bad_off}, length ENOMEM {bad_len}, munmap {un}"
+    );
 }
 
 /// ns per system call three ways: `getppid` through `libc::syscall` (the
