@@ -43,6 +43,12 @@ const UDP_PACKETS: usize = 32;
 const UDP_BYTES: usize = 64 * 1024;
 /// Linux's SOMAXCONN.
 const SOMAXCONN: usize = 4096;
+/// Closed connections kept in TIME-WAIT at most. smoltcp keeps a socket
+/// there, with both its buffers, for 10 s; a server closing connections
+/// faster than the guest's memory allows would otherwise run out of heap.
+/// Beyond this, the oldest are forgotten (a late segment of theirs gets a
+/// reset), as stacks short of memory do.
+const TIME_WAIT_MAX: usize = 64;
 const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
 /// Packets handled per link in one poll before the poller yields.
 const BURST: usize = 256;
@@ -475,12 +481,20 @@ impl Stack {
         Ok(())
     }
 
-    fn tcp_socket(opts: &Opts) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0u8; opts.rcvbuf]);
-        let tx = tcp::SocketBuffer::new(vec![0u8; opts.sndbuf]);
+    /// A TCP socket with `opts`' buffers, or None if the heap has no room
+    /// for them (the caller refuses the connection; never a panic).
+    fn tcp_socket(opts: &Opts) -> Option<tcp::Socket<'static>> {
+        fn zeroed(n: usize) -> Option<Vec<u8>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n).ok()?;
+            v.resize(n, 0);
+            Some(v)
+        }
+        let rx = tcp::SocketBuffer::new(zeroed(opts.rcvbuf)?);
+        let tx = tcp::SocketBuffer::new(zeroed(opts.sndbuf)?);
         let mut t = tcp::Socket::new(rx, tx);
         Self::apply_tcp_opts(&mut t, opts);
-        t
+        Some(t)
     }
 
     pub fn apply_tcp_opts(t: &mut tcp::Socket<'static>, o: &Opts) {
@@ -603,7 +617,11 @@ impl Stack {
                 self.closing.push(r);
             }
             if !has_waiting && !full {
-                let mut t = Self::tcp_socket(&opts);
+                // No room for another connection's buffers: no socket
+                // listens for now, so a SYN is refused until memory frees.
+                let Some(mut t) = Self::tcp_socket(&opts) else {
+                    continue;
+                };
                 let ep = smoltcp::wire::IpListenEndpoint {
                     addr: bound.addr,
                     port: bound.port,
@@ -777,7 +795,7 @@ impl Stack {
                 }
             }
         };
-        let mut t = Self::tcp_socket(&opts);
+        let mut t = Self::tcp_socket(&opts).ok_or(ENOBUFS)?;
         let net = self.net(link).ok_or(ENETUNREACH)?;
         let lep = smoltcp::wire::IpListenEndpoint {
             addr: local.addr,
@@ -1083,6 +1101,21 @@ impl Stack {
                 net.sockets.remove(h);
             } else {
                 keep.push((l, h));
+            }
+        }
+        // The oldest connections in TIME-WAIT beyond TIME_WAIT_MAX go.
+        let mut time_wait = Vec::new();
+        for (i, &(l, h)) in keep.iter().enumerate() {
+            let Some(net) = self.net(l) else { continue };
+            if net.sockets.get::<tcp::Socket>(h).state() == tcp::State::TimeWait {
+                time_wait.push(i);
+            }
+        }
+        let excess = time_wait.len().saturating_sub(TIME_WAIT_MAX);
+        for &i in time_wait[..excess].iter().rev() {
+            let (l, h) = keep.remove(i);
+            if let Some(net) = self.net(l) {
+                net.sockets.remove(h);
             }
         }
         self.closing = keep;
