@@ -317,6 +317,31 @@ __wrap_\name:
     uk_wrap __munmap
     jmp __wrap_munmap
 
+    /* int close(int fd), as musl's: first __aio_close(fd) where POSIX aio
+       is linked in (a weak reference, 0 where it is not), which cancels
+       the fd's outstanding aio requests. musl turns an EINTR of close into
+       success; the runtime's close never answers EINTR, so that is left
+       out. */
+    uk_wrap close
+    .weak __aio_close
+    movslq %edi, %rdi
+    movq __aio_close@GOTPCREL(%rip), %rax
+    testq %rax, %rax
+    jz 1f
+    subq $8, %rsp
+    call *%rax
+    addq $8, %rsp
+    movslq %eax, %rdi
+1:  movl $3, %eax
+    jmp __uk_call
+
+    /* int shutdown(int fd, int how) */
+    uk_wrap shutdown
+    movslq %edi, %rdi
+    movslq %esi, %rsi
+    movl $48, %eax
+    jmp __uk_call
+
     /* long syscall(long n, ...): six long arguments, the sixth on the stack */
     uk_wrap syscall
     movq %rdi, %rax

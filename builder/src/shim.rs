@@ -36,6 +36,8 @@ pub const WRAPPED: &[&str] = &[
     "fdatasync",
     "poll",
     "accept4",
+    "shutdown",
+    "close",
     "sched_yield",
     "mmap",
     "__mmap",

@@ -702,7 +702,7 @@ cases! {
     }
 
     // The builder links a shim in place of musl's hot wrappers (read,
-    // writev, recv, epoll_wait, pread, poll, mmap, munmap, syscall, ...;
+    // writev, recv, epoll_wait, pread, poll, mmap, close, syscall, ...;
     // builder/app-shim/syscall.rs).
     // hvt names its system-call gateway in AT_SYSINFO and the shim enters
     // the runtime through it with a jump; kvm and Xen name none, and the
@@ -730,6 +730,7 @@ cases! {
                 "pwrite 5, lseek 2, pread 3: ell, fsync 0, fdatasync 0",
                 "poll 1 (POLLIN: true), sched_yield 0",
                 "mmap fixed true, fresh page zero true, offset EINVAL true, length ENOMEM true, munmap 0",
+                "aio_cancel AIO_ALLDONE true, shutdown 0, then recv 1 and 0, close 0, again -1 errno EBADF: true",
             ];
         for line in want {
             assert!(app.contains(&line), "missing {line:?}: {app:?}\nstderr: {}", o.stderr);

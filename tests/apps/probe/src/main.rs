@@ -513,6 +513,39 @@ fn gateway() {
     println!(
         "mmap fixed {fixed_ok}, fresh page zero {zeroed}, offset EINVAL {bad_off}, length ENOMEM {bad_len}, munmap {un}"
     );
+    extern "C" {
+        // musl's POSIX aio; linking it gives the shim's close an
+        // __aio_close to call first.
+        fn aio_cancel(fd: i32, cb: *mut libc::c_void) -> i32;
+    }
+    // SAFETY: descriptors this function made; aio_cancel with no control
+    // block only looks the descriptor's queue up.
+    let (cancel, sh, c1, c2, e) = unsafe {
+        let cancel = aio_cancel(fds[0], core::ptr::null_mut());
+        let sh = libc::shutdown(sv[0], libc::SHUT_WR);
+        let c1 = libc::close(fds[0]);
+        let c2 = libc::close(fds[0]);
+        (
+            cancel,
+            sh,
+            c1,
+            c2,
+            std::io::Error::last_os_error().raw_os_error(),
+        )
+    };
+    // SAFETY: a live descriptor; the buffer is 8 bytes. The byte sent for
+    // poll is still there, then the end of the stream.
+    let (rest, eof) = unsafe {
+        (
+            libc::recv(sv[1], b.as_mut_ptr().cast(), 8, 0),
+            libc::recv(sv[1], b.as_mut_ptr().cast(), 8, 0),
+        )
+    };
+    println!(
+        "aio_cancel AIO_ALLDONE {}, shutdown {sh}, then recv {rest} and {eof}, close {c1}, again {c2} errno EBADF: {}",
+        cancel == 2,
+        e == Some(libc::EBADF)
+    );
 }
 
 /// ns per system call three ways: `getppid` through `libc::syscall` (the
