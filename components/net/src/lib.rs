@@ -121,6 +121,17 @@ pub fn init() {
     let static_v4 = config.static_v4.is_some();
     let mut s = stack::Stack::new(config, eth);
     s.verbose = verbose;
+    if let Some(v) = option("UNIKERNEL_TCP_FIN_TIMEOUT") {
+        match v.parse::<u64>() {
+            Ok(secs) if secs > 0 => s.fin_timeout = smoltcp::time::Duration::from_secs(secs),
+            _ => {
+                unikernel_runtime::kprintln!(
+                    "unikernel: net: UNIKERNEL_TCP_FIN_TIMEOUT={v}: not a number of seconds above 0"
+                );
+                unikernel_runtime::exit(unikernel_runtime::fault::EXIT_KERNEL_PANIC);
+            }
+        }
+    }
     config::publish(&s.config);
     if !has_eth {
         config::announce(&s, "no device");

@@ -49,6 +49,10 @@ const SOMAXCONN: usize = 4096;
 /// Beyond this, the oldest are forgotten (a late segment of theirs gets a
 /// reset), as stacks short of memory do.
 const TIME_WAIT_MAX: usize = 64;
+/// How long a connection the app closed may wait in FIN-WAIT-2 for the
+/// peer's FIN before it is forgotten (Linux's `tcp_fin_timeout`, 60 s);
+/// `UNIKERNEL_TCP_FIN_TIMEOUT=SECS` changes it.
+pub const FIN_TIMEOUT_DEFAULT_S: u64 = 60;
 const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
 /// Packets handled per link in one poll before the poller yields.
 const BURST: usize = 256;
@@ -176,6 +180,10 @@ pub struct Stack {
     pub socks: BTreeMap<SockId, Sock>,
     /// Closed sockets smoltcp still finishes (FIN handshakes, TIME-WAIT).
     pub closing: Vec<(Link, SocketHandle)>,
+    /// Closed sockets in FIN-WAIT-2 and since when (see
+    /// [`FIN_TIMEOUT_DEFAULT_S`]).
+    fin_wait2: Vec<(Link, SocketHandle, Instant)>,
+    pub fin_timeout: Duration,
     next_id: SockId,
     next_port: u16,
     pub verbose: bool,
@@ -234,6 +242,8 @@ impl Stack {
             config,
             socks: BTreeMap::new(),
             closing: Vec::new(),
+            fin_wait2: Vec::new(),
+            fin_timeout: Duration::from_secs(FIN_TIMEOUT_DEFAULT_S),
             next_id: 1,
             next_port: *EPHEMERAL.start() + (seed() % 8192) as u16,
             verbose: false,
@@ -1103,16 +1113,37 @@ impl Stack {
                 keep.push((l, h));
             }
         }
-        // The oldest connections in TIME-WAIT beyond TIME_WAIT_MAX go.
+        // The oldest connections in TIME-WAIT beyond TIME_WAIT_MAX go, and
+        // those whose peer has not sent its FIN within the fin timeout.
+        let t = now();
         let mut time_wait = Vec::new();
+        let mut expired = Vec::new();
+        let mut waiting = Vec::new();
         for (i, &(l, h)) in keep.iter().enumerate() {
             let Some(net) = self.net(l) else { continue };
-            if net.sockets.get::<tcp::Socket>(h).state() == tcp::State::TimeWait {
-                time_wait.push(i);
+            match net.sockets.get::<tcp::Socket>(h).state() {
+                tcp::State::TimeWait => time_wait.push(i),
+                tcp::State::FinWait2 => {
+                    let since = self
+                        .fin_wait2
+                        .iter()
+                        .find(|e| e.0 == l && e.1 == h)
+                        .map_or(t, |e| e.2);
+                    if t - since >= self.fin_timeout {
+                        expired.push(i);
+                    } else {
+                        waiting.push((l, h, since));
+                    }
+                }
+                _ => {}
             }
         }
+        self.fin_wait2 = waiting;
         let excess = time_wait.len().saturating_sub(TIME_WAIT_MAX);
-        for &i in time_wait[..excess].iter().rev() {
+        let mut gone: Vec<usize> = time_wait[..excess].to_vec();
+        gone.extend(expired);
+        gone.sort_unstable();
+        for &i in gone.iter().rev() {
             let (l, h) = keep.remove(i);
             if let Some(net) = self.net(l) {
                 net.sockets.remove(h);
