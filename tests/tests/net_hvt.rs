@@ -204,20 +204,7 @@ fn http_template_serves_256_connections_in_32m_and_survives_garbage() {
     // leaves a socket in TIME-WAIT with 32 KiB of buffers, three times
     // what 32 MiB holds (the guest once ran out of heap after ~900 and
     // panicked).
-    let short = root().join("tests/tests/net/short_conns.py");
-    let o = ns.client(
-        "python3",
-        &[
-            short.to_str().unwrap(),
-            "10.0.3.2",
-            "8080",
-            "3000",
-            "hello from the unikernel\n",
-        ],
-        Duration::from_secs(120),
-    );
-    assert_eq!(o.code, 0, "short_conns.py: {} {}", o.stdout, o.stderr);
-    assert_eq!(o.stdout, "3000 of 3000 answered\n", "{}", o.stderr);
+    server_closes(&ns, "close", 1, 3000, 0);
     // Garbage on the wire: runts' worth of headers, broken IPv4/IPv6/ARP.
     let flood = root().join("tests/tests/net/garbage.py");
     let o = ns.client(
@@ -234,6 +221,40 @@ fn http_template_serves_256_connections_in_32m_and_survives_garbage() {
     );
     let out = g.kill();
     assert!(!out.stderr.contains("panic"), "guest: {}", out.stderr);
+}
+
+/// `tests/tests/net/server_closes.py MODE` against the template at
+/// 10.0.3.2:8080: `rounds` rounds of `count` connections that the server
+/// closes first, `pause` seconds apart; every one must be answered.
+fn server_closes(ns: &NetNs, mode: &str, rounds: u32, count: u32, pause: u32) {
+    let script = root().join("tests/tests/net/server_closes.py");
+    let total = rounds * count;
+    let (rounds, count, pause) = (rounds.to_string(), count.to_string(), pause.to_string());
+    let o = ns.client(
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            mode,
+            "10.0.3.2",
+            "8080",
+            &rounds,
+            &count,
+            &pause,
+            "hello from the unikernel\n",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        o.code, 0,
+        "server_closes.py {mode}: {} {}",
+        o.stdout, o.stderr
+    );
+    assert_eq!(
+        o.stdout,
+        format!("{total} of {total} answered\n"),
+        "{}",
+        o.stderr
+    );
 }
 
 /// Clients that read the server's close but never close their side leave
@@ -266,22 +287,7 @@ fn half_closed_connections_are_forgotten_after_the_fin_timeout() {
     let url = "http://10.0.3.2:8080/";
     let o = ns.curl_until_up(url, Duration::from_secs(20));
     assert_eq!(o.stdout, "hello from the unikernel\n", "curl: {}", o.stderr);
-    let script = root().join("tests/tests/net/half_closed.py");
-    let o = ns.client(
-        "python3",
-        &[
-            script.to_str().unwrap(),
-            "10.0.3.2",
-            "8080",
-            "2",
-            "600",
-            "4",
-            "hello from the unikernel\n",
-        ],
-        Duration::from_secs(120),
-    );
-    assert_eq!(o.code, 0, "half_closed.py: {} {}", o.stdout, o.stderr);
-    assert_eq!(o.stdout, "1200 of 1200 answered\n", "{}", o.stderr);
+    server_closes(&ns, "hold", 2, 600, 4);
     let out = g.kill();
     assert!(!out.stderr.contains("panic"), "guest: {}", out.stderr);
 }
