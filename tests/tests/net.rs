@@ -32,6 +32,20 @@ cases! {
         assert_eq!(o.code, 0, "stderr: {}", o.stderr);
     }
 
+    /// A malformed option of the network component stops the boot before
+    /// the app runs, naming the option and its value (the address options
+    /// are the monitor's to check on hvt).
+    fn a_bad_network_option_stops_the_boot_naming_it(t) on [hvt] {
+        let o = t.boot("net-local", &["--env", "UNIKERNEL_TCP_FIN_TIMEOUT=soon"], &[]);
+        assert_eq!(o.code, 253, "stdout: {} stderr: {}", o.stdout, o.stderr);
+        assert!(
+            o.stderr.contains("UNIKERNEL_TCP_FIN_TIMEOUT=soon: not a number of seconds above 0"),
+            "stderr: {}",
+            o.stderr
+        );
+        assert!(!o.stdout.contains("done"), "the app ran: {}", o.stdout);
+    }
+
     /// tokio (mio, epoll, non-blocking connect) with 256 clients and 256
     /// server connections (512 sockets: both ends are in the guest) open at
     /// once in 48 MiB: more SYNs than the listener's backlog arrive

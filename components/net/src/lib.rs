@@ -123,7 +123,10 @@ pub fn init() {
     s.verbose = verbose;
     if let Some(v) = option("UNIKERNEL_TCP_FIN_TIMEOUT") {
         match v.parse::<u64>() {
-            Ok(secs) if secs > 0 => s.fin_timeout = smoltcp::time::Duration::from_secs(secs),
+            // At most u32::MAX seconds (136 years): no overflow in µs.
+            Ok(secs) if secs > 0 => {
+                s.fin_timeout = smoltcp::time::Duration::from_secs(secs.min(u32::MAX as u64))
+            }
             _ => {
                 unikernel_runtime::kprintln!(
                     "unikernel: net: UNIKERNEL_TCP_FIN_TIMEOUT={v}: not a number of seconds above 0"
