@@ -175,6 +175,13 @@ pub trait Platform: Sync {
     fn flush_tlb_page(&self, va: u64);
     /// Drop all non-global TLB entries (privileged).
     fn flush_tlb_all(&self);
+    /// The most pages one operation invalidates one by one; beyond it, one
+    /// [`Self::flush_tlb_all`] (at most 8). A platform where every
+    /// privileged instruction is a trip through an emulated ring 0 (hvt on
+    /// kvm-pvm) says 1: a full flush costs what one page's does.
+    fn tlb_flush_pages_max(&self) -> usize {
+        8
+    }
     /// Arm the one-shot timer: interrupt [`crate::sched::TICK_VECTOR`] (32)
     /// once, when `monotonic_ns() >= deadline_ns` (at once if that has
     /// passed); `None` disarms it. Each call replaces the previous

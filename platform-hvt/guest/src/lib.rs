@@ -232,6 +232,12 @@ impl Platform for Hvt {
         unikernel_runtime::arch::x86_64::cpu::privileged::flush_all();
     }
 
+    /// Each privileged operation is a trip through kvm-pvm's emulated
+    /// ring 0: one full flush costs what one `invlpg` does.
+    fn tlb_flush_pages_max(&self) -> usize {
+        1
+    }
+
     fn set_timer(&self, deadline_ns: Option<u64>) {
         timer::set(deadline_ns, self.clock.boot_tsc());
     }

@@ -19,7 +19,8 @@
 //! of adjacent faults doubles that window up to 2 MiB. PROT_NONE pages
 //! that have a frame keep it behind a non-present entry (contents survive
 //! mprotect). `mremap` moves page-table entries, never bytes.
-//! TLB flushes are batched (up to 8 pages, else one full flush). They are
+//! TLB flushes are batched (up to 8 pages, else one full flush; the
+//! platform may set a lower limit, hvt 1: `Platform::tlb_flush_pages_max`). They are
 //! not skipped for entries whose Accessed bit is clear: on kvm-pvm an entry
 //! the app has used can still read as never accessed.
 
@@ -96,7 +97,7 @@ impl Flush {
     }
     fn run(self) {
         let p = crate::platform();
-        if self.all {
+        if self.all || self.n > p.tlb_flush_pages_max() {
             p.flush_tlb_all();
         } else {
             for va in &self.pages[..self.n] {

@@ -63,8 +63,16 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
     let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
     if flags & MAP_ANONYMOUS != 0 {
         // Frames come on first touch (see mm::vm), unless the app asks
-        // for them now.
+        // for them now, or the mapping is no bigger than what its first
+        // touch would populate anyway (the 64 KiB fault-around block):
+        // musl's malloc maps and unmaps such groups all the time, and a
+        // fault costs far more than the frames' entries (~80 us on
+        // kvm-pvm). Not for PROT_NONE (guard pages, reservations).
+        let small = len
+            <= (crate::mm::vm::FAULT_AROUND + 1) * crate::arch::x86_64::paging::PAGE_SIZE
+            && prot != 0;
         let populate = flags & (MAP_POPULATE | MAP_LOCKED) != 0
+            || small
             || LOCK_FUTURE.load(core::sync::atomic::Ordering::Relaxed);
         return with_aspace(|a| a.mmap(addr, len, prot, fixed, noreplace, populate))
             .map(|v| v as i64);
